@@ -1,0 +1,52 @@
+"""The command line: a thin layer over the Python API.
+
+Each subcommand lives in its own module here with an ``add_parser(subparsers)`` function
+that registers its arguments and sets ``func`` to a callable taking the parsed
+arguments and returning an exit status. Errors a user can fix (bad config, missing data
+files, unknown names) are printed as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from robustlab import __version__
+from robustlab.registry import UnknownNameError
+from robustlab.runs.config import ConfigError
+
+COMMANDS = ("data", "train", "certify", "verify", "smooth", "experiment", "theory", "report", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustlab",
+        description="Certifiably robust image classification: train 1-Lipschitz networks, "
+        "certify them, and run the experiments of 'Intriguing Properties of Robust Classification'.",
+    )
+    parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"robustlab.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as error:
+        print(f"robustlab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""One registry per kind of thing (models, layers, losses, datasets, experiments).
+
+Everything configurable is found by name, and an unknown name is an error that
+lists the known ones.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A name that no registry entry carries; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: ``@MODELS.register("lipconvnet")``; the object's __name__ by default."""
+
+        def add(obj: T) -> T:
+            self.add(name or getattr(obj, "__name__"), obj)
+            return obj
+
+        return add
+
+    def add(self, name: str, obj: T) -> None:
+        key = name.lower()
+        if key in self._entries:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._entries[key] = obj
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name.lower()]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)

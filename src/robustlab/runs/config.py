@@ -1,0 +1,281 @@
+"""The one configuration system: typed dataclasses, YAML presets, ``--set`` overrides.
+
+A config is a tree of dataclasses. YAML files and ``key=value`` overrides are checked
+against it: an unknown key, a value of the wrong type or a choice outside its list is a
+``ConfigError`` that says what was wrong and what would be right. Floats may be written
+as fractions (``36/255``) because that is how the paper writes radii.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_EPS = (36 / 255, 72 / 255, 108 / 255, 1.0)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # a dataset registry name, or a path to an .npz file
+    data_dir: str | None = None  # folder with the official files; $ROBUSTLAB_DATA by default
+    download: bool = False  # allow fetching official files (checksum-verified)
+    val_size: int = 0  # >0: hold out this many training images (seeded) and evaluate on them
+    split_seed: int = 1111  # the reference code's validation-split seed
+    subset_size: int | None = None  # class-balanced training subset of this size
+    subset_seed: int = 0
+    extra_path: str | None = None  # generated data (.npz with image/label) added to training
+    extra_size: int = 0  # how many extra images to add (0: none, -1: all)
+    pca_components: str | None = None  # e.g. "0-15,512-3071": keep these principal components
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 4  # random crop with reflect padding; 0 turns it off
+    flip: bool = True  # random horizontal flip
+    cutout: int = 8  # side of one square cutout; 0 turns it off
+    noise_std: float = 0.0  # Gaussian noise added after augmentation (smoothing base nets)
+    per_batch: bool = False  # one random draw per batch (reference code) instead of per sample
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lipconvnet-aol"  # a model registry name
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
+
+
+@dataclass
+class LossConfig:
+    name: Literal["offset_ce", "ce"] = "offset_ce"
+    offset: float = math.sqrt(2) * 36 / 255  # OffsetCrossEntropy's u
+    temperature: float = 0.25  # T: loss = T * CE((z - u*onehot) / T)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd"] = "sgd"
+    lr: float = 0.1  # peak learning rate of the schedule
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    schedule: Literal["onecycle", "constant"] = "onecycle"
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 24  # for the full training set; see scale_epochs
+    batch_size: int = 256
+    scale_epochs: bool = True  # subsets train for epochs * full_size / N (same number of steps)
+    eval_every: int = 0  # evaluate every K epochs (0: only at the end)
+    checkpoint_every: int = 1  # write the resumable checkpoint every K epochs
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    precision: Literal["float32", "bfloat16"] = "float32"  # training only; certification is float32+
+    compile: bool = False  # torch.compile the model for training
+    channels_last: bool = False
+
+
+@dataclass
+class EvalConfig:
+    eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
+    batch_size: int = 1000
+    power_iterations: int = 1000  # CPL evaluation: power-iteration steps to convergence
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Building a config from plain data
+
+
+def from_dict(data: dict[str, Any], cls: type = ExperimentConfig, where: str = "") -> Any:
+    """Build the dataclass ``cls`` from nested plain data, checking every key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {_join(where, unknown[0])!s}; "
+            f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(known))}"
+        )
+    values = {name: _coerce(value, hints[name], _join(where, name)) for name, value in data.items()}
+    return cls(**values)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(value if value is not None else {}, hint, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(
+                f"{where}: '{value}' is not a valid choice; choose one of: "
+                f"{', '.join(map(str, choices))}"
+            )
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(items)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        return _to_float(value, where)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported config type {hint}")
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace("sqrt2", str(math.sqrt(2)))
+        try:
+            if "/" in text:
+                num, den = text.split("/")
+                return float(num) / float(den)
+            return float(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a number such as 0.5 or 36/255, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Presets, files and overrides
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    return data or {}
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "kwargs":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_raw(source: str | Path) -> dict[str, Any]:
+    """Raw mapping of a preset name or YAML file; ``base: PRESET`` inherits from another."""
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = PRESET_DIR / f"{source}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown preset '{source}'; presets: {', '.join(preset_names())} "
+                "(or give the path of a YAML file)"
+            )
+    elif not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    return _deep_merge(_load_raw(base), data) if base else data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``optim.lr=0.3`` -> (["optim", "lr"], 0.3); values are read as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. optim.lr=0.3")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Config from a preset name or YAML path (or the defaults), then ``key=value`` overrides."""
+    data = _load_raw(source) if source else {}
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    return from_dict(apply_overrides(data, overrides or []))

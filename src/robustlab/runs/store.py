@@ -1,0 +1,255 @@
+"""The one results store: a directory per run and a SQLite index over all runs.
+
+A run directory holds::
+
+    config.yaml       the resolved ExperimentConfig
+    metrics.jsonl     one JSON object per logged step/epoch (append-only)
+    results.json      final results (written atomically)
+    checkpoint.pt     the resumable training state (written atomically)
+    model.pt          the final weights (written atomically)
+
+Every whole-file write goes to a temporary file in the same folder, is fsynced and then
+renamed over the target, so a killed process leaves either the old or the new file,
+never a torn one. Checkpoints load with ``weights_only=True``: a file never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+from robustlab.runs.config import ConfigError, ExperimentConfig, from_dict
+
+DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
+INDEX_NAME = "index.sqlite"
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint without executing code from it (``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise ValueError(
+            f"cannot load checkpoint {path}: {error}. The file is truncated, corrupt, or holds "
+            "objects other than tensors and plain data; re-create it with robustlab."
+        ) from None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+# ---------------------------------------------------------------------------------------
+# Run directories
+
+
+class Run:
+    """One run directory: its config, metrics log, results and checkpoints."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    results_path = property(lambda self: self.path / "results.json")
+    checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
+    model_path = property(lambda self: self.path / "model.pt")
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def load_config(self) -> ExperimentConfig:
+        if not self.config_path.exists():
+            raise FileNotFoundError(
+                f"{self.path} is not a robustlab run directory (no config.yaml); "
+                "give the folder that `robustlab train` created"
+            )
+        try:
+            return from_dict(yaml.safe_load(self.config_path.read_text()) or {})
+        except ConfigError as error:
+            raise ConfigError(f"{self.config_path}: {error}") from None
+
+    def save_config(self, config: ExperimentConfig) -> None:
+        atomic_write_text(self.config_path, config.to_yaml())
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line; a line is one write, so a kill loses at most that line."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": time.time(), **record}, default=_json_default) + "\n"
+        with open(self.metrics_path, "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill
+                continue
+        return records
+
+    def save_results(self, results: dict[str, Any]) -> None:
+        atomic_write_json(self.results_path, results)
+
+    def load_results(self) -> dict[str, Any]:
+        if not self.results_path.exists():
+            raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
+        return json.loads(self.results_path.read_text())
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """An extra result file of this run (e.g. certify.json), written atomically."""
+        path = self.path / name
+        atomic_write_json(path, data)
+        return path
+
+
+# ---------------------------------------------------------------------------------------
+# The store: creates runs and keeps the SQLite index
+
+
+class RunStore:
+    """A folder of runs with a SQLite index, so sweeps can be queried by config values."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or os.environ.get(DEFAULT_ROOT_ENV, "runs"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.index_path = self.root / INDEX_NAME
+        with self._connect() as db:
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS runs (
+                    run_id TEXT PRIMARY KEY, path TEXT NOT NULL, name TEXT,
+                    status TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+                    config TEXT NOT NULL, results TEXT)"""
+            )
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.index_path, timeout=60)
+        try:
+            with db:  # commits, or rolls back on error
+                yield db
+        finally:
+            db.close()
+
+    def create(self, config: ExperimentConfig, run_dir: str | Path | None = None) -> Run:
+        if run_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = self.root / f"{config.name}-{stamp}-{uuid.uuid4().hex[:6]}"
+        run = Run(run_dir)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.save_config(config)
+        self.record(run, config, status="created")
+        return run
+
+    def record(
+        self,
+        run: Run,
+        config: ExperimentConfig,
+        status: str,
+        results: dict[str, Any] | None = None,
+    ) -> None:
+        now = time.time()
+        with self._connect() as db:
+            db.execute(
+                """INSERT INTO runs (run_id, path, name, status, created, updated, config, results)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(run_id) DO UPDATE SET status=excluded.status,
+                   updated=excluded.updated, config=excluded.config,
+                   results=COALESCE(excluded.results, runs.results)""",
+                (
+                    str(run.path.resolve()),
+                    str(run.path.resolve()),
+                    config.name,
+                    status,
+                    now,
+                    now,
+                    json.dumps(config.to_dict()),
+                    None if results is None else json.dumps(results, default=_json_default),
+                ),
+            )
+
+    def query(self, status: str | None = None, **where: Any) -> list[dict[str, Any]]:
+        """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``."""
+        sql, args = "SELECT path, name, status, config, results FROM runs WHERE 1=1", []
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        for key, value in where.items():
+            sql += " AND json_extract(config, ?) IS ?"
+            args += [f"$.{key}", value]
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY created", args).fetchall()
+        return [
+            {
+                "path": path,
+                "name": name,
+                "status": state,
+                "config": json.loads(config),
+                "results": json.loads(results) if results else None,
+            }
+            for path, name, state, config, results in rows
+        ]

@@ -1,0 +1,97 @@
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from robustlab.runs.config import ExperimentConfig, load_config
+from robustlab.runs.store import Run, RunStore, atomic_open, atomic_torch_save, safe_torch_load
+
+
+def _write_forever(path):
+    """Child process: writes a huge file through atomic_open, and is killed mid-write."""
+    with atomic_open(path, "w") as handle:
+        while True:
+            handle.write("new content " * 10000)
+
+
+def test_killed_write_leaves_old_file_intact(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text('{"old": true}')
+    process = mp.get_context("spawn").Process(target=_write_forever, args=(target,))
+    process.start()
+    deadline = time.time() + 30
+    while not any(p.name.startswith(".results.json") for p in tmp_path.iterdir()):
+        assert time.time() < deadline, "writer never started"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    assert json.loads(target.read_text()) == {"old": True}
+
+
+def test_failed_write_removes_temporary_file(tmp_path):
+    target = tmp_path / "a.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as handle:
+            handle.write("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"w": torch.arange(3.0), "epoch": 2}, path)
+    loaded = safe_torch_load(path)
+    assert loaded["epoch"] == 2 and torch.equal(loaded["w"], torch.arange(3.0))
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match="cannot load checkpoint"):
+        safe_torch_load(path)
+
+
+class _NotPlainData:
+    pass
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": _NotPlainData()}, path)
+    with pytest.raises(ValueError, match="cannot load checkpoint"):
+        safe_torch_load(path)
+
+
+def test_sqlite_index_queries_by_config_values(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    for lr, n in [(0.1, 48), (0.1, 97), (0.3, 48)]:
+        config = load_config(None, [f"optim.lr={lr}", f"data.subset_size={n}", "name=sweep"])
+        run = store.create(config)
+        store.record(run, config, status="done", results={"cra": n / 100})
+    assert len(store.query(**{"optim.lr": 0.1})) == 2
+    rows = store.query(**{"optim.lr": 0.1, "data.subset_size": 97})
+    assert len(rows) == 1 and rows[0]["results"] == {"cra": 0.97}
+    assert rows[0]["config"]["data"]["subset_size"] == 97
+    assert store.query(**{"data.subset_size": None}) == []
+    # a second store object on the same folder sees the same index
+    assert len(RunStore(tmp_path / "runs").query(status="done")) == 3
+
+
+def test_run_directory_files(tmp_path):
+    store = RunStore(tmp_path)
+    config = ExperimentConfig(name="x")
+    run = store.create(config, tmp_path / "r1")
+    run.log_metrics({"epoch": 1, "loss": 2.0})
+    with open(run.metrics_path, "a") as handle:
+        handle.write('{"torn": ')  # what a kill mid-line leaves
+    run.save_results({"accuracy": 0.5})
+    reopened = Run(tmp_path / "r1")
+    assert reopened.load_config() == config
+    assert [m["loss"] for m in reopened.metrics()] == [2.0]
+    assert reopened.load_results() == {"accuracy": 0.5}
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a robustlab run directory"):
+        Run(tmp_path).load_config()

@@ -1,0 +1,34 @@
+"""Datasets, splits, device-resident loading with augmentation, and PCA projections."""
+
+from robustlab.data.datasets import (
+    DATASETS,
+    DatasetError,
+    ImageDataset,
+    default_data_dir,
+    import_files,
+    load_dataset,
+    load_generated,
+)
+from robustlab.data.loader import DeviceLoader, augment_batch
+from robustlab.data.pca import PCA, fit_pca, parse_component_spec
+from robustlab.data.splits import PreparedData, balanced_subset, channel_means, prepare_data, train_val_split
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DeviceLoader",
+    "ImageDataset",
+    "PCA",
+    "PreparedData",
+    "augment_batch",
+    "balanced_subset",
+    "channel_means",
+    "default_data_dir",
+    "fit_pca",
+    "import_files",
+    "load_dataset",
+    "load_generated",
+    "parse_component_spec",
+    "prepare_data",
+    "train_val_split",
+]

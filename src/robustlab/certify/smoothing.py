@@ -1,0 +1,485 @@
+"""Randomized smoothing: the paper's radius estimate and Cohen et al.'s CERTIFY / PREDICT.
+
+The smoothed classifier of a base classifier f is h(x) = argmax_c P(f(x + e) = c) with
+e ~ N(0, sigma^2 I). Three ways to look at it, all Monte-Carlo:
+
+- ``estimate`` (Prach & Lampert, Section 4): n = 1000 noisy copies, p1 = frequency of the
+  TRUE class, p2 = frequency of the most frequent other class, both clipped to
+  [0.01, 0.99], radius = sigma/2 * (PhiInv(p1) - PhiInv(p2)); negative = misclassified.
+  This estimates the robustness of the (unevaluable) smoothed classifier: it is NOT a
+  guarantee, and every result says so.
+- ``certify`` (Cohen et al. 2019): pick the top class from n0 = 100 copies, count it in
+  n = 100,000 fresh copies, take the one-sided Clopper-Pearson lower bound pA at level
+  alpha; abstain if pA < 1/2, else radius = sigma * PhiInv(pA). Sound with probability at
+  least 1 - alpha per image.
+- ``predict`` (Cohen et al. 2019): the top class of n copies, unless a two-sided binomial
+  test of the top two counts has p-value > alpha (then abstain). No radius.
+
+How it runs: noise is drawn on the model's device, many noisy copies of several images
+per forward pass; predictions are counted with ``scatter_add_`` on the device, and the
+counts come to the host once per chunk of images. Each image has its own noise stream,
+seeded from (seed, image index, purpose), so a result depends neither on the batch size
+nor on which other images share a chunk, and a resumed run replays exactly. With an
+``output`` path every chunk's results are appended to a JSONL file (flushed and fsynced);
+running again with the same file skips the images already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import beta, binomtest, norm
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustlab.runs.config import DEFAULT_EPS
+
+METHODS = ("estimate", "certify", "predict")
+NOISE_BLOCK = 1000  # copies drawn per call from an image's stream; fixed, so results ignore batch size
+ABSTAIN = -1
+GUARANTEES = {
+    "estimate": "none: a Monte-Carlo ESTIMATE of the smoothed classifier's radius "
+    "(Prach & Lampert), not a certificate",
+    "certify": "certified: each radius holds with probability >= 1 - alpha (Cohen et al. 2019, CERTIFY)",
+    "predict": "prediction only: wrong with probability <= alpha when not abstaining "
+    "(Cohen et al. 2019, PREDICT); no radius",
+}
+_STREAMS = {"estimate": 0, "select": 1, "certify": 2, "predict": 3}
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics (host side, on the counts of one chunk)
+
+
+def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower confidence bound of a binomial proportion."""
+    if successes == 0:
+        return 0.0
+    return float(beta.ppf(alpha, successes, trials - successes + 1))
+
+
+def estimated_radius(p1: float, p2: float, sigma: float, clip: tuple[float, float] = (0.01, 0.99)) -> float:
+    """The paper's radius sigma/2 * (PhiInv(p1) - PhiInv(p2)) with clipped frequencies."""
+    p1, p2 = np.clip([p1, p2], *clip)
+    return float(sigma / 2 * (norm.ppf(p1) - norm.ppf(p2)))
+
+
+def certified_radius(p_lower: float, sigma: float) -> float:
+    """Cohen et al.'s radius sigma * PhiInv(pA) for a lower bound pA >= 1/2."""
+    return float(sigma * norm.ppf(p_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling on the device
+
+
+def noise_seed(seed: int, index: int, stream: str) -> int:
+    """Seed of one image's noise stream: a hash of (seed, image index, purpose)."""
+    state = np.random.SeedSequence([seed, index, _STREAMS[stream]]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1  # < 2**63: valid on every device
+
+
+def count_predictions(
+    model: nn.Module,
+    images: torch.Tensor,
+    seeds: Sequence[int],
+    num_samples: int,
+    sigma: float,
+    batch_size: int,
+    precision: str = "float32",
+) -> torch.Tensor:
+    """Class counts (images, classes) of ``model`` on ``num_samples`` noisy copies of each image.
+
+    ``images`` are float NCHW on the model's device. Nothing here waits for the device:
+    the counts stay there until the caller asks for them.
+    """
+    device = images.device
+    generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+    blocks = [
+        (row, min(NOISE_BLOCK, num_samples - start))
+        for row in range(len(images))
+        for start in range(0, num_samples, NOISE_BLOCK)
+    ]
+    counts = None
+    for group in _group_blocks(blocks, batch_size):
+        rows = torch.tensor([row for row, _ in group])
+        sizes = torch.tensor([size for _, size in group])
+        image_of_copy = torch.repeat_interleave(rows, sizes).to(device, non_blocking=True)
+        noise = torch.empty((int(sizes.sum()), *images.shape[1:]), device=device)
+        for (row, size), part in zip(group, noise.split(sizes.tolist())):
+            part.normal_(0.0, sigma, generator=generators[row])
+        for copies, owners in zip(noise.split(batch_size), image_of_copy.split(batch_size)):
+            with _autocast(device, precision):
+                logits = model(images[owners] + copies)
+            if counts is None:
+                num_classes = logits.shape[1]
+                counts = torch.zeros(len(images) * num_classes, dtype=torch.long, device=device)
+            predictions = logits.argmax(dim=1)
+            cells = owners * num_classes + predictions
+            counts.scatter_add_(0, cells, torch.ones_like(cells))
+    return counts.view(len(images), num_classes)
+
+
+def _group_blocks(blocks: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:
+    """Consecutive noise blocks in groups of about ``batch_size`` copies (one forward pass each)."""
+    group, total = [], 0
+    for row, size in blocks:
+        if group and total + size > batch_size:
+            yield group
+            group, total = [], 0
+        group.append((row, size))
+        total += size
+    if group:
+        yield group
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "float32":
+        return _full_float32(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@contextmanager
+def _full_float32(device: torch.device) -> Iterator[None]:
+    """No TF32 shortcut in certification: CUDA convolutions default to TF32."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+# ---------------------------------------------------------------------------------------
+# The three methods: each scores one chunk of images into per-image records
+
+
+def _score_estimate(model, x, labels, indices, p) -> list[dict[str, Any]]:
+    seeds = [noise_seed(p["seed"], i, "estimate") for i in indices]
+    counts = count_predictions(model, x, seeds, p["n"], p["sigma"], p["batch_size"], p["precision"])
+    records = []
+    for index, label, row in zip(indices, labels, counts.cpu().numpy()):  # the one sync
+        true_count = int(row[label])
+        others = np.delete(row, label)
+        other_count = int(others.max())
+        radius = estimated_radius(true_count / p["n"], other_count / p["n"], p["sigma"], p["clip"])
+        records.append(
+            {
+                "index": index,
+                "label": label,
+                "prediction": int(row.argmax()),
+                "count_true": true_count,
+                "count_other": other_count,
+                "radius": radius,
+                "correct": true_count > other_count,
+            }
+        )
+    return records
+
+
+def _score_certify(model, x, labels, indices, p) -> list[dict[str, Any]]:
+    sample = lambda n, stream: count_predictions(  # noqa: E731
+        model, x, [noise_seed(p["seed"], i, stream) for i in indices], n, p["sigma"], p["batch_size"]
+    )
+    both = torch.stack([sample(p["n0"], "select"), sample(p["n"], "certify")]).cpu().numpy()
+    records = []
+    for index, label, selection, row in zip(indices, labels, both[0], both[1]):
+        top = int(selection.argmax())
+        count = int(row[top])
+        p_lower = clopper_pearson_lower(count, p["n"], p["alpha"])
+        abstain = p_lower < 0.5
+        records.append(
+            {
+                "index": index,
+                "label": label,
+                "prediction": ABSTAIN if abstain else top,
+                "count": count,
+                "p_lower": p_lower,
+                "radius": None if abstain else certified_radius(p_lower, p["sigma"]),
+                "correct": not abstain and top == label,
+            }
+        )
+    return records
+
+
+def _score_predict(model, x, labels, indices, p) -> list[dict[str, Any]]:
+    seeds = [noise_seed(p["seed"], i, "predict") for i in indices]
+    counts = count_predictions(model, x, seeds, p["n"], p["sigma"], p["batch_size"]).cpu().numpy()
+    records = []
+    for index, label, row in zip(indices, labels, counts):
+        second, top = np.argsort(row, kind="stable")[-2:]
+        top_count, second_count = int(row[top]), int(row[second])
+        p_value = binomtest(top_count, top_count + second_count, 0.5).pvalue
+        abstain = p_value > p["alpha"]
+        records.append(
+            {
+                "index": index,
+                "label": label,
+                "prediction": ABSTAIN if abstain else int(top),
+                "count_top": top_count,
+                "count_second": second_count,
+                "p_value": float(p_value),
+                "correct": not abstain and int(top) == label,
+            }
+        )
+    return records
+
+
+_SCORERS: dict[str, Callable] = {"estimate": _score_estimate, "certify": _score_certify, "predict": _score_predict}
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+
+
+def estimate(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    labels: Sequence[int],
+    sigma: float,
+    n: int = 1000,
+    *,
+    clip: tuple[float, float] = (0.01, 0.99),
+    batch_size: int = 10_000,
+    seed: int = 0,
+    precision: str = "float32",
+    **run_options: Any,
+) -> dict[str, Any]:
+    """The paper's ESTIMATE of smoothed robustness (not a guarantee). See ``smooth`` for options."""
+    if not 0 < clip[0] < clip[1] < 1:
+        raise ValueError(f"clip must be two frequencies 0 < low < high < 1, got {clip}")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got '{precision}'")
+    params = dict(sigma=sigma, n=n, clip=list(clip), batch_size=batch_size, seed=seed, precision=precision)
+    return smooth("estimate", model, images, labels, params, **run_options)
+
+
+def certify(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    labels: Sequence[int],
+    sigma: float,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    *,
+    batch_size: int = 10_000,
+    seed: int = 0,
+    **run_options: Any,
+) -> dict[str, Any]:
+    """Cohen et al.'s CERTIFY: certified radii, sound with probability >= 1 - alpha each."""
+    params = dict(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
+    return smooth("certify", model, images, labels, params, **run_options)
+
+
+def predict(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    labels: Sequence[int],
+    sigma: float,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    *,
+    batch_size: int = 10_000,
+    seed: int = 0,
+    **run_options: Any,
+) -> dict[str, Any]:
+    """Cohen et al.'s PREDICT: the smoothed prediction, or abstain when the vote is too close."""
+    params = dict(sigma=sigma, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
+    return smooth("predict", model, images, labels, params, **run_options)
+
+
+def smooth(
+    method: str,
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    labels: Sequence[int],
+    params: dict[str, Any],
+    *,
+    indices: Sequence[int] | None = None,
+    output: str | Path | None = None,
+    eps: Sequence[float] = DEFAULT_EPS,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``method`` over a set of images and summarise it; the three functions above call this.
+
+    images: float NCHW in [0, 1] (tensor) or uint8 NHWC (array), moved to the model's device
+        a chunk at a time. labels: one int per image.
+    indices: each image's index in its dataset (default 0..N-1): it seeds the image's noise.
+    output: JSONL file of per-image records; existing records there are reused (resume).
+    chunk_size: images per chunk (one host sync and one file append each).
+    Returns the summary (accuracy, CRA curve at ``eps``, ...) with ``records`` per image.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown smoothing method '{method}'; choose one of: {', '.join(METHODS)}")
+    labels = [int(y) for y in labels]
+    indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
+    _check_inputs(images, labels, indices, params)
+    params = {"method": method, **params, "model": model_fingerprint(model)}
+    done = _resume(output, params) if output else {}
+    _check_labels(done, indices, labels)
+    todo = [k for k, index in enumerate(indices) if index not in done]
+    chunk_size = chunk_size or max(1, 4 * params["batch_size"] // params["n"])
+    device = _device_of(model)
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(
+            total=len(indices), initial=len(indices) - len(todo), unit="img",
+            desc=f"smoothing {method}", disable=not progress,
+        ) as bar:
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start : start + chunk_size]
+                x = _to_device(images, chunk, device)
+                records = _SCORERS[method](
+                    model, x, [labels[k] for k in chunk], [indices[k] for k in chunk], params
+                )
+                if output:
+                    _append_lines(Path(output), records)
+                done.update((r["index"], r) for r in records)
+                bar.update(len(chunk))
+    finally:
+        model.train(was_training)
+    records = [done[index] for index in indices]
+    summary = summarize(records, method, params, eps)
+    summary["seconds"] = time.perf_counter() - started
+    summary["records"] = records
+    return summary
+
+
+def summarize(
+    records: list[dict[str, Any]], method: str, params: dict[str, Any], eps: Sequence[float] = DEFAULT_EPS
+) -> dict[str, Any]:
+    """Accuracy and CRA-vs-radius curve of per-image records; abstentions count as failures."""
+    correct = np.array([r["correct"] for r in records], dtype=bool)
+    summary = {
+        "method": method,
+        "guarantee": GUARANTEES[method],
+        **{k: v for k, v in params.items() if k not in ("method", "batch_size")},
+        "num_images": len(records),
+        "accuracy": float(correct.mean()) if len(records) else float("nan"),
+    }
+    if method != "estimate":
+        abstained = np.array([r["prediction"] == ABSTAIN for r in records], dtype=bool)
+        summary["abstain_rate"] = float(abstained.mean()) if len(records) else float("nan")
+    if method != "predict":
+        radii = np.array([r["radius"] if r["correct"] else -np.inf for r in records], dtype=float)
+        summary["curve"] = [
+            {"eps": float(e), "eps_label": eps_label(e), "cra": float((radii > e).mean()) if len(records) else float("nan")}
+            for e in eps
+        ]
+    return summary
+
+
+def eps_label(eps: float) -> str:
+    """36/255 rather than 0.1412: radii as the paper writes them."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and eps != 1 else f"{eps:g}"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's parameters and buffers: a resumed run must use the same model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs, devices and the resumable results file
+
+
+def _check_inputs(images, labels, indices, params) -> None:
+    if len(images) != len(labels) or len(indices) != len(labels):
+        raise ValueError(
+            f"got {len(images)} images, {len(labels)} labels and {len(indices)} indices; "
+            "give one label and one index per image"
+        )
+    if len(set(indices)) != len(indices):
+        raise ValueError("image indices must be distinct: each one seeds its image's noise")
+    if isinstance(images, np.ndarray) and (images.dtype != np.uint8 or images.ndim != 4):
+        raise ValueError(f"numpy images must be uint8 NHWC, got {images.dtype} with shape {images.shape}")
+    if isinstance(images, torch.Tensor) and (not images.is_floating_point() or images.ndim != 4):
+        raise ValueError(f"image tensors must be float NCHW in [0, 1], got {images.dtype} {tuple(images.shape)}")
+    if not params["sigma"] > 0:
+        raise ValueError(f"sigma must be > 0 (the noise standard deviation), got {params['sigma']}")
+    for key in ("n", "n0", "batch_size"):
+        if key in params and not (isinstance(params[key], int) and params[key] >= 1):
+            raise ValueError(f"{key} must be a positive integer, got {params[key]!r}")
+    if "alpha" in params and not 0 < params["alpha"] < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {params['alpha']}")
+
+
+def _check_labels(done, indices, labels) -> None:
+    for index, label in zip(indices, labels):
+        if index in done and done[index]["label"] != label:
+            raise ValueError(
+                f"the results file has label {done[index]['label']} for image {index}, but the data "
+                f"has {label}: it belongs to other data; move it away to start afresh"
+            )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _to_device(images, rows: list[int], device: torch.device) -> torch.Tensor:
+    """Float NCHW pixels of the given rows; uint8 NHWC arrays travel as bytes and convert there."""
+    if isinstance(images, np.ndarray):
+        x = torch.from_numpy(images[rows]).to(device, non_blocking=True)
+        return x.permute(0, 3, 1, 2).float().div_(255)
+    return images[rows].to(device, dtype=torch.float32, non_blocking=True)
+
+
+def _resume(path: str | Path, params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Records already in ``path`` (after checking they were made with ``params``)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        _append_lines(path, [{"header": params}])
+        return {}
+    text = path.read_text()
+    if not text.endswith("\n"):  # a write torn by a kill: drop the partial line
+        text = text[: text.rfind("\n") + 1]
+        with open(path, "r+") as handle:
+            handle.truncate(len(text.encode()))
+    lines = text.splitlines()
+    try:
+        header = json.loads(lines[0])["header"]
+        records = [json.loads(line) for line in lines[1:]]
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+        raise ValueError(f"{path} is not a robustlab smoothing results file; move it away to start afresh") from None
+    changed = {k: (header.get(k), v) for k, v in params.items() if k != "batch_size" and header.get(k) != v}
+    if changed:
+        diff = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+        raise ValueError(
+            f"{path} holds results of different settings ({diff}); resume with the same settings, "
+            "or move the file away to start afresh"
+        )
+    return {r["index"]: r for r in records}
+
+
+def _append_lines(path: Path, items: list[dict[str, Any]]) -> None:
+    """One write per chunk, fsynced: a kill loses at most the chunk being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write("".join(json.dumps(item) + "\n" for item in items))
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -1,5 +1,27 @@
-"""`robustlab report` (under construction in this change)."""
+"""`robustlab report`: an experiment's figure and table from the run store, without training."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustlab.cli.common import emit
+from robustlab.cli.experiment import add_setup_arguments, render_report, setup_from_args
+from robustlab.runs.store import RunStore
 
 
 def add_parser(subparsers) -> None:
-    subparsers.add_parser("report", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "report", help="write an experiment's figure and table from the runs already trained",
+        description="Reads the run store (nothing is trained); runs still missing are left out and counted.",
+    )
+    parser.add_argument("name", metavar="NAME", help="experiment name (see `robustlab experiment`)")
+    add_setup_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustlab.experiments import report_experiment
+
+    report = report_experiment(setup_from_args(args), RunStore(args.runs_root), out_dir=args.out)
+    emit(args, report.to_dict(), render_report)
+    return 0

@@ -1,0 +1,15 @@
+"""The paper's experiments: each a list of sweeps over one base config, and a report.
+
+``EXPERIMENTS`` finds them by name; importing this package registers every one.
+"""
+
+from robustlab.experiments.experiment import (
+    EXPERIMENTS, Experiment, Report, Setup, get_experiment, report_experiment, run_experiment,
+)
+from robustlab.experiments.sweep import Sweep, SweepRow, collect, run_sweep
+
+# Each module registers its experiment.
+from robustlab.experiments import data_scaling  # noqa: E402,F401  isort: skip
+
+__all__ = ["EXPERIMENTS", "Experiment", "Report", "Setup", "Sweep", "SweepRow", "collect",
+           "get_experiment", "report_experiment", "run_experiment", "run_sweep"]

@@ -1,0 +1,171 @@
+"""What an experiment is, and the two things one does with it: run it, and report it.
+
+An ``Experiment`` turns a ``Setup`` (scale, dataset, ``--set`` overrides and the
+scale's parameters) into sweeps, and turns the sweep rows the store holds into a
+``Report`` (a figure, a table and notes). ``run_experiment`` trains what is missing and
+reports; ``report_experiment`` only reads the store, so a figure can be redrawn at any
+time, also while a sweep is still running (missing points are left out and counted).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
+from robustlab.registry import Registry
+from robustlab.report.tables import write_table
+from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from robustlab.runs.store import RunStore
+
+SCALES = ("smoke", "small", "paper")
+
+
+@dataclass
+class Setup:
+    """Everything that selects the configs of one experiment."""
+
+    experiment: str
+    scale: str
+    dataset: str
+    overrides: list[str] = field(default_factory=list)  # "key=value", applied to every run
+    params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
+
+    def base_config(self, settings: Overrides) -> ExperimentConfig:
+        """Defaults, then the experiment's ``settings``, then the user's ``--set`` overrides."""
+        config = with_overrides(load_config(), {"data.name": self.dataset, **settings})
+        return config_from_dict(config.to_dict(), self.overrides)
+
+
+@dataclass
+class Report:
+    experiment: str
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    tables: dict[str, Path] = field(default_factory=dict)
+    runs_done: int = 0
+    runs_missing: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment, "title": self.title, "columns": self.columns,
+            "rows": self.rows, "notes": self.notes, "figures": [str(p) for p in self.figures],
+            "tables": {k: str(v) for k, v in self.tables.items()},
+            "runs_done": self.runs_done, "runs_missing": self.runs_missing,
+        }
+
+
+@dataclass
+class Experiment:
+    """One experiment of the paper: its scales, how to build its sweeps, how to report them.
+
+    ``scales`` maps each scale to its parameters (with a ``dataset`` default);
+    ``sweeps(setup)`` returns the sweeps; ``report(rows, setup, out_dir)`` returns a
+    ``Report`` without ``tables`` (written here, the same way for every experiment).
+    """
+
+    name: str
+    summary: str  # what it reproduces, e.g. "Figure 1: ..."
+    scales: dict[str, dict[str, Any]]
+    sweeps: Callable[[Setup], list[Sweep]]
+    report: Callable[[list[SweepRow], Setup, Path], Report]
+
+    def setup(self, scale: str = "small", dataset: str | None = None,
+              overrides: list[str] | None = None, **params: Any) -> Setup:
+        if scale not in self.scales:
+            raise ConfigError(f"experiment '{self.name}' has no scale '{scale}'; "
+                              f"choose one of: {', '.join(self.scales)}")
+        chosen = {**self.scales[scale], **{k: v for k, v in params.items() if v is not None}}
+        unknown = sorted(set(chosen) - set(self.scales[scale]))
+        if unknown:
+            raise ConfigError(f"experiment '{self.name}' has no parameter '{unknown[0]}'; "
+                              f"its parameters: {', '.join(sorted(self.scales[scale]))}")
+        return Setup(self.name, scale, dataset or chosen["dataset"], list(overrides or []), chosen)
+
+
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+
+
+def get_experiment(name: str) -> Experiment:
+    import robustlab.experiments  # noqa: F401  (importing the package registers every experiment)
+
+    return EXPERIMENTS.get(name)
+
+
+def run_experiment(
+    setup: Setup,
+    store: RunStore,
+    out_dir: str | Path | None = None,
+    device: str | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> tuple[list[SweepRow], Report | None]:
+    """Train every run of the experiment not in ``store`` yet, then write its report.
+
+    With ``dry_run`` nothing is trained and no report is written: the rows say what
+    would train (``train``), resume (``resume``) or is already there (``done``).
+    """
+    experiment = get_experiment(setup.experiment)
+    rows = [row for sweep in experiment.sweeps(setup)
+            for row in run_sweep(sweep, store, device=device, progress=progress, dry_run=dry_run)]
+    if dry_run:
+        return rows, None
+    return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
+
+
+def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None = None) -> Report:
+    """The experiment's figure and table from the runs already in ``store``; trains nothing."""
+    experiment = get_experiment(setup.experiment)
+    rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
+    return _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
+
+
+def _out_dir(out_dir: str | Path | None, store: RunStore, setup: Setup) -> Path:
+    default = store.root / "reports" / f"{setup.experiment}-{setup.dataset}-{setup.scale}"
+    path = Path(out_dir) if out_dir else default
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
+    done = [row for row in rows if row.results is not None]
+    report = experiment.report(done, setup, out_dir)
+    report.runs_done, report.runs_missing = len(done), len(rows) - len(done)
+    if report.runs_missing:
+        report.notes.append(f"{report.runs_missing} of {len(rows)} runs have no results yet "
+                            "(run `robustlab experiment` to train them).")
+    report.tables = write_table(report.rows, out_dir / "table", report.columns, report.notes)
+    return report
+
+
+# ---------------------------------------------------------------------------------------
+# Reading results.json (the training engine's format) in one place
+
+
+def accuracy(results: dict[str, Any], split: str = "eval") -> float | None:
+    """Accuracy in percent on ``split`` ("eval": the evaluation split, or "train")."""
+    value = _split(results, split).get("accuracy")
+    return None if value is None else 100 * value
+
+
+def cra(results: dict[str, Any], eps: float = 36 / 255, split: str = "eval") -> float | None:
+    """Certified robust accuracy in percent at radius ``eps``; None for standard nets."""
+    table = _split(results, split).get("cra") or {}
+    for key, value in table.items():
+        if math.isclose(float(key), eps, rel_tol=1e-6, abs_tol=1e-9):
+            return None if value is None else 100 * value
+    return None
+
+
+def _split(results: dict[str, Any], split: str) -> dict[str, Any]:
+    return results.get(split) or {}
+
+
+def mean_over_seeds(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None

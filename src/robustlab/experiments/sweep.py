@@ -1,0 +1,179 @@
+"""Sweeps: a base config and a grid of overrides, trained through the one run store.
+
+A sweep is a list of configs. Running it trains every config the store has not
+finished yet, and resumes any whose training was interrupted, so a killed sweep
+continues where it stopped. A run counts as done for a config when the store holds a
+finished run whose config is equal up to the settings that only say where and how
+fast it runs (device, checkpoint frequency, data folder, run name).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+from robustlab.runs.config import ExperimentConfig, config_from_dict
+from robustlab.runs.store import Run, RunStore
+
+Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_size": 390}
+Grid = dict[str, list[Any]] | list[Overrides]
+
+DONE = "done"
+# Keys that change where or how fast a run executes, never its result.
+EXECUTION_KEYS = ("name", "train.device", "train.checkpoint_every", "data.data_dir", "data.download")
+
+
+def expand_grid(grid: Grid) -> list[Overrides]:
+    """A dict of value lists becomes its Cartesian product; a list of override sets stays."""
+    if isinstance(grid, dict):
+        keys = list(grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
+    return [dict(overrides) for overrides in grid]
+
+
+def with_overrides(config: ExperimentConfig, overrides: Overrides) -> ExperimentConfig:
+    """A copy of ``config`` with dotted-key values set, checked like ``--set`` overrides."""
+    # JSON text is valid YAML, so values pass through the one override parser unchanged.
+    texts = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return config_from_dict(config.to_dict(), texts)
+
+
+@dataclass
+class Sweep:
+    """Every config of ``grid`` applied to ``base``; runs are named ``name``."""
+
+    name: str
+    base: ExperimentConfig
+    grid: Grid = field(default_factory=list)
+
+    def points(self) -> list[SweepPoint]:
+        base = with_overrides(self.base, {"name": self.name})
+        return [SweepPoint(o, with_overrides(base, o)) for o in expand_grid(self.grid or [{}])]
+
+
+@dataclass
+class SweepPoint:
+    overrides: Overrides
+    config: ExperimentConfig
+
+
+@dataclass
+class SweepRow:
+    """One point of a sweep and what the store knows about it."""
+
+    sweep: str
+    overrides: Overrides
+    config: ExperimentConfig
+    status: str  # done | trained | resume | train (the last two: dry run, not yet run)
+    run: str | None = None
+    results: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "overrides": self.overrides, "status": self.status,
+                "run": self.run, "results": self.results}
+
+
+# ---------------------------------------------------------------------------------------
+# Matching configs against the store
+
+
+def result_key(config: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
+    """The config as plain data without the execution-only keys."""
+    data = json.loads(json.dumps(config.to_dict() if isinstance(config, ExperimentConfig) else config))
+    for dotted in EXECUTION_KEYS:
+        *sections, last = dotted.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section, {})
+        node.pop(last, None)
+    return data
+
+
+def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[dict]:
+    """Store rows (oldest first) of runs with the same result-relevant config."""
+    key = result_key(config)
+    candidates = store.query(status=status, **{"model.name": config.model.name,
+                                              "data.name": config.data.name})
+    return [row for row in candidates if result_key(row["config"]) == key]
+
+
+def find_done(store: RunStore, config: ExperimentConfig) -> dict | None:
+    done = find_runs(store, config, status=DONE)
+    return done[-1] if done else None
+
+
+def find_unfinished(store: RunStore, config: ExperimentConfig) -> dict | None:
+    """The newest interrupted run of this config that left a checkpoint to resume from."""
+    for row in reversed(find_runs(store, config)):
+        if row["status"] != DONE and Run(row["path"]).checkpoint_path.exists():
+            return row
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+
+def collect(sweep: Sweep, store: RunStore) -> list[SweepRow]:
+    """The sweep's points with the results the store already has; nothing is trained."""
+    rows = []
+    for point in sweep.points():
+        done = find_done(store, point.config)
+        if done:
+            rows.append(SweepRow(sweep.name, point.overrides, point.config, DONE, done["path"],
+                                 _results(done)))
+        else:
+            state = "resume" if find_unfinished(store, point.config) else "train"
+            rows.append(SweepRow(sweep.name, point.overrides, point.config, state))
+    return rows
+
+
+def run_sweep(
+    sweep: Sweep,
+    store: RunStore,
+    device: str | None = None,
+    progress: bool = True,
+    dry_run: bool = False,
+) -> list[SweepRow]:
+    """Train every point of ``sweep`` not done in ``store``; return all points with results.
+
+    ``device`` overrides ``train.device`` (it does not change which runs count as done).
+    With ``dry_run`` nothing is trained: the rows say which points would train or resume.
+    """
+    rows = collect(sweep, store)
+    todo = [row for row in rows if row.status != DONE]
+    if dry_run or not todo:
+        return rows
+    from robustlab.train.loop import train  # the engine pulls in torch models; import late
+
+    bar = tqdm(todo, desc=sweep.name, unit="run", disable=not progress)
+    for row in bar:
+        bar.set_postfix_str(_describe(row.overrides))
+        config = row.config if device is None else with_overrides(row.config, {"train.device": device})
+        unfinished = find_unfinished(store, config)
+        run = train(config, run_dir=unfinished["path"] if unfinished else None, store=store,
+                    resume=unfinished is not None, progress=progress)
+        row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
+    return rows
+
+
+def run_sweeps(sweeps: Iterable[Sweep], store: RunStore, **kwargs: Any) -> list[SweepRow]:
+    return [row for sweep in sweeps for row in run_sweep(sweep, store, **kwargs)]
+
+
+def _results(row: dict) -> dict[str, Any] | None:
+    if row["results"] is not None:
+        return row["results"]
+    try:  # the index keeps results, but the run folder is the source of truth
+        return Run(row["path"]).load_results()
+    except FileNotFoundError:
+        return None
+
+
+def _describe(overrides: Overrides) -> str:
+    return " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items())

@@ -1,5 +1,103 @@
-"""`robustlab data` (under construction in this change)."""
+"""`robustlab data`: list, inspect and prepare datasets."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.data.datasets import DATASETS, ImageDataset, default_data_dir, import_files, load_dataset
+from robustlab.data.splits import channel_means
 
 
 def add_parser(subparsers) -> None:
-    subparsers.add_parser("data", help="(not yet available)")
+    parser = subparsers.add_parser("data", help="list, inspect and prepare datasets")
+    parser.set_defaults(func=lambda args: parser.print_help())
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+
+    info = actions.add_parser("info", help="sizes, shapes, classes and channel means of a dataset, or a table of all")
+    info.add_argument("name", nargs="?", help="a dataset name or an .npz path; omit it for a table of all datasets")
+    _add_common(info)
+    info.set_defaults(func=run_info)
+
+    prepare = actions.add_parser("prepare", help="download or import a dataset into the data folder and verify it")
+    prepare.add_argument("name", help=f"one of: {', '.join(DATASETS.names())}")
+    prepare.add_argument("--download", action="store_true", help="fetch missing official files (md5-verified)")
+    prepare.add_argument(
+        "--from", dest="source", metavar="FILE_OR_DIR",
+        help="import from an .npz (x_train, y_train, x_test, y_test), an official file, or a folder of them",
+    )
+    _add_common(prepare)
+    prepare.set_defaults(func=run_prepare)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="dataset folder (default: $ROBUSTLAB_DATA or ~/.robustlab/data)")
+    parser.add_argument(
+        "--no-verify", dest="verify", action="store_false",
+        help="accept files in the official format whose md5 differs from the official one",
+    )
+    add_json_flag(parser)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    if args.name is None:
+        emit(args, dataset_table(args.data_dir), _render_table)
+    else:
+        emit(args, describe(load_dataset(args.name, args.data_dir, verify=args.verify)), _render_description)
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    written = []
+    if args.source:
+        written = [str(p) for p in import_files(args.name, args.source, args.data_dir, args.verify)]
+    dataset = load_dataset(args.name, args.data_dir, download=args.download, verify=args.verify)
+    emit(args, {**describe(dataset), "written": written}, _render_description)
+    return 0
+
+
+def dataset_table(data_dir: str | None = None) -> dict:
+    """Every known dataset and whether its files are in ``data_dir``."""
+    folder = default_data_dir(data_dir)
+    rows = []
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
+        status = spec.status(folder)
+        location = {"npz": spec.npz_path(folder), "official": spec.folder(folder)}.get(status)
+        rows.append({"name": name, "status": status, "location": location and str(location), "description": spec.description})
+    return {"data_dir": str(folder), "datasets": rows}
+
+
+def describe(dataset: ImageDataset) -> dict:
+    return {
+        "name": dataset.name,
+        "source": dataset.source,
+        "train_size": len(dataset.y_train),
+        "test_size": len(dataset.y_test),
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "classes": dataset.classes,
+        "channel_means": [round(float(m), 4) for m in channel_means(dataset.x_train)],
+        "train_class_counts": np.bincount(dataset.y_train, minlength=dataset.num_classes).tolist(),
+    }
+
+
+def _render_table(data: dict) -> str:
+    return f"data folder: {data['data_dir']}\n" + format_table(data["datasets"], ["name", "status", "description", "location"])
+
+
+def _render_description(info: dict) -> str:
+    classes = ", ".join(info["classes"][:10]) + (", ..." if info["num_classes"] > 10 else "")
+    counts = info["train_class_counts"]
+    lines = [
+        f"{info['name']}  ({info['source']})",
+        f"  train / test   {info['train_size']:,} / {info['test_size']:,}",
+        f"  image (C,H,W)  {tuple(info['input_shape'])}",
+        f"  classes        {info['num_classes']}: {classes}",
+        f"  per class      {min(counts):,} to {max(counts):,} training images",
+        f"  channel means  {', '.join(f'{m:.4f}' for m in info['channel_means'])}",
+    ]
+    lines += [f"  wrote          {path}" for path in info.get("written", [])]
+    return "\n".join(lines)

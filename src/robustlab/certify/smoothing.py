@@ -41,6 +41,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustlab.certify.margins import cra_curve
 from robustlab.runs.config import DEFAULT_EPS
 
 METHODS = ("estimate", "certify", "predict")
@@ -317,8 +318,9 @@ def smooth(
 ) -> dict[str, Any]:
     """Run ``method`` over a set of images and summarise it; the three functions above call this.
 
-    images: float NCHW in [0, 1] (tensor) or uint8 NHWC (array), moved to the model's device
-        a chunk at a time. labels: one int per image.
+    images: a tensor of float NCHW pixels in [0, 1] (the model's input), or an NHWC array,
+        uint8 or float32 in [0, 1] (the dataset format); moved to the device a chunk at a time.
+    labels: one int per image.
     indices: each image's index in its dataset (default 0..N-1): it seeds the image's noise.
     output: JSONL file of per-image records; existing records there are reused (resume).
     chunk_size: images per chunk (one host sync and one file append each).
@@ -378,11 +380,9 @@ def summarize(
         abstained = np.array([r["prediction"] == ABSTAIN for r in records], dtype=bool)
         summary["abstain_rate"] = float(abstained.mean()) if len(records) else float("nan")
     if method != "predict":
-        radii = np.array([r["radius"] if r["correct"] else -np.inf for r in records], dtype=float)
-        summary["curve"] = [
-            {"eps": float(e), "eps_label": eps_label(e), "cra": float((radii > e).mean()) if len(records) else float("nan")}
-            for e in eps
-        ]
+        radii = torch.tensor([r["radius"] if r["correct"] else -math.inf for r in records], dtype=torch.float64)
+        values = cra_curve(radii, eps) if len(records) else [math.nan] * len(eps)
+        summary["curve"] = [{"eps": float(e), "eps_label": eps_label(e), "cra": v} for e, v in zip(eps, values)]
     return summary
 
 
@@ -413,8 +413,11 @@ def _check_inputs(images, labels, indices, params) -> None:
         )
     if len(set(indices)) != len(indices):
         raise ValueError("image indices must be distinct: each one seeds its image's noise")
-    if isinstance(images, np.ndarray) and (images.dtype != np.uint8 or images.ndim != 4):
-        raise ValueError(f"numpy images must be uint8 NHWC, got {images.dtype} with shape {images.shape}")
+    if isinstance(images, np.ndarray) and (images.dtype not in (np.uint8, np.float32) or images.ndim != 4):
+        raise ValueError(
+            f"image arrays must be NHWC, uint8 or float32 in [0, 1] (the dataset format), "
+            f"got {images.dtype} with shape {images.shape}"
+        )
     if isinstance(images, torch.Tensor) and (not images.is_floating_point() or images.ndim != 4):
         raise ValueError(f"image tensors must be float NCHW in [0, 1], got {images.dtype} {tuple(images.shape)}")
     if not params["sigma"] > 0:
@@ -442,10 +445,10 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _to_device(images, rows: list[int], device: torch.device) -> torch.Tensor:
-    """Float NCHW pixels of the given rows; uint8 NHWC arrays travel as bytes and convert there."""
+    """Float NCHW pixels of the given rows; NHWC arrays travel as they are and convert there."""
     if isinstance(images, np.ndarray):
-        x = torch.from_numpy(images[rows]).to(device, non_blocking=True)
-        return x.permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(images[rows]).to(device, non_blocking=True).permute(0, 3, 1, 2)
+        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
     return images[rows].to(device, dtype=torch.float32, non_blocking=True)
 
 

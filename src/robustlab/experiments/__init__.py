@@ -9,7 +9,9 @@ from robustlab.experiments.experiment import (
 from robustlab.experiments.sweep import Sweep, SweepRow, collect, run_sweep
 
 # Each module registers its experiment.
-from robustlab.experiments import data_scaling  # noqa: E402,F401  isort: skip
+from robustlab.experiments import (  # noqa: E402,F401  isort: skip
+    compute_scaling, data_scaling, extra_data, one_architecture, pca, robust_overfitting,
+)
 
 __all__ = ["EXPERIMENTS", "Experiment", "Report", "Setup", "Sweep", "SweepRow", "collect",
            "get_experiment", "report_experiment", "run_experiment", "run_sweep"]

@@ -14,15 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from robustlab.data.datasets import load_dataset
-from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, mean_over_seeds,
-)
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, metric_panels, summarize
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
-from robustlab.report.plots import Curve, Panel, plot_panels
+from robustlab.report.plots import plot_panels
 
 PAPER_SIZES = (48, 97, 195, 390, 781, 1562, 3125, 6250, 12500, 25000, 50000)
-EPS = 36 / 255
 
 SCALES = {
     "smoke": {"dataset": "digits", "sizes": (48, 97), "epochs": 2, "seeds": (0,),
@@ -36,7 +33,7 @@ SCALES = {
 }
 
 
-def training_set_size(setup: Setup, val_size: int = 0) -> int:
+def training_set_size(setup: Setup) -> int:
     """Images in the training split of the setup's dataset (the cap on subset sizes)."""
     config = setup.base_config({})
     data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
@@ -54,7 +51,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     sizes = capped_sizes(params["sizes"], training_set_size(setup))
     return [
         Sweep(
-            name=f"data_scaling-{setup.dataset}-{name}",
+            name=f"data_scaling-{setup.dataset}-{name}", label=name,
             base=setup.base_config({**recipe(name), "train.epochs": params["epochs"],
                                     "train.scale_epochs": True}),
             grid={"data.subset_size": sizes, "seed": list(params["seeds"])},
@@ -69,39 +66,17 @@ def doubling_gain(sizes, values) -> float:
     return float(slope)
 
 
-def scaling_table(rows: list[SweepRow]) -> list[dict]:
-    """One row per (model, N), averaged over seeds, sorted by model then N."""
-    groups: dict[tuple[str, int], list[SweepRow]] = {}
-    for row in rows:
-        groups.setdefault((row.config.model.name, row.config.data.subset_size), []).append(row)
-    return [
-        {"model": model, "N": size, "seeds": len(group),
-         "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
-         "CRA": mean_over_seeds([cra(r.results, EPS) for r in group])}
-        for (model, size), group in sorted(groups.items())
-    ]
-
-
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table = scaling_table(rows)
-    models = list(dict.fromkeys(r["model"] for r in table))
-    series = {m: [r for r in table if r["model"] == m] for m in models}
-    acc_curves = [Curve(m, [r["N"] for r in s], [r["accuracy"] for r in s]) for m, s in series.items()]
-    cra_curves = [Curve(m, [r["N"] for r in s if r["CRA"] is not None],
-                        [r["CRA"] for r in s if r["CRA"] is not None]) for m, s in series.items()]
-    cra_curves = [c for c in cra_curves if c.x]
-    notes = []
-    for curve in cra_curves:
-        if len(curve.x) >= 2:
-            gain = doubling_gain(curve.x, curve.y)
-            notes.append(f"{curve.label}: doubling the training data adds {gain:.1f}% CRA at "
-                         f"eps=36/255 (line fit of CRA on log2 N, N={min(curve.x)}..{max(curve.x)}).")
-    figure = plot_panels(
-        [Panel("test accuracy (%)", acc_curves), Panel("CRA at 36/255 (%)", cra_curves)],
-        out_dir / f"data_scaling-{setup.dataset}.png",
-        xlabel="training-set size N", logx=True,
-        title=f"Data scaling on {setup.dataset} ({setup.scale})",
-    )
+    table = summarize(rows, "N", lambda config: config.data.subset_size)
+    panels = metric_panels(table, "N")
+    notes = [
+        f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% CRA "
+        f"at 36/255 (line fit of CRA on log2 N, N={min(curve.x)}..{max(curve.x)})."
+        for curve in panels[1].curves if len(curve.x) >= 2
+    ]
+    figure = plot_panels(panels, out_dir / f"data_scaling-{setup.dataset}.png",
+                         xlabel="training-set size N", logx=True,
+                         title=f"Data scaling on {setup.dataset} ({setup.scale})")
     return Report("data_scaling", f"Accuracy and CRA vs training-set size ({setup.dataset})",
                   ["model", "N", "seeds", "accuracy", "CRA"], table, notes, [figure])
 

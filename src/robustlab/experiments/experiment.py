@@ -16,11 +16,12 @@ from typing import Any, Callable
 
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
+from robustlab.report.plots import Curve, Panel
 from robustlab.report.tables import write_table
 from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 from robustlab.runs.store import RunStore
 
-SCALES = ("smoke", "small", "paper")
+DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
 
 
 @dataclass
@@ -153,13 +154,18 @@ def accuracy(results: dict[str, Any], split: str = "eval") -> float | None:
     return None if value is None else 100 * value
 
 
-def cra(results: dict[str, Any], eps: float = 36 / 255, split: str = "eval") -> float | None:
+def cra(results: dict[str, Any], eps: float = DEFAULT_EPS, split: str = "eval") -> float | None:
     """Certified robust accuracy in percent at radius ``eps``; None for standard nets."""
-    table = _split(results, split).get("cra") or {}
-    for key, value in table.items():
-        if math.isclose(float(key), eps, rel_tol=1e-6, abs_tol=1e-9):
-            return None if value is None else 100 * value
+    for entry in _split(results, split).get("cra") or []:
+        if math.isclose(entry["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
+            return None if entry["cra"] is None else 100 * entry["cra"]
     return None
+
+
+def cra_curve(results: dict[str, Any], split: str = "eval") -> tuple[list[float], list[float]] | None:
+    """(eps grid, CRA in percent) of ``split``; None for standard nets."""
+    curve = _split(results, split).get("curve")
+    return (curve["eps"], [100 * v for v in curve["cra"]]) if curve else None
 
 
 def _split(results: dict[str, Any], split: str) -> dict[str, Any]:
@@ -169,3 +175,31 @@ def _split(results: dict[str, Any], split: str) -> dict[str, Any]:
 def mean_over_seeds(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+def summarize(rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any],
+              eps: float = DEFAULT_EPS) -> list[dict[str, Any]]:
+    """One table row per (sweep label, x), accuracy and CRA averaged over seeds."""
+    groups: dict[tuple[str, Any], list[SweepRow]] = {}
+    for row in rows:
+        groups.setdefault((row.label, x_of(row.config)), []).append(row)
+    return [
+        {"model": label, x_name: x, "seeds": len(group),
+         "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
+         "CRA": mean_over_seeds([cra(r.results, eps) for r in group])}
+        for (label, x), group in sorted(groups.items())
+    ]
+
+
+def metric_panels(table: list[dict[str, Any]], x_name: str) -> list[Panel]:
+    """Accuracy of every model (top) and CRA of the 1-Lipschitz ones (bottom) against ``x_name``."""
+    models = list(dict.fromkeys(row["model"] for row in table))
+    panels = []
+    for key, ylabel in (("accuracy", "accuracy (%)"), ("CRA", "CRA at 36/255 (%)")):
+        curves = []
+        for model in models:
+            points = [(r[x_name], r[key]) for r in table if r["model"] == model and r[key] is not None]
+            if points:
+                curves.append(Curve(model, *zip(*points)))
+        panels.append(Panel(ylabel, curves))
+    return panels

@@ -20,7 +20,7 @@ RECIPES: dict[str, Overrides] = {
     "lipconvnet-aol": {"model.name": "lipconvnet-aol", "optim.lr": 0.1, **OFFSET_CE},
     "lipmlp-aol": {"model.name": "lipmlp-aol", "optim.lr": 0.1, **OFFSET_CE},
     "simpleconvnet": {"model.name": "simpleconvnet", "optim.lr": 0.1, "loss.name": "ce",
-                      "loss.temperature": 0.125},
+                      "loss.temperature": 8.0},  # CE(z / 8) * 8
     # Miniatures for tiny images (the built-in 8x8 digits) and quick CPU runs.
     "tiny-lipmlp": {"model.name": "lipmlp-aol", "model.kwargs": {"width": 128, "depth": 3},
                     "optim.lr": 0.1, **OFFSET_CE},

@@ -45,11 +45,15 @@ def with_overrides(config: ExperimentConfig, overrides: Overrides) -> Experiment
 
 @dataclass
 class Sweep:
-    """Every config of ``grid`` applied to ``base``; runs are named ``name``."""
+    """Every config of ``grid`` applied to ``base``; runs are named ``name``.
+
+    ``label`` names the sweep in figures and tables (default: ``name``).
+    """
 
     name: str
     base: ExperimentConfig
     grid: Grid = field(default_factory=list)
+    label: str = ""
 
     def points(self) -> list[SweepPoint]:
         base = with_overrides(self.base, {"name": self.name})
@@ -67,6 +71,7 @@ class SweepRow:
     """One point of a sweep and what the store knows about it."""
 
     sweep: str
+    label: str
     overrides: Overrides
     config: ExperimentConfig
     status: str  # done | trained | resume | train (the last two: dry run, not yet run)
@@ -74,7 +79,7 @@ class SweepRow:
     results: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sweep": self.sweep, "overrides": self.overrides, "status": self.status,
+        return {"sweep": self.sweep, "label": self.label, "overrides": self.overrides, "status": self.status,
                 "run": self.run, "results": self.results}
 
 
@@ -123,13 +128,13 @@ def collect(sweep: Sweep, store: RunStore) -> list[SweepRow]:
     """The sweep's points with the results the store already has; nothing is trained."""
     rows = []
     for point in sweep.points():
+        row = SweepRow(sweep.name, sweep.label or sweep.name, point.overrides, point.config, "train")
         done = find_done(store, point.config)
         if done:
-            rows.append(SweepRow(sweep.name, point.overrides, point.config, DONE, done["path"],
-                                 _results(done)))
-        else:
-            state = "resume" if find_unfinished(store, point.config) else "train"
-            rows.append(SweepRow(sweep.name, point.overrides, point.config, state))
+            row.status, row.run, row.results = DONE, done["path"], _results(done)
+        elif find_unfinished(store, point.config):
+            row.status = "resume"
+        rows.append(row)
     return rows
 
 

@@ -1,0 +1,87 @@
+"""Scaling with generated data (paper Section 5.1 and Section 9).
+
+Add generated CIFAR-10-like images (an .npz with ``image`` uint8 NHWC and ``label``,
+e.g. the published EDM samples; ``--set data.extra_path=FILE``) to the real training
+set, from 30 up to 1,000,000 of them (capped at what the file holds), and report CRA
+against the total training-set size. ``train.scale_epochs`` keeps the number of steps
+the same for every size. The paper finds the data-scaling trend continues.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from robustlab.experiments.data_scaling import doubling_gain, training_set_size
+from robustlab.experiments.experiment import (
+    EXPERIMENTS, Experiment, Report, Setup, metric_panels, summarize,
+)
+from robustlab.experiments.recipes import recipe
+from robustlab.experiments.sweep import Sweep, SweepRow
+from robustlab.report.plots import plot_panels
+from robustlab.runs.config import ConfigError
+
+PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000)
+
+SCALES = {
+    "smoke": {"dataset": "digits", "extra": (0, 30, 100), "epochs": 2, "seeds": (0,),
+              "recipes": ("tiny-lipmlp",)},
+    "small": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 8, "seeds": (0,),
+              "recipes": ("lipconvnet-cpl",)},
+    "paper": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 3000, "seeds": (0,),
+              "recipes": ("lipconvnet-cpl",)},
+}
+
+
+def generated_count(path: str) -> int:
+    """How many images the generated-data file holds (reads only its labels)."""
+    try:
+        with np.load(Path(path).expanduser(), allow_pickle=False) as archive:
+            return len(archive["label"])
+    except (OSError, KeyError, ValueError) as error:
+        raise ConfigError(f"data.extra_path={path}: cannot read the labels of this generated-data file "
+                          f"({error}); it must be an .npz with 'image' (uint8 NHWC) and 'label'") from None
+
+
+def sweeps(setup: Setup) -> list[Sweep]:
+    extra_path = setup.base_config({}).data.extra_path
+    if not extra_path:
+        raise ConfigError("extra_data needs a file of generated images: add --set data.extra_path=FILE.npz "
+                          "(an .npz with 'image' uint8 NHWC and 'label', e.g. the EDM CIFAR-10 samples)")
+    available = generated_count(extra_path)
+    sizes = sorted({min(int(n), available) for n in setup.params["extra"]})
+    return [
+        Sweep(
+            name=f"extra_data-{setup.dataset}-{name}", label=name,
+            base=setup.base_config({**recipe(name), "train.epochs": setup.params["epochs"],
+                                    "train.scale_epochs": True}),
+            grid={"data.extra_size": sizes, "seed": list(setup.params["seeds"])},
+        )
+        for name in setup.params["recipes"]
+    ]
+
+
+def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
+    real = training_set_size(setup)
+    table = summarize(rows, "extra", lambda config: config.data.extra_size)
+    for line in table:
+        line["N"] = real + line["extra"]
+    panels = metric_panels(table, "N")
+    notes = [
+        f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% CRA "
+        f"at 36/255 (line fit on log2 N, N={min(curve.x)}..{max(curve.x)}, {real} real images)."
+        for curve in panels[1].curves if len(curve.x) >= 2
+    ]
+    figure = plot_panels(panels, out_dir / f"extra_data-{setup.dataset}.png",
+                         xlabel="training-set size N (real + generated)", logx=True,
+                         title=f"Adding generated data to {setup.dataset} ({setup.scale})")
+    return Report("extra_data", f"Accuracy and CRA vs real + generated training data ({setup.dataset})",
+                  ["model", "extra", "N", "seeds", "accuracy", "CRA"], table, notes, [figure])
+
+
+EXPERIMENTS.add("extra_data", Experiment(
+    name="extra_data",
+    summary="Section 5.1 / 9: CRA vs training-set size with generated (EDM) images added",
+    scales=SCALES, sweeps=sweeps, report=report,
+))

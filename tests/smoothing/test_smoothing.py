@@ -90,7 +90,7 @@ def test_certify_and_predict_abstain_on_the_decision_boundary(linear):
         assert [r["correct"] for r in result["records"]] == [False, False, True]
         assert result["abstain_rate"] == pytest.approx(2 / 3)
     # abstentions count as failures in the certified accuracy curve
-    assert [point["cra"] for point in certified["curve"]][0] == pytest.approx(1 / 3)
+    assert certified["cra"][0]["cra"] == pytest.approx(1 / 3)
 
 
 def test_estimate_is_near_zero_on_the_boundary_and_negative_when_misclassified(linear):
@@ -105,8 +105,12 @@ def test_estimate_is_near_zero_on_the_boundary_and_negative_when_misclassified(l
 def test_curve_counts_points_whose_radius_exceeds_eps(linear):
     radii = [0.05, 0.2, 0.35, 0.5, -0.3]
     result = smoothing.estimate(linear, points_at(linear, radii), [1] * 5, SIGMA, n=20_000, eps=[0.1, 0.3, 0.45])
-    assert [p["cra"] for p in result["curve"]] == pytest.approx([3 / 5, 2 / 5, 1 / 5])
-    assert [p["eps_label"] for p in result["curve"]] == ["0.1", "0.3", "0.45"]
+    assert [p["cra"] for p in result["cra"]] == pytest.approx([3 / 5, 2 / 5, 1 / 5])
+    assert [p["label"] for p in result["cra"]] == ["0.1", "0.3", "0.45"]
+    # the dense curve: CRA falls from the accuracy to 0 as the radius grows past the largest
+    curve = dict(zip(result["curve"]["eps"], result["curve"]["cra"]))
+    assert curve[0.0] == pytest.approx(4 / 5) and curve[max(curve)] == 0.0
+    assert list(curve.values()) == sorted(curve.values(), reverse=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,12 +187,6 @@ def test_bad_alpha_and_image_formats_are_explained(linear):
         smoothing.certify(linear, torch.rand(2, *SHAPE), [0, 1], SIGMA, alpha=1.5)
     with pytest.raises(ValueError, match="NHWC, uint8 or float32"):
         smoothing.estimate(linear, np.zeros((2, 4, 4, 1), np.int32), [0, 1], SIGMA)
-
-
-def test_eps_labels_read_like_the_paper():
-    assert [smoothing.eps_label(e) for e in (36 / 255, 72 / 255, 108 / 255, 1.0, 0.5)] == [
-        "36/255", "72/255", "108/255", "1", "0.5"
-    ]
 
 
 def test_results_file_starts_with_its_settings(linear, tmp_path):

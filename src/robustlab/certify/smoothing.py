@@ -41,7 +41,8 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.certify.margins import cra_curve
+from robustlab.certify.evaluate import CURVE_POINTS, eps_label
+from robustlab.certify.margins import cra, cra_curve
 from robustlab.runs.config import DEFAULT_EPS
 
 METHODS = ("estimate", "certify", "predict")
@@ -367,29 +368,30 @@ def smooth(
 def summarize(
     records: list[dict[str, Any]], method: str, params: dict[str, Any], eps: Sequence[float] = DEFAULT_EPS
 ) -> dict[str, Any]:
-    """Accuracy and CRA-vs-radius curve of per-image records; abstentions count as failures."""
-    correct = np.array([r["correct"] for r in records], dtype=bool)
+    """Accuracy, CRA at ``eps`` and the CRA-vs-radius curve; abstentions count as failures.
+
+    The keys follow ``certify.evaluate.summarize`` (``accuracy``, ``cra``, ``curve``), so
+    smoothing and Lipschitz results read the same way.
+    """
+    if not records:
+        raise ValueError("nothing to summarise: no images were selected")
+    correct = torch.tensor([r["correct"] for r in records])
     summary = {
         "method": method,
         "guarantee": GUARANTEES[method],
         **{k: v for k, v in params.items() if k not in ("method", "batch_size")},
         "num_images": len(records),
-        "accuracy": float(correct.mean()) if len(records) else float("nan"),
+        "accuracy": correct.double().mean().item(),
     }
     if method != "estimate":
-        abstained = np.array([r["prediction"] == ABSTAIN for r in records], dtype=bool)
-        summary["abstain_rate"] = float(abstained.mean()) if len(records) else float("nan")
+        abstained = torch.tensor([r["prediction"] == ABSTAIN for r in records])
+        summary["abstain_rate"] = abstained.double().mean().item()
     if method != "predict":
         radii = torch.tensor([r["radius"] if r["correct"] else -math.inf for r in records], dtype=torch.float64)
-        values = cra_curve(radii, eps) if len(records) else [math.nan] * len(eps)
-        summary["curve"] = [{"eps": float(e), "eps_label": eps_label(e), "cra": v} for e, v in zip(eps, values)]
+        summary["cra"] = [{"eps": e, "label": eps_label(e), "cra": cra(radii, e)} for e in eps]
+        grid = torch.linspace(0, max(1.0, *eps, radii.max().item()), CURVE_POINTS).tolist()
+        summary["curve"] = {"eps": grid, "cra": cra_curve(radii, grid)}
     return summary
-
-
-def eps_label(eps: float) -> str:
-    """36/255 rather than 0.1412: radii as the paper writes them."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and eps != 1 else f"{eps:g}"
 
 
 def model_fingerprint(model: nn.Module) -> str:

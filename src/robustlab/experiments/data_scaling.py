@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from robustlab.data.datasets import load_dataset
-from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, metric_panels, summarize
+from robustlab.experiments.experiment import (
+    EXPERIMENTS, Experiment, Report, Setup, metric_panels, run_experiment, summarize,
+)
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
+from robustlab.runs.store import RunStore
 
 PAPER_SIZES = (48, 97, 195, 390, 781, 1562, 3125, 6250, 12500, 25000, 50000)
 
@@ -74,11 +77,37 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         f"at 36/255 (line fit of CRA on log2 N, N={min(curve.x)}..{max(curve.x)})."
         for curve in panels[1].curves if len(curve.x) >= 2
     ]
-    figure = plot_panels(panels, out_dir / f"data_scaling-{setup.dataset}.png",
+    name = "demo.png" if setup.scale == "demo" else f"data_scaling-{setup.dataset}.png"
+    figure = plot_panels(panels, out_dir / name,
                          xlabel="training-set size N", logx=True,
                          title=f"Data scaling on {setup.dataset} ({setup.scale})")
     return Report("data_scaling", f"Accuracy and CRA vs training-set size ({setup.dataset})",
                   ["model", "N", "seeds", "accuracy", "CRA"], table, notes, [figure])
+
+
+def run_demo(
+    out_dir: str | Path = "robustlab-demo",
+    dataset: str | None = None,
+    device: str | None = None,
+    sizes: tuple[int, ...] | None = None,
+    epochs: float | None = None,
+    seeds: tuple[int, ...] | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> Report:
+    """The paper's central result in miniature: data_scaling at the demo scale.
+
+    Trains a small 1-Lipschitz MLP and a standard MLP on growing class-balanced subsets
+    of the built-in digits (no download, minutes on a CPU), certifies the Lipschitz one
+    and writes ``demo.png`` and ``table.json``/``table.md`` into ``out_dir``, whose
+    ``runs/`` folder is the run store (a second call reuses the finished runs).
+    """
+    setup = EXPERIMENTS.get("data_scaling").setup("demo", dataset, overrides, sizes=sizes,
+                                                  epochs=epochs, seeds=seeds)
+    out_dir = Path(out_dir)
+    _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, device=device,
+                               progress=progress)
+    return report
 
 
 EXPERIMENTS.add("data_scaling", Experiment(

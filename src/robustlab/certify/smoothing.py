@@ -325,7 +325,7 @@ def smooth(
     indices: each image's index in its dataset (default 0..N-1): it seeds the image's noise.
     output: JSONL file of per-image records; existing records there are reused (resume).
     chunk_size: images per chunk (one host sync and one file append each).
-    Returns the summary (accuracy, CRA curve at ``eps``, ...) with ``records`` per image.
+    Returns the summary (accuracy, CRA at ``eps``, curve, timing) with ``records`` per image.
     """
     if method not in METHODS:
         raise ValueError(f"unknown smoothing method '{method}'; choose one of: {', '.join(METHODS)}")
@@ -360,9 +360,15 @@ def smooth(
         model.train(was_training)
     records = [done[index] for index in indices]
     summary = summarize(records, method, params, eps)
-    summary["seconds"] = time.perf_counter() - started
+    summary["timing"] = _timing(time.perf_counter() - started, len(todo), params)
     summary["records"] = records
     return summary
+
+
+def _timing(seconds: float, images: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Speed of this call: only the images it computed (not those a resume reused)."""
+    samples = images * (params["n"] + params.get("n0", 0))
+    return {"seconds": seconds, "images_computed": images, "samples_per_second": samples / seconds if images else None}
 
 
 def summarize(
@@ -488,3 +494,160 @@ def _append_lines(path: Path, items: list[dict[str, Any]]) -> None:
         handle.write("".join(json.dumps(item) + "\n" for item in items))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+# ---------------------------------------------------------------------------------------
+# Run directories: smoothing a trained run, and one table beside Lipschitz certification
+
+DEFAULT_SAMPLES = {"estimate": 1000, "certify": 100_000, "predict": 100_000}
+
+
+def results_paths(run_dir: str | Path, method: str) -> tuple[Path, Path]:
+    """(per-image JSONL, summary JSON) of ``method`` in a run directory."""
+    run_dir = Path(run_dir)
+    return run_dir / f"smoothing-{method}.jsonl", run_dir / f"smoothing-{method}.json"
+
+
+def smooth_run(
+    run_dir: str | Path,
+    method: str = "estimate",
+    *,
+    sigma: float | None = None,
+    n: int | None = None,
+    n0: int = 100,
+    alpha: float = 0.001,
+    split: str | None = None,
+    limit: int | None = None,
+    skip: int = 1,
+    batch_size: int = 10_000,
+    device: str = "auto",
+    seed: int = 0,
+    precision: str = "float32",
+    restart: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Smooth the model of a trained run over its evaluation images; resumable.
+
+    sigma defaults to the noise the base classifier was trained with (augment.noise_std);
+    n to 1000 for ``estimate`` and 100,000 for ``certify``/``predict``. Every ``skip``-th
+    image of the split is used, at most ``limit`` of them. Per-image results go to
+    ``smoothing-<method>.jsonl`` in the run directory (a rerun continues it; ``restart``
+    discards it first), the summary to ``smoothing-<method>.json``.
+    """
+    from robustlab.runtime import resolve_device
+    from robustlab.runs.store import Run
+    from robustlab.train.loop import load_run_model  # train imports certify: import late
+
+    if method not in METHODS:
+        raise ValueError(f"unknown smoothing method '{method}'; choose one of: {', '.join(METHODS)}")
+    if precision != "float32" and method != "estimate":
+        raise ValueError(f"{method} is a certificate and runs in float32 only; bfloat16 is for 'estimate'")
+    run = Run(run_dir)
+    config = run.load_config()
+    sigma = _noise_level(sigma, config.augment.noise_std)
+    images, labels, split = _split_images(config, split)
+    if skip < 1 or (limit is not None and limit < 1):
+        raise ValueError(f"--skip must be >= 1 and --limit >= 1, got skip={skip}, limit={limit}")
+    indices = list(range(0, len(labels), skip))[:limit]
+    jsonl, summary_path = results_paths(run.path, method)
+    if restart:
+        jsonl.unlink(missing_ok=True)
+    model, _ = load_run_model(run.path, device=resolve_device(device))
+    options = dict(batch_size=batch_size, seed=seed, indices=indices, output=jsonl,
+                   eps=config.eval.eps, progress=progress)
+    n = n or DEFAULT_SAMPLES[method]
+    x, y = images[indices], labels[indices]
+    if method == "estimate":
+        result = estimate(model, x, y, sigma, n, precision=precision, **options)
+    elif method == "certify":
+        result = certify(model, x, y, sigma, n0, n, alpha, **options)
+    else:
+        result = predict(model, x, y, sigma, n, alpha, **options)
+    records = result.pop("records")
+    result.update(run=str(run.path), split=split, skip=skip, limit=limit, train_noise_std=config.augment.noise_std,
+                  results_file=str(jsonl))
+    run.write_json(summary_path.name, result)
+    return result
+
+
+def _noise_level(sigma: float | None, train_noise: float) -> float:
+    if sigma is None:
+        if not train_noise > 0:
+            raise ValueError(
+                "this run was trained without noise (augment.noise_std = 0), so there is no default "
+                "noise level; give one with --sigma (the paper's base net uses 1/8)"
+            )
+        return train_noise
+    return sigma
+
+
+def _split_images(config, split: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The evaluation images of a run: its own split by default, or the one asked for."""
+    import dataclasses
+
+    from robustlab.data.splits import prepare_data
+
+    if split not in (None, "val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got '{split}'")
+    data_config = config.data
+    if split == "val" and data_config.val_size == 0:
+        raise ValueError(
+            "this run has no validation split (data.val_size = 0): it trained on the whole "
+            "training set, so use --split test"
+        )
+    if split == "test" and data_config.val_size > 0:
+        if data_config.pca_components:
+            raise ValueError(
+                "this run projects images onto principal components of its training split, which "
+                "excludes the validation images; evaluate it on its own split (omit --split)"
+            )
+        data_config = dataclasses.replace(data_config, val_size=0)
+    data = prepare_data(data_config)
+    return data.x_eval, data.y_eval, data.eval_split
+
+
+def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFAULT_EPS) -> list[dict[str, Any]]:
+    """Accuracy and CRA at the same radii for every result found in the run directories.
+
+    Lipschitz certification comes from ``certify.json`` (written by ``robustlab certify``),
+    smoothing from ``smoothing-<method>.json``; each row names the kind of guarantee.
+    """
+    from robustlab.runs.store import Run
+
+    rows = []
+    for run_dir in run_dirs:
+        run = Run(run_dir)
+        config = run.load_config()
+        found = [(name, run.path / f"{name}.json") for name in ("certify", *(f"smoothing-{m}" for m in METHODS))]
+        found = [(name, path) for name, path in found if path.exists()]
+        if not found:
+            raise FileNotFoundError(
+                f"{run.path} has no certify.json or smoothing-*.json yet; run `robustlab certify {run_dir}` "
+                f"or `robustlab smooth {run_dir}` first"
+            )
+        for name, path in found:
+            rows.append(_comparison_row(run.id, config.model.name, name, _read_json(path), eps))
+    return rows
+
+
+def _comparison_row(run_id: str, model: str, name: str, data: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
+    if name == "certify":
+        lipschitz = data.get("lipschitz_constant")
+        method = "lipschitz" if lipschitz is not None else "standard net"
+        guarantee = "deterministic" if lipschitz is not None else "none"
+    else:
+        method = name
+        guarantee = {"estimate": "estimate", "certify": f"p >= 1 - {data.get('alpha')}", "predict": "none"}[data["method"]]
+    row = {"run": run_id, "model": model, "method": method, "guarantee": guarantee,
+           "sigma": data.get("sigma"), "accuracy": data.get("accuracy")}
+    measured = {round(point["eps"], 9): point["cra"] for point in data.get("cra") or []}
+    for e in eps:
+        row[eps_label(e)] = measured.get(round(e, 9))
+    return row
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-create it") from None

@@ -66,7 +66,8 @@ def dataset_table(data_dir: str | None = None) -> dict:
         spec = DATASETS.get(name)
         status = spec.status(folder)
         location = {"npz": spec.npz_path(folder), "official": spec.folder(folder)}.get(status)
-        rows.append({"name": name, "status": status, "location": location and str(location), "description": spec.description})
+        location = location and str(location)
+        rows.append({"name": name, "status": status, "location": location, "description": spec.description})
     return {"data_dir": str(folder), "datasets": rows}
 
 
@@ -85,7 +86,8 @@ def describe(dataset: ImageDataset) -> dict:
 
 
 def _render_table(data: dict) -> str:
-    return f"data folder: {data['data_dir']}\n" + format_table(data["datasets"], ["name", "status", "description", "location"])
+    table = format_table(data["datasets"], ["name", "status", "description", "location"])
+    return f"data folder: {data['data_dir']}\n{table}"
 
 
 def _render_description(info: dict) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -110,7 +111,7 @@ def download_file(remote: RemoteFile, target: Path) -> Path:
                 if digest != remote.md5:
                     raise DatasetError(f"{url}: md5 {digest} instead of the official {remote.md5}")
             return target
-        except (OSError, DatasetError) as error:  # urllib's errors are OSErrors
+        except (OSError, http.client.HTTPException, DatasetError) as error:  # urllib's errors are OSErrors
             errors.append(f"{url}: {error}")
     raise DatasetError(
         f"could not download {remote.filename} ({'; '.join(errors)}). Download it by hand and "
@@ -181,7 +182,9 @@ def read_idx(path: Path) -> np.ndarray:
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else None
     if shape is None or len(raw) - header != int(np.prod(shape)):
-        raise DatasetError(f"{path}: the idx header promises shape {shape} but the data does not match; the file is truncated")
+        raise DatasetError(
+            f"{path}: the idx header promises shape {shape} but the data does not match; the file is truncated"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
@@ -202,6 +205,11 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DatasetError(f"{path}: not a readable .npz file ({error}); it is truncated or corrupt") from None
+
+
+def _read_split_npz(path: Path) -> tuple:
+    arrays = read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
 
 
 def _check_images(x: np.ndarray, y: np.ndarray, where: str, shape: tuple | None = None) -> tuple:
@@ -267,8 +275,7 @@ class DatasetSpec:
             raise DatasetError(f"dataset '{self.name}' is read from a file: give the path of an .npz file")
         npz = self.npz_path(data_dir)
         if npz.exists():
-            arrays = read_npz(npz, ("x_train", "y_train", "x_test", "y_test"))
-            return self._dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source=str(npz))
+            return self._dataset(*_read_split_npz(npz), source=str(npz))
         paths = self._official_paths(data_dir, download, verify)
         return self._dataset(*self.read_official(paths), source=str(self.folder(data_dir)))
 
@@ -322,7 +329,9 @@ def _digits() -> tuple:
     return images[train], labels[train], images[test], labels[test]
 
 
-_register(DatasetSpec("digits", "scikit-learn 8x8 digits, 1437/360 (built in)", tuple("0123456789"), (8, 8, 1), builtin=_digits))
+_register(DatasetSpec(
+    "digits", "scikit-learn 8x8 digits, 1437/360 (built in)", tuple("0123456789"), (8, 8, 1), builtin=_digits
+))
 
 
 # -- MNIST and Fashion-MNIST: idx files ------------------------------------------------------
@@ -373,7 +382,8 @@ def _cifar_reader(archive: str, train: tuple[str, ...], test: str, label_key: st
         path = paths[archive]
         try:
             with tarfile.open(path, "r:gz") as tar:
-                batches = {m: _read_cifar_batch(tar, m, label_key, path) for m in tqdm((*train, test), desc=path.name, disable=None)}
+                members = tqdm((*train, test), desc=path.name, disable=None)
+                batches = {m: _read_cifar_batch(tar, m, label_key, path) for m in members}
         except (tarfile.TarError, OSError, EOFError) as error:
             raise DatasetError(f"{path}: cannot read the archive ({error}); it is truncated or corrupt") from None
         x_train = np.concatenate([batches[m][0] for m in train])
@@ -475,7 +485,9 @@ def load_generated(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return _check_images(arrays["image"], arrays["label"], str(path))
 
 
-def import_files(name: str, source: str | Path, data_dir: str | Path | None = None, verify: bool = True) -> list[Path]:
+def import_files(
+    name: str, source: str | Path, data_dir: str | Path | None = None, verify: bool = True
+) -> list[Path]:
     """Copy a dataset's files from ``source`` (an .npz, an official file, or a folder) into the data folder.
 
     Files are checked before they are copied (npz: readable and the right shapes; official
@@ -490,8 +502,7 @@ def import_files(name: str, source: str | Path, data_dir: str | Path | None = No
     written = []
     for path in candidates:
         if path.name == spec.npz_path(data_dir).name or (source.is_file() and path.suffix == ".npz"):
-            arrays = read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
-            spec._dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], str(path))
+            spec._dataset(*_read_split_npz(path), source=str(path))  # raises unless it fits
             written.append(_copy(path, spec.npz_path(data_dir)))
         elif path.name in official:
             if verify:

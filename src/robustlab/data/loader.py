@@ -95,7 +95,7 @@ def random_cutout(
     inside_cols = (xs >= left) & (xs < left + size)
     square = inside_rows[:, None, :, None] & inside_cols[:, None, None, :]
     fill = torch.zeros(c, device=x.device) if fill is None else fill
-    return torch.where(square, fill.to(x.dtype).view(1, c, 1, 1), x)
+    return torch.where(square, fill.to(x.device, x.dtype).view(1, c, 1, 1), x)
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -194,9 +194,10 @@ def _channel_means(images: torch.Tensor) -> torch.Tensor:
 
 def _check_augment(cfg: AugmentConfig, size: torch.Size) -> None:
     height, width = size
-    if not 0 <= cfg.crop_padding < min(height, width):
-        raise ValueError(f"augment.crop_padding={cfg.crop_padding} must be from 0 to {min(height, width) - 1} for {height}x{width} images")
-    if not 0 <= cfg.cutout <= min(height, width):
-        raise ValueError(f"augment.cutout={cfg.cutout} must be from 0 to {min(height, width)} for {height}x{width} images")
+    side = min(height, width)
+    if not 0 <= cfg.crop_padding < side:
+        raise ValueError(f"augment.crop_padding={cfg.crop_padding} must be from 0 to {side - 1} for {height}x{width} images")
+    if not 0 <= cfg.cutout <= side:
+        raise ValueError(f"augment.cutout={cfg.cutout} must be from 0 to {side} for {height}x{width} images")
     if cfg.noise_std < 0:
         raise ValueError(f"augment.noise_std must be non-negative, got {cfg.noise_std}")

@@ -42,12 +42,12 @@ def test_pca_subsets_scale_the_paper_boundaries():
 
 def test_pca_explained_variance_equals_a_direct_numpy_computation():
     setup = get_experiment("pca").setup("smoke")
-    subsets = component_subsets(64)
-    shares = explained_variances(setup, subsets)
+    shares = explained_variances(setup)
     x = load_dataset("digits").x_train.reshape(-1, 64).astype(np.float64) / 255
     eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
     expected = {"0-0": eigenvalues[:1].sum(), "0-10": eigenvalues[:11].sum(), "11-63": eigenvalues[11:].sum(),
                 "43-63": eigenvalues[43:].sum(), "0-0,11-63": eigenvalues[:1].sum() + eigenvalues[11:].sum()}
+    assert list(shares) == component_subsets(64)
     for spec, value in expected.items():
         assert shares[spec] == pytest.approx(100 * value / eigenvalues.sum(), rel=1e-6)
 

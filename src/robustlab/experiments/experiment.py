@@ -9,6 +9,7 @@ time, also while a sweep is still running (missing points are left out and count
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
 from robustlab.report.tables import write_table
 from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config
-from robustlab.runs.store import RunStore
+from robustlab.runs.store import Run, RunStore
 
 DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
 
@@ -145,31 +146,54 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
 
 
 # ---------------------------------------------------------------------------------------
-# Reading results.json (the training engine's format) in one place
+# Reading results (results.json of the training engine, or robustlab.certify.evaluate's
+# dict, which share the keys used here) in one place
 
 
-def accuracy(results: dict[str, Any], split: str = "eval") -> float | None:
-    """Accuracy in percent on ``split`` ("eval": the evaluation split, or "train")."""
-    value = _split(results, split).get("accuracy")
-    return None if value is None else 100 * value
+def accuracy(results: dict[str, Any] | None) -> float | None:
+    """Accuracy in percent."""
+    return None if not results or results.get("accuracy") is None else 100 * results["accuracy"]
 
 
-def cra(results: dict[str, Any], eps: float = DEFAULT_EPS, split: str = "eval") -> float | None:
+def cra(results: dict[str, Any] | None, eps: float = DEFAULT_EPS) -> float | None:
     """Certified robust accuracy in percent at radius ``eps``; None for standard nets."""
-    for entry in _split(results, split).get("cra") or []:
+    for entry in (results or {}).get("cra") or []:
         if math.isclose(entry["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
-            return None if entry["cra"] is None else 100 * entry["cra"]
+            return 100 * entry["cra"]
     return None
 
 
-def cra_curve(results: dict[str, Any], split: str = "eval") -> tuple[list[float], list[float]] | None:
-    """(eps grid, CRA in percent) of ``split``; None for standard nets."""
-    curve = _split(results, split).get("curve")
-    return (curve["eps"], [100 * v for v in curve["cra"]]) if curve else None
+def cra_curve(results: dict[str, Any] | None) -> tuple[list[float], list[float]] | None:
+    """(radii, CRA in percent) at every radius the run was certified at; None for standard nets."""
+    entries = (results or {}).get("cra") or []
+    return ([e["eps"] for e in entries], [100 * e["cra"] for e in entries]) if entries else None
 
 
-def _split(results: dict[str, Any], split: str) -> dict[str, Any]:
-    return results.get(split) or {}
+TRAIN_EVAL_FILE = "train_eval.json"
+
+
+def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
+    """Certified evaluation of the very images a run trained on (no augmentation).
+
+    results.json has only running training metrics of the last epoch, so this loads the
+    final weights and certifies them once; the result is kept in the run folder.
+    """
+    run = Run(row.run)
+    cached = run.path / TRAIN_EVAL_FILE
+    if cached.exists():
+        return json.loads(cached.read_text())
+    from robustlab.certify.evaluate import evaluate
+    from robustlab.data.splits import prepare_data
+    from robustlab.runtime import resolve_device
+    from robustlab.train.loop import load_run_model
+
+    device = resolve_device("auto")
+    model, config = load_run_model(run.path, device)
+    data = prepare_data(config.data)
+    result = evaluate(model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size,
+                      device, data.num_classes)
+    run.write_json(TRAIN_EVAL_FILE, result)
+    return result
 
 
 def mean_over_seeds(values: list[float | None]) -> float | None:

@@ -3,8 +3,8 @@
 Add generated CIFAR-10-like images (an .npz with ``image`` uint8 NHWC and ``label``,
 e.g. the published EDM samples; ``--set data.extra_path=FILE``) to the real training
 set, from 30 up to 1,000,000 of them (capped at what the file holds), and report CRA
-against the total training-set size. ``train.scale_epochs`` keeps the number of steps
-the same for every size. The paper finds the data-scaling trend continues.
+against the total training-set size. Every size trains for the same number of steps
+(``epochs`` of the real training set; the epochs shrink as the set grows). The paper finds the data-scaling trend continues.
 """
 
 from __future__ import annotations
@@ -49,15 +49,14 @@ def sweeps(setup: Setup) -> list[Sweep]:
     if not extra_path:
         raise ConfigError("extra_data needs a file of generated images: add --set data.extra_path=FILE.npz "
                           "(an .npz with 'image' uint8 NHWC and 'label', e.g. the EDM CIFAR-10 samples)")
-    available = generated_count(extra_path)
-    sizes = sorted({min(int(n), available) for n in setup.params["extra"]})
+    available, real, epochs = generated_count(extra_path), training_set_size(setup), setup.params["epochs"]
+    # The same number of steps for every size: the epochs shrink as the training set grows.
+    grid = [{"data.extra_size": n, "train.epochs": epochs * real / (real + n), "seed": seed}
+            for n in sorted({min(int(n), available) for n in setup.params["extra"]})
+            for seed in setup.params["seeds"]]
     return [
-        Sweep(
-            name=f"extra_data-{setup.dataset}-{name}", label=name,
-            base=setup.base_config({**recipe(name), "train.epochs": setup.params["epochs"],
-                                    "train.scale_epochs": True}),
-            grid={"data.extra_size": sizes, "seed": list(setup.params["seeds"])},
-        )
+        Sweep(name=f"extra_data-{setup.dataset}-{name}", label=name, grid=grid,
+              base=setup.base_config({**recipe(name), "train.scale_epochs": False}))
         for name in setup.params["recipes"]
     ]
 

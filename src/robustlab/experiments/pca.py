@@ -15,9 +15,9 @@ from pathlib import Path
 from robustlab.data.pca import fit_pca
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, mean_over_seeds,
+    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, mean_over_seeds, training_set_evaluation,
 )
-from robustlab.experiments.recipes import is_lipschitz, recipe
+from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_bars
 
@@ -54,10 +54,10 @@ def input_dim(setup: Setup) -> int:
     return channels * height * width
 
 
-def explained_variances(setup: Setup, subsets: list[str]) -> dict[str, float]:
+def explained_variances(setup: Setup) -> dict[str, float]:
     """Share of the training split's variance (in %) that each component subset holds."""
     pca = fit_pca(_training_split(setup).x_train)
-    return {spec: 100 * pca.explained_variance(spec) for spec in subsets}
+    return {spec: 100 * pca.explained_variance(spec) for spec in component_subsets(pca.dim)}
 
 
 def sweeps(setup: Setup) -> list[Sweep]:
@@ -74,21 +74,22 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    subsets = component_subsets(input_dim(setup))
-    variance = {ALL: 100.0, **explained_variances(setup, subsets)}
+    variance = {ALL: 100.0, **explained_variances(setup)}
     columns = ["components", "variance (%)"]
-    table = [{"components": spec, "variance (%)": variance[spec]} for spec in [ALL, *subsets]]
+    table = [{"components": spec, "variance (%)": share} for spec, share in variance.items()]
     for name in setup.params["recipes"]:
-        metrics = [("train acc", lambda r: accuracy(r, "train")), ("acc", accuracy)]
-        if is_lipschitz(name):
-            metrics += [("train CRA", lambda r: cra(r, split="train")), ("CRA", cra)]
+        runs = [r for r in rows if r.label == name]
+        metrics = [("train acc", lambda r: accuracy(training_set_evaluation(r))),
+                   ("acc", lambda r: accuracy(r.results))]
+        if any(r.results.get("lipschitz_constant") is not None for r in runs):
+            metrics += [("train CRA", lambda r: cra(training_set_evaluation(r))),
+                        ("CRA", lambda r: cra(r.results))]
         for metric, read in metrics:
             column = f"{name} {metric}"
             columns.append(column)
             for line in table:
-                group = [r for r in rows if r.label == name
-                         and (r.config.data.pca_components or ALL) == line["components"]]
-                line[column] = mean_over_seeds([read(r.results) for r in group])
+                group = [r for r in runs if (r.config.data.pca_components or ALL) == line["components"]]
+                line[column] = mean_over_seeds([read(r) for r in group])
     series = {"variance (%)": [line["variance (%)"] for line in table]}
     series |= {c: [line[c] for line in table] for c in columns[2:] if "train" not in c}
     figure = plot_bars([line["components"] for line in table], series,

@@ -34,8 +34,3 @@ def recipe(name: str) -> Overrides:
         return dict(RECIPES[name])
     except KeyError:
         raise ValueError(f"unknown recipe '{name}'; recipes: {', '.join(RECIPES)}") from None
-
-
-def is_lipschitz(name: str) -> bool:
-    """Whether the recipe trains a 1-Lipschitz net (so CRA is defined)."""
-    return RECIPES[name]["model.name"].startswith(("lip", "convnet"))

@@ -8,14 +8,12 @@ AOL MLP gets almost perfect training CRA even at eps=1, but the test CRA is much
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
 
 from robustlab.certify.evaluate import eps_label
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, cra_curve,
+    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, cra_curve, training_set_evaluation,
 )
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -23,10 +21,10 @@ from robustlab.report.plots import Curve, Panel, plot_panels
 from robustlab.runs.store import Run
 
 TABLE_EPS = (36 / 255, 72 / 255, 108 / 255, 0.5, 1.0)
+CURVE_EPS = sorted({*TABLE_EPS, *(k / 20 for k in range(1, 21))})  # certified at all of these
 SETTINGS = {
     "augment.crop_padding": 0, "augment.flip": False, "augment.cutout": 0,
-    "loss.offset": math.sqrt(2), "train.scale_epochs": False,
-    "eval.eps": list(TABLE_EPS),
+    "loss.offset": math.sqrt(2), "train.scale_epochs": False, "eval.eps": CURVE_EPS,
 }
 
 SCALES = {
@@ -48,36 +46,14 @@ def sweeps(setup: Setup) -> list[Sweep]:
     ]
 
 
-def train_split_results(row: SweepRow) -> dict[str, Any]:
-    """Certified evaluation of the training set: from results.json, else computed once and
-    kept in the run folder as ``train_eval.json``."""
-    if (row.results.get("train") or {}).get("curve"):
-        return row.results["train"]
-    run = Run(row.run)
-    cached = run.path / "train_eval.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    from robustlab.certify.evaluate import evaluate
-    from robustlab.data.splits import prepare_data
-    from robustlab.train.loop import load_run_model
-
-    model, config = load_run_model(run.path)
-    data = prepare_data(config.data)
-    result = evaluate(model, data.x_train, data.y_train, eps=config.eval.eps,
-                      batch_size=config.eval.batch_size, num_classes=data.num_classes)
-    run.write_json(cached.name, result)
-    return result
-
-
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     columns = ["model", "split", "accuracy", *[f"CRA {eps_label(e)}" for e in TABLE_EPS]]
     table, curves, epoch_curves = [], [], []
     for row in rows:
-        results = {"train": train_split_results(row), "eval": row.results.get("eval")}
-        for split in ("train", "eval"):
-            line = {"model": row.label, "split": split, "accuracy": accuracy(results, split)}
-            table.append(line | {f"CRA {eps_label(e)}": cra(results, e, split) for e in TABLE_EPS})
-            curve = cra_curve(results, split)
+        for split, results in (("train", training_set_evaluation(row)), ("eval", row.results)):
+            line = {"model": row.label, "split": split, "accuracy": accuracy(results)}
+            table.append(line | {f"CRA {eps_label(e)}": cra(results, e) for e in TABLE_EPS})
+            curve = cra_curve(results)
             if curve:
                 curves.append(Curve(f"{row.label} {split}", *curve, dashed=split == "eval"))
         epoch_curves += _epoch_curves(row)
@@ -85,22 +61,24 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
                            xlabel="perturbation radius eps (L2)",
                            title=f"Robust overfitting on {setup.dataset} ({setup.scale})")]
     if epoch_curves:
-        figures.append(plot_panels([Panel("eval CRA at 36/255 (%)", epoch_curves)],
+        figures.append(plot_panels([Panel("CRA at 36/255 (%)", epoch_curves)],
                                    out_dir / f"robust_overfitting-{setup.dataset}-epochs.png",
-                                   xlabel="epoch", title="CRA during training"))
-    notes = ["no augmentation, offset sqrt(2); 'train' is the very training set the model was fit on."]
+                                   xlabel="epoch", title="CRA on the evaluation split during training"))
+    notes = ["no augmentation, offset sqrt(2); 'train' certifies the very images the model was fit on, "
+             "'eval' the evaluation split."]
     return Report("robust_overfitting", f"Train vs evaluation CRA after robust overfitting ({setup.dataset})",
                   columns, table, notes, figures)
 
 
 def _epoch_curves(row: SweepRow) -> list[Curve]:
-    """CRA at 36/255 over epochs, from the evaluations logged in metrics.jsonl (if any)."""
-    points = []
-    for record in Run(row.run).metrics():
-        value = cra({"eval": record.get("eval")}, 36 / 255) if "epoch" in record else None
-        if value is not None:
-            points.append((record["epoch"], value))
-    return [Curve(f"{row.label} eval", *zip(*points))] if points else []
+    """CRA at 36/255 over epochs, from the evaluations logged in metrics.jsonl (``eval_every``)."""
+    split = row.results.get("eval_split", "test")
+    key = f"{split}_cra_{eps_label(36 / 255)}"
+    points = [(m["epoch"], 100 * m[key]) for m in Run(row.run).metrics() if key in m]
+    final = cra(row.results)
+    if points and final is not None:
+        points.append((row.results["epochs"], final))
+    return [Curve(row.label, *zip(*points))] if points else []
 
 
 EXPERIMENTS.add("robust_overfitting", Experiment(

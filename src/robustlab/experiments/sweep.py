@@ -159,10 +159,12 @@ def run_sweep(
     bar = tqdm(todo, desc=sweep.name, unit="run", disable=not progress)
     for row in bar:
         bar.set_postfix_str(_describe(row.overrides))
-        config = row.config if device is None else with_overrides(row.config, {"train.device": device})
-        unfinished = find_unfinished(store, config)
-        run = train(config, run_dir=unfinished["path"] if unfinished else None, store=store,
-                    resume=unfinished is not None, progress=progress)
+        unfinished = find_unfinished(store, row.config)
+        if unfinished:  # continues with the config saved in the run folder (its device too)
+            run = train(None, run_dir=unfinished["path"], store=store, resume=True, progress=progress)
+        else:
+            config = row.config if device is None else with_overrides(row.config, {"train.device": device})
+            run = train(config, store=store, progress=progress)
         row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
     return rows
 

@@ -1,0 +1,190 @@
+"""Adversarial attacks in the L2 norm, and the soundness check of certificates built on them.
+
+Images are in the [0, 1] pixel scale, as the models take them (a model centres its own
+inputs), so an attack radius is a certified radius without conversion. Attacks find
+counterexamples; they never prove robustness. ``check_soundness`` attacks every certified
+point at its own certified radius: a prediction that flips there means the certificate is
+wrong (for instance a model whose claimed Lipschitz constant is false).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustlab.certify.evaluate import Certificates, _as_pixel_tensor, _to_float, precision_copy
+from robustlab.certify.margins import margins
+from robustlab.registry import Registry
+
+ATTACKS: Registry[Callable] = Registry("attack")
+
+
+class AttackUnavailableError(RuntimeError):
+    """An attack whose optional package is not installed."""
+
+
+@ATTACKS.register("pgd")
+def pgd_l2(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float | torch.Tensor,
+    steps: int = 50,
+    step_size: float | torch.Tensor | None = None,
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Untargeted L2 PGD that minimises the margin ``z_y - max_{j != y} z_j``.
+
+    ``eps`` is one radius or one per sample. The first restart starts at ``x`` (exact for
+    locally linear models), later ones at random points of the ball; each takes ``steps`` normalised-gradient steps whose size decays from
+    ``step_size`` (default ``4 * eps / steps``) to 0 on a cosine, and projects onto the
+    ball and the [0, 1] box after every step. Returns, per sample, the point of lowest
+    margin seen, so the result is never weaker than the clean input.
+    """
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"PGD needs steps >= 1 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    radius = _per_sample(eps, x)
+    base_step = _per_sample(4 * radius.flatten() / steps if step_size is None else step_size, x)
+    with torch.no_grad():
+        best_x, best_margin = x.clone(), margins(model(x), y)
+    for restart in range(restarts):
+        delta = _random_in_ball(x, radius, generator) if restart else torch.zeros_like(x)
+        delta = _project(x, delta, radius)
+        for step in range(steps + 1):
+            delta.requires_grad_(True)
+            margin = margins(model(x + delta), y)
+            with torch.no_grad():
+                better = margin < best_margin
+                best_x[better], best_margin[better] = (x + delta)[better], margin[better]
+            if step == steps:
+                break
+            (grad,) = torch.autograd.grad(margin.sum(), delta)
+            size = base_step * (1 + math.cos(math.pi * step / steps)) / 2
+            with torch.no_grad():
+                delta = _project(x, delta - size * _unit(grad), radius)
+    return best_x.detach()
+
+
+@ATTACKS.register("autoattack")
+def autoattack_l2(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float | torch.Tensor,
+    version: str = "standard",
+    buckets: int = 8,
+) -> torch.Tensor:
+    """AutoAttack (Croce & Hein 2020) in the L2 norm, if the ``autoattack`` package is installed.
+
+    AutoAttack takes one radius per call; per-sample radii are grouped into ``buckets``
+    by size and each group is attacked at its smallest radius, which is at most every
+    member's own radius, so a counterexample it finds is a real one.
+    """
+    try:
+        from autoattack import AutoAttack
+    except ImportError:
+        raise AttackUnavailableError(
+            "the attack 'autoattack' needs the optional autoattack package, which is not installed; "
+            "install it with `pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
+        ) from None
+    radius = _per_sample(eps, x).flatten()
+    adversarial = x.clone()
+    for group in torch.argsort(radius).tensor_split(buckets):
+        if len(group) == 0 or radius[group].min() <= 0:
+            continue
+        adversary = AutoAttack(model, norm="L2", eps=radius[group].min().item(), version=version, verbose=False)
+        adversarial[group] = adversary.run_standard_evaluation(x[group], y[group], bs=len(group)).to(x.dtype)
+    return adversarial
+
+
+def check_soundness(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    certificates: Certificates,
+    attack: str = "pgd",
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    **attack_options,
+) -> dict:
+    """Attack every certified point at its certified radius; any flip is a counterexample.
+
+    The attack runs on the same float64 copy of the model that certification used, and a
+    flip is judged there, so rounding in a lower precision cannot fake a counterexample.
+    Also reports the largest observed ``margin drop / (sqrt(2) * |delta|)``, which cannot
+    exceed the Lipschitz constant of a model that really has it.
+    """
+    if certificates.radii is None:
+        raise ValueError("the model has no Lipschitz constant, so there are no certificates to check")
+    attack_fn = ATTACKS.get(attack)
+    net = precision_copy(model, torch.float64, device)
+    images = _as_pixel_tensor(images)
+    certified = torch.nonzero(certificates.radii > 0).flatten()
+    counterexamples, worst_ratio = [], 0.0
+    batches = certified.split(batch_size)
+    for index in tqdm(batches, desc=f"attack ({attack})", unit="batch", disable=not progress, leave=False):
+        x = _to_float(images[index], torch.float64, device)
+        y = certificates.labels[index].to(device)
+        radius = certificates.radii[index].to(device)
+        x_adv = _inside_ball(x, attack_fn(net, x, y, radius, **attack_options), radius)
+        with torch.no_grad():
+            clean, attacked = net(x), net(x_adv)
+        distance = (x_adv - x).flatten(1).norm(dim=1)
+        drop = margins(clean, y) - margins(attacked, y)
+        moved = distance > 0
+        if moved.any():
+            worst_ratio = max(worst_ratio, (drop[moved] / (math.sqrt(2) * distance[moved])).max().item())
+        for i in torch.nonzero(attacked.argmax(dim=1) != y).flatten().tolist():
+            counterexamples.append(
+                {
+                    "index": int(index[i]),
+                    "label": int(y[i]),
+                    "adversarial_prediction": int(attacked[i].argmax()),
+                    "certified_radius": radius[i].item(),
+                    "distance": distance[i].item(),
+                }
+            )
+    return {
+        "attack": attack,
+        "checked": len(certified),
+        "counterexamples": counterexamples,
+        "sound": not counterexamples,
+        "max_margin_drop_ratio": worst_ratio,
+        "lipschitz_constant": certificates.lipschitz,
+    }
+
+
+def _per_sample(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A scalar or (N,) value as an (N, 1, 1, ...) tensor that broadcasts against ``x``."""
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    return value.expand(len(x)).reshape(len(x), *([1] * (x.ndim - 1)))
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    norms = v.flatten(1).norm(dim=1).clamp_min(1e-30)
+    return v / norms.reshape(len(v), *([1] * (v.ndim - 1)))
+
+
+def _random_in_ball(x: torch.Tensor, radius: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    direction = _unit(torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device))
+    scale = torch.rand(len(x), generator=generator, dtype=x.dtype, device=x.device)
+    return direction * radius * scale.reshape(radius.shape)
+
+
+def _project(x: torch.Tensor, delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Onto the L2 ball, then the [0, 1] box; clamping can only shorten delta, as x is in the box."""
+    norms = delta.flatten(1).norm(dim=1).reshape(radius.shape)
+    shrink = (radius * (1 - 4 * torch.finfo(x.dtype).eps) / norms.clamp_min(1e-30)).clamp(max=1)
+    return (x + delta * shrink).clamp(0, 1) - x
+
+
+def _inside_ball(x: torch.Tensor, x_adv: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Pull an attack's output back into the ball it was given (attacks in lower precision round)."""
+    radius = radius.reshape(len(x), *([1] * (x.ndim - 1)))
+    return (x + _project(x, x_adv.to(x.dtype) - x, radius)).detach()

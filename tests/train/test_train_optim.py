@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from robustlab.runs.config import OptimConfig
+from robustlab.train.optim import build_optimizer, build_schedule, total_steps
+
+
+def _lrs(config: OptimConfig, steps: int) -> list[float]:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = build_optimizer(params, config)
+    schedule = build_schedule(optimizer, config, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return lrs
+
+
+def test_sgd_is_nesterov_without_weight_decay():
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.3))
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 0.0)
+
+
+def test_one_cycle_peaks_at_the_configured_lr_and_keeps_momentum():
+    lrs = _lrs(OptimConfig(lr=0.5), 100)
+    assert max(lrs) == pytest.approx(0.5)
+    assert lrs.index(max(lrs)) == pytest.approx(30, abs=1)  # warm-up over the first 30%
+    assert lrs[0] == pytest.approx(0.5 / 25) and lrs[-1] < 1e-3
+
+
+def test_constant_schedule():
+    assert set(_lrs(OptimConfig(lr=0.2, schedule="constant"), 10)) == {0.2}
+
+
+def test_total_steps_counts_fractional_epochs():
+    assert total_steps(2, 10) == 20
+    assert total_steps(2.5, 10) == 25
+    assert total_steps(0.01, 10) == 1
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        total_steps(0, 10)
+
+
+def test_nonpositive_lr_is_refused():
+    with pytest.raises(ValueError, match="optim.lr must be positive"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.0))

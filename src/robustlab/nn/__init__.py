@@ -1,0 +1,1 @@
+"""Neural-network parts: 1-Lipschitz layers, activations, blocks and the model zoo."""

@@ -1,0 +1,86 @@
+"""1-Lipschitz layer families and the LAYER_FAMILIES registry.
+
+A family gives two factories, so that any family plugs into any architecture:
+``conv(channels, kernel_size=3, *, input_size=None)`` (channels -> channels, 'same' size;
+``input_size`` (H, W) lets CPL size its power-iteration vector up front) and
+``linear(in_features, out_features, bias=True)``. Residual and orthogonal layers map a
+space to itself; for in != out their linear factory wraps the square layer between
+ZeroChannelConcatenation and FirstChannels, both 1-Lipschitz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
+from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
+from robustlab.nn.lipschitz.base import ResidualLipschitz
+from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
+from robustlab.nn.lipschitz.orthogonal import CayleyConv2d, OrthogonalLinear
+from robustlab.nn.lipschitz.sll import SLLConv2d, SLLLinear
+from robustlab.nn.lipschitz.soc import SOCConv2d
+from robustlab.registry import Registry
+
+__all__ = [
+    "AOLConv2d", "AOLLinear", "CPLConv2d", "CPLLinear", "SLLConv2d", "SLLLinear", "SOCConv2d",
+    "CayleyConv2d", "OrthogonalLinear", "ResidualLipschitz", "LayerFamily", "LAYER_FAMILIES",
+]
+
+
+@dataclass(frozen=True)
+class LayerFamily:
+    name: str
+    description: str
+    conv: Callable[..., nn.Module]
+    linear: Callable[..., nn.Module]
+
+
+LAYER_FAMILIES: Registry[LayerFamily] = Registry("layer family")
+
+
+def _square_linear(make: Callable[[int], nn.Module]) -> Callable[..., nn.Module]:
+    """Turns a features -> features layer into an in -> out one (see module docstring)."""
+
+    def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+        width = max(in_features, out_features)
+        layers = [] if in_features == width else [ZeroChannelConcatenation(width)]
+        layers.append(make(width, bias))
+        if out_features < width:
+            layers.append(FirstChannels(out_features))
+        return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+    return linear
+
+
+def _register(name: str, description: str, conv: Callable[..., nn.Module], linear: Callable[..., nn.Module]) -> None:
+    LAYER_FAMILIES.add(name, LayerFamily(name, description, conv, linear))
+
+
+_register(
+    "aol", "almost-orthogonal layers: weights rescaled by d_i = (sum_j |P^T P|_ij)^-1/2",
+    conv=lambda channels, kernel_size=3, *, input_size=None: AOLConv2d(channels, channels, kernel_size),
+    linear=lambda in_features, out_features, bias=True: AOLLinear(in_features, out_features, bias),
+)
+_register(
+    "cpl", "convex potential layers: x - 2/sigma^2 W^T relu(Wx + b)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: CPLConv2d(channels, kernel_size, input_size=input_size),
+    linear=_square_linear(lambda width, bias: CPLLinear(width, bias=bias)),
+)
+_register(
+    "sll", "SDP-based Lipschitz layers: x - 2 W T^-1 relu(W^T x + b)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: SLLConv2d(channels, kernel_size),
+    linear=_square_linear(lambda width, bias: SLLLinear(width, bias=bias)),
+)
+_register(
+    "soc", "skew orthogonal convolutions (Taylor series of exp), orthogonal dense layers",
+    conv=lambda channels, kernel_size=3, *, input_size=None: SOCConv2d(channels, kernel_size),
+    linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+)
+_register(
+    "orthogonal", "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
+    conv=lambda channels, kernel_size=3, *, input_size=None: CayleyConv2d(channels, kernel_size),
+    linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+)

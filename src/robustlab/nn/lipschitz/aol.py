@@ -1,0 +1,141 @@
+"""AOL, almost-orthogonal layers (Prach & Lampert, 2022).
+
+Each input channel i of the weight is rescaled by d_i = (sum_j |P^T P|_ij + 1e-6)^(-1/2),
+which makes P diag(d) 1-Lipschitz without any iteration. For a dense weight
+P^T P = W^T W; for a convolution, the kernel of P^T P is the convolution of K^T with
+itself (padding k-1), and the sum runs over its channels and spatial offsets. The bound
+holds on the infinite plane, hence also with zero (or circular) padding and any stride.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab.nn.lipschitz.base import EvalCache, check_channels, pair
+
+AOL_EPS = 1e-6
+
+
+def aol_dense_rescaling(weight: Tensor) -> Tensor:
+    """d (in_features,) for a dense weight (out_features, in_features)."""
+    gram = weight.transpose(0, 1) @ weight
+    return (gram.abs().sum(dim=1) + AOL_EPS).rsqrt()
+
+
+def aol_conv_rescaling(kernel: Tensor) -> Tensor:
+    """d (in_channels,) for a kernel (out_channels, in_channels, kh, kw)."""
+    kernel_t = kernel.transpose(0, 1)  # (in, out, kh, kw): a batch of in-channel "images"
+    kh, kw = kernel.shape[-2:]
+    gram = F.conv2d(kernel_t, kernel_t, padding=(kh - 1, kw - 1))  # (in, in, 2kh-1, 2kw-1)
+    return (gram.abs().sum(dim=(1, 2, 3)) + AOL_EPS).rsqrt()
+
+
+class AOLLinear(nn.Module):
+    """Like ``nn.Linear``, 1-Lipschitz: y = W diag(d) x + b."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self._cache = EvalCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.in_features == self.out_features:
+            nn.init.eye_(self.weight)  # AOL starts as the identity map
+        else:
+            nn.init.orthogonal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def rescaling(self) -> Tensor:
+        if self.training:
+            return aol_dense_rescaling(self.weight)
+        return self._cache.get((self.weight,), lambda: aol_dense_rescaling(self.weight))
+
+    def effective_weight(self) -> Tensor:
+        return self.weight * self.rescaling()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class AOLConv2d(nn.Module):
+    """Like ``nn.Conv2d``, 1-Lipschitz: the kernel's input channels are rescaled by d.
+
+    ``padding`` defaults to k // 2 (the output keeps the input size); only zero and
+    circular padding keep the bound (reflection would copy pixels).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | None = None,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if padding_mode not in ("zeros", "circular"):
+            raise ValueError(f"AOLConv2d: padding_mode must be 'zeros' or 'circular' (1-Lipschitz), got {padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = tuple(k // 2 for k in self.kernel_size) if padding is None else pair_or_zero(padding)
+        self.padding_mode = padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self._cache = EvalCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.in_channels == self.out_channels:
+            nn.init.dirac_(self.weight)  # AOL starts as the identity map
+        else:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def rescaling(self) -> Tensor:
+        if self.training:
+            return aol_conv_rescaling(self.weight)
+        return self._cache.get((self.weight,), lambda: aol_conv_rescaling(self.weight))
+
+    def effective_weight(self) -> Tensor:
+        return self.weight * self.rescaling().view(1, -1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_channels(x, self.in_channels, "AOLConv2d")
+        weight = self.effective_weight()
+        if self.padding_mode == "circular":
+            ph, pw = self.padding
+            x = F.pad(x, (pw, pw, ph, ph), mode="circular")
+            return F.conv2d(x, weight, self.bias, self.stride)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, bias={self.bias is not None}, padding_mode={self.padding_mode}"
+        )
+
+
+def pair_or_zero(value: int | tuple[int, int]) -> tuple[int, int]:
+    size = (value, value) if isinstance(value, int) else tuple(value)
+    if len(size) != 2 or not all(isinstance(s, int) and s >= 0 for s in size):
+        raise ValueError(f"padding must be a non-negative int or a pair of them, got {value!r}")
+    return size

@@ -1,0 +1,106 @@
+"""Pieces shared by the 1-Lipschitz layer families.
+
+Every family turns its free parameters into a constrained operator with a *normaliser*
+computed from the weights (AOL's rescaling d, CPL's 2/sigma^2, SLL's T^-1, SOC's kernel
+scale, the Cayley transform). In training mode the normaliser is recomputed (with
+gradients) on every forward. In evaluation mode it is computed once, without gradients,
+and cached until the weights change, because certification runs many eval batches
+through fixed weights. Gradients with respect to the *input* are exact either way; in eval
+mode the weights receive gradients only through the paths that do not go through the
+cached normaliser.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def weights_key(*tensors: Tensor) -> tuple:
+    """Changes whenever any tensor is modified in place (optimizer step, load_state_dict)
+    or replaced (``.to(device)``, ``.double()``): version counter, storage, dtype, device."""
+    return tuple((t._version, t.data_ptr(), t.dtype, t.device, tuple(t.shape)) for t in tensors)
+
+
+class EvalCache:
+    """A value derived from some weights, kept until the weights change.
+
+    A plain attribute (not a buffer): it is never saved in the state dict, and a copied
+    module gets new storage, hence a new key, and recomputes.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value = None
+
+    def get(self, tensors: tuple[Tensor, ...], compute: Callable[[], object], extra: tuple = ()):
+        key = weights_key(*tensors) + extra
+        if key != self.key:
+            # inference_mode(False): a value first computed under inference_mode must stay
+            # usable later by code that records autograd graphs (attacks, verification).
+            with torch.inference_mode(False), torch.no_grad():
+                self.value = compute()
+            self.key = key
+        return self.value
+
+    def clear(self) -> None:
+        self.key, self.value = None, None
+
+
+def normalize(v: Tensor, eps: float = 1e-12) -> Tensor:
+    return v / v.norm().clamp_min(eps)
+
+
+def pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    size = (value, value) if isinstance(value, int) else tuple(value)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return size
+
+
+def odd_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
+    """Odd kernels with 'same' zero padding make conv_transpose2d the exact adjoint of conv2d."""
+    size = pair(kernel_size, "kernel_size")
+    if any(k % 2 == 0 for k in size):
+        raise ValueError(f"kernel_size must be odd (padding keeps the size and the transpose exact), got {kernel_size!r}")
+    return size
+
+
+def check_channels(x: Tensor, channels: int, layer: str) -> None:
+    if x.dim() < 2 or x.shape[1] != channels:
+        raise ValueError(f"{layer} expects inputs of shape (batch, {channels}, ...), got {tuple(x.shape)}")
+
+
+class ResidualLipschitz(nn.Module):
+    """y = x - up(scale * relu(down(x) + bias)) with ``up`` the adjoint of ``down``.
+
+    CPL (scale = 2 / sigma^2) and SLL (scale = 2 / T, per hidden unit) share this form.
+    The Jacobian is I - up(scale * D * down(.)) with D in [0, 1]; its norm is largest when
+    every unit is active, which is what ``verify`` checks.
+    """
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def down(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def up(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def scale(self) -> Tensor:
+        """The normaliser, broadcastable to ``down(x)`` (cached in eval mode)."""
+        raise NotImplementedError
+
+    def preactivation(self, x: Tensor) -> Tensor:
+        z = self.down(x)
+        return z if self.bias is None else z + self._bias_view(self.bias)
+
+    def _bias_view(self, bias: Tensor) -> Tensor:
+        return bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x - self.up(self.scale() * F.relu(self.preactivation(x)))

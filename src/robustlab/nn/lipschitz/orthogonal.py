@@ -1,0 +1,92 @@
+"""Exactly orthogonal layers: dense via torch's orthogonal parametrization, conv via the
+Cayley transform in the Fourier domain (Trockman & Kolter, 2021).
+
+CayleyConv2d uses *circular* padding: a circular convolution is diagonalised by the 2-D
+DFT into one (channels x channels) matrix A(w) per frequency. With A skew-Hermitian,
+Q(w) = (I + A)^-1 (I - A) is unitary, and because the kernel is real Q(-w) = conj(Q(w)),
+so the layer is a real orthogonal map of the whole image (to float precision), for every
+kernel. Costs one batched complex solve per forward (cached in eval mode).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations
+
+from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size
+
+
+class OrthogonalLinear(nn.Linear):
+    """``nn.Linear`` whose weight is (semi-)orthogonal: W^T W = I if out >= in, else W W^T = I.
+
+    ``weight`` is the orthogonal matrix (a parametrization of ``weight.original``); in eval
+    mode it is cached until the underlying parameter changes.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        if bias:
+            nn.init.zeros_(self.bias)
+        parametrizations.orthogonal(self, "weight")
+        self._cache = EvalCache()
+
+    def effective_weight(self) -> Tensor:
+        if self.training:
+            return self.weight
+        original = self.parametrizations.weight.original
+        return self._cache.get((original,), lambda: self.weight.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.effective_weight(), self.bias)
+
+
+def _complex(like: Tensor) -> torch.dtype:
+    return torch.complex128 if like.dtype == torch.float64 else torch.complex64
+
+
+class CayleyConv2d(nn.Module):
+    """Orthogonal channels -> channels convolution with circular padding (any image size)."""
+
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = odd_kernel_size(kernel_size)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.zeros(channels, **factory)) if bias else None
+        self._cache = EvalCache()
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    def _phases(self, length: int, kernel: int, frequencies: int) -> Tensor:
+        """exp(-2 pi i f s / length) for frequencies f and kernel offsets s centred at 0."""
+        f = torch.arange(frequencies, device=self.weight.device, dtype=torch.float64)
+        s = torch.arange(kernel, device=self.weight.device, dtype=torch.float64) - kernel // 2
+        return torch.exp(-2j * torch.pi * torch.outer(f, s) / length).to(_complex(self.weight))
+
+    def frequency_response(self, size: tuple[int, int]) -> Tensor:
+        """Q(w) for every frequency of the rfft2 grid: (H, W // 2 + 1, channels, channels)."""
+        # The DFT of the kernel summed tap by tap, so that a kernel larger than the image
+        # wraps around, as a circular convolution does.
+        (height, width), (kh, kw) = size, self.kernel_size
+        phases_h = self._phases(height, kh, height)
+        phases_w = self._phases(width, kw, width // 2 + 1)
+        a = torch.einsum("oiab,ha,wb->hwoi", self.weight.to(phases_h.dtype), phases_h, phases_w)
+        a = a - a.conj().transpose(-2, -1)
+        eye = torch.eye(self.channels, dtype=a.dtype, device=a.device)
+        return torch.linalg.solve(eye + a, eye - a)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_channels(x, self.channels, "CayleyConv2d")
+        size = tuple(x.shape[-2:])
+        if self.training:
+            q = self.frequency_response(size)
+        else:
+            q = self._cache.get((self.weight,), lambda: self.frequency_response(size), extra=size)
+        x_hat = torch.fft.rfft2(x.to(q.real.dtype))
+        y_hat = torch.einsum("hwoi,bihw->bohw", q, x_hat)
+        y = torch.fft.irfft2(y_hat, s=size).to(x.dtype)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, padding_mode=circular"

@@ -1,0 +1,91 @@
+"""SOC, skew orthogonal convolution (Singla & Feizi, 2021).
+
+A kernel A with A = -flip(A)^T defines a skew-symmetric convolution L (with 'same' zero
+padding and an odd kernel, conv_transpose2d is the exact adjoint, so L^T = -L exactly), and
+exp(L) is orthogonal. The layer computes the truncated Taylor series
+y = sum_{j<=terms} L^j x / j! + b.
+
+The kernel is rescaled so that ||L|| <= ``correction`` (0.7, as in the reference code):
+a convolution with kernel A (out, in, kh, kw) has ||L|| <= sqrt(kh kw) ||M|| where M is A
+reshaped to (out, in kh kw) (each pixel lies in at most kh kw patches). The truncation then
+changes singular values by at most 0.7^(t+1) / (t+1)! * e^0.7: 3e-5 with the 6 training
+terms and 3e-12 with the 12 evaluation terms, so the evaluated layer is orthogonal to float
+precision. ||M|| is exact (cached) in eval mode; in training one power-iteration step per
+forward on the stored vector ``u`` estimates it, as CPL does for its sigma.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab.nn.lipschitz.base import EvalCache, check_channels, normalize, odd_kernel_size
+
+
+def skew_kernel(kernel: Tensor) -> Tensor:
+    """(K - K^T) / 2 where K^T is the kernel of the adjoint convolution."""
+    adjoint = kernel.transpose(0, 1).flip(-2, -1)
+    return (kernel - adjoint) / 2
+
+
+def taylor_exp_conv(x: Tensor, kernel: Tensor, terms: int, padding: tuple[int, int]) -> Tensor:
+    """sum_{j=0..terms} L^j x / j! for the convolution L with ``kernel``."""
+    term, total = x, x
+    for j in range(1, terms + 1):
+        term = F.conv2d(term, kernel, padding=padding) / j
+        total = total + term
+    return total
+
+
+class SOCConv2d(nn.Module):
+    """Orthogonal channels -> channels convolution (kernel ``kernel_size``, 'same' padding)."""
+
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True,
+                 train_terms: int = 6, eval_terms: int = 12, correction: float = 0.7, device=None, dtype=None):
+        super().__init__()
+        if not 0 < correction <= 1:
+            raise ValueError(f"SOCConv2d: correction must be in (0, 1], got {correction}")
+        self.channels = channels
+        self.kernel_size = odd_kernel_size(kernel_size)
+        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.train_terms, self.eval_terms, self.correction = train_terms, eval_terms, correction
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.zeros(channels, **factory)) if bias else None
+        self.register_buffer("u", normalize(torch.randn(channels, **factory)))
+        self._cache = EvalCache()
+        nn.init.xavier_normal_(self.weight)
+
+    def _patch_matrix(self, skew: Tensor) -> Tensor:
+        return skew.reshape(self.channels, -1)
+
+    def _bound_factor(self) -> float:
+        return float(self.kernel_size[0] * self.kernel_size[1]) ** 0.5
+
+    def _exact_bound(self) -> Tensor:
+        matrix = self._patch_matrix(skew_kernel(self.weight))
+        gram = matrix @ matrix.t()  # (c, c): cheaper than an SVD of (c, c k^2)
+        return torch.linalg.eigvalsh(gram.to(torch.promote_types(gram.dtype, torch.float32)))[-1].sqrt().to(gram.dtype) * self._bound_factor()
+
+    def scaled_kernel(self) -> Tensor:
+        """The kernel of L, scaled so that ||L|| <= correction."""
+        skew = skew_kernel(self.weight)
+        if self.training:
+            matrix = self._patch_matrix(skew)
+            with torch.no_grad():
+                self.u.copy_(normalize(matrix @ (matrix.t() @ self.u)))
+            bound = (matrix.t() @ self.u).norm() * self._bound_factor()
+        else:
+            bound = self._cache.get((self.weight,), self._exact_bound)
+        return skew * (self.correction / bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_channels(x, self.channels, "SOCConv2d")
+        terms = self.train_terms if self.training else self.eval_terms
+        y = taylor_exp_conv(x, self.scaled_kernel(), terms, self.padding)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, "
+                f"train_terms={self.train_terms}, eval_terms={self.eval_terms}, correction={self.correction}")

@@ -41,7 +41,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.certify.evaluate import CURVE_POINTS, eps_label
+from robustlab.certify.evaluate import CURVE_POINTS, eps_label, split_images
 from robustlab.certify.margins import cra, cra_curve
 from robustlab.runs.config import DEFAULT_EPS
 
@@ -545,7 +545,7 @@ def smooth_run(
     run = Run(run_dir)
     config = run.load_config()
     sigma = _noise_level(sigma, config.augment.noise_std)
-    images, labels, split = _split_images(config, split)
+    images, labels, split, _ = split_images(config, split)
     if skip < 1 or (limit is not None and limit < 1):
         raise ValueError(f"--skip must be >= 1 and --limit >= 1, got skip={skip}, limit={limit}")
     indices = list(range(0, len(labels), skip))[:limit]
@@ -581,36 +581,12 @@ def _noise_level(sigma: float | None, train_noise: float) -> float:
     return sigma
 
 
-def _split_images(config, split: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """The evaluation images of a run: its own split by default, or the one asked for."""
-    import dataclasses
-
-    from robustlab.data.splits import prepare_data
-
-    if split not in (None, "val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got '{split}'")
-    data_config = config.data
-    if split == "val" and data_config.val_size == 0:
-        raise ValueError(
-            "this run has no validation split (data.val_size = 0): it trained on the whole "
-            "training set, so use --split test"
-        )
-    if split == "test" and data_config.val_size > 0:
-        if data_config.pca_components:
-            raise ValueError(
-                "this run projects images onto principal components of its training split, which "
-                "excludes the validation images; evaluate it on its own split (omit --split)"
-            )
-        data_config = dataclasses.replace(data_config, val_size=0)
-    data = prepare_data(data_config)
-    return data.x_eval, data.y_eval, data.eval_split
-
-
 def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFAULT_EPS) -> list[dict[str, Any]]:
     """Accuracy and CRA at the same radii for every result found in the run directories.
 
-    Lipschitz certification comes from ``certify.json`` (written by ``robustlab certify``),
-    smoothing from ``smoothing-<method>.json``; each row names the kind of guarantee.
+    The deterministic certificate of a run comes from ``certify.json`` (``robustlab
+    certify``), or else from the ``results.json`` that training wrote; smoothing from
+    ``smoothing-<method>.json``. Each row says what kind of guarantee its numbers carry.
     """
     from robustlab.runs.store import Run
 
@@ -618,31 +594,33 @@ def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFA
     for run_dir in run_dirs:
         run = Run(run_dir)
         config = run.load_config()
-        found = [(name, run.path / f"{name}.json") for name in ("certify", *(f"smoothing-{m}" for m in METHODS))]
-        found = [(name, path) for name, path in found if path.exists()]
-        if not found:
+        deterministic = next((p for p in (run.path / "certify.json", run.results_path) if p.exists()), None)
+        smoothed = [path for method in METHODS if (path := results_paths(run.path, method)[1]).exists()]
+        if deterministic is None and not smoothed:
             raise FileNotFoundError(
-                f"{run.path} has no certify.json or smoothing-*.json yet; run `robustlab certify {run_dir}` "
-                f"or `robustlab smooth {run_dir}` first"
+                f"{run.path} has no results yet (no results.json, certify.json or smoothing-*.json); "
+                "train it, or run `robustlab certify` / `robustlab smooth` on it first"
             )
-        for name, path in found:
-            rows.append(_comparison_row(run.id, config.model.name, name, _read_json(path), eps))
+        sources = ([deterministic] if deterministic else []) + smoothed
+        rows += [_comparison_row(run.id, config.model.name, _read_json(path), eps) for path in sources]
     return rows
 
 
-def _comparison_row(run_id: str, model: str, name: str, data: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
-    if name == "certify":
-        lipschitz = data.get("lipschitz_constant")
-        method = "lipschitz" if lipschitz is not None else "standard net"
-        guarantee = "deterministic" if lipschitz is not None else "none"
+def _comparison_row(run_id: str, model: str, data: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
+    method = data.get("method")
+    if method in METHODS:
+        guarantee = f"p >= 1 - {data['alpha']:g}" if method == "certify" else method.replace("predict", "none")
+        method, images, split = f"smoothing {method} (sigma {data['sigma']:g})", data["num_images"], data["split"]
+    elif data.get("lipschitz_constant") is not None:
+        method, guarantee = "lipschitz margin", "deterministic"
+        images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
     else:
-        method = name
-        guarantee = {"estimate": "estimate", "certify": f"p >= 1 - {data.get('alpha')}", "predict": "none"}[data["method"]]
-    row = {"run": run_id, "model": model, "method": method, "guarantee": guarantee,
-           "sigma": data.get("sigma"), "accuracy": data.get("accuracy")}
+        method, guarantee = "standard net", "none"
+        images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
+    row = {"run": run_id, "model": model, "method": method, "guarantee": guarantee, "split": split,
+           "images": images, "accuracy": data.get("accuracy")}
     measured = {round(point["eps"], 9): point["cra"] for point in data.get("cra") or []}
-    for e in eps:
-        row[eps_label(e)] = measured.get(round(e, 9))
+    row.update({eps_label(e): measured.get(round(e, 9)) for e in eps})
     return row
 
 

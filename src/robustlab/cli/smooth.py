@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--n", type=int, help="noise samples per image (default: 1000 estimate, 100000 certify/predict)")
     parser.add_argument("--n0", type=int, default=100, help="certify: samples that select the top class (default 100)")
     parser.add_argument("--alpha", type=float, default=0.001, help="certify/predict: failure probability (default 0.001)")
-    parser.add_argument("--split", choices=("test", "val"), help="images to use (default: the run's evaluation split)")
+    parser.add_argument("--split", choices=("test", "val", "train"), help="images to use (default: the run's evaluation split)")
     parser.add_argument("--limit", type=int, help="use at most this many images")
     parser.add_argument("--skip", type=int, default=1, help="use every SKIP-th image (default 1: all)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="noisy images per forward pass (default 10000)")

@@ -17,6 +17,7 @@ from scipy.stats import beta, binom, norm
 from torch import nn
 
 from robustlab.certify import smoothing
+from robustlab.runs.config import load_config
 
 from smoothing_helpers import SHAPE, SIGMA, linear_model, points_at
 
@@ -68,6 +69,25 @@ def test_estimate_converges_to_the_exact_radius(linear):
         assert record["correct"] == (r > 0)
     assert result["accuracy"] == pytest.approx(2 / 3)
     assert "not a certificate" in result["guarantee"]
+
+
+def test_bfloat16_estimate_also_converges_and_is_labelled(linear):
+    radii = [0.1, -0.2]
+    n = 20_000
+    result = smoothing.estimate(linear, points_at(linear, radii), [1, 1], SIGMA, n=n, precision="bfloat16")
+    for record, r in zip(result["records"], radii):
+        assert record["radius"] == pytest.approx(r, abs=radius_tolerance(r, n) + 0.01)  # + bf16 rounding
+    assert result["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
+        smoothing.estimate(linear, points_at(linear, radii), [1, 1], SIGMA, precision="float16")
+
+
+def test_statistics_work_element_wise():
+    bounds = smoothing.clopper_pearson_lower(np.array([0, 10, 990]), 1000, 0.001)
+    assert bounds.tolist() == [0.0, smoothing.clopper_pearson_lower(10, 1000, 0.001),
+                               smoothing.clopper_pearson_lower(990, 1000, 0.001)]
+    radii = smoothing.estimated_radius(np.array([0.9, 0.3]), np.array([0.1, 0.6]), SIGMA)
+    assert radii.tolist() == [smoothing.estimated_radius(0.9, 0.1, SIGMA), smoothing.estimated_radius(0.3, 0.6, SIGMA)]
 
 
 def test_certified_radius_is_below_the_exact_radius_and_close_to_it(linear):
@@ -196,3 +216,10 @@ def test_results_file_starts_with_its_settings(linear, tmp_path):
     assert header["header"]["method"] == "estimate" and header["header"]["sigma"] == SIGMA
     assert header["header"]["model"] == smoothing.model_fingerprint(linear)
     assert record["index"] == 0 and record["label"] == 1
+
+
+def test_the_smoothing_preset_is_the_papers_base_classifier():
+    config = load_config("smoothing")
+    assert (config.model.name, config.data.name) == ("simpleconvnet", "cifar10")
+    assert config.augment.noise_std == 1 / 8 and config.optim.lr == 0.3
+    assert (config.loss.name, config.loss.temperature) == ("ce", 8.0)  # 8 * CE(logits / 8)

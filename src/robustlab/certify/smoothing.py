@@ -62,22 +62,28 @@ _STREAMS = {"estimate": 0, "select": 1, "certify": 2, "predict": 3}
 # Statistics (host side, on the counts of one chunk)
 
 
-def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
-    """One-sided (1 - alpha) Clopper-Pearson lower confidence bound of a binomial proportion."""
-    if successes == 0:
-        return 0.0
-    return float(beta.ppf(alpha, successes, trials - successes + 1))
+def clopper_pearson_lower(successes, trials: int, alpha: float):
+    """One-sided (1 - alpha) Clopper-Pearson lower confidence bound of a binomial proportion.
+
+    Element-wise on arrays of success counts.
+    """
+    successes = np.asarray(successes)
+    bound = np.where(successes == 0, 0.0, beta.ppf(alpha, np.maximum(successes, 1), trials - successes + 1))
+    return _scalar_or_array(bound)
 
 
-def estimated_radius(p1: float, p2: float, sigma: float, clip: tuple[float, float] = (0.01, 0.99)) -> float:
-    """The paper's radius sigma/2 * (PhiInv(p1) - PhiInv(p2)) with clipped frequencies."""
-    p1, p2 = np.clip([p1, p2], *clip)
-    return float(sigma / 2 * (norm.ppf(p1) - norm.ppf(p2)))
+def estimated_radius(p1, p2, sigma: float, clip: tuple[float, float] = (0.01, 0.99)):
+    """The paper's radius sigma/2 * (PhiInv(p1) - PhiInv(p2)) with clipped frequencies (element-wise)."""
+    return _scalar_or_array(sigma / 2 * (norm.ppf(np.clip(p1, *clip)) - norm.ppf(np.clip(p2, *clip))))
 
 
-def certified_radius(p_lower: float, sigma: float) -> float:
-    """Cohen et al.'s radius sigma * PhiInv(pA) for a lower bound pA >= 1/2."""
-    return float(sigma * norm.ppf(p_lower))
+def certified_radius(p_lower, sigma: float):
+    """Cohen et al.'s radius sigma * PhiInv(pA) for a lower bound pA >= 1/2 (element-wise)."""
+    return _scalar_or_array(sigma * norm.ppf(p_lower))
+
+
+def _scalar_or_array(values):
+    return float(values) if np.ndim(values) == 0 else np.asarray(values, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,49 +178,53 @@ def _full_float32(device: torch.device) -> Iterator[None]:
 def _score_estimate(model, x, labels, indices, p) -> list[dict[str, Any]]:
     seeds = [noise_seed(p["seed"], i, "estimate") for i in indices]
     counts = count_predictions(model, x, seeds, p["n"], p["sigma"], p["batch_size"], p["precision"])
-    records = []
-    for index, label, row in zip(indices, labels, counts.cpu().numpy()):  # the one sync
-        true_count = int(row[label])
-        others = np.delete(row, label)
-        other_count = int(others.max())
-        radius = estimated_radius(true_count / p["n"], other_count / p["n"], p["sigma"], p["clip"])
-        records.append(
-            {
-                "index": index,
-                "label": label,
-                "prediction": int(row.argmax()),
-                "count_true": true_count,
-                "count_other": other_count,
-                "radius": radius,
-                "correct": true_count > other_count,
-            }
+    counts = counts.cpu().numpy()  # the one sync of the chunk
+    rows, labels_ = np.arange(len(labels)), np.asarray(labels)
+    true_counts = counts[rows, labels_]
+    others = counts.copy()
+    others[rows, labels_] = -1
+    other_counts = others.max(axis=1)
+    radii = estimated_radius(true_counts / p["n"], other_counts / p["n"], p["sigma"], p["clip"])
+    return [
+        {
+            "index": index,
+            "label": label,
+            "prediction": int(row.argmax()),
+            "count_true": int(true_count),
+            "count_other": int(other_count),
+            "radius": float(radius),
+            "correct": bool(true_count > other_count),
+        }
+        for index, label, row, true_count, other_count, radius in zip(
+            indices, labels, counts, true_counts, other_counts, radii
         )
-    return records
+    ]
 
 
 def _score_certify(model, x, labels, indices, p) -> list[dict[str, Any]]:
     sample = lambda n, stream: count_predictions(  # noqa: E731
         model, x, [noise_seed(p["seed"], i, stream) for i in indices], n, p["sigma"], p["batch_size"]
     )
-    both = torch.stack([sample(p["n0"], "select"), sample(p["n"], "certify")]).cpu().numpy()
-    records = []
-    for index, label, selection, row in zip(indices, labels, both[0], both[1]):
-        top = int(selection.argmax())
-        count = int(row[top])
-        p_lower = clopper_pearson_lower(count, p["n"], p["alpha"])
-        abstain = p_lower < 0.5
-        records.append(
-            {
-                "index": index,
-                "label": label,
-                "prediction": ABSTAIN if abstain else top,
-                "count": count,
-                "p_lower": p_lower,
-                "radius": None if abstain else certified_radius(p_lower, p["sigma"]),
-                "correct": not abstain and top == label,
-            }
+    selection, counts = torch.stack([sample(p["n0"], "select"), sample(p["n"], "certify")]).cpu().numpy()
+    tops = selection.argmax(axis=1)
+    top_counts = counts[np.arange(len(tops)), tops]
+    p_lower = np.atleast_1d(clopper_pearson_lower(top_counts, p["n"], p["alpha"]))
+    abstain = p_lower < 0.5
+    radii = np.atleast_1d(certified_radius(np.where(abstain, 0.5, p_lower), p["sigma"]))
+    return [
+        {
+            "index": index,
+            "label": label,
+            "prediction": ABSTAIN if abstained else int(top),
+            "count": int(count),
+            "p_lower": float(bound),
+            "radius": None if abstained else float(radius),
+            "correct": bool(not abstained and top == label),
+        }
+        for index, label, top, count, bound, abstained, radius in zip(
+            indices, labels, tops, top_counts, p_lower, abstain, radii
         )
-    return records
+    ]
 
 
 def _score_predict(model, x, labels, indices, p) -> list[dict[str, Any]]:

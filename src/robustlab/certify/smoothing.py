@@ -172,13 +172,23 @@ def _full_float32(device: torch.device) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------
-# The three methods: each scores one chunk of images into per-image records
+# The three methods: which counts each draws on the device, and its records from them
+
+# (noise stream, sample-count parameter) per method; certify selects with n0, then certifies with n
+_DRAWS = {"estimate": [("estimate", "n")], "certify": [("select", "n0"), ("certify", "n")], "predict": [("predict", "n")]}
 
 
-def _score_estimate(model, x, labels, indices, p) -> list[dict[str, Any]]:
-    seeds = [noise_seed(p["seed"], i, "estimate") for i in indices]
-    counts = count_predictions(model, x, seeds, p["n"], p["sigma"], p["batch_size"], p["precision"])
-    counts = counts.cpu().numpy()  # the one sync of the chunk
+def _launch(method: str, model: nn.Module, x: torch.Tensor, indices: list[int], p: dict[str, Any]) -> torch.Tensor:
+    """Queue the counting of one chunk on the device: (draws, images, classes), not yet on the host."""
+    return torch.stack([
+        count_predictions(model, x, [noise_seed(p["seed"], i, stream) for i in indices], p[samples],
+                          p["sigma"], p["batch_size"], p.get("precision", "float32"))
+        for stream, samples in _DRAWS[method]
+    ])
+
+
+def _estimate_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
+    (counts,) = counts
     rows, labels_ = np.arange(len(labels)), np.asarray(labels)
     true_counts = counts[rows, labels_]
     others = counts.copy()
@@ -196,16 +206,13 @@ def _score_estimate(model, x, labels, indices, p) -> list[dict[str, Any]]:
             "correct": bool(true_count > other_count),
         }
         for index, label, row, true_count, other_count, radius in zip(
-            indices, labels, counts, true_counts, other_counts, radii
+            indices, labels, counts, true_counts, other_counts, np.atleast_1d(radii)
         )
     ]
 
 
-def _score_certify(model, x, labels, indices, p) -> list[dict[str, Any]]:
-    sample = lambda n, stream: count_predictions(  # noqa: E731
-        model, x, [noise_seed(p["seed"], i, stream) for i in indices], n, p["sigma"], p["batch_size"]
-    )
-    selection, counts = torch.stack([sample(p["n0"], "select"), sample(p["n"], "certify")]).cpu().numpy()
+def _certify_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
+    selection, counts = counts
     tops = selection.argmax(axis=1)
     top_counts = counts[np.arange(len(tops)), tops]
     p_lower = np.atleast_1d(clopper_pearson_lower(top_counts, p["n"], p["alpha"]))
@@ -227,11 +234,9 @@ def _score_certify(model, x, labels, indices, p) -> list[dict[str, Any]]:
     ]
 
 
-def _score_predict(model, x, labels, indices, p) -> list[dict[str, Any]]:
-    seeds = [noise_seed(p["seed"], i, "predict") for i in indices]
-    counts = count_predictions(model, x, seeds, p["n"], p["sigma"], p["batch_size"]).cpu().numpy()
+def _predict_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
     records = []
-    for index, label, row in zip(indices, labels, counts):
+    for index, label, row in zip(indices, labels, counts[0]):
         second, top = np.argsort(row, kind="stable")[-2:]
         top_count, second_count = int(row[top]), int(row[second])
         p_value = binomtest(top_count, top_count + second_count, 0.5).pvalue
@@ -244,13 +249,13 @@ def _score_predict(model, x, labels, indices, p) -> list[dict[str, Any]]:
                 "count_top": top_count,
                 "count_second": second_count,
                 "p_value": float(p_value),
-                "correct": not abstain and int(top) == label,
+                "correct": bool(not abstain and int(top) == label),
             }
         )
     return records
 
 
-_SCORERS: dict[str, Callable] = {"estimate": _score_estimate, "certify": _score_certify, "predict": _score_predict}
+_RECORDS: dict[str, Callable] = {"estimate": _estimate_records, "certify": _certify_records, "predict": _predict_records}
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,16 +361,27 @@ def smooth(
             total=len(indices), initial=len(indices) - len(todo), unit="img",
             desc=f"smoothing {method}", disable=not progress,
         ) as bar:
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo[start : start + chunk_size]
-                x = _to_device(images, chunk, device)
-                records = _SCORERS[method](
-                    model, x, [labels[k] for k in chunk], [indices[k] for k in chunk], params
+
+            def finish(chunk: list[int], counts: torch.Tensor) -> None:
+                records = _RECORDS[method](
+                    counts.cpu().numpy(), [labels[k] for k in chunk], [indices[k] for k in chunk], params
                 )
                 if output:
                     _append_lines(Path(output), records)
                 done.update((r["index"], r) for r in records)
                 bar.update(len(chunk))
+
+            # One chunk of lookahead: the next chunk is queued on the device before the host
+            # waits for the previous one's counts, so the device never idles on that sync.
+            pending = None
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start : start + chunk_size]
+                counts = _launch(method, model, _to_device(images, chunk, device), [indices[k] for k in chunk], params)
+                if pending:
+                    finish(*pending)
+                pending = (chunk, counts)
+            if pending:
+                finish(*pending)
     finally:
         model.train(was_training)
     records = [done[index] for index in indices]

@@ -188,3 +188,32 @@ def _to_float(batch: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
     if batch.dtype == torch.uint8:
         return batch.to(dtype).div_(255).contiguous()
     return batch.to(dtype).contiguous()
+
+
+def split_images(config, split: str | None = None) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """``(images, labels, split, num_classes)`` of a run's split: its evaluation split by default.
+
+    ``train`` is the very set the run trained on (subset and extra data included, no
+    augmentation); ``test`` of a run that validated on held-out training images loads the
+    test set separately.
+    """
+    import dataclasses
+
+    from robustlab.data.splits import prepare_data
+
+    if split not in (None, "train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got '{split}'")
+    data_config = config.data
+    if split == "val" and data_config.val_size == 0:
+        raise ValueError("this run has no validation split (data.val_size = 0); use --split test")
+    if split == "test" and data_config.val_size > 0:
+        if data_config.pca_components:
+            raise ValueError(
+                "this run projects images onto principal components of its training split, which excludes "
+                "the validation images; the test set would need another projection: use --split val or train"
+            )
+        data_config = dataclasses.replace(data_config, val_size=0)
+    data = prepare_data(data_config)
+    if split == "train":
+        return data.x_train, data.y_train, "train", data.num_classes
+    return data.x_eval, data.y_eval, data.eval_split, data.num_classes

@@ -1,5 +1,62 @@
-"""`robustlab train` (under construction in this change)."""
+"""`robustlab train`: train a model from a preset or YAML config, or resume a run."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.runs.config import load_config, preset_names
+from robustlab.runs.store import Run, RunStore
+
+DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
 
 
 def add_parser(subparsers) -> None:
-    subparsers.add_parser("train", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "train", help="train a model (preset or YAML config) and certify it",
+        description="Trains as the config says, writes checkpoints, metrics, the final weights and results "
+        "into a run folder, and indexes it in the run store. Multi-GPU: "
+        "torchrun --nproc_per_node=K -m robustlab.cli train ...",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="PRESET_OR_YAML", default=DEFAULT_PRESET,
+                        help=f"a preset ({', '.join(preset_names())}) or a YAML file (default: {DEFAULT_PRESET})")
+    source.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=0.3 (repeatable)")
+    parser.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs root)")
+    parser.add_argument("--runs-root", help="folder of runs and their index (default: $ROBUSTLAB_RUNS or ./runs)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (sets train.device)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustlab.train import distributed
+    from robustlab.train.loop import train  # torch models load only when training
+
+    overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
+    store = RunStore(args.runs_root) if args.runs_root else None
+    if args.resume:
+        if overrides:
+            raise ValueError("--resume continues a run with its saved config; --set and --device cannot change it")
+        result_run = train(None, run_dir=args.resume, store=store, resume=True, progress=not args.quiet)
+    else:
+        config = load_config(args.config, overrides)
+        result_run = train(config, run_dir=args.run_dir, store=store, progress=not args.quiet)
+    if distributed.is_main_process():  # under torchrun only rank 0 reports
+        emit(args, summary(result_run), _render)
+    return 0
+
+
+def summary(run: Run) -> dict:
+    return {"run_dir": str(run.path), **run.load_results()}
+
+
+def _render(data: dict) -> str:
+    rows = [{"metric": "accuracy", "value": data["accuracy"]}]
+    rows += [{"metric": f"CRA {entry['label']}", "value": entry["cra"]} for entry in data["cra"]]
+    rows += [{"metric": key, "value": data[key]} for key in ("train_accuracy", "train_cra", "epochs", "steps",
+                                                              "train_time_s", "device") if key in data]
+    return f"run: {data['run_dir']} (evaluated on {data['eval_split']}, {data['n_eval']} images)\n" + format_table(rows)

@@ -1,0 +1,458 @@
+"""The training loop: one run from a config to a run directory with weights and results.
+
+Read from top to bottom, ``train`` is: open the run, prepare the data, build the model,
+loss, optimizer and schedule, restore a checkpoint when resuming, then loop over epochs
+of ``train_step``s, evaluating and checkpointing between epochs. ``train_step`` is the
+same code on the CPU, on one GPU and under DDP.
+
+Speed options (bf16 autocast, torch.compile, channels_last) apply to training only:
+evaluation always certifies a float64 eval-mode copy of the plain model
+(``robustlab.certify.evaluate``).
+
+Determinism: the loader's order and augmentation are a function of (seed, epoch), and the
+checkpoint holds the model, optimizer, schedule, step and RNG states, so on the CPU a run
+that is killed and resumed ends with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustlab.certify.evaluate import evaluate, lipschitz_constant
+from robustlab.certify.margins import margins
+from robustlab.data.loader import DeviceLoader
+from robustlab.data.splits import PreparedData, prepare_data
+from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
+from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
+from robustlab.runtime import seed_everything
+from robustlab.train import distributed
+from robustlab.train.losses import build_loss
+from robustlab.train.optim import build_optimizer, build_schedule, total_steps
+
+TRAIN_CRA_EPS = 36 / 255  # the progress bar's CRA of the training batches
+SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence check)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved in the checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    train_time_s: float = 0.0  # time spent training so far, over all resumptions
+    history: dict = field(default_factory=dict)  # last epoch's training metrics
+
+
+def train(
+    config: ExperimentConfig | None = None,
+    run_dir: str | Path | None = None,
+    store: RunStore | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, Run], None] | None = None,
+) -> Run:
+    """Train a model as ``config`` says; returns its run directory.
+
+    ``resume=True`` continues the run in ``run_dir`` from its checkpoint (its saved config
+    is used when ``config`` is None). ``store`` indexes the run; by default the folder
+    holding the run (``run_dir``'s parent, else $ROBUSTLAB_RUNS or ./runs).
+    ``on_epoch_end(epoch, run)`` is called after each epoch's checkpoint.
+    """
+    if resume and config is None and run_dir is not None:
+        config = Run(run_dir).load_config()
+    context, device = distributed.setup(config.train.device if config else "auto")
+    try:
+        return _train(config, run_dir, store, resume, progress, on_epoch_end, context, device)
+    finally:
+        distributed.teardown(context)
+
+
+def _train(config, run_dir, store, resume, progress, on_epoch_end, context, device) -> Run:
+    run, config, store = _open_run(config, run_dir, store, resume, context)
+    seed_everything(config.seed)
+    data = prepare_data(config.data)
+    loader = DeviceLoader(
+        data.x_train, data.y_train, config.train.batch_size,
+        augment=config.augment, mean=data.mean, device=device, seed=config.seed,
+    )
+    _check_batches_split(len(data.y_train), config.train.batch_size, context)
+    epochs = training_epochs(config, data)
+    steps = total_steps(epochs, len(loader))
+
+    model = build_model(config, data).to(device)
+    architecture = model_architecture(config, data)
+    loss_fn = build_loss(config.loss)
+    optimizer = build_optimizer(model.parameters(), config.optim)
+    schedule = build_schedule(optimizer, config.optim, steps)
+    state = TrainState()
+    if resume and run.checkpoint_path.exists():
+        state = load_checkpoint(run.checkpoint_path, model, optimizer, schedule, device)
+        if context.is_main:
+            _forget_metrics_after(run, state.epoch)
+    train_model = prepare_for_training(model, config.train, context, device)
+
+    main = context.is_main
+    if main:
+        store.record(run, config, status="running")
+    lipschitz = lipschitz_constant(model)
+    autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
+    bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
+    try:
+        for epoch in range(state.epoch, math.ceil(steps / len(loader))):
+            loader.set_epoch(epoch)
+            start = time.perf_counter()
+            metrics = run_epoch(train_model, loss_fn, optimizer, schedule, loader, state, steps, epoch,
+                                autocast, lipschitz, context, config.train.channels_last, bar)
+            state.train_time_s += time.perf_counter() - start
+            state.epoch, state.history = epoch + 1, metrics
+            finished = state.step >= steps
+            record = {"epoch": epoch + 1, "step": state.step, "lr": schedule.get_last_lr()[0], **metrics}
+            if main and config.train.eval_every and (epoch + 1) % config.train.eval_every == 0 and not finished:
+                record.update(_evaluation_metrics(_evaluate(model, data, config, device), data.eval_split))
+            if main:
+                run.log_metrics(record)
+                if finished or (epoch + 1) % max(config.train.checkpoint_every, 1) == 0:
+                    save_checkpoint(run.checkpoint_path, model, optimizer, schedule, state, architecture)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, run)
+    except BaseException:  # diverged, interrupted or crashed: the last checkpoint stays
+        if main:
+            store.record(run, config, status="failed")
+        raise
+    finally:
+        bar.close()
+
+    if main:
+        results = final_results(model, data, config, state, device, context)
+        atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
+        run.save_results(results)
+        run.log_metrics({"epoch": state.epoch, "step": state.step, "final": True,
+                         **_evaluation_metrics(results, data.eval_split)})
+        store.record(run, config, status="done", results=results)
+    distributed.barrier(context)
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# One step, one epoch
+
+
+def train_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_weight: float = 1.0,
+    autocast: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns the (unweighted) loss and the logits, detached, on the device."""
+    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    (loss * loss_weight).backward()
+    optimizer.step()
+    schedule.step()
+    return loss.detach(), logits.detach().float()
+
+
+def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epoch, autocast, lipschitz,
+              context, channels_last, bar) -> dict:
+    """Train on one epoch's batches (or up to ``steps``); returns its training metrics.
+
+    Per-step statistics stay on the device and are read every ``SYNC_EVERY`` steps, which
+    is also when a non-finite loss is detected.
+    """
+    model.train()
+    totals = torch.zeros(4, dtype=torch.float64, device=loader.device)  # loss sum, correct, certified, n
+    window: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, per-step stats)
+    for x, y in loader:
+        if state.step >= steps:
+            break
+        x, y, weight = distributed.shard(x, y, context)
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = schedule.get_last_lr()[0]
+        loss, logits = train_step(model, loss_fn, optimizer, schedule, x, y, weight, autocast)
+        window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
+        state.step += 1
+        if len(window) == SYNC_EVERY or state.step >= steps:
+            totals += _flush(window, epoch, context)
+            window = []
+            bar.update(state.step - bar.n)
+            bar.set_postfix(_epoch_metrics(totals, lipschitz, epoch), refresh=False)
+    if window:
+        totals += _flush(window, epoch, context)
+    distributed.all_reduce(totals, context)
+    return _epoch_metrics(totals, lipschitz, epoch)
+
+
+def _batch_stats(loss, logits, y, lipschitz) -> torch.Tensor:
+    correct = (logits.argmax(dim=1) == y).sum()
+    if lipschitz is None:
+        certified = torch.zeros((), device=y.device)
+    else:
+        certified = (margins(logits, y) > math.sqrt(2) * lipschitz * TRAIN_CRA_EPS).sum()
+    n = torch.tensor(len(y), device=y.device)
+    return torch.stack([loss.double() * len(y), correct.double(), certified.double(), n.double()])
+
+
+def _flush(window, epoch, context) -> torch.Tensor:
+    """Sum a window of step statistics; raise if any step's loss was not finite (on every rank)."""
+    stats = torch.stack([s for _, _, s in window])
+    finite = torch.isfinite(stats[:, 0])
+    first_bad = torch.where(finite, len(window), torch.arange(len(window), device=stats.device)).min()
+    first_bad = distributed.all_reduce(first_bad.reshape(1).double(), context, op="min")
+    if first_bad.item() < len(window):
+        step, lr, _ = window[int(first_bad.item())]
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at step {step + 1} (epoch {epoch + 1}, lr {lr:.4g}); "
+            "the run stopped and its last good checkpoint is kept. Lower optim.lr (e.g. by a factor of 3-10) "
+            "and train again."
+        )
+    return stats.sum(dim=0)
+
+
+def _epoch_metrics(totals: torch.Tensor, lipschitz, epoch) -> dict:
+    loss_sum, correct, certified, n = totals.tolist()
+    metrics = {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
+    if lipschitz is not None:
+        metrics["train_cra"] = certified / max(n, 1)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------
+# Building the pieces
+
+
+def training_epochs(config: ExperimentConfig, data: PreparedData) -> float:
+    """Epochs to train: subsets train ``full_size / N`` times longer, for the same compute."""
+    epochs = config.train.epochs
+    if config.data.subset_size is not None and config.train.scale_epochs:
+        epochs = epochs * data.full_train_size / len(data.y_train)
+    return epochs
+
+
+def model_architecture(config: ExperimentConfig, data: PreparedData) -> dict:
+    """What it takes to rebuild the model without the data; saved with its weights."""
+    return {
+        "name": config.model.name,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "mean": [float(m) for m in data.mean],
+        "kwargs": dict(config.model.kwargs),
+    }
+
+
+def build_model(config: ExperimentConfig, data: PreparedData) -> nn.Module:
+    return _create(model_architecture(config, data), config.eval.power_iterations)
+
+
+def _create(architecture: dict, power_iterations: int) -> nn.Module:
+    from robustlab.nn.models import create_model
+
+    model = create_model(
+        architecture["name"],
+        tuple(architecture["input_shape"]),
+        architecture["num_classes"],
+        mean=torch.tensor(architecture["mean"], dtype=torch.float32),
+        **architecture["kwargs"],
+    )
+    for module in model.modules():  # CPL layers: power-iteration steps when evaluating
+        if hasattr(module, "eval_iterations"):
+            module.eval_iterations = power_iterations
+    return model
+
+
+def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) -> nn.Module:
+    """The module the training steps call: the model, maybe channels_last, DDP-wrapped, compiled.
+
+    Parameters are shared with ``model``, which evaluation and checkpoints use.
+    """
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = distributed.wrap_model(model, context, device)
+    if cfg.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _check_batches_split(n: int, batch_size: int, context) -> None:
+    last = n % batch_size or batch_size
+    if context.enabled and min(last, batch_size) < context.world_size:
+        raise ValueError(
+            f"{n} training images in batches of {batch_size} leave a last batch of {last}, fewer than the "
+            f"{context.world_size} processes; change train.batch_size or the number of processes"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Run directory, checkpoints, results
+
+
+def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentConfig, RunStore | None]:
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume=True needs the run directory to continue")
+        run = Run(run_dir)
+        saved = run.load_config()
+        if config is not None and config != saved:
+            raise ConfigError(
+                f"cannot resume {run.path} with a different config; resume with its own config "
+                "(leave the config out) or start a new run"
+            )
+        if run.results_path.exists():
+            raise ValueError(f"{run.path} has finished (results.json exists); nothing to resume")
+        store = store or RunStore(run.path.parent)
+        return run, saved, store
+    if config is None:
+        raise ValueError("train() needs a config unless it resumes a run")
+    if run_dir is not None and Run(run_dir).checkpoint_path.exists():
+        raise ValueError(f"{run_dir} already holds a training run; resume it, or choose a new run directory")
+    if not context.is_main:
+        return Run(distributed.broadcast_object(None, context)), config, None
+    store = store or RunStore(Path(run_dir).parent if run_dir is not None else None)
+    run = store.create(config, run_dir)
+    distributed.broadcast_object(str(run.path), context)
+    return run, config, store
+
+
+def _forget_metrics_after(run: Run, epoch: int) -> None:
+    """Drop metrics of epochs the checkpoint does not include: they are about to be trained again."""
+    kept = [record for record in run.metrics() if record.get("epoch", 0) <= epoch and not record.get("final")]
+    atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+
+
+def rng_states() -> dict:
+    numpy_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "numpy_rest": [int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), *states["numpy_rest"]))
+    random.setstate((3, tuple(states["python"]), states["python_gauss"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path, model, optimizer, schedule, state: TrainState, architecture: dict) -> None:
+    """Everything needed to continue, as tensors and plain data only (loads with weights_only=True)."""
+    atomic_torch_save(
+        {
+            "architecture": architecture,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "state": asdict(state),
+            "rng": rng_states(),
+        },
+        path,
+    )
+
+
+def load_checkpoint(path, model, optimizer, schedule, device) -> TrainState:
+    checkpoint = safe_torch_load(path, map_location=device)
+    _load_weights(model, checkpoint, path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    schedule.load_state_dict(checkpoint["schedule"])
+    set_rng_states(_to_cpu(checkpoint["rng"]))
+    return TrainState(**checkpoint["state"])
+
+
+def _to_cpu(states: dict) -> dict:
+    return {k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] if k == "cuda" else v) for k, v in states.items()}
+
+
+def _load_weights(model: nn.Module, checkpoint: dict, path) -> None:
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit the model: {str(error).splitlines()[0]} ...") from None
+
+
+def _evaluate(model, data: PreparedData, config: ExperimentConfig, device) -> dict:
+    return evaluate(model, data.x_eval, data.y_eval, config.eval.eps, config.eval.batch_size, device,
+                    data.num_classes)
+
+
+def _evaluation_metrics(result: dict, split: str) -> dict:
+    """Flat metrics.jsonl keys: ``val_accuracy``, ``val_cra_36/255``, ... (``test_`` without a validation split)."""
+    metrics = {f"{split}_accuracy": result["accuracy"]}
+    for entry in result["cra"]:
+        metrics[f"{split}_cra_{entry['label']}"] = entry["cra"]
+    return metrics
+
+
+def final_results(model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context) -> dict:
+    evaluation = _evaluate(model, data, config, device)
+    epochs_done = state.step / math.ceil(len(data.y_train) / config.train.batch_size)
+    return {
+        "accuracy": evaluation["accuracy"],
+        "cra": evaluation["cra"],
+        "eval_split": data.eval_split,
+        "n_eval": evaluation["n"],
+        "n_train": len(data.y_train),
+        "lipschitz_constant": evaluation["lipschitz_constant"],
+        "epochs": epochs_done,
+        "steps": state.step,
+        **state.history,
+        "train_time_s": state.train_time_s,
+        "time_per_epoch_s": state.train_time_s / max(epochs_done, 1e-9),
+        "eval_time_s": evaluation["time_s"],
+        "device": str(device),
+        "world_size": context.world_size,
+        "torch_version": torch.__version__,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Loading a trained model
+
+
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ExperimentConfig]:
+    """The run's model in eval mode (final weights, or the latest checkpoint) and its config."""
+    run = Run(run_dir)
+    config = run.load_config()
+    path = run.model_path if run.model_path.exists() else run.checkpoint_path
+    if not path.exists():
+        raise FileNotFoundError(f"{run.path} has neither model.pt nor checkpoint.pt: training has not saved weights yet")
+    checkpoint = safe_torch_load(path, map_location=device)
+    architecture = checkpoint.get("architecture") if isinstance(checkpoint, dict) else None
+    if architecture is None or "model" not in checkpoint:
+        raise ValueError(f"{path} is not a robustlab weights file (no architecture and model entries)")
+    if architecture["name"] != config.model.name or architecture["kwargs"] != config.model.kwargs:
+        raise ValueError(
+            f"{path} holds weights of a '{architecture['name']}' model {architecture['kwargs'] or ''}, but the "
+            f"run's config.yaml describes '{config.model.name}' {config.model.kwargs or ''}; "
+            "the weights file belongs to another run"
+        )
+    model = _create(architecture, config.eval.power_iterations).to(device)
+    _load_weights(model, checkpoint, path)
+    return model.eval(), config

@@ -116,10 +116,11 @@ class HypercubeProblem:
 class Predictor:
     """A binary classifier on R^d with labels -1/+1.
 
-    ``score(x)``: the decision function; positive means +1, negative -1 and 0 no decision
-    (always an error). Differentiable in x wherever the classifier is: the attacks follow
-    its gradient. ``certified_radius(x)``: an L2 radius R such that the decision is the
-    same on the open ball of radius R (so robust for every eps < R), or None.
+    ``score(x)``: a real-valued decision function, positive for +1 and negative for -1,
+    differentiable in x wherever the classifier is: the attacks follow its gradient.
+    ``predict(x)``: the decision in {-1, 0, +1}, 0 meaning none (always an error); by
+    default the sign of the score. ``certified_radius(x)``: an L2 radius R such that the
+    decision is the same on the open ball of radius R (robust for every eps < R), or None.
     """
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,8 +161,13 @@ class OraclePredictor(Predictor):
 
 
 class NearestNeighbour(Predictor):
-    """1-NN in L2. Score: squared distance to the nearest -1 point minus that to the
-    nearest +1 point (same sign as the distance difference; a tie is no decision)."""
+    """1-NN in L2; a tie between the two classes is no decision.
+
+    ``predict`` and the certificate use exact distances (differences squared and summed:
+    exact on the {-1,+1} x {+-delta} grid, where the matrix-product shortcut would blur
+    ties). ``score``, which only guides the attacks, is the fast matrix-product version of
+    d(x, nearest -1)^2 - d(x, nearest +1)^2.
+    """
 
     def __init__(self, x_train: torch.Tensor, y_train: torch.Tensor):
         if len(x_train) == 0:
@@ -170,15 +176,18 @@ class NearestNeighbour(Predictor):
         self.negatives = x_train[y_train == -1]
 
     @staticmethod
-    def _nearest(x, points):
+    def _nearest(x, points, exact=True):
         if len(points) == 0:  # a class absent from the training set is infinitely far
             return torch.full((len(x),), math.inf, device=x.device)
-        # squared differences summed directly: exact for the {-1,+1, +-delta} grid, where
-        # the matrix-product shortcut would blur ties
-        return torch.cdist(x, points, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+        mode = "donot_use_mm_for_euclid_dist" if exact else "use_mm_for_euclid_dist"
+        return torch.cdist(x, points, compute_mode=mode).min(dim=1).values
 
     def score(self, x):
-        return self._nearest(x, self.negatives) ** 2 - self._nearest(x, self.positives) ** 2
+        return self._nearest(x, self.negatives, exact=False) ** 2 - self._nearest(x, self.positives, exact=False) ** 2
+
+    def predict(self, x):
+        with torch.no_grad():
+            return torch.sign(self._nearest(x, self.negatives) - self._nearest(x, self.positives)).long()
 
     def certified_radius(self, x):
         # triangle inequality: a move of length r changes each distance by at most r
@@ -225,7 +234,7 @@ def fit_nearest_neighbour(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) ->
 
 
 @LEARNERS.register("mlp")
-def fit_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 256,
+def fit_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 128,
             steps: int = 300, lr: float = 3e-3) -> Predictor:
     """A standard ReLU MLP (two hidden layers) trained with cross-entropy."""
     with torch.random.fork_rng(devices=[]):
@@ -237,7 +246,7 @@ def fit_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 256
 
 
 @LEARNERS.register("lipschitz-mlp")
-def fit_lipschitz_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 256,
+def fit_lipschitz_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 128,
                       depth: int = 3, steps: int = 300, lr: float = 3e-3,
                       offset: float = 0.5, temperature: float = 0.25) -> Predictor:
     """A 1-Lipschitz MLP (AOL linear layers and MaxMin) trained with OffsetCrossEntropy,
@@ -280,11 +289,11 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Modul
 
 
 def build_classifier(name: str, problem: HypercubeProblem, x: torch.Tensor, y: torch.Tensor,
-                     seed: int = 0) -> Predictor:
-    """``oracle`` (built from phi) or a learner from LEARNERS fitted on (x, y)."""
+                     seed: int = 0, **options) -> Predictor:
+    """``oracle`` (built from phi) or a learner from LEARNERS fitted on (x, y) with ``options``."""
     if name == ORACLE:
         return problem.oracle()
-    return LEARNERS.get(name)(x, y, seed=seed)
+    return LEARNERS.get(name)(x, y, seed=seed, **options)
 
 
 def check_classifier_names(names: Sequence[str]) -> None:
@@ -308,23 +317,25 @@ def paper_attack(x: torch.Tensor, eps: float) -> torch.Tensor:
 def pgd_attack(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float,
                steps: int = 20, start: torch.Tensor | None = None) -> torch.Tensor:
     """L2 PGD that lowers the margin y * score inside the closed ball of radius eps around x.
-    Returns a bool per point: some iterate was misclassified or undecided."""
+    Returns a bool per point: ``predict`` errs (or abstains) at the final iterate or at the
+    iterate of lowest margin."""
     step_size = 2.5 * eps / max(steps, 1)
     offset = torch.zeros_like(x) if start is None else (start - x)
-    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    best, best_margin = x + offset, torch.full((len(x),), math.inf, device=x.device)
     for _ in range(steps):
         offset.requires_grad_(True)
         margin = y * predictor.score(x + offset)
-        fooled |= margin.detach() <= 0
+        with torch.no_grad():
+            lower = margin < best_margin
+            best = torch.where(lower[:, None], x + offset, best)
+            best_margin = torch.where(lower, margin, best_margin)
         if not margin.requires_grad:  # a piecewise-constant classifier: no gradient to follow
-            return fooled
+            break
         (gradient,) = torch.autograd.grad(margin.sum(), offset)
         direction = gradient / gradient.norm(dim=1, keepdim=True).clamp_min(1e-12)
         offset = offset.detach() - step_size * direction
         offset = offset * (eps / offset.norm(dim=1, keepdim=True).clamp_min(eps))
-    with torch.no_grad():
-        fooled |= y * predictor.score(x + offset) <= 0
-    return fooled
+    return (predictor.predict(x + offset.detach()) != y) | (predictor.predict(best) != y)
 
 
 def evaluate(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float,
@@ -361,13 +372,16 @@ DEFAULT_LEARNERS = ("sign", "1nn", "mlp", "lipschitz-mlp", ORACLE)
 def theorem1_sweep(ns: Sequence[int], *, d: int | None = None, delta: float = 0.1,
                    eps: float | None = None, learners: Sequence[str] = DEFAULT_LEARNERS,
                    trials: int = 5, test_size: int = 1000, pgd_steps: int = 20, seed: int = 0,
+                   learner_options: dict[str, dict] | None = None,
                    device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Clean / robust / certified accuracy of each learner against the training-set size n.
 
     Each trial draws a fresh phi, a training set of n points and ``test_size`` test points;
     rows average over the trials with 95% t-intervals. ``d=None`` uses the paper's
     d = ceil(log2 n) + 7 for each n; an integer keeps d fixed. ``eps`` defaults to delta.
+    ``learner_options`` maps a learner name to keyword arguments of its fit function.
     """
+    learner_options = learner_options or {}
     eps = delta if eps is None else float(eps)
     _check_sweep(ns, d, eps, trials, test_size)
     check_classifier_names(learners)
@@ -380,7 +394,8 @@ def theorem1_sweep(ns: Sequence[int], *, d: int | None = None, delta: float = 0.
         x_train, y_train = problem.sample(n, generator)
         x_test, y_test = problem.sample(test_size, generator)
         for name in learners:
-            classifier = build_classifier(name, problem, x_train, y_train, seed=seed + trial)
+            classifier = build_classifier(name, problem, x_train, y_train, seed=seed + trial,
+                                          **learner_options.get(name, {}))
             scores.setdefault((n, name), []).append(evaluate(classifier, x_test, y_test, eps, pgd_steps))
     rows = []
     for n in ns:

@@ -210,7 +210,7 @@ def _batch_stats(loss, logits, y, lipschitz) -> torch.Tensor:
         certified = torch.zeros((), device=y.device)
     else:
         certified = (margins(logits, y) > math.sqrt(2) * lipschitz * TRAIN_CRA_EPS).sum()
-    n = torch.tensor(len(y), device=y.device)
+    n = torch.full((), len(y), device=y.device)  # not torch.tensor(): on CUDA that copy waits for the device
     return torch.stack([loss.double() * len(y), correct.double(), certified.double(), n.double()])
 
 

@@ -126,3 +126,10 @@ def test_compare_explains_a_run_without_results(tmp_path, capsys):
     Run(tmp_path / "empty").save_config(load_config("digits"))
     status, _, err = smooth(capsys, "--compare", tmp_path / "empty")
     assert status == 2 and "has no results yet" in err
+
+
+def test_the_cli_offers_exactly_the_smoothing_methods():
+    from robustlab.certify import smoothing
+    from robustlab.cli import smooth as smooth_cli
+
+    assert smooth_cli.METHODS == smoothing.METHODS

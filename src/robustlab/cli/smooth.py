@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from robustlab.certify import smoothing
 from robustlab.cli.common import add_json_flag, emit, format_table
+
+METHODS = ("estimate", "certify", "predict")  # smoothing.METHODS, without importing torch for --help
 
 
 def add_parser(subparsers) -> None:
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) made by `robustlab train`")
     parser.add_argument("--compare", action="store_true",
                         help="only print the table of existing results (Lipschitz CRA next to smoothing) of the runs")
-    parser.add_argument("--method", choices=smoothing.METHODS, default="estimate")
+    parser.add_argument("--method", choices=METHODS, default="estimate")
     parser.add_argument("--sigma", type=_fraction, help="noise std (default: the run's augment.noise_std), e.g. 1/8")
     parser.add_argument("--n", type=int, help="noise samples per image (default: 1000 estimate, 100000 certify/predict)")
     parser.add_argument("--n0", type=int, default=100, help="certify: samples that select the top class (default 100)")
@@ -40,6 +41,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustlab.certify import smoothing
+
     if args.compare:
         emit(args, {"rows": smoothing.comparison_table(args.run_dirs)}, _render_comparison)
         return 0

@@ -1,0 +1,50 @@
+import json
+
+from train_helpers import tiny_overrides
+
+from robustlab.cli import main
+
+
+def _sets(*overrides: str) -> list[str]:
+    return [arg for o in tiny_overrides(*overrides) for arg in ("--set", o)]
+
+
+def test_train_then_certify_with_soundness_check(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "digits"
+    assert main(["train", "--runs-root", str(tmp_path / "runs"), "--run-dir", str(run_dir), "--quiet", "--json",
+                 *_sets("train.epochs=1")]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["run_dir"] == str(run_dir) and trained["steps"] == 12
+
+    assert main(["certify", str(run_dir), "--check-soundness", "--attack-steps", "10", "--quiet", "--json",
+                 "--eps", "36/255", "0.1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [e["label"] for e in report["cra"]] == ["36/255", "0.1"]
+    assert report["cra"][0]["cra"] == trained["cra"][0]["cra"]  # the same certificate as training's
+    assert report["soundness"]["sound"] and report["soundness"]["checked"] > 0
+    assert report["soundness"]["max_margin_drop_ratio"] <= 1.0
+    assert json.loads((run_dir / "certify.json").read_text())["soundness"]["sound"]
+
+    assert main(["certify", str(run_dir), "--split", "train", "--quiet"]) == 0
+    assert "on train (1437 images)" in capsys.readouterr().out
+    assert main(["certify", str(run_dir), "--split", "val"]) == 2
+    assert "no validation split" in capsys.readouterr().err
+
+
+def test_resume_from_the_cli(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert main(["train", "--run-dir", str(run_dir), "--quiet", *_sets("train.epochs=1")]) == 0
+    (run_dir / "results.json").unlink()  # as if killed after the last checkpoint
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--quiet", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["steps"] == 12 and (run_dir / "results.json").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["certify", str(tmp_path / "missing")]) == 2
+    assert "not a robustlab run directory" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--set", "optim.lr=1"]) == 2
+    assert "--resume continues a run with its saved config" in capsys.readouterr().err
+    assert main(["train", "--config", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+import yaml
+from train_helpers import tiny_config
+
+from robustlab.certify.evaluate import evaluate
+from robustlab.data.splits import prepare_data
+from robustlab.runs.config import ConfigError
+from robustlab.runs.store import Run, RunStore, safe_torch_load
+from robustlab.train.loop import TrainingDivergedError, load_run_model, train
+
+
+def test_training_writes_a_complete_run(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    config = tiny_config("train.eval_every=1", "augment.crop_padding=1")
+    run = train(config, run_dir=tmp_path / "runs" / "a", store=store, progress=False)
+
+    results = run.load_results()
+    assert results["steps"] == 24 and results["epochs"] == 2  # 1437 images in batches of 128
+    assert results["accuracy"] > 0.5 and results["lipschitz_constant"] == 1.0
+    assert [entry["label"] for entry in results["cra"]] == ["36/255", "72/255", "108/255", "1"]
+    assert results["torch_version"] == torch.__version__ and results["device"] == "cpu"
+    metrics = run.metrics()
+    assert [m["epoch"] for m in metrics] == [1, 2, 2]
+    assert "test_cra_36/255" in metrics[0] and metrics[-1]["final"]
+    assert metrics[-1]["test_accuracy"] == results["accuracy"]
+    assert store.query(status="done")[0]["results"]["accuracy"] == results["accuracy"]
+
+    checkpoint = safe_torch_load(run.checkpoint_path)  # weights_only=True
+    assert checkpoint["state"]["step"] == 24 and checkpoint["architecture"]["name"] == "lipmlp-aol"
+
+    model, loaded_config = load_run_model(run.path)
+    assert loaded_config == config and not model.training
+    data = prepare_data(config.data)
+    again = evaluate(model, data.x_eval, data.y_eval, config.eval.eps)
+    assert again["accuracy"] == results["accuracy"]
+    assert [e["cra"] for e in again["cra"]] == [e["cra"] for e in results["cra"]]
+
+
+def test_subsets_train_for_the_same_number_of_images_and_epochs_may_be_fractional(tmp_path):
+    scaled = train(tiny_config("data.subset_size=200", "train.epochs=0.5"), tmp_path / "s", progress=False)
+    # 0.5 * 1437 / 200 = 3.59 epochs of 2 batches each
+    assert scaled.load_results()["steps"] == 8
+    fractional = train(tiny_config("train.epochs=1.5"), tmp_path / "f", progress=False)
+    assert fractional.load_results()["steps"] == 18  # 1.5 epochs of 12 batches
+    assert [m["step"] for m in fractional.metrics() if not m.get("final")] == [12, 18]
+
+
+def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path):
+    # a standard net at lr 100 survives the first epoch's warm-up, then blows up in epoch 2
+    config = tiny_config("model.name=simpleconvnet", "model.kwargs={width: 4}", "train.epochs=6", "optim.lr=100")
+    store = RunStore(tmp_path)
+    with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at step \d+ \(epoch 2, lr [\d.]+\).*Lower optim.lr"):
+        train(config, tmp_path / "nan", store=store, progress=False)
+    run = Run(tmp_path / "nan")
+    checkpoint = safe_torch_load(run.checkpoint_path)
+    assert checkpoint["state"]["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
+    assert not run.model_path.exists() and not run.results_path.exists()
+    assert store.query()[0]["status"] == "failed"
+
+
+def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path):
+    config = tiny_config("train.epochs=1")
+    run = train(config, tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="has finished"):
+        train(None, run.path, resume=True, progress=False)
+    run.results_path.unlink()
+    with pytest.raises(ConfigError, match="different config"):
+        train(tiny_config("train.epochs=3"), run.path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(config, run.path, progress=False)
+
+
+def test_weights_of_another_architecture_are_named(tmp_path):
+    run = train(tiny_config("train.epochs=1"), tmp_path / "w", progress=False)
+    saved = yaml.safe_load(run.config_path.read_text())
+    saved["model"] = {"name": "lipconvnet-aol", "kwargs": {"width": 16}}
+    run.config_path.write_text(yaml.safe_dump(saved))
+    with pytest.raises(ValueError, match=r"'lipmlp-aol' model .*config.yaml describes 'lipconvnet-aol'"):
+        load_run_model(run.path)
+
+
+def test_missing_weights_are_explained(tmp_path):
+    run = RunStore(tmp_path).create(tiny_config())
+    with pytest.raises(FileNotFoundError, match="neither model.pt nor checkpoint.pt"):
+        load_run_model(run.path)
+
+
+def test_bfloat16_and_channels_last_train_while_certification_stays_float64(tmp_path):
+    config = tiny_config("model.name=lipconvnet-aol", "model.kwargs={width: 8, depth: 1}", "train.epochs=1",
+                         "train.precision=bfloat16", "train.channels_last=true")
+    run = train(config, tmp_path / "bf16", progress=False)
+    results = run.load_results()
+    model, _ = load_run_model(run.path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    data = prepare_data(config.data)
+    assert evaluate(model, data.x_eval, data.y_eval)["cra"] == results["cra"]
+    assert json.loads(run.results_path.read_text())["steps"] == 12

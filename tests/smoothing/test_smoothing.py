@@ -214,7 +214,7 @@ def test_results_file_starts_with_its_settings(linear, tmp_path):
     smoothing.estimate(linear, points_at(linear, [0.1]), [1], SIGMA, n=500, output=output)
     header, record = [json.loads(line) for line in output.read_text().splitlines()]
     assert header["header"]["method"] == "estimate" and header["header"]["sigma"] == SIGMA
-    assert header["header"]["model"] == smoothing.model_fingerprint(linear)
+    assert header["header"]["model_hash"] == smoothing.model_fingerprint(linear)
     assert record["index"] == 0 and record["label"] == 1
 
 

@@ -134,7 +134,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         smoothing.certify(model, x, LABELS[:2], SIGMA, n=500, output=output)
     with torch.no_grad():
         model.b += 1
-    with pytest.raises(ValueError, match="model: "):
+    with pytest.raises(ValueError, match="model_hash: "):
         smoothing.estimate(model, x, LABELS[:2], SIGMA, n=500, output=output)
 
 

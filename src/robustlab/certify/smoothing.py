@@ -138,7 +138,7 @@ def count_predictions(
 
 
 def _group_blocks(blocks: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:
-    """Consecutive noise blocks in groups of about ``batch_size`` copies (one forward pass each)."""
+    """Consecutive noise blocks, grouped up to ``batch_size`` copies (a lone larger block is split later)."""
     group, total = [], 0
     for row, size in blocks:
         if group and total + size > batch_size:
@@ -347,7 +347,7 @@ def smooth(
     labels = [int(y) for y in labels]
     indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
     _check_inputs(images, labels, indices, params)
-    params = {"method": method, **params, "model": model_fingerprint(model)}
+    params = {"method": method, **params, "model_hash": model_fingerprint(model)}
     done = _resume(output, params) if output else {}
     _check_labels(done, indices, labels)
     todo = [k for k, index in enumerate(indices) if index not in done]

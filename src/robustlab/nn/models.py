@@ -1,0 +1,227 @@
+"""The model zoo: one registry, ``create_model(name, input_shape, num_classes, mean)``.
+
+Every model is an ``ImageClassifier``: ``CenterInputs(mean)`` followed by the body, with
+``lipschitz_constant`` (1.0 for 1-Lipschitz networks, None for standard ones),
+``input_shape`` and ``num_classes``. Lipschitz architectures take a layer family
+(``lipconvnet-cpl``, ``convnet-m-sll``, ``lipmlp-aol``, ...), see ``LAYER_FAMILIES``.
+
+Other input sizes than 32x32: LipConvNet and ConvNet halve the resolution in each of
+``blocks`` blocks (default: enough blocks to reach 1x1, at most 5, e.g. 3 for 8x8 digits)
+and zero-pad the image up to a multiple of 2**blocks first (MNIST 28x28 -> 32x32); zero
+padding is an isometry. SimpleConvNet skips the pools that would go below 1x1.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.nn.activations import MaxMin
+from robustlab.nn.blocks import CenterInputs, FirstChannels, Flatten, GlobalMaxPool, PixelUnshuffle, ZeroChannelConcatenation, ZeroPad
+from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
+from robustlab.registry import Registry
+
+# A builder returns the body's layers and the network's Lipschitz bound (None: unbounded).
+Builder = Callable[..., tuple[list[nn.Module], float | None]]
+MODELS: Registry[Builder] = Registry("model")
+CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
+
+
+class ImageClassifier(nn.Sequential):
+    """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1]."""
+
+    def __init__(self, layers: Sequence[nn.Module], input_shape: tuple[int, int, int], num_classes: int,
+                 lipschitz_constant: float | None):
+        super().__init__(*layers)
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.lipschitz_constant = lipschitz_constant
+
+
+def create_model(name: str, input_shape: Sequence[int], num_classes: int,
+                 mean: Sequence[float] | Tensor | None = None, **kwargs) -> ImageClassifier:
+    """Builds the registered model ``name`` for images of ``input_shape`` (C, H, W)."""
+    builder = MODELS.get(name)
+    shape = _check_input_shape(input_shape)
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    mean = torch.zeros(shape[0]) if mean is None else torch.as_tensor(mean, dtype=torch.float32).flatten()
+    if mean.numel() != shape[0]:
+        raise ValueError(f"mean has {mean.numel()} values but the images have {shape[0]} channels")
+    _check_kwargs(name, builder, kwargs)
+    body, lipschitz = builder(shape, num_classes, **kwargs)
+    return ImageClassifier([CenterInputs(mean), *body], shape, num_classes, lipschitz)
+
+
+def model_kwargs(name: str) -> dict[str, object]:
+    """The keyword arguments model ``name`` accepts, with their defaults."""
+    parameters = list(inspect.signature(MODELS.get(name)).parameters.values())[2:]
+    return {p.name: p.default for p in parameters if p.kind == p.KEYWORD_ONLY}
+
+
+def _check_kwargs(name: str, builder: Builder, kwargs: dict) -> None:
+    accepted = model_kwargs(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        known = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
+        raise ValueError(f"model '{name}' has no argument {unknown[0]!r}; it accepts: {known}")
+    for key, value in kwargs.items():
+        default = accepted[key]
+        if isinstance(default, bool) != isinstance(value, bool) or (isinstance(default, int) and not isinstance(value, int)):
+            if default is not None:
+                raise ValueError(f"model '{name}': {key} must be {type(default).__name__} like {default!r}, got {value!r}")
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+    return shape
+
+
+def _positive(name: str, **values: int) -> None:
+    for key, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"model '{name}': {key} must be >= 1, got {value}")
+
+
+# ---------------------------------------------------------------------------------------
+# Standard network
+
+
+@MODELS.register("simpleconvnet")
+def simple_conv_net(input_shape, num_classes, *, width: int = 64) -> tuple[list[nn.Module], None]:
+    """The standard net of "94% on CIFAR-10 in 94 seconds": 8 conv-BN-ReLU, 3 max pools."""
+    _positive("simpleconvnet", width=width)
+    channels, height, image_width = input_shape
+    plan = [(width, False), (width, False), (2 * width, True), (2 * width, False),
+            (4 * width, True), (4 * width, False), (8 * width, True), (8 * width, False)]
+    layers: list[nn.Module] = []
+    size = min(height, image_width)
+    for out_channels, pool in plan:
+        layers.append(nn.Conv2d(channels, out_channels, 3, padding=1, bias=False))
+        if pool and size >= 2:  # pool before BatchNorm, skipped once the image is 1 pixel
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        layers += [nn.BatchNorm2d(out_channels), nn.ReLU()]
+        channels = out_channels
+    layers += [GlobalMaxPool(), Flatten(), nn.Linear(channels, num_classes, bias=False)]
+    return layers, None
+
+
+# ---------------------------------------------------------------------------------------
+# 1-Lipschitz networks
+
+
+def _downsampling_plan(name: str, input_shape, width: int, blocks: int | None) -> tuple[int, list[nn.Module], tuple[int, int]]:
+    """Blocks, the layers that pad and widen the input, and the padded image size."""
+    channels, height, image_width = input_shape
+    if blocks is None:
+        blocks = min(5, max(1, math.ceil(math.log2(max(height, image_width)))))
+    _positive(name, blocks=blocks, width=width)
+    if width % 2 or width < channels:
+        raise ValueError(f"model '{name}': width must be even and >= the {channels} input channels, got {width}")
+    step = 2**blocks
+    padded = (math.ceil(height / step) * step, math.ceil(image_width / step) * step)
+    layers: list[nn.Module] = []
+    if padded != (height, image_width):
+        layers.append(ZeroPad(*padded))
+    if width > channels:
+        layers.append(ZeroChannelConcatenation(width))
+    return blocks, layers, padded
+
+
+def _downsample(channels: int) -> list[nn.Module]:
+    """Keep half the channels, then trade resolution for channels: c -> 2c, size / 2."""
+    return [FirstChannels(channels // 2), PixelUnshuffle(2)]
+
+
+def lip_conv_net(input_shape, num_classes, family: str, *, width: int = 64, blocks: int | None = None,
+                 depth: int = 3, kernel_size: int = 3) -> tuple[list[nn.Module], float]:
+    """LipConvNet as in the paper (reference 'CPL-LCN'/'AOL-LCN')."""
+    name = f"lipconvnet-{family}"
+    layer = LAYER_FAMILIES.get(family)
+    _positive(name, depth=depth, kernel_size=kernel_size)
+    blocks, layers, (height, image_width) = _downsampling_plan(name, input_shape, width, blocks)
+    channels = width
+    for _ in range(blocks):
+        for _ in range(depth):
+            layers += [layer.conv(channels, kernel_size, input_size=(height, image_width)), MaxMin()]
+        layers += _downsample(channels)
+        channels, height, image_width = 2 * channels, height // 2, image_width // 2
+    features = channels * height * image_width
+    _check_enough(name, features, num_classes)
+    layers += [Flatten(), layer.linear(features, features), FirstChannels(num_classes)]
+    return layers, 1.0
+
+
+def conv_net(input_shape, num_classes, family: str, size: str, *, width: int | None = None,
+             blocks: int | None = None, depth: int = 5, kernel_size: int = 3) -> tuple[list[nn.Module], float]:
+    """ConvNet of "1-Lipschitz layers compared" (sizes XS/S/M/L = width 16/32/64/128)."""
+    name = f"convnet-{size}-{family}"
+    layer = LAYER_FAMILIES.get(family)
+    width = CONVNET_WIDTHS[size] if width is None else width
+    _positive(name, depth=depth, kernel_size=kernel_size)
+    blocks, layers, (height, image_width) = _downsampling_plan(name, input_shape, width, blocks)
+    channels = width
+    layers += [layer.conv(channels, 1, input_size=(height, image_width)), MaxMin()]
+    for block in range(blocks):
+        k = 1 if block == blocks - 1 else kernel_size
+        for _ in range(depth):
+            layers += [layer.conv(channels, k, input_size=(height, image_width)), MaxMin()]
+        layers += _downsample(channels)
+        channels, height, image_width = 2 * channels, height // 2, image_width // 2
+    _check_enough(name, channels, num_classes)
+    layers += [GlobalMaxPool(), layer.conv(channels, 1, input_size=(1, 1)), Flatten(), FirstChannels(num_classes)]
+    return layers, 1.0
+
+
+def lip_mlp(input_shape, num_classes, family: str, *, depth: int = 7, width: int | None = None,
+            bias: bool = False) -> tuple[list[nn.Module], float]:
+    """MLP: flatten, depth x [Lipschitz linear, MaxMin], Lipschitz linear, FirstChannels."""
+    name = f"lipmlp-{family}"
+    layer = LAYER_FAMILIES.get(family)
+    features = math.prod(input_shape)
+    width = features if width is None else width
+    _positive(name, depth=depth, width=width)
+    if width % 2:
+        raise ValueError(f"model '{name}': width must be even for MaxMin, got {width} (give width=...)")
+    _check_enough(name, width, num_classes)
+    layers: list[nn.Module] = [Flatten()]
+    for i in range(depth):
+        layers += [layer.linear(features if i == 0 else width, width, bias), MaxMin()]
+    layers += [layer.linear(width, width, bias), FirstChannels(num_classes)]
+    return layers, 1.0
+
+
+def _check_enough(name: str, features: int, num_classes: int) -> None:
+    if features < num_classes:
+        raise ValueError(f"model '{name}' ends with {features} features, fewer than the {num_classes} classes; increase width")
+
+
+def _bind(builder: Callable, **fixed) -> Builder:
+    """``builder`` with ``family`` (and ``size``) fixed, keeping its keyword-only signature."""
+
+    def build(input_shape, num_classes, **kwargs):
+        return builder(input_shape, num_classes, **fixed, **kwargs)
+
+    signature = inspect.signature(builder)
+    kept = [p for p in signature.parameters.values() if p.name not in fixed]
+    build.__signature__ = signature.replace(parameters=kept)
+    build.__doc__ = builder.__doc__
+    return build
+
+
+def _register_lipschitz_models(family: LayerFamily) -> None:
+    MODELS.add(f"lipconvnet-{family.name}", _bind(lip_conv_net, family=family.name))
+    MODELS.add(f"lipmlp-{family.name}", _bind(lip_mlp, family=family.name))
+    for size in CONVNET_WIDTHS:
+        MODELS.add(f"convnet-{size}-{family.name}", _bind(conv_net, family=family.name, size=size))
+
+
+for _family in LAYER_FAMILIES:
+    _register_lipschitz_models(LAYER_FAMILIES.get(_family))

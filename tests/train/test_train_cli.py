@@ -29,6 +29,8 @@ def test_train_then_certify_with_soundness_check(tmp_path, capsys):
     assert "on train (1437 images)" in capsys.readouterr().out
     assert main(["certify", str(run_dir), "--split", "val"]) == 2
     assert "no validation split" in capsys.readouterr().err
+    assert main(["certify", str(run_dir), "--check-soundness", "--attack", "fgsm"]) == 2
+    assert "known attacks: autoattack, pgd" in capsys.readouterr().err
 
 
 def test_resume_from_the_cli(tmp_path, capsys):

@@ -24,8 +24,27 @@ from robustlab.registry import Registry
 ATTACKS: Registry[Callable] = Registry("attack")
 
 
-class AttackUnavailableError(RuntimeError):
-    """An attack whose optional package is not installed."""
+class AttackUnavailableError(ValueError):
+    """An attack whose optional package is not installed (the user can choose another)."""
+
+
+def ensure_available(name: str) -> Callable:
+    """The attack ``name``, or a clear error before any work is done if it cannot run here."""
+    attack = ATTACKS.get(name)
+    if name == "autoattack":
+        _import_autoattack()
+    return attack
+
+
+def _import_autoattack():
+    try:
+        from autoattack import AutoAttack
+    except ImportError:
+        raise AttackUnavailableError(
+            "the attack 'autoattack' needs the optional autoattack package, which is not installed; "
+            "install it with `pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
+        ) from None
+    return AutoAttack
 
 
 @ATTACKS.register("pgd")
@@ -86,13 +105,7 @@ def autoattack_l2(
     by size and each group is attacked at its smallest radius, which is at most every
     member's own radius, so a counterexample it finds is a real one.
     """
-    try:
-        from autoattack import AutoAttack
-    except ImportError:
-        raise AttackUnavailableError(
-            "the attack 'autoattack' needs the optional autoattack package, which is not installed; "
-            "install it with `pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
-        ) from None
+    AutoAttack = _import_autoattack()
     radius = _per_sample(eps, x).flatten()
     adversarial = x.clone()
     for group in torch.argsort(radius).tensor_split(buckets):
@@ -122,7 +135,7 @@ def check_soundness(
     """
     if certificates.radii is None:
         raise ValueError("the model has no Lipschitz constant, so there are no certificates to check")
-    attack_fn = ATTACKS.get(attack)
+    attack_fn = ensure_available(attack)
     net = precision_copy(model, torch.float64, device)
     images = _as_pixel_tensor(images)
     certified = torch.nonzero(certificates.radii > 0).flatten()

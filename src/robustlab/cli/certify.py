@@ -33,12 +33,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlab.certify.attacks import check_soundness
+    from robustlab.certify.attacks import check_soundness, ensure_available
     from robustlab.certify.evaluate import certify_points, split_images, summarize
     from robustlab.runs.store import Run
     from robustlab.runtime import resolve_device
     from robustlab.train.loop import load_run_model
 
+    if args.check_soundness:
+        ensure_available(args.attack)
     device = resolve_device(args.device)
     model, config = load_run_model(args.run_dir, device)
     images, labels, split, num_classes = split_images(config, args.split)

@@ -102,12 +102,12 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
     state = TrainState()
     if resume and run.checkpoint_path.exists():
         state = load_checkpoint(run.checkpoint_path, model, optimizer, schedule, device)
-        if context.is_main:
-            _forget_metrics_after(run, state.epoch)
     train_model = prepare_for_training(model, config.train, context, device)
 
     main = context.is_main
     if main:
+        if resume:
+            _forget_metrics_after(run, state.epoch)
         store.record(run, config, status="running")
     lipschitz = lipschitz_constant(model)
     autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
@@ -138,7 +138,7 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
         bar.close()
 
     if main:
-        results = final_results(model, data, config, state, device, context)
+        results = final_results(model, data, config, state, device, context, progress)
         atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
         run.save_results(results)
         run.log_metrics({"epoch": state.epoch, "step": state.step, "final": True,
@@ -320,7 +320,8 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
             )
         if run.results_path.exists():
             raise ValueError(f"{run.path} has finished (results.json exists); nothing to resume")
-        store = store or RunStore(run.path.parent)
+        if context.is_main:
+            store = store or RunStore(run.path.parent)
         return run, saved, store
     if config is None:
         raise ValueError("train() needs a config unless it resumes a run")
@@ -397,9 +398,9 @@ def _load_weights(model: nn.Module, checkpoint: dict, path) -> None:
         raise ValueError(f"{path} does not fit the model: {str(error).splitlines()[0]} ...") from None
 
 
-def _evaluate(model, data: PreparedData, config: ExperimentConfig, device) -> dict:
+def _evaluate(model, data: PreparedData, config: ExperimentConfig, device, progress: bool = False) -> dict:
     return evaluate(model, data.x_eval, data.y_eval, config.eval.eps, config.eval.batch_size, device,
-                    data.num_classes)
+                    data.num_classes, progress)
 
 
 def _evaluation_metrics(result: dict, split: str) -> dict:
@@ -410,8 +411,9 @@ def _evaluation_metrics(result: dict, split: str) -> dict:
     return metrics
 
 
-def final_results(model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context) -> dict:
-    evaluation = _evaluate(model, data, config, device)
+def final_results(model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context,
+                  progress: bool = False) -> dict:
+    evaluation = _evaluate(model, data, config, device, progress)
     epochs_done = state.step / math.ceil(len(data.y_train) / config.train.batch_size)
     return {
         "accuracy": evaluation["accuracy"],

@@ -28,7 +28,10 @@ class OrthogonalLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         if bias:
             nn.init.zeros_(self.bias)
-        parametrizations.orthogonal(self, "weight")
+        # matrix_exp for every shape: torch's default for non-square weights (householder)
+        # multiplies by the integer diagonal of the raw parameter, which must stay +-1, so
+        # weight decay or a raw-parameter edit would silently break orthogonality.
+        parametrizations.orthogonal(self, "weight", orthogonal_map="matrix_exp")
         self._cache = EvalCache()
 
     def effective_weight(self) -> Tensor:

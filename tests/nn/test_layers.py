@@ -1,0 +1,282 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
+from robustlab.nn.activations import GroupSort, MaxMin
+from robustlab.nn.blocks import CenterInputs, FirstChannels, GlobalMaxPool, ZeroChannelConcatenation, ZeroPad
+from robustlab.nn.lipschitz import (
+    LAYER_FAMILIES, AOLConv2d, AOLLinear, CayleyConv2d, CPLConv2d, CPLLinear, OrthogonalLinear, SLLConv2d, SLLLinear,
+    SOCConv2d,
+)
+from robustlab.nn.lipschitz.base import top_eigenpair
+from robustlab.registry import UnknownNameError
+
+# (constructor, input shape): small enough for exact dense Jacobians
+LAYERS = {
+    "aol-conv": (lambda: AOLConv2d(4, 4), (4, 6, 6)),
+    "aol-conv-wide-strided": (lambda: AOLConv2d(3, 6, 3, stride=2), (3, 6, 6)),
+    "aol-conv-circular": (lambda: AOLConv2d(4, 4, padding_mode="circular"), (4, 5, 5)),
+    "aol-linear": (lambda: AOLLinear(6, 6), (6,)),
+    "aol-linear-narrow": (lambda: AOLLinear(8, 4), (8,)),
+    "cpl-conv": (lambda: CPLConv2d(4, input_size=(5, 5)), (4, 5, 5)),
+    "cpl-conv-hidden": (lambda: CPLConv2d(3, hidden_channels=6, input_size=(4, 4)), (3, 4, 4)),
+    "cpl-linear": (lambda: CPLLinear(6, hidden_features=10), (6,)),
+    "sll-conv": (lambda: SLLConv2d(4), (4, 5, 5)),
+    "sll-linear": (lambda: SLLLinear(6, hidden_features=8), (6,)),
+    "soc-conv": (lambda: SOCConv2d(4), (4, 5, 5)),
+    "cayley-conv": (lambda: CayleyConv2d(4), (4, 4, 6)),
+    "orthogonal-linear": (lambda: OrthogonalLinear(6, 4), (6,)),
+    "orthogonal-linear-wide": (lambda: OrthogonalLinear(4, 6), (4,)),
+}
+
+
+def _scaled(make):
+    """A layer with weights far from their initial, easy values."""
+    layer = make()
+    with torch.no_grad():
+        for name, parameter in layer.named_parameters():
+            if "weight" in name:
+                parameter.add_(torch.randn_like(parameter)).mul_(3)
+    return layer
+
+
+def _settle(layer: nn.Module, shape: tuple[int, ...]) -> None:
+    """CPL and SOC estimate a norm with one power-iteration step per training forward; in
+    training mode they are 1-Lipschitz once the stored vector has caught up with the
+    weights (in real training it tracks weights that change slowly). Eval mode needs no help."""
+    if layer.training and hasattr(layer, "u"):
+        with torch.no_grad():
+            for _ in range(300):
+                layer(torch.randn(1, *shape))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_is_one_lipschitz_at_init_and_after_training(name, mode):
+    make, shape = LAYERS[name]
+    for layer in (make(), _scaled(make)):
+        layer.train(mode == "train")
+        _settle(layer, shape)
+        assert_one_lipschitz(layer, shape)
+    layer = _scaled(make)
+    train_a_little(layer, shape)
+    layer.train(mode == "train")
+    _settle(layer, shape)
+    assert_one_lipschitz(layer, shape)
+
+
+def test_cpl_training_mode_needs_a_converged_vector():
+    """The documented caveat of _settle is real: a fresh vector underestimates sigma."""
+    layer = _scaled(lambda: CPLConv2d(4, input_size=(5, 5)))
+    norms = [jacobian_norm(layer, torch.randn(1, 4, 5, 5)) for _ in range(3)]
+    assert max(norms) > 1 + 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_state_dict_round_trip_gives_same_eval_outputs(name):
+    make, shape = LAYERS[name]
+    source = _scaled(make)
+    train_a_little(source, shape, steps=2)
+    target = make()
+    target.load_state_dict(source.state_dict())
+    source.eval(), target.eval()
+    x = torch.randn(3, *shape)
+    torch.testing.assert_close(target(x), source(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer, shape", [(AOLLinear(5, 5), (5,)), (AOLConv2d(3, 3, 3), (3, 4, 4)),
+                                          (AOLConv2d(3, 3, 5), (3, 6, 6))])
+def test_square_aol_layers_start_as_the_identity(layer, shape):
+    x = torch.randn(2, *shape)
+    torch.testing.assert_close(layer(x), x, rtol=1e-5, atol=1e-5)
+
+
+def test_aol_rescaling_matches_the_dense_formula_for_a_conv():
+    """The conv rescaling equals the dense formula applied to the conv's matrix on a big image."""
+    layer = _scaled(lambda: AOLConv2d(2, 3, 3, bias=False))
+    size = 9  # large enough that the centre pixel sees every kernel offset
+    matrix = torch.autograd.functional.jacobian(
+        lambda v: torch.nn.functional.conv2d(v.view(1, 2, size, size), layer.weight, padding=1).flatten(),
+        torch.zeros(2 * size * size))
+    row_sums = (matrix.t() @ matrix).abs().sum(dim=1).view(2, size, size)[:, size // 2, size // 2]
+    torch.testing.assert_close(layer.rescaling(), (row_sums + 1e-6).rsqrt(), rtol=1e-4, atol=1e-6)
+
+
+def _conv_operator_norm(layer: CPLConv2d, size: int) -> float:
+    matrix = torch.autograd.functional.jacobian(lambda v: layer.down(v.view(1, layer.channels, size, size)).flatten(),
+                                                torch.zeros(layer.channels * size * size))
+    return float(torch.linalg.matrix_norm(matrix.double(), ord=2))
+
+
+def test_cpl_eval_sigma_is_a_tight_upper_estimate_of_the_spectral_norm():
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
+    exact = _conv_operator_norm(layer, 6)
+    sigma = float(layer.eval_sigma().detach())
+    assert exact <= sigma <= exact * (1 + 2e-3)
+
+
+def test_cpl_eval_sigma_is_cached_until_an_optimizer_step():
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(5, 5)))
+    x = torch.randn(2, 3, 5, 5)
+    layer.eval()
+    first = layer(x)
+    cached = layer._cache.value
+    torch.testing.assert_close(layer(x), first)
+    assert layer._cache.value is cached  # not recomputed
+    layer.train()
+    train_a_little(layer, (3, 5, 5), steps=1)
+    layer.eval()
+    layer(x)
+    assert layer._cache.value is not cached
+    torch.testing.assert_close(layer._cache.value, layer.eval_sigma())
+
+
+def test_cpl_cache_is_invalidated_by_load_state_dict():
+    source, target = _scaled(lambda: CPLLinear(5)), CPLLinear(5)
+    x = torch.randn(4, 5)
+    target.eval()
+    target(x)  # fills the cache with the old weights
+    target.load_state_dict(source.state_dict())
+    torch.testing.assert_close(target(x), source.eval()(x))
+
+
+def test_aol_rescaling_is_cached_in_eval_and_recomputed_in_training():
+    layer = _scaled(lambda: AOLConv2d(3, 3))
+    layer.eval()
+    layer(torch.randn(1, 3, 4, 4))
+    cached = layer._cache.value
+    layer(torch.randn(1, 3, 4, 4))
+    assert layer._cache.value is cached
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    layer(torch.randn(1, 3, 4, 4))
+    assert layer._cache.value is not cached
+
+
+def test_cpl_training_forward_updates_the_power_iteration_buffer():
+    layer = CPLConv2d(3, input_size=(4, 4))
+    assert "u" in layer.state_dict()
+    before = layer.u.clone()
+    layer(torch.randn(2, 3, 4, 4))
+    assert not torch.equal(layer.u, before)
+    assert abs(float(layer.u.norm()) - 1) < 1e-5
+
+
+def test_cpl_conv_takes_its_size_from_the_first_input_and_state_dicts():
+    layer = CPLConv2d(2)
+    layer(torch.randn(1, 2, 6, 5))
+    assert layer.u.shape == (1, 2, 6, 5)
+    with pytest.raises(ValueError, match="input_size"):
+        layer(torch.randn(1, 2, 4, 4))
+    fresh = CPLConv2d(2)
+    fresh.load_state_dict(layer.state_dict())
+    assert fresh.u.shape == (1, 2, 6, 5)
+
+
+def test_cpl_all_active_jacobian_is_the_worst_case_and_within_one():
+    """With a huge positive bias every unit is active: the Jacobian is I - 2/sigma^2 W^T W."""
+    layer = _scaled(lambda: CPLLinear(6)).eval()
+    with torch.no_grad():
+        layer.bias.fill_(1e4)
+    x = torch.randn(1, 6)
+    assert abs(jacobian_norm(layer, x) - 1) < REL_TOL  # the top singular direction reaches -1
+
+
+def test_soc_is_orthogonal_to_float_precision_in_eval():
+    layer = _scaled(lambda: SOCConv2d(3, bias=False)).eval()
+    x = torch.randn(1, 3, 5, 5)
+    jacobian = torch.autograd.functional.jacobian(lambda v: layer(v.view_as(x)).flatten(), x.flatten())
+    singular_values = torch.linalg.svdvals(jacobian.double())
+    assert torch.allclose(singular_values, torch.ones_like(singular_values), atol=1e-5)
+
+
+def test_cayley_conv_preserves_norms():
+    layer = _scaled(lambda: CayleyConv2d(3, bias=False))
+    x = torch.randn(4, 3, 5, 7)
+    torch.testing.assert_close(layer(x).flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-5, atol=1e-5)
+
+
+def test_lanczos_finds_the_top_eigenvalue_of_a_symmetric_matrix():
+    basis = torch.linalg.qr(torch.randn(40, 40))[0]
+    values = torch.linspace(0, 3, 40)
+    matrix = basis @ torch.diag(values) @ basis.t()
+    top, vector = top_eigenpair(lambda v: matrix @ v, torch.randn(40))
+    assert abs(float(top) - 3) < 1e-5
+    assert abs(float((matrix @ vector).norm()) - 3) < 1e-4
+
+
+def test_lanczos_handles_the_identity_without_blowing_up():
+    top, _ = top_eigenpair(lambda v: v, torch.randn(1, 3, 4, 4))
+    assert abs(float(top) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("layer", [AOLConv2d(3, 3), CPLConv2d(3, input_size=(4, 4)), SLLConv2d(3), SOCConv2d(3)])
+def test_conv_layers_compile_without_graph_breaks_in_training(layer):
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    x = torch.randn(2, 3, 4, 4)
+    expected = copy.deepcopy(layer)(x)
+    torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_layers_work_inside_sequential_and_report_bad_inputs():
+    net = nn.Sequential(AOLConv2d(2, 4), MaxMin(), CPLConv2d(4, input_size=(3, 3)), FirstChannels(2))
+    assert net(torch.randn(1, 2, 3, 3)).shape == (1, 2, 3, 3)
+    with pytest.raises(ValueError, match="expects inputs of shape"):
+        net(torch.randn(1, 3, 3, 3))
+    with pytest.raises(ValueError, match="odd"):
+        SLLConv2d(3, kernel_size=2)
+    with pytest.raises(ValueError, match="padding_mode"):
+        AOLConv2d(2, 2, padding_mode="reflect")
+
+
+def test_maxmin_and_groupsort():
+    x = torch.tensor([[1.0, -2.0, 3.0, 0.5]])
+    torch.testing.assert_close(MaxMin()(x), torch.tensor([[3.0, 0.5, 1.0, -2.0]]))
+    torch.testing.assert_close(GroupSort(2)(x), torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
+    torch.testing.assert_close(GroupSort(4)(x), torch.tensor([[3.0, 1.0, 0.5, -2.0]]))
+    with pytest.raises(ValueError, match="even"):
+        MaxMin()(torch.randn(2, 3))
+    assert_one_lipschitz(MaxMin(), (6, 2, 2))
+    assert_one_lipschitz(GroupSort(3), (6,))
+
+
+def test_channel_blocks():
+    x = torch.randn(2, 3, 4, 4)
+    padded = ZeroChannelConcatenation(5)(x)
+    assert padded.shape == (2, 5, 4, 4) and torch.equal(padded[:, :3], x) and not padded[:, 3:].any()
+    assert torch.equal(FirstChannels(2)(x), x[:, :2])
+    assert GlobalMaxPool()(x).shape == (2, 3, 1, 1)
+    assert ZeroPad(6, 7)(x).shape == (2, 3, 6, 7)
+    with pytest.raises(ValueError, match="more than the width"):
+        ZeroChannelConcatenation(2)(x)
+    with pytest.raises(ValueError, match="got only 3"):
+        FirstChannels(4)(x)
+    assert_one_lipschitz(GlobalMaxPool(), (2, 3, 3))
+
+
+def test_center_inputs_subtracts_the_mean_and_checks_channels():
+    layer = CenterInputs([0.5, 0.25])
+    assert "mean" in layer.state_dict() and layer.mean.shape == (2, 1, 1)
+    x = torch.ones(1, 2, 2, 2)
+    torch.testing.assert_close(layer(x)[0, :, 0, 0], torch.tensor([0.5, 0.75]))
+    with pytest.raises(ValueError, match=r"\(batch, 2, H, W\)"):
+        layer(torch.ones(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("family", LAYER_FAMILIES.names())
+def test_every_family_builds_conv_and_rectangular_linear_layers(family):
+    layers = LAYER_FAMILIES.get(family)
+    conv = layers.conv(4, 3, input_size=(4, 4))
+    assert conv(torch.randn(2, 4, 4, 4)).shape == (2, 4, 4, 4)
+    for n_in, n_out in ((6, 4), (4, 6), (5, 5)):
+        linear = layers.linear(n_in, n_out)
+        assert linear(torch.randn(2, n_in)).shape == (2, n_out)
+        assert_one_lipschitz(linear.eval(), (n_in,), points=1)
+
+
+def test_unknown_family_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match="aol, cpl, orthogonal, sll, soc"):
+        LAYER_FAMILIES.get("lipschitz")

@@ -34,9 +34,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
+        values = ()
+    if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 48,97,195, got '{text}'")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 48,97,195, got '{text}'")
     return values
 
 

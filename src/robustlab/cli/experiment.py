@@ -54,10 +54,15 @@ def parse_param(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
         known = ", ".join(sorted(defaults)) or "(none at this scale)"
         raise ConfigError(f"--param '{text}': expected KEY=VALUE with KEY one of: {known}")
     default = defaults[key]
+    if isinstance(default, dict):
+        raise ConfigError(f"--param '{text}': set config values with --set, e.g. --set train.batch_size=64")
     try:
         if isinstance(default, (list, tuple)):
             kind = type(default[0]) if default else str
             return key, tuple(kind(part) for part in raw.split(",") if part.strip())
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            number = float(raw)
+            return key, int(number) if isinstance(default, int) and number.is_integer() else number
         return key, type(default)(raw) if default is not None else raw
     except ValueError:
         raise ConfigError(f"--param '{text}': '{raw}' does not fit {key} (default {default!r})") from None

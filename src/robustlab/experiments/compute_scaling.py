@@ -15,10 +15,10 @@ from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
 
 SCALES = {
-    "smoke": {"dataset": "digits", "size": 0, "epochs": (1, 2), "seeds": (0,),
+    "smoke": {"dataset": "digits", "preset": "digits", "size": 0, "epochs": (1, 2), "seeds": (0,),
               "recipes": ("tiny-lipmlp",)},
-    "small": {"dataset": "cifar10", "size": 0, "epochs": (1, 2, 4, 8, 16), "seeds": (0,),
-              "recipes": ("lipconvnet-cpl",)},
+    "small": {"dataset": "cifar10", "size": 0, "epochs": (1, 2, 4, 8), "seeds": (0,),
+              "recipes": ("small-lipmlp",)},
     "paper": {"dataset": "cifar10", "size": 0, "epochs": (10, 30, 100, 300, 1000, 3000),
               "seeds": (0,), "recipes": ("lipconvnet-cpl", "lipmlp-aol")},
 }  # size 0: the whole training split

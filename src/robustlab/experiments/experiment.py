@@ -36,8 +36,10 @@ class Setup:
     params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
 
     def base_config(self, settings: Overrides) -> ExperimentConfig:
-        """Defaults, then the experiment's ``settings``, then the user's ``--set`` overrides."""
-        config = with_overrides(load_config(), {"data.name": self.dataset, **settings})
+        """The scale's preset (or the defaults), the dataset, the scale's ``config`` overrides,
+        the experiment's ``settings``, then the user's ``--set`` overrides, in this order."""
+        preset = load_config(self.params.get("preset"))
+        config = with_overrides(preset, {"data.name": self.dataset, **self.params.get("config", {}), **settings})
         return config_from_dict(config.to_dict(), self.overrides)
 
 
@@ -66,7 +68,8 @@ class Report:
 class Experiment:
     """One experiment of the paper: its scales, how to build its sweeps, how to report them.
 
-    ``scales`` maps each scale to its parameters (with a ``dataset`` default);
+    ``scales`` maps each scale to its parameters: a ``dataset`` default, optionally a
+    ``preset`` to start from and ``config`` overrides, and the experiment's own ones;
     ``sweeps(setup)`` returns the sweeps; ``report(rows, setup, out_dir)`` returns a
     ``Report`` without ``tables`` (written here, the same way for every experiment).
     """

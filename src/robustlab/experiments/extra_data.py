@@ -4,7 +4,8 @@ Add generated CIFAR-10-like images (an .npz with ``image`` uint8 NHWC and ``labe
 e.g. the published EDM samples; ``--set data.extra_path=FILE``) to the real training
 set, from 30 up to 1,000,000 of them (capped at what the file holds), and report CRA
 against the total training-set size. Every size trains for the same number of steps
-(``epochs`` of the real training set; the epochs shrink as the set grows). The paper finds the data-scaling trend continues.
+(``epochs`` of the real training set; the epochs shrink as the set grows). The paper
+finds that the data-scaling trend continues.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from robustlab.runs.config import ConfigError
 PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000)
 
 SCALES = {
-    "smoke": {"dataset": "digits", "extra": (0, 30, 100), "epochs": 2, "seeds": (0,),
+    "smoke": {"dataset": "digits", "preset": "digits", "extra": (0, 30, 100), "epochs": 2, "seeds": (0,),
               "recipes": ("tiny-lipmlp",)},
-    "small": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 8, "seeds": (0,),
-              "recipes": ("lipconvnet-cpl",)},
+    "small": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 2, "seeds": (0,),
+              "recipes": ("small-lipmlp",)},
     "paper": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 3000, "seeds": (0,),
               "recipes": ("lipconvnet-cpl",)},
 }

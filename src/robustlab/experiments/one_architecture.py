@@ -27,22 +27,22 @@ LOSSES = {
 }
 
 SCALES = {
-    "smoke": {"dataset": "digits", "model": "lipmlp-aol", "lr": 0.1, "epochs": 2, "seeds": (0,)},
-    "small": {"dataset": "cifar10", "model": "convnet-l-cpl", "lr": 0.1, "epochs": 24, "seeds": (0,)},
-    "paper": {"dataset": "cifar10", "model": "convnet-l-cpl", "lr": 0.1, "epochs": 1000, "seeds": (0,)},
+    "smoke": {"dataset": "digits", "preset": "digits", "model": "lipmlp-aol",
+              "kwargs": {"width": 128, "depth": 3}, "lr": 0.1, "epochs": 2, "seeds": (0,)},
+    "small": {"dataset": "cifar10", "model": "lipmlp-aol", "kwargs": {"width": 512, "depth": 3},
+              "lr": 0.1, "epochs": 8, "seeds": (0,)},
+    "paper": {"dataset": "cifar10", "model": "convnet-l-cpl", "kwargs": {}, "lr": 0.1, "epochs": 1000,
+              "seeds": (0,)},
 }
 
 
 def sweeps(setup: Setup) -> list[Sweep]:
     params = setup.params
+    model = {"model.name": params["model"], "model.kwargs": params["kwargs"], "optim.lr": params["lr"],
+             "train.epochs": params["epochs"]}
     return [
-        Sweep(
-            name=f"one_architecture-{setup.dataset}-{'ce' if loss == 'cross-entropy' else 'offset_ce'}",
-            label=loss,
-            base=setup.base_config({"model.name": params["model"], "optim.lr": params["lr"],
-                                    "train.epochs": params["epochs"], **settings}),
-            grid={"seed": list(params["seeds"])},
-        )
+        Sweep(name=f"one_architecture-{setup.dataset}-{settings['loss.name']}", label=loss,
+              base=setup.base_config({**model, **settings}), grid={"seed": list(params["seeds"])})
         for loss, settings in LOSSES.items()
     ]
 

@@ -21,11 +21,16 @@ RECIPES: dict[str, Overrides] = {
     "lipmlp-aol": {"model.name": "lipmlp-aol", "optim.lr": 0.1, **OFFSET_CE},
     "simpleconvnet": {"model.name": "simpleconvnet", "optim.lr": 0.1, "loss.name": "ce",
                       "loss.temperature": 8.0},  # CE(z / 8) * 8
+    # Mid-size nets for the `small` scales: minutes per run on a GPU, feasible on a CPU.
+    "small-lipmlp": {"model.name": "lipmlp-aol", "model.kwargs": {"width": 512, "depth": 3},
+                     "optim.lr": 0.1, **OFFSET_CE},
+    "small-convnet": {"model.name": "simpleconvnet", "model.kwargs": {"width": 16}, "optim.lr": 0.1,
+                      "loss.name": "ce", "loss.temperature": 8.0},
     # Miniatures for tiny images (the built-in 8x8 digits) and quick CPU runs.
     "tiny-lipmlp": {"model.name": "lipmlp-aol", "model.kwargs": {"width": 128, "depth": 3},
                     "optim.lr": 0.1, **OFFSET_CE},
-    "tiny-mlp": {"model.name": "mlp", "model.kwargs": {"width": 128, "depth": 3},
-                 "optim.lr": 0.1, "loss.name": "ce", "loss.temperature": 1.0},
+    "tiny-convnet": {"model.name": "simpleconvnet", "model.kwargs": {"width": 8}, "optim.lr": 0.1,
+                     "loss.name": "ce", "loss.temperature": 8.0},
 }
 
 

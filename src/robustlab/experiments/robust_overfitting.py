@@ -28,8 +28,8 @@ SETTINGS = {
 }
 
 SCALES = {
-    "smoke": {"dataset": "digits", "epochs": 3, "recipes": ("tiny-lipmlp",)},
-    "small": {"dataset": "cifar10", "epochs": 100, "recipes": ("lipmlp-aol",)},
+    "smoke": {"dataset": "digits", "preset": "digits", "epochs": 3, "recipes": ("tiny-lipmlp",)},
+    "small": {"dataset": "cifar10", "epochs": 20, "recipes": ("small-lipmlp",)},
     "paper": {"dataset": "cifar10", "epochs": 3000, "recipes": ("lipmlp-aol", "lipconvnet-cpl")},
 }
 

@@ -1,0 +1,128 @@
+"""Sweeps, experiments and reports end to end: real training of tiny nets on built-in digits."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from robustlab.cli import main
+from robustlab.experiments import get_experiment, report_experiment, run_experiment
+from robustlab.experiments.sweep import Sweep, collect, find_runs, run_sweep, with_overrides
+from robustlab.runs.config import ConfigError, load_config
+from robustlab.runs.store import Run, RunStore
+from robustlab.train.loop import train
+
+TINY = ["model.kwargs={width: 16, depth: 1}"]  # shrinks the 1-Lipschitz MLP of the smoke scale
+
+
+def _tiny_sweep(sizes=(48, 97)):
+    base = with_overrides(load_config("digits"), {"model.name": "lipmlp-aol", "model.kwargs": {"width": 16, "depth": 1},
+                                                 "train.epochs": 0.5, "train.device": "cpu"})
+    return Sweep("tiny", base, {"data.subset_size": list(sizes)})
+
+
+def test_sweep_trains_what_is_missing_and_skips_what_is_done(tmp_path):
+    store = RunStore(tmp_path)
+    first = run_sweep(_tiny_sweep((48,)), store, progress=False)
+    assert [r.status for r in first] == ["trained"] and first[0].results["n_train"] == 48
+    rows = run_sweep(_tiny_sweep((48, 97)), store, progress=False)
+    assert [r.status for r in rows] == ["done", "trained"]
+    assert rows[0].run == first[0].run  # the finished run is reused, not retrained
+    assert len(store.query()) == 2
+    assert [r.status for r in run_sweep(_tiny_sweep((48, 97)), store, progress=False)] == ["done", "done"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_sweep_resumes_the_interrupted_run(tmp_path):
+    store = RunStore(tmp_path)
+    sweep = _tiny_sweep((48,))
+    config = sweep.points()[0].config
+
+    def kill_after_first_epoch(epoch, run):
+        raise _Killed
+
+    with pytest.raises(_Killed):  # the sweep process dies during training
+        train(config, store=store, progress=False, on_epoch_end=kill_after_first_epoch)
+    (killed,) = store.query()
+    assert killed["status"] == "failed"
+    assert [r.status for r in collect(sweep, store)] == ["resume"]
+    (row,) = run_sweep(sweep, store, progress=False)
+    assert row.status == "trained" and row.run == killed["path"]  # continued in the same folder
+    epochs = [m["epoch"] for m in Run(killed["path"]).metrics() if "final" not in m]
+    assert epochs == list(range(1, len(epochs) + 1))  # no epoch trained twice, none skipped
+    assert [r["status"] for r in find_runs(store, config)] == ["done"]
+
+
+def test_data_scaling_smoke_runs_and_reports(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    setup = get_experiment("data_scaling").setup("smoke", overrides=[], sizes=(48, 97), epochs=0.5)
+    rows, report = run_experiment(setup, store, out_dir=tmp_path / "report", progress=False)
+    assert len(rows) == 4 and all(r.status == "trained" for r in rows)
+    assert [(r["model"], r["N"]) for r in report.rows] == [
+        ("tiny-convnet", 48), ("tiny-convnet", 97), ("tiny-lipmlp", 48), ("tiny-lipmlp", 97)]
+    assert [r["CRA"] is None for r in report.rows] == [True, True, False, False]  # standard nets certify nothing
+    assert matplotlib.image.imread(report.figures[0]).shape[0] > 100
+    assert json.loads(report.tables["json"].read_text())["rows"] == json.loads(json.dumps(report.rows))
+    assert "doubling the training data adds" in report.notes[0]
+    again = report_experiment(setup, store, out_dir=tmp_path / "again")  # reads the store, trains nothing
+    assert again.rows == report.rows and len(store.query()) == 4
+
+
+def test_compute_scaling_and_one_architecture_smoke(tmp_path):
+    store = RunStore(tmp_path)
+    setup = get_experiment("compute_scaling").setup("smoke", overrides=TINY, epochs=(0.5, 1))
+    _, report = run_experiment(setup, store, out_dir=tmp_path / "c", progress=False)
+    assert [r["epochs"] for r in report.rows] == [0.5, 1.0] and report.figures[0].exists()
+    setup = get_experiment("one_architecture").setup("smoke", overrides=TINY, epochs=0.5)
+    _, report = run_experiment(setup, store, out_dir=tmp_path / "o", progress=False)
+    assert [r["loss"] for r in report.rows] == ["cross-entropy", "offset cross-entropy"]
+    assert all(r["accuracy"] is not None and r["CRA 36/255"] is not None for r in report.rows)
+
+
+def test_pca_smoke_table_has_every_subset(tmp_path):
+    setup = get_experiment("pca").setup("smoke", overrides=["model.kwargs={width: 4}", "train.epochs=0.3"],
+                                        recipes=("tiny-convnet",))
+    _, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
+    assert [r["components"] for r in report.rows] == ["all", "0-0", "0-10", "11-63", "43-63", "0-0,11-63"]
+    assert report.rows[0]["variance (%)"] == 100.0 and all(r["tiny-convnet acc"] is not None for r in report.rows)
+    assert "tiny-convnet CRA" not in report.columns  # a standard net has no CRA column
+    assert report.figures[0].exists() and report.tables["text"].read_text().count("\n| ") == 6
+
+
+def test_robust_overfitting_smoke_certifies_train_and_eval(tmp_path):
+    setup = get_experiment("robust_overfitting").setup("smoke", overrides=TINY + ["train.eval_every=1"], epochs=2)
+    _, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
+    assert [r["split"] for r in report.rows] == ["train", "eval"]
+    assert all(r["CRA 1"] is not None and r["CRA 36/255"] >= r["CRA 1"] for r in report.rows)
+    assert len(report.figures) == 2 and all(p.exists() for p in report.figures)
+
+
+def test_extra_data_smoke_with_a_generated_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "generated.npz"
+    np.savez(path, image=rng.integers(0, 256, (120, 8, 8, 1), dtype=np.uint8), label=np.arange(120) % 10)
+    experiment = get_experiment("extra_data")
+    with pytest.raises(ConfigError, match="data.extra_path=FILE.npz"):
+        experiment.sweeps(experiment.setup("smoke"))
+    setup = experiment.setup("smoke", overrides=TINY + [f"data.extra_path={path}"], extra=(0, 30, 500), epochs=0.5)
+    rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
+    assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds
+    assert [r["N"] for r in report.rows] == [1437, 1467, 1557]
+    steps = [r.results["steps"] for r in rows]
+    assert max(steps) - min(steps) <= 2  # the same number of steps for every size
+
+
+def test_demo_at_a_reduced_size_writes_its_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--sizes", "48,97", "--epochs", "0.3", "--quiet", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["N"]) for r in printed["rows"]] == [
+        ("tiny-convnet", 48), ("tiny-convnet", 97), ("tiny-lipmlp", 48), ("tiny-lipmlp", 97)]
+    assert (out / "demo.png").exists() and (out / "table.json").exists() and (out / "table.md").exists()
+    assert main(["report", "data_scaling", "--scale", "demo", "--param", "sizes=48,97", "--param", "epochs=0.3",
+                 "--runs-root", str(out / "runs"), "--out", str(tmp_path / "r")]) == 0
+    assert "tiny-lipmlp" in capsys.readouterr().out

@@ -1,8 +1,11 @@
 import json
 
+import torch
+import yaml
 from train_helpers import tiny_overrides
 
 from robustlab.cli import main
+from robustlab.runs.store import atomic_torch_save, safe_torch_load
 
 
 def _sets(*overrides: str) -> list[str]:
@@ -50,3 +53,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "--resume continues a run with its saved config" in capsys.readouterr().err
     assert main(["train", "--config", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_soundness_check_fails_loudly_when_power_iteration_has_not_converged(tmp_path, capsys):
+    # CPL's eval spectral norm from ONE power-iteration step on a random vector
+    # underestimates sigma, so the layers are not 1-Lipschitz and certificates are false
+    run_dir = tmp_path / "cpl"
+    assert main(["train", "--run-dir", str(run_dir), "--quiet", *_sets("model.name=lipconvnet-cpl",
+                 "model.kwargs={width: 8, depth: 1}", "train.epochs=1")]) == 0
+    weights = safe_torch_load(run_dir / "model.pt")
+    generator = torch.Generator().manual_seed(0)
+    for name, value in weights["model"].items():
+        if name.endswith(".u") and value.dim() == 4:
+            weights["model"][name] = torch.randn(value.shape, generator=generator)
+    atomic_torch_save(weights, run_dir / "model.pt")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["eval"]["power_iterations"] = 1
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+
+    assert main(["certify", str(run_dir), "--check-soundness", "--attack-steps", "10", "--quiet", "--json"]) == 1
+    output = capsys.readouterr()
+    report = json.loads(output.out)
+    assert not report["soundness"]["sound"] and report["soundness"]["max_margin_drop_ratio"] > 1
+    example = report["soundness"]["counterexamples"][0]
+    assert example["distance"] <= example["certified_radius"]
+    assert "UNSOUND" in output.err and "Lipschitz bound does not hold" in output.err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.runs.config import _to_float
@@ -48,13 +49,16 @@ def run(args: argparse.Namespace) -> int:
         images, labels = images[: args.limit], labels[: args.limit]
     eps = args.eps or config.eval.eps
     batch_size = args.batch_size or config.eval.batch_size
+    start = time.perf_counter()
     certificates = certify_points(model, images, labels, batch_size, device, progress=not args.quiet)
     result = {"run_dir": args.run_dir, "split": split, "model": config.model.name,
-              **summarize(certificates, eps, num_classes)}
+              **summarize(certificates, eps, num_classes), "time_s": time.perf_counter() - start}
     if args.check_soundness:
+        start = time.perf_counter()
         options = {"steps": args.attack_steps, "restarts": args.attack_restarts} if args.attack == "pgd" else {}
         result["soundness"] = check_soundness(model, images, certificates, args.attack, batch_size, device,
                                               progress=not args.quiet, **options)
+        result["soundness"]["time_s"] = time.perf_counter() - start
     Run(args.run_dir).write_json("certify.json", result)
     emit(args, result, _render)
     if args.check_soundness and not result["soundness"]["sound"]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no backend or global figure state
 
+MARKERS = {"sign": "s", "1nn": "o", "mlp": "^", "lipschitz-mlp": "v", "oracle": "D"}
 LEARNER_LABELS = {
     "sign": "sign(x_d)",
     "1nn": "1-NN (L2)",
@@ -19,7 +20,7 @@ def plot_theorem1(sweeps: dict[str, dict], path: str | Path) -> Path:
     """One column per sweep (e.g. {"d = ceil(log2 n) + 7": ..., "d = 10": ...}): clean
     accuracy on top, robust accuracy with the bound below."""
     columns = list(sweeps.items())
-    figure = Figure(figsize=(6.2 * len(columns), 8.5))
+    figure = Figure(figsize=(6.2 * len(columns), 9.2))
     axes = figure.subplots(2, len(columns), squeeze=False, sharey=True)
     for column, (title, sweep) in enumerate(columns):
         rows = sweep["rows"]
@@ -27,11 +28,12 @@ def plot_theorem1(sweeps: dict[str, dict], path: str | Path) -> Path:
         for name in dict.fromkeys(r["learner"] for r in rows):
             mine = sorted((r for r in rows if r["learner"] == name), key=lambda r: r["n"])
             label = LEARNER_LABELS.get(name, name)
-            line = _band(axes[0, column], mine, "clean", label)
-            _band(axes[1, column], mine, "robust", label, color=line.get_color())
+            style = {"marker": MARKERS.get(name, "o"), "linestyle": "--" if name == "oracle" else "-"}
+            line = _band(axes[0, column], mine, "clean", label, **style)
+            _band(axes[1, column], mine, "robust", label, color=line.get_color(), **style)
             if name == "lipschitz-mlp":
                 _band(axes[1, column], mine, "certified", f"{label}, certified", color=line.get_color(),
-                      linestyle=":")
+                      marker=style["marker"], linestyle=":")
         per_n = {r["n"]: r for r in rows}
         axes[1, column].plot(ns, [min(per_n[n]["bound"], 1.0) for n in ns], "k--", linewidth=2,
                              label="bound 1/2 + n/2^d (clipped at 1)")
@@ -47,12 +49,12 @@ def plot_theorem1(sweeps: dict[str, dict], path: str | Path) -> Path:
             ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (mean over phi, 95% CI)")
-    axes[0, 0].legend(loc="lower right", fontsize=8)
-    axes[1, 0].legend(loc="center right", fontsize=8)
+    figure.legend(*axes[1, 0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=9)
     delta = columns[0][1]["settings"]["delta"]
     figure.suptitle(f"Theorem 1 (no free robustness), delta = {delta:g}: accurate is easy, robust needs "
                     f"n comparable to 2^d", fontsize=12)
-    return _save(figure, path)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(figure, path, layout=False)
 
 
 def plot_theorem2(sweep: dict, path: str | Path) -> Path:
@@ -79,21 +81,23 @@ def plot_theorem2(sweep: dict, path: str | Path) -> Path:
     return _save(figure, path)
 
 
-def _band(ax, rows, key, label, color=None, linestyle="-"):
-    """A mean line with markers and its confidence band; rows without a value are skipped."""
+def _band(ax, rows, key, label, color=None, linestyle="-", marker="o"):
+    """A mean line with markers and its confidence band (clipped to [0, 1]); rows without a
+    value are skipped."""
     rows = [r for r in rows if r.get(key) is not None]
     ns = [r["n"] for r in rows]
     mean = [r[key] for r in rows]
-    (line,) = ax.plot(ns, mean, marker="o", markersize=4, color=color, linestyle=linestyle, label=label)
+    (line,) = ax.plot(ns, mean, marker=marker, markersize=5, color=color, linestyle=linestyle, label=label)
     half = [r.get(f"{key}_ci") or 0.0 for r in rows]
-    ax.fill_between(ns, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+    ax.fill_between(ns, [max(m - h, 0.0) for m, h in zip(mean, half)], [min(m + h, 1.0) for m, h in zip(mean, half)],
                     color=line.get_color(), alpha=0.15, linewidth=0)
     return line
 
 
-def _save(figure, path) -> Path:
+def _save(figure, path, layout=True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if layout:
+        figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path

@@ -131,10 +131,10 @@ SIZES = {
                                 "lipconvnet-aol": {"width": 4}, "lipmlp-aol": {"width": 32, "depth": 2}},
                   smoothing_images=4, smoothing_samples=50, smoothing_batch=100),
     # CPU: the real input shape and depth, narrower networks; indicative numbers in minutes.
-    "small": Size(1024, 256, 2, batch_size=128, accuracy_epochs=1,
-                  model_kwargs={"simpleconvnet": {"width": 16}, "lipconvnet-cpl": {"width": 16},
-                                "lipconvnet-aol": {"width": 16}, "lipmlp-aol": {"width": 512}},
-                  smoothing_images=32, smoothing_samples=200, smoothing_batch=1_000),
+    "small": Size(512, 64, 2, batch_size=128, accuracy_epochs=1,
+                  model_kwargs={"simpleconvnet": {"width": 16}, "lipconvnet-cpl": {"width": 8},
+                                "lipconvnet-aol": {"width": 8}, "lipmlp-aol": {"width": 512}},
+                  smoothing_images=16, smoothing_samples=100, smoothing_batch=800),
     # GPU: the paper's models on 45k training / 5k validation images.
     "full": Size(45_000, 5_000, 3),
 }
@@ -155,6 +155,7 @@ class Bench:
     user_overrides: list[str]
     work: Path
     progress: bool
+    torch_flags: list[str]  # global torch settings asked for with --tf32 / --cudnn-benchmark
 
     @property
     def full(self) -> bool:
@@ -220,10 +221,11 @@ def peak_memory_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def setting(config: ExperimentConfig) -> str:
+def setting(config: ExperimentConfig, bench: Bench) -> str:
+    """How a training run was set up: precision, config speed options, global torch flags."""
     flags = [config.train.precision]
     flags += ["channels_last"] * config.train.channels_last + ["compile"] * config.train.compile
-    return " ".join(flags)
+    return " ".join(flags + bench.torch_flags)
 
 
 def row(job: str, model: str, **values: Any) -> dict[str, Any]:
@@ -250,7 +252,7 @@ def train_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
             continue
         epochs = WARMUP_EPOCHS + bench.size.timed_epochs + 1  # the last one writes the final checkpoint
         config = bench.config(recipe.preset, [f"train.epochs={epochs}"])
-        status(bench, f"train {recipe.model} ({setting(config)}), {epochs} epochs")
+        status(bench, f"train {recipe.model} ({setting(config, bench)}), {epochs} epochs")
         marks: list[float] = []
 
         def mark(epoch: int, run) -> None:
@@ -264,7 +266,7 @@ def train_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         rate = results["n_train"] / epoch_seconds
         met = rate >= recipe.min_rate if recipe.min_rate and bench.full and bench.device.type == "cuda" else None
         rows.append(row(
-            "train", recipe.model, setting=setting(config), images=results["n_train"], seconds=epoch_seconds,
+            "train", recipe.model, setting=setting(config, bench), images=results["n_train"], seconds=epoch_seconds,
             rate=rate, unit="img/s", peak_gib=peak_memory_gib(bench.device), result="s/epoch (median)",
             target=recipe.target, reference=recipe.reference, meets=verdict(met),
         ))
@@ -315,14 +317,12 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
 
 def syncs_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
     """Host synchronisations per step over the second epoch of each recipe (CUDA only)."""
-    if bench.device.type != "cuda":
-        raise ValueError("the syncs job counts CUDA synchronisations: run it with --device cuda")
     rows = []
     for recipe in TRAIN_RECIPES:
         if recipe.model not in models:
             continue
         config = bench.config(recipe.preset, ["train.epochs=3"])
-        status(bench, f"syncs {recipe.model} ({setting(config)})")
+        status(bench, f"syncs {recipe.model} ({setting(config, bench)})")
         counted: list[int] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -341,7 +341,7 @@ def syncs_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
                 torch.cuda.set_sync_debug_mode("default")
         steps = math.ceil(run.load_results()["n_train"] / config.train.batch_size)
         rows.append(row(
-            "syncs", recipe.model, setting=setting(config), images=steps, seconds=None, rate=counted[0] / steps,
+            "syncs", recipe.model, setting=setting(config, bench), images=steps, seconds=None, rate=counted[0] / steps,
             unit="syncs/step", result=f"{counted[0]} host syncs in {steps} steps",
             target="progress bar only (1 per 20 steps)", reference="-", meets=verdict(counted[0] / steps <= 0.15),
         ))
@@ -349,8 +349,6 @@ def syncs_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
 
 
 def accuracy_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
-    if bench.full and not bench.real_data:
-        raise ValueError("the accuracy job needs real CIFAR-10: give --data-dir (accuracy on random labels means nothing)")
     rows = []
     for spec in ACCURACY_RUNS:
         overrides = list(spec.overrides)
@@ -359,7 +357,7 @@ def accuracy_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         config = bench.config(spec.preset, overrides)
         if config.model.name not in models:
             continue
-        status(bench, f"accuracy {spec.preset} ({setting(config)}), {config.train.epochs:g} epochs, lr {config.optim.lr:g}")
+        status(bench, f"accuracy {spec.preset} ({setting(config, bench)}), {config.train.epochs:g} epochs, lr {config.optim.lr:g}")
         reset_peak_memory(bench.device)
         results = train(config, run_dir=bench.run_dir(f"accuracy-{spec.preset}"), progress=bench.progress).load_results()
         accuracy = results["accuracy"]
@@ -371,7 +369,7 @@ def accuracy_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
             checks += [results["train_time_s"] <= spec.max_seconds] if spec.max_seconds is not None else []
         result = f"{results['eval_split']} acc {accuracy:.1%}" + (f", CRA(36/255) {cra:.1%}" if cra is not None else "")
         rows.append(row(
-            "accuracy", config.model.name, setting=f"{setting(config)}, {results['epochs']:g} ep, lr {config.optim.lr:g}",
+            "accuracy", config.model.name, setting=f"{setting(config, bench)}, {results['epochs']:g} ep, lr {config.optim.lr:g}",
             images=results["n_train"], seconds=results["train_time_s"],
             rate=results["n_train"] * results["epochs"] / results["train_time_s"], unit="img/s",
             peak_gib=peak_memory_gib(bench.device), result=result, target=spec.target, reference=spec.reference,
@@ -431,6 +429,7 @@ def metadata(args: argparse.Namespace, bench: Bench, argv: list[str]) -> dict[st
         "size": bench.size_name,
         "data": bench.data_source,
         "overrides": bench.user_overrides,
+        "torch_flags": bench.torch_flags,
     }
 
 
@@ -479,6 +478,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--append", metavar="FILE", help="append the table (markdown) to FILE, e.g. benchmarks/RESULTS.md")
     parser.add_argument("--title", help="heading of the appended section (default: device, size and date)")
     parser.add_argument("--work-dir", help="folder for run directories and synthetic data (default: a temporary one)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA: float32 matmuls in TF32 (certification is float64, smoothing forces IEEE float32)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="CUDA: let cuDNN time its convolution algorithms (torch.backends.cudnn.benchmark)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -495,6 +498,20 @@ def choose(text: str | None, known: tuple[str, ...] | list[str], what: str, defa
     return chosen
 
 
+def set_torch_flags(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """Global torch settings the training loop does not set itself: measured here to see what they give."""
+    if (args.tf32 or args.cudnn_benchmark) and device.type != "cuda":
+        raise ValueError("--tf32 and --cudnn-benchmark are CUDA settings: use them with --device cuda")
+    flags = []
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
+        flags.append("tf32")
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+        flags.append("cudnn.benchmark")
+    return flags
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     device = resolve_device(args.device)
     if args.threads is not None:
@@ -502,13 +519,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     size = SIZES[args.size]
+    torch_flags = set_torch_flags(args, device)
     jobs = choose(args.jobs, JOBS, "job", ["train", "smoothing"] + (["syncs"] if device.type == "cuda" else []))
+    if "syncs" in jobs and device.type != "cuda":
+        raise ValueError("the syncs job counts CUDA synchronisations: run it with --device cuda")
+    if "accuracy" in jobs and args.size == "full" and not args.data_dir:
+        raise ValueError("the accuracy job needs real CIFAR-10: give --data-dir (accuracy on random labels means nothing)")
     all_models = [r.model for r in TRAIN_RECIPES]
     models = set(choose(args.models, all_models, "model", all_models))
     with tempfile.TemporaryDirectory(prefix="robustlab-bench-", dir=args.work_dir) as work:
         data_overrides, source, real = prepare_inputs(args, size, Path(work))
         bench = Bench(device, args.size, size, data_overrides, source, real, args.overrides, Path(work),
-                      progress=not args.quiet)
+                      progress=not args.quiet, torch_flags=torch_flags)
         for preset in {r.preset for r in TRAIN_RECIPES} | {SMOOTHING_PRESET}:
             bench.config(preset)  # a bad --set or a missing preset fails before any work
         rows = []

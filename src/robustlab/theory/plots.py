@@ -73,7 +73,8 @@ def plot_theorem2(sweep: dict, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("training set size n")
     ax.set_ylabel("accuracy (mean over training sets, 95% CI)")
-    ax.set_ylim(min(0.4, min(r["robust"] for r in rows) - 0.05), 1.02)
+    lowest = min(r[key] for r in rows for key in ("clean", "certified", "robust"))
+    ax.set_ylim(min(0.4, lowest - 0.05), 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(f"Theorem 2: L-inf 1-NN on a checkerboard, d = {settings['d']}, "

@@ -193,11 +193,11 @@ def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epoch, 
         loss, logits = train_step(model, loss_fn, optimizer, schedule, x, y, weight, autocast)
         window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
         state.step += 1
+        bar.update(1)  # host-side only; the statistics below wait for the device
         if len(window) == SYNC_EVERY or state.step >= steps:
             totals += _flush(window, epoch, context)
             window = []
-            bar.update(state.step - bar.n)
-            bar.set_postfix(_epoch_metrics(totals, lipschitz, epoch), refresh=False)
+            bar.set_postfix(_epoch_metrics(totals, lipschitz, epoch))
     if window:
         totals += _flush(window, epoch, context)
     distributed.all_reduce(totals, context)

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ def test_theorem2_command_prints_json_and_writes_the_figure(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "robustlab.cli", "theory", "theorem2", "--d", "2", "--delta", "0.2", "--cells", "2",
          "--sizes", "4,925", "--trials", "2", "--test-size", "200", "--json", "--plot", str(figure)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)

@@ -64,7 +64,7 @@ def test_data_scaling_smoke_runs_and_reports(tmp_path):
     assert len(rows) == 4 and all(r.status == "trained" for r in rows)
     assert [(r["model"], r["N"]) for r in report.rows] == [
         ("tiny-convnet", 48), ("tiny-convnet", 97), ("tiny-lipmlp", 48), ("tiny-lipmlp", 97)]
-    assert [r["CRA"] is None for r in report.rows] == [True, True, False, False]  # standard nets certify nothing
+    assert [r["CRA 36/255"] is None for r in report.rows] == [True, True, False, False]  # standard nets certify nothing
     assert matplotlib.image.imread(report.figures[0]).shape[0] > 100
     assert json.loads(report.tables["json"].read_text())["rows"] == json.loads(json.dumps(report.rows))
     assert "doubling the training data adds" in report.notes[0]

@@ -43,7 +43,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
                          xlabel="training epochs", logx=True,
                          title=f"Compute scaling on {setup.dataset} ({setup.scale})")
     return Report("compute_scaling", f"Accuracy and CRA vs training epochs ({setup.dataset})",
-                  ["model", "epochs", "seeds", "accuracy", "CRA"], table, [], [figure])
+                  list(table[0]) if table else [], table, [], [figure])
 
 
 EXPERIMENTS.add("compute_scaling", Experiment(

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
@@ -204,29 +204,36 @@ def mean_over_seeds(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
+def cra_column(eps: float) -> str:
+    from robustlab.certify.evaluate import eps_label
+
+    return f"CRA {eps_label(eps)}"
+
+
 def summarize(rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any],
-              eps: float = DEFAULT_EPS) -> list[dict[str, Any]]:
-    """One table row per (sweep label, x), accuracy and CRA averaged over seeds."""
+              eps: Sequence[float] = (DEFAULT_EPS,)) -> list[dict[str, Any]]:
+    """One table row per (sweep label, x): accuracy and CRA at each ``eps``, averaged over seeds."""
     groups: dict[tuple[str, Any], list[SweepRow]] = {}
     for row in rows:
         groups.setdefault((row.label, x_of(row.config)), []).append(row)
     return [
         {"model": label, x_name: x, "seeds": len(group),
          "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
-         "CRA": mean_over_seeds([cra(r.results, eps) for r in group])}
+         **{cra_column(e): mean_over_seeds([cra(r.results, e) for r in group]) for e in eps}}
         for (label, x), group in sorted(groups.items())
     ]
 
 
 def metric_panels(table: list[dict[str, Any]], x_name: str) -> list[Panel]:
-    """Accuracy of every model (top) and CRA of the 1-Lipschitz ones (bottom) against ``x_name``."""
+    """Accuracy of every model, then CRA of the 1-Lipschitz ones at each radius, against ``x_name``."""
     models = list(dict.fromkeys(row["model"] for row in table))
+    columns = [c for c in (table[0] if table else {}) if c.startswith("CRA ")]
     panels = []
-    for key, ylabel in (("accuracy", "accuracy (%)"), ("CRA", "CRA at 36/255 (%)")):
+    for key in ["accuracy", *columns]:
         curves = []
         for model in models:
             points = [(r[x_name], r[key]) for r in table if r["model"] == model and r[key] is not None]
             if points:
                 curves.append(Curve(model, *zip(*points)))
-        panels.append(Panel(ylabel, curves))
+        panels.append(Panel(f"{key} (%)", curves))
     return panels

@@ -77,7 +77,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
                          xlabel="training-set size N (real + generated)", logx=True,
                          title=f"Adding generated data to {setup.dataset} ({setup.scale})")
     return Report("extra_data", f"Accuracy and CRA vs real + generated training data ({setup.dataset})",
-                  ["model", "extra", "N", "seeds", "accuracy", "CRA"], table, notes, [figure])
+                  list(table[0]) if table else [], table, notes, [figure])
 
 
 EXPERIMENTS.add("extra_data", Experiment(

@@ -384,6 +384,7 @@ def theorem1_sweep(ns: Sequence[int], *, d: int | None = None, delta: float = 0.
     learner_options = learner_options or {}
     eps = delta if eps is None else float(eps)
     _check_sweep(ns, d, eps, trials, test_size)
+    ns = list(dict.fromkeys(int(n) for n in ns))
     check_classifier_names(learners)
     runs = [(n, t) for n in ns for t in range(trials)]
     scores: dict[tuple[int, str], list[dict]] = {}

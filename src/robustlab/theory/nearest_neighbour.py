@@ -223,7 +223,7 @@ def theorem2_sweep(ns: Sequence[int] | None = None, *, d: int = 2, delta: float 
     over ``trials`` training sets (95% t-intervals). ``radius`` defaults to delta/2."""
     problem = CheckerboardProblem(d, delta, cells)
     radius = delta / 2 if radius is None else float(radius)
-    ns = list(ns) if ns else default_sizes(d, delta)
+    ns = list(dict.fromkeys(int(n) for n in ns)) if ns else default_sizes(d, delta)
     if any(int(n) < 1 for n in ns) or radius < 0 or trials < 1 or test_size < 1:
         raise ValueError(f"need sizes >= 1, radius >= 0, trials >= 1 and test size >= 1; got "
                          f"sizes {ns}, radius {radius}, trials {trials}, test size {test_size}")

@@ -106,7 +106,9 @@ ACCURACY_RUNS = (
 )
 SMOOTHING_TARGET = ("5k x 1000 in <= 10 s", "~40 s", 5_000 * 1_000 / 10)
 SMOOTHING_PRESET = "smoothing"
-SMOOTHING_PRECISIONS = ("float32", "bfloat16")
+# (precision, channels_last): the estimate's two precisions, and bf16 with the model's weights in
+# channels_last, which makes cuDNN run every convolution in NHWC (the tensor cores' layout)
+SMOOTHING_VARIANTS = (("float32", False), ("bfloat16", False), ("bfloat16", True))
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,8 @@ class Size:
 SIZES = {
     # CI: every row, tiny networks, a few seconds on a laptop CPU.
     "smoke": Size(128, 32, 1, batch_size=64, accuracy_epochs=1,
-                  model_kwargs={"simpleconvnet": {"width": 4}, "lipconvnet-cpl": {"width": 4},
-                                "lipconvnet-aol": {"width": 4}, "lipmlp-aol": {"width": 32, "depth": 2}},
+                  model_kwargs={"simpleconvnet": {"width": 4}, "lipconvnet-cpl": {"width": 4, "depth": 1},
+                                "lipconvnet-aol": {"width": 4, "depth": 1}, "lipmlp-aol": {"width": 32, "depth": 2}},
                   smoothing_images=4, smoothing_samples=50, smoothing_batch=100),
     # CPU: the real input shape and depth, narrower networks; indicative numbers in minutes.
     "small": Size(512, 64, 2, batch_size=128, accuracy_epochs=1,
@@ -283,15 +285,17 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
     if config.model.name not in models:
         return []
     data = prepare_data(config.data)
-    model = build_model(config, data).to(bench.device).eval()
+    plain_model = build_model(config, data).to(bench.device).eval()
     n_images = min(bench.size.smoothing_images, len(data.y_eval))
     images, labels = data.x_eval[:n_images], data.y_eval[:n_images]
     samples = bench.size.smoothing_samples
     sigma = config.augment.noise_std
     text, reference, min_rate = SMOOTHING_TARGET
     rows = []
-    for precision in SMOOTHING_PRECISIONS:
-        status(bench, f"smoothing estimate {config.model.name} ({precision}), {n_images} images x {samples} samples")
+    for precision, channels_last in SMOOTHING_VARIANTS:
+        model = plain_model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        label = f"{precision}{' channels_last' * channels_last}"
+        status(bench, f"smoothing estimate {config.model.name} ({label}), {n_images} images x {samples} samples")
 
         def estimate(count: int, progress: bool = False) -> dict:
             return smoothing.estimate(model, images[:count], labels[:count], sigma, samples, precision=precision,
@@ -307,7 +311,7 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         rate = n_images * samples / seconds
         met = rate >= min_rate if bench.full and bench.device.type == "cuda" else None
         rows.append(row(
-            "smoothing", config.model.name, setting=precision, images=f"{n_images}x{samples}", seconds=seconds,
+            "smoothing", config.model.name, setting=label, images=f"{n_images}x{samples}", seconds=seconds,
             rate=rate, unit="samples/s", peak_gib=peak_memory_gib(bench.device),
             result=f"estimate, sigma {sigma:g}, acc {result['accuracy']:.1%}", target=text,
             reference=reference, meets=verdict(met),

@@ -55,7 +55,7 @@ def test_smoke_run_has_every_row_as_json_and_markdown(tmp_path):
     rows = {(r["job"], r["model"], r["setting"]): r for r in report["rows"]}
     expected = [("train", m, "float32") for m in MODELS] + [("certify", "simpleconvnet", "float32")]
     expected += [("certify", m, "float64") for m in MODELS[1:]]
-    expected += [("smoothing", "simpleconvnet", p) for p in ("float32", "bfloat16")]
+    expected += [("smoothing", "simpleconvnet", p) for p in ("float32", "bfloat16", "bfloat16 channels_last")]
     assert sorted(rows) == sorted(expected)
     for row in rows.values():
         assert_measured(row)

@@ -17,8 +17,8 @@ TINY = ["model.kwargs={width: 16, depth: 1}"]  # shrinks the 1-Lipschitz MLP of 
 
 
 def _tiny_sweep(sizes=(48, 97)):
-    base = with_overrides(load_config("digits"), {"model.name": "lipmlp-aol", "model.kwargs": {"width": 16, "depth": 1},
-                                                 "train.epochs": 0.5, "train.device": "cpu"})
+    tiny_mlp = {"model.name": "lipmlp-aol", "model.kwargs": {"width": 16, "depth": 1}}
+    base = with_overrides(load_config("digits"), {**tiny_mlp, "train.epochs": 0.5, "train.device": "cpu"})
     return Sweep("tiny", base, {"data.subset_size": list(sizes)})
 
 

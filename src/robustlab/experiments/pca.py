@@ -26,7 +26,8 @@ CIFAR_DIM = 3072
 
 SCALES = {
     "smoke": {"dataset": "digits", "preset": "digits", "epochs": 2, "seeds": (0,), "recipes": ("tiny-convnet", "tiny-lipmlp")},
-    "small": {"dataset": "cifar10", "epochs": 2, "seeds": (0,), "recipes": ("small-convnet", "small-lipmlp")},
+    "small": {"dataset": "cifar10", "epochs": 2, "seeds": (0,),
+              "recipes": ("small-convnet", "small-lipmlp")},
     "paper": {"dataset": "cifar10", "epochs": 3000, "seeds": (0,),
               "recipes": ("simpleconvnet", "lipconvnet-cpl")},
 }

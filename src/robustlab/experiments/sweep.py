@@ -13,7 +13,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -167,10 +167,6 @@ def run_sweep(
             run = train(config, store=store, progress=progress)
         row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
     return rows
-
-
-def run_sweeps(sweeps: Iterable[Sweep], store: RunStore, **kwargs: Any) -> list[SweepRow]:
-    return [row for sweep in sweeps for row in run_sweep(sweep, store, **kwargs)]
 
 
 def _results(row: dict) -> dict[str, Any] | None:

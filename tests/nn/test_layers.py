@@ -38,7 +38,7 @@ def _scaled(make):
     layer = make()
     with torch.no_grad():
         for name, parameter in layer.named_parameters():
-            if "weight" in name:
+            if "weight" in name and "original" not in name:  # see OrthogonalLinear
                 parameter.add_(torch.randn_like(parameter)).mul_(3)
     return layer
 

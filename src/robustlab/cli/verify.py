@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="constructor argument for --model, e.g. width=16 (repeatable)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="allowed excess over 1 (default 1e-4)")
-    parser.add_argument("--attack-steps", type=int, default=50, help="gradient-ascent steps for the network lower bound")
+    parser.add_argument("--attack-steps", type=int, default=20, help="gradient-ascent steps for the network lower bound (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -44,7 +44,7 @@ KNOWN_LAYERS = (ResidualLipschitz, AOLLinear, OrthogonalLinear, nn.Linear, nn.Ba
 
 
 def verify_model(model: nn.Module, input_shape: Sequence[int], tolerance: float = 1e-4, *, max_steps: int = 300,
-                 restarts: int = 2, points: int = 2, attack_steps: int = 50, attack_restarts: int = 8,
+                 restarts: int = 2, points: int = 2, attack_steps: int = 20, attack_restarts: int = 4,
                  seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Per-layer norm estimates and a network lower bound; ``report["ok"]`` if all <= 1 + tolerance.
 
@@ -212,7 +212,7 @@ def _conv_fft_bound(module: nn.Module, size: Sequence[int]) -> float | None:
 # Whole network
 
 
-def network_lower_bound(model: nn.Module, input_shape: Sequence[int], steps: int = 50, restarts: int = 8,
+def network_lower_bound(model: nn.Module, input_shape: Sequence[int], steps: int = 20, restarts: int = 4,
                         seed: int = 0, progress: bool = False) -> float:
     """max ||g(x) - g(x')|| / ||x - x'|| found by gradient ascent from random pairs (eval mode)."""
     generator = torch.Generator().manual_seed(seed)

@@ -28,10 +28,13 @@ class OrthogonalLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         if bias:
             nn.init.zeros_(self.bias)
-        # matrix_exp for every shape: torch's default for non-square weights (householder)
-        # multiplies by the integer diagonal of the raw parameter, which must stay +-1, so
-        # weight decay or a raw-parameter edit would silently break orthogonality.
-        parametrizations.orthogonal(self, "weight", orthogonal_map="matrix_exp")
+        # torch's default map: matrix_exp for square weights, Householder products for
+        # rectangular ones (matrix_exp would cost a max(in, out)^2 exponential). The
+        # Householder map multiplies by the integer part of the raw parameter's diagonal,
+        # which training keeps at +-1 (it gets no gradient; weight decay only shrinks it,
+        # which keeps the norm <= 1); editing the raw parameter by hand can break that,
+        # which `verify` would report.
+        parametrizations.orthogonal(self, "weight")
         self._cache = EvalCache()
 
     def effective_weight(self) -> Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
+from nn_helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
 from robustlab.nn.activations import GroupSort, MaxMin
 from robustlab.nn.blocks import CenterInputs, FirstChannels, GlobalMaxPool, ZeroChannelConcatenation, ZeroPad
 from robustlab.nn.lipschitz import (

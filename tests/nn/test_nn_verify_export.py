@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import train_a_little
+from nn_helpers import train_a_little
 from robustlab.cli import main
 from robustlab.nn.blocks import CenterInputs, Flatten, GlobalMaxPool
 from robustlab.nn.export import export_model

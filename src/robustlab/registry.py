@@ -43,7 +43,7 @@ class Registry(Generic[T]):
             return self._entries[name.lower()]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} '{name}'; known {_plural(self.kind)}: {', '.join(self.names())}"
             ) from None
 
     def names(self) -> list[str]:
@@ -57,3 +57,7 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith(("s", "x", "sh", "ch")) else "s")

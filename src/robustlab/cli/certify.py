@@ -7,7 +7,7 @@ import sys
 import time
 
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.runs.config import _to_float
+from robustlab.runs.config import parse_float
 
 
 def add_parser(subparsers) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _eps(text: str) -> float:
-    value = _to_float(text, "--eps")
+    value = parse_float(text, "--eps")
     if value < 0:
         raise argparse.ArgumentTypeError(f"radii must be non-negative, got {text}")
     return value

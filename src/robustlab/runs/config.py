@@ -182,7 +182,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if hint is float:
-        return _to_float(value, where)
+        return parse_float(value, where)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -190,7 +190,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {hint}")
 
 
-def _to_float(value: Any, where: str) -> float:
+def parse_float(value: Any, where: str = "value") -> float:
+    """A number from YAML or the command line; fractions such as ``36/255`` are allowed."""
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if isinstance(value, (int, float)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,16 @@ def test_fast_path_options_train_and_accuracy_rows(tmp_path):
     for row in report["rows"]:
         assert_measured(row)
     assert report["meta"]["overrides"] == ["train.precision=bfloat16", "train.channels_last=true"]
+
+
+@pytest.mark.skipif(os.environ.get("ROBUSTLAB_TEST_COMPILE") != "1",
+                    reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1")
+def test_compiled_training_steps(tmp_path):
+    args = ["--jobs", "train", "--models", "lipmlp-aol", "--set", "train.compile=true"]
+    report = json.loads(run_bench(tmp_path, "--json", *args).stdout)
+    assert [(r["job"], r["setting"]) for r in report["rows"]] == [("train", "float32 compile"), ("certify", "float64")]
+    for row in report["rows"]:
+        assert_measured(row)
 
 
 @pytest.mark.parametrize(

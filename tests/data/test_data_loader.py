@@ -38,6 +38,19 @@ def test_shuffled_epochs_visit_every_example_once():
     assert labels.dtype == torch.int64 and labels.tolist() != sorted(labels.tolist())
 
 
+def test_fill_last_completes_the_ragged_batch_from_the_same_epoch():
+    loader = DeviceLoader(random_images(10), np.arange(10), batch_size=4, fill_last=True)
+    batches = [y for _, y in loader]
+    assert len(loader) == 3 and [len(y) for y in batches] == [4, 4, 4]
+    labels = torch.cat(batches).tolist()
+    assert sorted(set(labels)) == list(range(10))  # every image once per epoch ...
+    assert labels[10:] == labels[:2]  # ... and the filler repeats the epoch's first images
+    small = DeviceLoader(random_images(3), np.arange(3), batch_size=4, fill_last=True)
+    assert [len(y) for _, y in small] == [3]  # a set smaller than a batch is one batch
+    with pytest.raises(ValueError, match="exclude each other"):
+        DeviceLoader(random_images(3), np.arange(3), batch_size=2, fill_last=True, drop_last=True)
+
+
 def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
     images = random_images(32)
     x = one_batch(images, AugmentConfig(crop_padding=4, flip=False, cutout=0))

@@ -53,5 +53,5 @@ def test_offset_asks_for_a_margin():
 def test_bad_values_are_explained():
     with pytest.raises(ValueError, match="temperature must be positive"):
         OffsetCrossEntropy(offset=0.1, temperature=0)
-    with pytest.raises(UnknownNameError, match="known losss?: ce, offset_ce"):
+    with pytest.raises(UnknownNameError, match="known losses: ce, offset_ce"):
         LOSSES.get("hinge")

@@ -124,6 +124,7 @@ class DeviceLoader:
         mean: np.ndarray | torch.Tensor | None = None,
         shuffle: bool = True,
         drop_last: bool = False,
+        fill_last: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
     ):
@@ -135,7 +136,10 @@ class DeviceLoader:
         self.labels = self.labels.to(self.device, torch.int64)
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"expected {len(self.images)} labels, got shape {tuple(self.labels.shape)}")
-        self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        if drop_last and fill_last:
+            raise ValueError("drop_last and fill_last exclude each other: drop the ragged batch or fill it")
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.drop_last, self.fill_last = drop_last, fill_last
         self.augment = augment
         if augment is not None:
             _check_augment(augment, self.images.shape[2:])
@@ -162,6 +166,9 @@ class DeviceLoader:
             order = torch.randperm(self.num_samples, generator=generator, device=self.device)
         else:
             order = torch.arange(self.num_samples, device=self.device)
+        ragged = self.num_samples % self.batch_size
+        if self.fill_last and ragged and self.num_samples > self.batch_size:
+            order = torch.cat([order, order[: self.batch_size - ragged]])
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             x = _to_float(self.images[index])

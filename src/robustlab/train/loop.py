@@ -88,7 +88,7 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
     data = prepare_data(config.data)
     loader = DeviceLoader(
         data.x_train, data.y_train, config.train.batch_size,
-        augment=config.augment, mean=data.mean, device=device, seed=config.seed,
+        augment=config.augment, mean=data.mean, device=device, seed=config.seed, fill_last=True,
     )
     _check_batches_split(len(data.y_train), config.train.batch_size, context)
     epochs = training_epochs(config, data)
@@ -295,11 +295,11 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
 
 
 def _check_batches_split(n: int, batch_size: int, context) -> None:
-    last = n % batch_size or batch_size
-    if context.enabled and min(last, batch_size) < context.world_size:
+    smallest = min(n, batch_size)  # the training loader fills a ragged last batch
+    if context.enabled and smallest < context.world_size:
         raise ValueError(
-            f"{n} training images in batches of {batch_size} leave a last batch of {last}, fewer than the "
-            f"{context.world_size} processes; change train.batch_size or the number of processes"
+            f"batches of {smallest} training images cannot be split over {context.world_size} processes; "
+            "change train.batch_size or the number of processes"
         )
 
 

@@ -11,7 +11,8 @@ Jobs (``--jobs``, comma-separated):
   run does, with the certified evaluation of its validation images; its images/s is the
   ``certify`` row (float64 copy of the model, CPL eval-mode power iteration included).
 - ``smoothing``: the paper's smoothing estimate (``robustlab.certify.smoothing.estimate``) of
-  the smoothing preset's base net, in float32 and in bfloat16, as samples/s.
+  the smoothing preset's base net, in float32, bfloat16 and bfloat16 with channels_last
+  weights, as samples/s.
 - ``syncs`` (CUDA only): host synchronisations per training step, counted with
   ``torch.cuda.set_sync_debug_mode`` over one epoch of each recipe.
 - ``accuracy`` (long, for the GPU session): the accuracy rows of the targets table.
@@ -132,7 +133,7 @@ SIZES = {
                   model_kwargs={"simpleconvnet": {"width": 4}, "lipconvnet-cpl": {"width": 4, "depth": 1},
                                 "lipconvnet-aol": {"width": 4, "depth": 1}, "lipmlp-aol": {"width": 32, "depth": 2}},
                   smoothing_images=4, smoothing_samples=50, smoothing_batch=100),
-    # CPU: the real input shape and depth, narrower networks; indicative numbers in minutes.
+    # CPU: the real input shape and depth, narrower networks; indicative numbers in a minute.
     "small": Size(512, 64, 2, batch_size=128, accuracy_epochs=1,
                   model_kwargs={"simpleconvnet": {"width": 16}, "lipconvnet-cpl": {"width": 8},
                                 "lipconvnet-aol": {"width": 8}, "lipmlp-aol": {"width": 512}},
@@ -183,17 +184,16 @@ def prepare_inputs(args: argparse.Namespace, size: Size, work: Path) -> tuple[li
     """Data overrides for every config, a description of the data, and whether it is real CIFAR-10."""
     if args.data_dir:
         data_dir = Path(args.data_dir).expanduser()
-        status = DATASETS.get("cifar10").status(data_dir)
-        if status == "missing":
+        found = DATASETS.get("cifar10").status(data_dir)  # "npz", "official" or "missing"
+        if found == "missing":
             raise ValueError(
                 f"--data-dir {data_dir} holds no CIFAR-10: expected cifar10.npz (as assemble.py writes it) or "
                 "cifar10/cifar-10-python.tar.gz; leave --data-dir out to benchmark on synthetic data"
             )
-        overrides = [f"data.name=cifar10", f"data.data_dir={data_dir}", f"data.val_size={size.val_images}"]
+        overrides = ["data.name=cifar10", f"data.data_dir={data_dir}", f"data.val_size={size.val_images}"]
         if size.train_images < 45_000:
             overrides += [f"data.subset_size={size.train_images}", "train.scale_epochs=false"]
-        source = f"CIFAR-10 ({status} in {data_dir})"
-        return overrides, source, True
+        return overrides, f"CIFAR-10 ({found} in {data_dir})", True
     path = write_synthetic_cifar(work / "synthetic-cifar10.npz", size.train_images + size.val_images)
     overrides = [f"data.name={path}", f"data.val_size={size.val_images}"]
     return overrides, f"synthetic uint8 {CIFAR_SHAPE[0]}x{CIFAR_SHAPE[1]}x{CIFAR_SHAPE[2]} (random labels)", False
@@ -484,7 +484,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: auto)")
     parser.add_argument("--size", choices=tuple(SIZES), default="smoke",
-                        help="smoke (CI, seconds), small (CPU, minutes), full (the paper's sizes; GPU)")
+                        help="smoke (CI, seconds), small (CPU, about a minute), full (the paper's sizes; GPU)")
     parser.add_argument("--jobs", help=f"comma-separated, from {', '.join(JOBS)} (default: train,smoothing, "
                         "plus syncs on CUDA)")
     parser.add_argument("--models", help="comma-separated model names to keep (default: all)")

@@ -63,6 +63,7 @@ CIFAR_SHAPE = (32, 32, 3)
 CIFAR_CLASSES = 10
 WARMUP_EPOCHS = 1
 JOBS = ("train", "smoothing", "syncs", "accuracy")
+MAX_SYNCS_PER_STEP = 0.15  # the loop reads its statistics every 20 steps: .item() and .tolist(), 0.1 per step
 COLUMNS = ["job", "model", "setting", "images", "seconds", "rate", "unit", "peak_gib", "result", "target",
            "reference", "meets"]
 
@@ -348,10 +349,11 @@ def syncs_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         steps = math.ceil(run.load_results()["n_train"] / config.train.batch_size)
+        per_step = counted[0] / steps
         rows.append(row(
-            "syncs", recipe.model, setting=setting(config, bench), images=steps, seconds=None, rate=counted[0] / steps,
-            unit="syncs/step", result=f"{counted[0]} host syncs in {steps} steps",
-            target="progress bar only (1 per 20 steps)", reference="-", meets=verdict(counted[0] / steps <= 0.15),
+            "syncs", recipe.model, setting=setting(config, bench), images=steps, rate=per_step, unit="syncs/step",
+            result=f"{counted[0]} host syncs in {steps} steps", target=f"<= {MAX_SYNCS_PER_STEP}", reference="-",
+            meets=verdict(per_step <= MAX_SYNCS_PER_STEP),
         ))
     return rows
 

@@ -9,7 +9,8 @@ Per layer (each module the forward pass runs through, taken whole if it is a kno
   case); lambda_max by eigvalsh (dense) or restarted Lanczos (conv).
 - ``lanczos``: everything else (convolutions, SOC, Cayley, unknown modules): the largest
   singular value of the Jacobian J at the layer's actual inputs, by restarted Lanczos on
-  J^T J through jvp/vjp from random starts; the maximum over inputs and restarts.
+  J^T J through jvp/vjp from random starts; the maximum over inputs and restarts (one of
+  each for the affine convolutions, whose Jacobian does not depend on the input).
   For plain and AOL convolutions with zero or circular padding, ``upper_bound`` also gives
   the FFT bound: the layer is a restriction of a circular convolution on an
   (H + k - 1) x (W + k - 1) grid, whose norm is the largest norm of the per-frequency
@@ -39,7 +40,7 @@ from robustlab.nn.lipschitz.base import top_eigenpair
 
 ONE_LIPSCHITZ_BLOCKS = (MaxMin, GroupSort, FirstChannels, ZeroChannelConcatenation, PixelUnshuffle, GlobalMaxPool,
                         CenterInputs, Flatten, ZeroPad, nn.ReLU, nn.Identity, nn.Dropout)
-LINEAR_LAYERS = (AOLConv2d, SOCConv2d, CayleyConv2d, nn.Conv2d)  # one input point suffices
+LINEAR_LAYERS = (AOLConv2d, SOCConv2d, CayleyConv2d, nn.Conv2d)  # affine maps: the Jacobian is constant
 KNOWN_LAYERS = (ResidualLipschitz, AOLLinear, OrthogonalLinear, nn.Linear, nn.BatchNorm2d, *LINEAR_LAYERS, *ONE_LIPSCHITZ_BLOCKS)
 
 
@@ -140,8 +141,9 @@ def _layer_norm(module: nn.Module, x: Tensor, max_steps: int, restarts: int, gen
         weight = module.effective_weight() if hasattr(module, "effective_weight") else module.weight
         norm = _spectral_norm(weight.detach())
         return {"method": "svd", "norm": norm, "upper_bound": norm}
-    points = x[:1] if isinstance(module, LINEAR_LAYERS) else x
-    norm = max(_jacobian_norm(module, point, max_steps, generator) for point in points.split(1) for _ in range(restarts))
+    if isinstance(module, LINEAR_LAYERS):  # a linear map: one input point and one Krylov space suffice
+        x, restarts = x[:1], 1
+    norm = max(_jacobian_norm(module, point, max_steps, generator) for point in x.split(1) for _ in range(restarts))
     return {"method": "lanczos", "norm": norm, "upper_bound": _conv_fft_bound(module, x.shape[-2:])}
 
 

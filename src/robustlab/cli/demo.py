@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, ... (default: auto)")
     parser.add_argument("--sizes", type=_int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
     parser.add_argument("--epochs", type=float, help="epochs of the full training set; each size gets the same steps")
-    parser.add_argument("--seeds", type=_int_list, help="seeds to average over, e.g. 0,1,2 (default: 0)")
+    parser.add_argument("--seeds", type=_int_list, help="seeds to average over (default: 0,1,2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

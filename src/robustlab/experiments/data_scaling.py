@@ -32,7 +32,7 @@ SCALES = {
     # The miniature: no augmentation (8x8 digits leave little room for crops); batches of
     # 25 keep the steps per size within 4% of each other down to N=48 and leave no last
     # batch of one image (BatchNorm cannot train on one).
-    "demo": {"dataset": "digits", "preset": "digits", "sizes": PAPER_SIZES, "epochs": 25, "seeds": (0,),
+    "demo": {"dataset": "digits", "preset": "digits", "sizes": PAPER_SIZES, "epochs": 25, "seeds": (0, 1, 2),
              "eps": (EPS,), "recipes": ("tiny-lipmlp", "tiny-convnet"),
              "config": {"train.batch_size": 25, "train.checkpoint_every": 50, "augment.crop_padding": 0}},
     "small": {"dataset": "cifar10", "sizes": PAPER_SIZES, "epochs": 2, "seeds": (0,), "eps": (EPS,),

@@ -6,8 +6,7 @@ import argparse
 import sys
 import time
 
-from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.runs.config import parse_float
+from robustlab.cli.common import add_json_flag, emit, format_table, non_negative_number
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +18,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `robustlab train`")
     parser.add_argument("--split", choices=("test", "val", "train"), help="images to certify (default: the run's evaluation split)")
-    parser.add_argument("--eps", nargs="+", type=_eps, metavar="EPS",
+    parser.add_argument("--eps", nargs="+", type=non_negative_number, metavar="EPS",
                         help="radii in the [0,1] pixel scale, fractions allowed (default: the run's eval.eps, e.g. 36/255 72/255 108/255 1)")
     parser.add_argument("--check-soundness", action="store_true", help="attack every certified image at its radius")
     parser.add_argument("--attack", default="pgd", help="attack for --check-soundness: pgd (built in) or autoattack")
@@ -67,13 +66,6 @@ def run(args: argparse.Namespace) -> int:
               f"certified radius (first: {found[0]}); the model's Lipschitz bound does not hold", file=sys.stderr)
         return 1
     return 0
-
-
-def _eps(text: str) -> float:
-    value = parse_float(text, "--eps")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"radii must be non-negative, got {text}")
-    return value
 
 
 def _render(data: dict) -> str:

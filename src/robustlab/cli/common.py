@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Callable
 
+from robustlab.runs.config import ConfigError, parse_float
 from robustlab.runs.store import _json_default
 
 
@@ -43,3 +44,25 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "" if value is None else str(value)
+
+
+def non_negative_number(text: str) -> float:
+    """An argparse type: 0.125, 1/8 or 36/255 (radii and noise levels are fractions in the paper)."""
+    try:
+        value = parse_float(text, "value")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.125, 1/8 or 36/255, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated non-negative integers such as 48,97,195."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 48,97,195, got '{text}'")
+    return values

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, emit
+from robustlab.cli.common import add_json_flag, emit, int_list
 from robustlab.cli.experiment import render_report
 from robustlab.runs.config import ConfigError
 
@@ -20,24 +20,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", default="robustlab-demo", help="output folder (default: robustlab-demo)")
     parser.add_argument("--dataset", help="dataset name or .npz path (default: digits, built in)")
     parser.add_argument("--device", help="auto, cpu, cuda, ... (default: auto)")
-    parser.add_argument("--sizes", type=_int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
+    parser.add_argument("--sizes", type=int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
     parser.add_argument("--epochs", type=float, help="epochs of the full training set; each size gets the same steps")
-    parser.add_argument("--seeds", type=_int_list, help="seeds to average over (default: 0,1,2)")
+    parser.add_argument("--seeds", type=int_list, help="seeds to average over (default: 0,1,2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
     parser.set_defaults(func=run)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 48,97,195, got '{text}'")
-    return values
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_json_flag, emit, format_table, non_negative_number
 
 METHODS = ("estimate", "certify", "predict")  # smoothing.METHODS, without importing torch for --help
 
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="only print the table of existing results (Lipschitz CRA next to smoothing) of the runs")
     parser.add_argument("--method", choices=METHODS, default="estimate")
-    parser.add_argument("--sigma", type=_fraction, help="noise std (default: the run's augment.noise_std), e.g. 1/8")
+    parser.add_argument("--sigma", type=non_negative_number, help="noise std (default: the run's augment.noise_std), e.g. 1/8")
     parser.add_argument("--n", type=int, help="noise samples per image (default: 1000 estimate, 100000 certify/predict)")
     parser.add_argument("--n0", type=int, default=100, help="certify: samples that select the top class (default 100)")
     parser.add_argument("--alpha", type=float, default=0.001, help="certify/predict: failure probability (default 0.001)")
@@ -55,15 +55,6 @@ def run(args: argparse.Namespace) -> int:
     )
     emit(args, result, _render_result)
     return 0
-
-
-def _fraction(text: str) -> float:
-    """1/8 or 0.125: noise levels are written as fractions in the paper."""
-    try:
-        numerator, _, denominator = text.partition("/")
-        return float(numerator) / float(denominator or 1)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number such as 0.125 or 1/8, got '{text}'") from None
 
 
 def _render_result(result: dict[str, Any]) -> str:

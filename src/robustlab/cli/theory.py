@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_json_flag, emit, format_table, int_list
 from robustlab.runtime import resolve_device
 from robustlab.theory.hypercube import DEFAULT_LEARNERS, theorem1_sweep
 from robustlab.theory.nearest_neighbour import theorem2_sweep
@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     theorems = parser.add_subparsers(dest="theorem", metavar="THEOREM")
 
     one = theorems.add_parser("theorem1", help="learners on the hypercube family D_phi: clean and robust accuracy vs n")
-    one.add_argument("--sizes", type=_int_list, default=[16, 64, 256, 1024, 4096],
+    one.add_argument("--sizes", type=int_list, default=[16, 64, 256, 1024, 4096],
                      help="training-set sizes n, comma-separated (default: 16,64,256,1024,4096)")
     one.add_argument("--fixed-d", type=int, default=10,
                      help="also sweep n at this fixed dimension d; 0 to skip (default: 10)")
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     one.set_defaults(func=run_theorem1)
 
     two = theorems.add_parser("theorem2", help="L-inf 1-NN on a checkerboard with margin delta: exact robust accuracy vs n")
-    two.add_argument("--sizes", type=_int_list,
+    two.add_argument("--sizes", type=int_list,
                      help="training-set sizes n, comma-separated (default: 8 to twice the sufficient n)")
     two.add_argument("--d", type=int, default=3, help="dimension (default: 3)")
     two.add_argument("--delta", type=float, default=0.1, help="margin of the robust classifier (default: 0.1)")
@@ -94,16 +94,6 @@ def _render_theorem2(sweep: dict) -> str:
     footer = "searched: fraction of test points decided by the exact MILP search"
     parts = [header, table, footer] + ([f"figure: {sweep['plot']}"] if "plot" in sweep else [])
     return "\n\n".join(parts)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 16,64,256, got '{text}'")
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one size")
-    return values
 
 
 def _name_list(text: str) -> list[str]:

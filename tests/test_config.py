@@ -68,3 +68,8 @@ def test_base_inheritance(tmp_path):
 def test_every_shipped_preset_loads():
     for name in preset_names():
         assert isinstance(load_config(name), ExperimentConfig)
+
+
+def test_fraction_with_zero_denominator_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"loss.offset: expected a number such as 0.5 or 36/255, got '1/0'"):
+        load_config(None, ["loss.offset=1/0"])

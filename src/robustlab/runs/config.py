@@ -203,7 +203,7 @@ def parse_float(value: Any, where: str = "value") -> float:
                 num, den = text.split("/")
                 return float(num) / float(den)
             return float(text)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             pass
     raise ConfigError(f"{where}: expected a number such as 0.5 or 36/255, got {value!r}")
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -49,12 +48,11 @@ import numpy as np
 import torch
 
 from robustlab.certify import smoothing
-from robustlab.cli.common import format_table
+from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.data.datasets import DATASETS
 from robustlab.data.splits import prepare_data
 from robustlab.registry import UnknownNameError
 from robustlab.runs.config import ConfigError, ExperimentConfig, load_config
-from robustlab.runs.store import _json_default
 from robustlab.runtime import resolve_device
 from robustlab.train.loop import build_model, train
 
@@ -503,7 +501,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="CUDA: let cuDNN time its convolution algorithms (torch.backends.cudnn.benchmark)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_json_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -566,11 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as error:
         print(f"bench.py: error: {error}", file=sys.stderr)
         return 2
-    if args.json:
-        json.dump(report, sys.stdout, indent=2, default=_json_default)
-        sys.stdout.write("\n")
-    else:
-        print(render(report))
+    emit(args, report, render)
     if args.append:
         append_markdown(Path(args.append), report, args.title)
     return 0

@@ -4,6 +4,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,3 +96,10 @@ def test_run_directory_files(tmp_path):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a robustlab run directory"):
         Run(tmp_path).load_config()
+
+
+def test_results_with_numpy_arrays_tensors_and_paths_are_written_as_json(tmp_path):
+    run = Run(tmp_path / "r")
+    run.save_results({"counts": np.bincount([0, 1, 1]), "mean": np.float32(0.5),
+                      "radii": torch.tensor([0.25, 1.0]), "where": tmp_path})
+    assert run.load_results() == {"counts": [1, 2], "mean": 0.5, "radii": [0.25, 1.0], "where": str(tmp_path)}

@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable
 
 from robustlab.runs.config import ConfigError, parse_float
-from robustlab.runs.store import _json_default
+from robustlab.runs.store import json_default
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
     """Print ``data`` as JSON with --json, else as the human-readable ``render(data)``."""
     if getattr(args, "json", False):
-        json.dump(data, sys.stdout, indent=2, default=_json_default)
+        json.dump(data, sys.stdout, indent=2, default=json_default)
         sys.stdout.write("\n")
     else:
         print(render(data))

@@ -61,7 +61,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -83,14 +83,11 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         ) from None
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
+def json_default(obj: Any) -> Any:
+    """``json.dump``'s ``default``: tensors and numpy arrays or scalars as lists and numbers, paths as text."""
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # a numpy scalar's tolist() is the Python number
         return obj.tolist()
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
@@ -135,7 +132,7 @@ class Run:
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line; a line is one write, so a kill loses at most that line."""
         self.path.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": time.time(), **record}, default=_json_default) + "\n"
+        line = json.dumps({"time": time.time(), **record}, default=json_default) + "\n"
         with open(self.metrics_path, "a") as handle:
             handle.write(line)
             handle.flush()
@@ -228,7 +225,7 @@ class RunStore:
                     now,
                     now,
                     json.dumps(config.to_dict()),
-                    None if results is None else json.dumps(results, default=_json_default),
+                    None if results is None else json.dumps(results, default=json_default),
                 ),
             )
 

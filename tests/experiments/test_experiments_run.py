@@ -109,7 +109,10 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     with pytest.raises(ConfigError, match="data.extra_path=FILE.npz"):
         experiment.sweeps(experiment.setup("smoke"))
     setup = experiment.setup("smoke", overrides=TINY + [f"data.extra_path={path}"], extra=(0, 30, 500), epochs=0.5)
+    empty = report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")  # before any training
+    assert (empty.rows, empty.runs_missing) == ([], 3)
     rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
+    assert "doubling the training data adds" in report.notes[0] and "1437 real images" in report.notes[0]
     assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds
     assert [r["N"] for r in report.rows] == [1437, 1467, 1557]
     steps = [r.results["steps"] for r in rows]

@@ -20,7 +20,7 @@ from robustlab.experiments.experiment import (
 )
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
-from robustlab.report.plots import plot_panels
+from robustlab.report.plots import Panel, plot_panels
 from robustlab.runs.store import RunStore
 
 EPS = 36 / 255
@@ -75,14 +75,19 @@ def doubling_gain(sizes, values) -> float:
     return float(slope)
 
 
+def doubling_notes(panels: list[Panel], detail: str = "") -> list[str]:
+    """One note per curve of the CRA panels (all panels after the accuracy one): the gain per doubling."""
+    return [
+        f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% "
+        f"{panel.ylabel.removesuffix(' (%)')} (line fit on log2 N, N={min(curve.x)}..{max(curve.x)}{detail})."
+        for panel in panels[1:] for curve in panel.curves if len(curve.x) >= 2
+    ]
+
+
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = summarize(rows, "N", lambda config: config.data.subset_size, setup.params["eps"])
     panels = metric_panels(table, "N")
-    notes = [
-        f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% "
-        f"{panel.ylabel.removesuffix(' (%)')} (line fit on log2 N, N={min(curve.x)}..{max(curve.x)})."
-        for panel in panels[1:] for curve in panel.curves if len(curve.x) >= 2
-    ]
+    notes = doubling_notes(panels)
     name = "demo.png" if setup.scale == "demo" else f"data_scaling-{setup.dataset}.png"
     figure = plot_panels(panels, out_dir / name, xlabel="training-set size N", logx=True,
                          title=f"Data scaling on {setup.dataset} ({setup.scale})")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.experiments.data_scaling import doubling_gain, training_set_size
+from robustlab.experiments.data_scaling import doubling_notes, training_set_size
 from robustlab.experiments.experiment import (
     EXPERIMENTS, Experiment, Report, Setup, metric_panels, summarize,
 )
@@ -68,11 +68,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     for line in table:
         line["N"] = real + line["extra"]
     panels = metric_panels(table, "N")
-    notes = [
-        f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% CRA "
-        f"at 36/255 (line fit on log2 N, N={min(curve.x)}..{max(curve.x)}, {real} real images)."
-        for curve in panels[1].curves if len(curve.x) >= 2
-    ]
+    notes = doubling_notes(panels, f", {real} real images")  # panels[1:]: none while no run is done
     figure = plot_panels(panels, out_dir / f"extra_data-{setup.dataset}.png",
                          xlabel="training-set size N (real + generated)", logx=True,
                          title=f"Adding generated data to {setup.dataset} ({setup.scale})")

@@ -6,6 +6,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments import EXPERIMENTS, get_experiment
@@ -80,3 +81,8 @@ def test_params_are_typed_like_their_defaults():
         parse_param("size=3", defaults)
     with pytest.raises(ConfigError, match="does not fit sizes"):
         parse_param("sizes=a,b", defaults)
+
+
+def test_an_unknown_scale_is_named_even_with_params(capsys):
+    assert main(["experiment", "data_scaling", "--scale", "huge", "--param", "sizes=48", "--dry-run"]) == 2
+    assert "has no scale 'huge'; choose one of: smoke, demo, small, paper" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def setup_from_args(args: argparse.Namespace):
     from robustlab.experiments import get_experiment
 
     experiment = get_experiment(args.name)
-    defaults = experiment.scales.get(args.scale, {})
+    defaults = experiment.setup(args.scale).params  # an unknown scale fails here, naming the scales
     params = dict(parse_param(text, defaults) for text in args.params)
     return experiment.setup(args.scale, args.dataset, args.overrides, **params)
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from robustlab.nn.activations import GroupSort, MaxMin
 from robustlab.nn.blocks import CenterInputs, FirstChannels, Flatten, GlobalMaxPool, PixelUnshuffle, ZeroChannelConcatenation, ZeroPad
 from robustlab.nn.lipschitz import AOLConv2d, AOLLinear, CayleyConv2d, OrthogonalLinear, ResidualLipschitz, SOCConv2d
-from robustlab.nn.lipschitz.base import top_eigenpair
+from robustlab.nn.lipschitz.base import conv_norm_upper_bound, top_eigenpair
 
 ONE_LIPSCHITZ_BLOCKS = (MaxMin, GroupSort, FirstChannels, ZeroChannelConcatenation, PixelUnshuffle, GlobalMaxPool,
                         CenterInputs, Flatten, ZeroPad, nn.ReLU, nn.Identity, nn.Dropout)
@@ -174,7 +174,7 @@ def _residual_norm(module: ResidualLipschitz, x: Tensor, max_steps: int, restart
         method = "residual (eigvalsh)"
     else:
         starts = [torch.randn(x.shape, generator=generator).to(x) for _ in range(restarts)]
-        top = max(float(top_eigenpair(all_active, start, max_steps)[0]) for start in starts)
+        top = max(float(top_eigenpair(all_active, start, max_steps).value) for start in starts)
         method = "residual (lanczos)"
     return {"method": method, "norm": max(1.0, top - 1.0), "upper_bound": None}
 
@@ -189,7 +189,7 @@ def _jacobian_norm(module: nn.Module, x: Tensor, max_steps: int, generator: torc
 
     start = torch.randn(x.shape, generator=generator).to(x)
     with torch.no_grad():
-        top, _ = top_eigenpair(gram, start, max_steps)
+        top = top_eigenpair(gram, start, max_steps).value
     return float(top.clamp_min(0).sqrt())
 
 
@@ -204,10 +204,7 @@ def _conv_fft_bound(module: nn.Module, size: Sequence[int]) -> float | None:
         return None
     if mode not in ("zeros", "circular"):
         return None
-    kh, kw = kernel.shape[-2:]
-    grid = (size[0] + kh - 1, size[1] + kw - 1)
-    response = torch.fft.rfft2(kernel.double(), s=grid).permute(2, 3, 0, 1)  # (H', W', out, in)
-    return float(torch.linalg.matrix_norm(response, ord=2).max())
+    return float(conv_norm_upper_bound(kernel.double(), size))
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,17 +16,22 @@ sigma, by mode:
   1.001. Lanczos, like power iteration, approaches sigma from below; the safety factor
   turns the converged estimate (residual error ~1e-6) into an upper one, at the price of a
   0.2% smaller step size than the training estimate. The stored vector is not changed.
+  If Lanczos has not converged within ``eval_iterations`` steps, sigma is the rigorous
+  (looser) FFT bound ``conv_norm_upper_bound`` instead, with a warning.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, ResidualLipschitz, check_channels, normalize, odd_kernel_size, pair, top_eigenpair
+from robustlab.nn.lipschitz.base import (
+    EvalCache, ResidualLipschitz, check_channels, conv_norm_upper_bound, normalize, odd_kernel_size, pair, top_eigenpair,
+)
 
 EVAL_SAFETY = 1e-3
 
@@ -129,8 +134,19 @@ class CPLConv2d(_CPL):
         return F.conv_transpose2d(z, self.weight, padding=self.padding)
 
     def eval_sigma(self) -> Tensor:
-        eigenvalue, _ = top_eigenpair(self._gram, self.u, max_steps=self.eval_iterations)
-        return eigenvalue.clamp_min(0).sqrt() * (1 + EVAL_SAFETY)
+        if self.eval_iterations > 0:
+            top = top_eigenpair(self._gram, self.u, max_steps=self.eval_iterations)
+            if top.converged:
+                return top.value.clamp_min(0).sqrt() * (1 + EVAL_SAFETY)
+        # An unconverged estimate can be far below sigma (then the layer is not 1-Lipschitz
+        # and certificates are wrong); the FFT bound is never below it.
+        warnings.warn(
+            f"CPLConv2d: {self.eval_iterations} Lanczos steps did not converge on the spectral norm; "
+            "using a rigorous but looser bound (lower accuracy and radii). Raise eval_iterations "
+            "(config eval.power_iterations) to 1000 for the tight value.",
+            stacklevel=2,
+        )
+        return conv_norm_upper_bound(self.weight, self.u.shape[-2:])
 
     def _gram(self, v: Tensor) -> Tensor:
         return self.up(self.down(v))

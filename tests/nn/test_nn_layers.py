@@ -203,6 +203,15 @@ def test_soc_is_orthogonal_to_float_precision_in_eval():
     assert torch.allclose(singular_values, torch.ones_like(singular_values), atol=1e-5)
 
 
+def test_soc_refuses_evaluation_terms_too_few_for_sound_certificates():
+    with pytest.raises(ValueError, match="eval_terms >= 10"):
+        SOCConv2d(3, eval_terms=4)
+    with pytest.raises(ValueError, match="eval_terms >= 12"):
+        SOCConv2d(3, eval_terms=11, correction=1.0)
+    layer = _scaled(lambda: SOCConv2d(3, bias=False, eval_terms=10)).eval()
+    assert_one_lipschitz(layer, (3, 5, 5))
+
+
 def test_cayley_conv_preserves_norms():
     layer = _scaled(lambda: CayleyConv2d(3, bias=False))
     x = torch.randn(4, 3, 5, 7)

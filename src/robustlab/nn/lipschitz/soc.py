@@ -10,17 +10,28 @@ a convolution with kernel A (out, in, kh, kw) has ||L|| <= sqrt(kh kw) ||M|| whe
 reshaped to (out, in kh kw) (each pixel lies in at most kh kw patches). The truncation then
 changes singular values by at most 0.7^(t+1) / (t+1)! * e^0.7: 3e-5 with the 6 training
 terms and 3e-12 with the 12 evaluation terms, so the evaluated layer is orthogonal to float
-precision. ||M|| is exact (cached) in eval mode; in training one power-iteration step per
+precision (``eval_terms`` whose bound exceeds ``MAX_EVAL_TRUNCATION`` are refused). ||M|| is exact (cached) in eval mode; in training one power-iteration step per
 forward on the stored vector ``u`` estimates it, as CPL does for its sigma.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.nn.lipschitz.base import EvalCache, check_channels, normalize, odd_kernel_size
+
+# Evaluation is certified as exactly 1-Lipschitz, so its truncation must be negligible
+# next to the certificates' float-error slack (1e-6 relative).
+MAX_EVAL_TRUNCATION = 1e-9
+
+
+def truncation_error(norm: float, terms: int) -> float:
+    """Bound on ||exp(L) - sum_{j<=terms} L^j / j!|| for ||L|| <= norm."""
+    return norm ** (terms + 1) / math.factorial(terms + 1) * math.exp(norm)
 
 
 def skew_kernel(kernel: Tensor) -> Tensor:
@@ -46,6 +57,13 @@ class SOCConv2d(nn.Module):
         super().__init__()
         if not 0 < correction <= 1:
             raise ValueError(f"SOCConv2d: correction must be in (0, 1], got {correction}")
+        if truncation_error(correction, eval_terms) > MAX_EVAL_TRUNCATION:
+            enough = next(t for t in range(eval_terms, 100) if truncation_error(correction, t) <= MAX_EVAL_TRUNCATION)
+            raise ValueError(
+                f"SOCConv2d: eval_terms={eval_terms} leaves the evaluated layer up to "
+                f"{truncation_error(correction, eval_terms):.1e} from orthogonal, too far for sound "
+                f"certificates; use eval_terms >= {enough} (with correction={correction})"
+            )
         self.channels = channels
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = tuple(k // 2 for k in self.kernel_size)

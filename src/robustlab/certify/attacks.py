@@ -71,16 +71,17 @@ def pgd_l2(
     radius = _per_sample(eps, x)
     base_step = _per_sample(4 * radius.flatten() / steps if step_size is None else step_size, x)
     with torch.no_grad():
-        best_x, best_margin = x.clone(), margins(model(x), y)
+        best_x, best_margin = x, margins(model(x), y)
     for restart in range(restarts):
         delta = _random_in_ball(x, radius, generator) if restart else torch.zeros_like(x)
         delta = _project(x, delta, radius)
         for step in range(steps + 1):
             delta.requires_grad_(True)
             margin = margins(model(x + delta), y)
-            with torch.no_grad():
+            with torch.no_grad():  # torch.where, not boolean indexing: no host sync per step
                 better = margin < best_margin
-                best_x[better], best_margin[better] = (x + delta)[better], margin[better]
+                best_x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x + delta, best_x)
+                best_margin = torch.where(better, margin, best_margin)
             if step == steps:
                 break
             (grad,) = torch.autograd.grad(margin.sum(), delta)

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from robustlab.cli.common import add_json_flag, emit, format_table, non_negative_number
+from robustlab.cli.common import add_json_flag, emit, format_table, non_negative_number, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -22,10 +22,10 @@ def add_parser(subparsers) -> None:
                         help="radii in the [0,1] pixel scale, fractions allowed (default: the run's eval.eps, e.g. 36/255 72/255 108/255 1)")
     parser.add_argument("--check-soundness", action="store_true", help="attack every certified image at its radius")
     parser.add_argument("--attack", default="pgd", help="attack for --check-soundness: pgd (built in) or autoattack")
-    parser.add_argument("--attack-steps", type=int, default=50, help="PGD steps (default 50)")
-    parser.add_argument("--attack-restarts", type=int, default=1, help="PGD restarts; later ones start at random points")
-    parser.add_argument("--limit", type=int, help="certify only the first LIMIT images")
-    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the run's eval.batch_size)")
+    parser.add_argument("--attack-steps", type=positive_int, default=50, help="PGD steps (default 50)")
+    parser.add_argument("--attack-restarts", type=positive_int, default=1, help="PGD restarts; later ones start at random points")
+    parser.add_argument("--limit", type=positive_int, help="certify only the first LIMIT images")
+    parser.add_argument("--batch-size", type=positive_int, help="images per forward pass (default: the run's eval.batch_size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)

@@ -57,6 +57,17 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a count such as a batch size or a number of images (1 or more)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """An argparse type: comma-separated non-negative integers such as 48,97,195."""
     try:

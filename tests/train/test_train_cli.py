@@ -55,21 +55,39 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
 
 
-def test_soundness_check_fails_loudly_when_power_iteration_has_not_converged(tmp_path, capsys):
-    # CPL's eval spectral norm from ONE power-iteration step on a random vector
-    # underestimates sigma, so the layers are not 1-Lipschitz and certificates are false
+def _tamper(run_dir, change) -> None:
+    """Rewrite the run's weights file with ``change(name, tensor)`` applied to every entry."""
+    weights = safe_torch_load(run_dir / "model.pt")
+    weights["model"] = {name: change(name, value) for name, value in weights["model"].items()}
+    atomic_torch_save(weights, run_dir / "model.pt")
+
+
+def test_unconverged_cpl_power_iteration_still_certifies_soundly(tmp_path, capsys):
+    # ONE Lanczos step on a random vector underestimates sigma; the layer must notice and
+    # fall back to a rigorous bound instead of certifying with it
     run_dir = tmp_path / "cpl"
     assert main(["train", "--run-dir", str(run_dir), "--quiet", *_sets("model.name=lipconvnet-cpl",
                  "model.kwargs={width: 8, depth: 1}", "train.epochs=1")]) == 0
-    weights = safe_torch_load(run_dir / "model.pt")
     generator = torch.Generator().manual_seed(0)
-    for name, value in weights["model"].items():
-        if name.endswith(".u") and value.dim() == 4:
-            weights["model"][name] = torch.randn(value.shape, generator=generator)
-    atomic_torch_save(weights, run_dir / "model.pt")
+    _tamper(run_dir, lambda name, value: torch.randn(value.shape, generator=generator)
+            if name.endswith(".u") and value.dim() == 4 else value)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["eval"]["power_iterations"] = 1
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+
+    assert main(["certify", str(run_dir), "--check-soundness", "--attack-steps", "10", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["soundness"]["sound"] and report["soundness"]["max_margin_drop_ratio"] <= 1.0
+
+
+def test_soundness_check_fails_loudly_on_a_false_lipschitz_claim(tmp_path, capsys):
+    # scaling the orthogonal parametrization's base by 5 makes every layer 5-Lipschitz,
+    # while the model still claims 1: certificates are false
+    run_dir = tmp_path / "orthogonal"
+    assert main(["train", "--run-dir", str(run_dir), "--quiet",
+                 *_sets("model.name=lipmlp-orthogonal", "train.epochs=1")]) == 0
+    _tamper(run_dir, lambda name, value: 5 * value if name.endswith("weight.0.base") else value)
     capsys.readouterr()
 
     assert main(["certify", str(run_dir), "--check-soundness", "--attack-steps", "10", "--quiet", "--json"]) == 1

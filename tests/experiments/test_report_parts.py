@@ -9,12 +9,13 @@ import pytest
 from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
 from robustlab.data.datasets import load_dataset
-from robustlab.experiments import EXPERIMENTS, get_experiment
+from robustlab.experiments import EXPERIMENTS, get_experiment, report_experiment, run_experiment
 from robustlab.experiments.data_scaling import capped_sizes, doubling_gain
 from robustlab.experiments.pca import component_subsets, explained_variances
 from robustlab.report.plots import Curve, Panel, plot_bars, plot_panels
 from robustlab.report.tables import markdown_table, write_table
 from robustlab.runs.config import ConfigError
+from robustlab.runs.store import RunStore
 
 
 def test_panels_and_bars_are_written_as_images(tmp_path):
@@ -86,3 +87,17 @@ def test_params_are_typed_like_their_defaults():
 def test_an_unknown_scale_is_named_even_with_params(capsys):
     assert main(["experiment", "data_scaling", "--scale", "huge", "--param", "sizes=48", "--dry-run"]) == 2
     assert "has no scale 'huge'; choose one of: smoke, demo, small, paper" in capsys.readouterr().err
+
+
+def test_a_dataset_given_by_path_names_runs_and_reports_by_its_stem(tmp_path):
+    digits = load_dataset("digits")
+    path = tmp_path / "data" / "mydigits.npz"
+    path.parent.mkdir()
+    np.savez(path, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test, y_test=digits.y_test)
+    setup = get_experiment("data_scaling").setup("smoke", dataset=str(path))
+    store = RunStore(tmp_path / "runs")
+    rows, _ = run_experiment(setup, store, dry_run=True)
+    assert {r.config.name for r in rows} == {"data_scaling-mydigits-tiny-lipmlp", "data_scaling-mydigits-tiny-convnet"}
+    assert rows[0].config.data.name == str(path)
+    figure = report_experiment(setup, store).figures[0]
+    assert figure == tmp_path / "runs" / "reports" / "data_scaling-mydigits-smoke" / "data_scaling-mydigits.png"

@@ -29,7 +29,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     subset = {"data.subset_size": params["size"]} if params["size"] else {}
     return [
         Sweep(
-            name=f"compute_scaling-{setup.dataset}-{name}", label=name,
+            name=setup.slug(name), label=name,
             base=setup.base_config({**recipe(name), **subset, "train.scale_epochs": False}),
             grid={"train.epochs": [float(e) for e in params["epochs"]], "seed": list(params["seeds"])},
         )
@@ -39,7 +39,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = summarize(rows, "epochs", lambda config: config.train.epochs)
-    figure = plot_panels(metric_panels(table, "epochs"), out_dir / f"compute_scaling-{setup.dataset}.png",
+    figure = plot_panels(metric_panels(table, "epochs"), out_dir / f"{setup.slug()}.png",
                          xlabel="training epochs", logx=True,
                          title=f"Compute scaling on {setup.dataset} ({setup.scale})")
     return Report("compute_scaling", f"Accuracy and CRA vs training epochs ({setup.dataset})",

@@ -60,7 +60,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     sizes = capped_sizes(params["sizes"], training_set_size(setup))
     return [
         Sweep(
-            name=f"data_scaling-{setup.dataset}-{name}", label=name,
+            name=setup.slug(name), label=name,
             base=setup.base_config({**recipe(name), "train.epochs": params["epochs"],
                                     "train.scale_epochs": True}),
             grid={"data.subset_size": sizes, "seed": list(params["seeds"])},
@@ -88,7 +88,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = summarize(rows, "N", lambda config: config.data.subset_size, setup.params["eps"])
     panels = metric_panels(table, "N")
     notes = doubling_notes(panels)
-    name = "demo.png" if setup.scale == "demo" else f"data_scaling-{setup.dataset}.png"
+    name = "demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"
     figure = plot_panels(panels, out_dir / name, xlabel="training-set size N", logx=True,
                          title=f"Data scaling on {setup.dataset} ({setup.scale})")
     return Report("data_scaling", f"Accuracy and CRA vs training-set size ({setup.dataset})",

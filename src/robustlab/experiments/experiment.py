@@ -35,6 +35,12 @@ class Setup:
     overrides: list[str] = field(default_factory=list)  # "key=value", applied to every run
     params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
 
+    def slug(self, *parts: str) -> str:
+        """A run, figure or folder name: ``experiment-dataset-parts``; an .npz path counts by its stem,
+        so that a dataset given by path does not put slashes into file names."""
+        dataset = Path(self.dataset).stem if self.dataset.endswith(".npz") else self.dataset
+        return "-".join([self.experiment, dataset, *parts])
+
     def base_config(self, settings: Overrides) -> ExperimentConfig:
         """The scale's preset (or the defaults), the dataset, the scale's ``config`` overrides,
         the experiment's ``settings``, then the user's ``--set`` overrides, in this order."""
@@ -131,7 +137,7 @@ def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None 
 
 
 def _out_dir(out_dir: str | Path | None, store: RunStore, setup: Setup) -> Path:
-    default = store.root / "reports" / f"{setup.experiment}-{setup.dataset}-{setup.scale}"
+    default = store.root / "reports" / setup.slug(setup.scale)
     path = Path(out_dir) if out_dir else default
     path.mkdir(parents=True, exist_ok=True)
     return path

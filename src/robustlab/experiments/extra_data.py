@@ -56,7 +56,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
             for n in sorted({min(int(n), available) for n in setup.params["extra"]})
             for seed in setup.params["seeds"]]
     return [
-        Sweep(name=f"extra_data-{setup.dataset}-{name}", label=name, grid=grid,
+        Sweep(name=setup.slug(name), label=name, grid=grid,
               base=setup.base_config({**recipe(name), "train.scale_epochs": False}))
         for name in setup.params["recipes"]
     ]
@@ -69,7 +69,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         line["N"] = real + line["extra"]
     panels = metric_panels(table, "N")
     notes = doubling_notes(panels, f", {real} real images")  # panels[1:]: none while no run is done
-    figure = plot_panels(panels, out_dir / f"extra_data-{setup.dataset}.png",
+    figure = plot_panels(panels, out_dir / f"{setup.slug()}.png",
                          xlabel="training-set size N (real + generated)", logx=True,
                          title=f"Adding generated data to {setup.dataset} ({setup.scale})")
     return Report("extra_data", f"Accuracy and CRA vs real + generated training data ({setup.dataset})",

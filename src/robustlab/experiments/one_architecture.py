@@ -41,7 +41,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     model = {"model.name": params["model"], "model.kwargs": params["kwargs"], "optim.lr": params["lr"],
              "train.epochs": params["epochs"]}
     return [
-        Sweep(name=f"one_architecture-{setup.dataset}-{settings['loss.name']}", label=loss,
+        Sweep(name=setup.slug(settings["loss.name"]), label=loss,
               base=setup.base_config({**model, **settings}), grid={"seed": list(params["seeds"])})
         for loss, settings in LOSSES.items()
     ]
@@ -59,7 +59,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     columns = ["loss", "model", "seeds", "accuracy", "CRA 36/255", "CRA 72/255", "CRA 108/255"]
     figure = plot_bars([line["loss"] for line in table],
                        {c: [line[c] for line in table] for c in columns[3:]},
-                       out_dir / f"one_architecture-{setup.dataset}.png", ylabel="%",
+                       out_dir / f"{setup.slug()}.png", ylabel="%",
                        title=f"One architecture, two losses ({setup.params['model']}, {setup.dataset})")
     notes = ["paper (CIFAR-10): 93.2% accuracy with cross-entropy, 61.7% CRA at 36/255 with "
              "offset cross-entropy, from one architecture."]

@@ -66,7 +66,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     subsets = [None, *component_subsets(input_dim(setup))]
     return [
         Sweep(
-            name=f"pca-{setup.dataset}-{name}", label=name,
+            name=setup.slug(name), label=name,
             base=setup.base_config({**recipe(name), "train.epochs": params["epochs"]}),
             grid={"data.pca_components": subsets, "seed": list(params["seeds"])},
         )
@@ -94,7 +94,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     series = {"variance (%)": [line["variance (%)"] for line in table]}
     series |= {c: [line[c] for line in table] for c in columns[2:] if "train" not in c}
     figure = plot_bars([line["components"] for line in table], series,
-                       out_dir / f"pca-{setup.dataset}.png", ylabel="%",
+                       out_dir / f"{setup.slug()}.png", ylabel="%",
                        title=f"Principal-component subsets of {setup.dataset} ({setup.scale})")
     notes = ["components: 0-based inclusive ranges of principal components of the training split, "
              "largest variance first; acc/CRA on the evaluation split, CRA at 36/255."]

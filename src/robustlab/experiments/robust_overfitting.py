@@ -38,7 +38,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     epochs = setup.params["epochs"]
     return [
         Sweep(
-            name=f"robust_overfitting-{setup.dataset}-{name}", label=name,
+            name=setup.slug(name), label=name,
             base=setup.base_config({**recipe(name), **SETTINGS, "train.epochs": epochs,
                                     "train.eval_every": max(1, int(epochs) // 10)}),
         )
@@ -57,12 +57,12 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             if curve:
                 curves.append(Curve(f"{row.label} {split}", *curve, dashed=split == "eval"))
         epoch_curves += _epoch_curves(row)
-    figures = [plot_panels([Panel("CRA (%)", curves)], out_dir / f"robust_overfitting-{setup.dataset}.png",
+    figures = [plot_panels([Panel("CRA (%)", curves)], out_dir / f"{setup.slug()}.png",
                            xlabel="perturbation radius eps (L2)",
                            title=f"Robust overfitting on {setup.dataset} ({setup.scale})")]
     if epoch_curves:
         figures.append(plot_panels([Panel("CRA at 36/255 (%)", epoch_curves)],
-                                   out_dir / f"robust_overfitting-{setup.dataset}-epochs.png",
+                                   out_dir / f"{setup.slug('epochs')}.png",
                                    xlabel="epoch", title="CRA on the evaluation split during training"))
     notes = ["no augmentation, offset sqrt(2); 'train' certifies the very images the model was fit on, "
              "'eval' the evaluation split."]

@@ -13,11 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, mean_over_seeds,
+    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, cra_column, mean_over_seeds,
 )
 from robustlab.experiments.recipes import OFFSET_CE
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_bars
+
+REPORT_EPS = (36 / 255, 72 / 255, 108 / 255)  # the radii of the table and the bars
 
 # The two losses. Cross-entropy with temperature 1/16 saturates at small margins, so the
 # gradient goes to getting points right rather than to pushing margins out (robustness).
@@ -53,10 +55,10 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         group = [r for r in rows if r.label == loss]
         line = {"loss": loss, "model": setup.params["model"], "seeds": len(group),
                 "accuracy": mean_over_seeds([accuracy(r.results) for r in group])}
-        for eps, name in ((36 / 255, "CRA 36/255"), (72 / 255, "CRA 72/255"), (108 / 255, "CRA 108/255")):
-            line[name] = mean_over_seeds([cra(r.results, eps) for r in group])
+        for eps in REPORT_EPS:
+            line[cra_column(eps)] = mean_over_seeds([cra(r.results, eps) for r in group])
         table.append(line)
-    columns = ["loss", "model", "seeds", "accuracy", "CRA 36/255", "CRA 72/255", "CRA 108/255"]
+    columns = list(table[0])
     figure = plot_bars([line["loss"] for line in table],
                        {c: [line[c] for line in table] for c in columns[3:]},
                        out_dir / f"{setup.slug()}.png", ylabel="%",

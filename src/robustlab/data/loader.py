@@ -132,8 +132,7 @@ class DeviceLoader:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
         self.images = _device_images(images, self.device)
-        self.labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
-        self.labels = self.labels.to(self.device, torch.int64)
+        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"expected {len(self.images)} labels, got shape {tuple(self.labels.shape)}")
         if drop_last and fill_last:

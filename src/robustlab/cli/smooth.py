@@ -27,9 +27,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--n0", type=positive_int, default=100, help="certify: samples that select the top class (default 100)")
     parser.add_argument("--alpha", type=float, default=0.001, help="certify/predict: failure probability (default 0.001)")
     parser.add_argument("--split", choices=("test", "val", "train"), help="images to use (default: the run's evaluation split)")
-    parser.add_argument("--limit", type=positive_int, help="use at most this many images")
-    parser.add_argument("--skip", type=positive_int, default=1, help="use every SKIP-th image (default 1: all)")
-    parser.add_argument("--batch-size", type=positive_int, default=10_000, help="noisy images per forward pass (default 10000)")
+    parser.add_argument("--limit", type=int, help="use at most this many images")
+    parser.add_argument("--skip", type=int, default=1, help="use every SKIP-th image (default 1: all)")
+    parser.add_argument("--batch-size", type=int, default=10_000, help="noisy images per forward pass (default 10000)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",

@@ -106,6 +106,41 @@ class ResidualLipschitz(nn.Module):
         return x - self.up(self.scale() * F.relu(self.preactivation(x)))
 
 
+class DenseResidual(ResidualLipschitz):
+    """``down`` = W (hidden_features x features), ``up`` = W^T."""
+
+    features: int
+    hidden_features: int
+
+    def down(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+    def up(self, z: Tensor) -> Tensor:
+        return F.linear(z, self.weight.t())
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_channels(x, self.features, type(self).__name__)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, hidden_features={self.hidden_features}, bias={self.bias is not None}"
+
+
+class ConvResidual(ResidualLipschitz):
+    """``down`` = the 'same' convolution with W, ``up`` = its transpose (the exact adjoint for odd kernels)."""
+
+    padding: tuple[int, int]
+
+    def _bias_view(self, bias: Tensor) -> Tensor:
+        return bias.view(1, -1, 1, 1)
+
+    def down(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, padding=self.padding)
+
+    def up(self, z: Tensor) -> Tensor:
+        return F.conv_transpose2d(z, self.weight, padding=self.padding)
+
+
 class Eigenpair(NamedTuple):
     value: Tensor
     vector: Tensor

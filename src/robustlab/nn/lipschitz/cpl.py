@@ -26,11 +26,10 @@ import math
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.nn.lipschitz.base import (
-    EvalCache, ResidualLipschitz, check_channels, conv_norm_upper_bound, normalize, odd_kernel_size, pair, top_eigenpair,
+    ConvResidual, DenseResidual, EvalCache, ResidualLipschitz, check_channels, conv_norm_upper_bound, normalize, odd_kernel_size, pair, top_eigenpair,
 )
 
 EVAL_SAFETY = 1e-3
@@ -60,7 +59,7 @@ class _CPL(ResidualLipschitz):
         raise NotImplementedError
 
 
-class CPLLinear(_CPL):
+class CPLLinear(_CPL, DenseResidual):
     """Dense CPL: maps ``features`` to ``features`` through ``hidden_features`` units."""
 
     def __init__(self, features: int, hidden_features: int | None = None, bias: bool = True,
@@ -76,25 +75,12 @@ class CPLLinear(_CPL):
         self._cache = EvalCache()
         _init_weight_and_bias(self.weight, self.bias)
 
-    def down(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight)
-
-    def up(self, z: Tensor) -> Tensor:
-        return F.linear(z, self.weight.t())
-
     def eval_sigma(self) -> Tensor:
         weight = self.weight.to(torch.promote_types(self.weight.dtype, torch.float32))
         return torch.linalg.matrix_norm(weight, ord=2).to(self.weight.dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_channels(x, self.features, "CPLLinear")
-        return super().forward(x)
 
-    def extra_repr(self) -> str:
-        return f"features={self.features}, hidden_features={self.hidden_features}, bias={self.bias is not None}"
-
-
-class CPLConv2d(_CPL):
+class CPLConv2d(_CPL, ConvResidual):
     """Convolutional CPL (kernel ``kernel_size``, 'same' zero padding, stride 1).
 
     The spectral norm of a convolution depends on the image size, so the power-iteration
@@ -123,15 +109,6 @@ class CPLConv2d(_CPL):
     def _random_vector(self, size: tuple[int, int], like: Tensor) -> Tensor:
         u = torch.randn(1, self.channels, *size, device=like.device, dtype=like.dtype)
         return normalize(u) if u.numel() else u
-
-    def _bias_view(self, bias: Tensor) -> Tensor:
-        return bias.view(1, -1, 1, 1)
-
-    def down(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, padding=self.padding)
-
-    def up(self, z: Tensor) -> Tensor:
-        return F.conv_transpose2d(z, self.weight, padding=self.padding)
 
     def eval_sigma(self) -> Tensor:
         if self.eval_iterations > 0:

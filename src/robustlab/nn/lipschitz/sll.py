@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, ResidualLipschitz, check_channels, odd_kernel_size
+from robustlab.nn.lipschitz.base import ConvResidual, DenseResidual, EvalCache, ResidualLipschitz, check_channels, odd_kernel_size
 
 SLL_EPS = 1e-6
 
@@ -58,7 +58,7 @@ class _SLL(ResidualLipschitz):
             nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
 
-class SLLLinear(_SLL):
+class SLLLinear(_SLL, DenseResidual):
     """Dense SLL: maps ``features`` to ``features`` through ``hidden_features`` units."""
 
     def __init__(self, features: int, hidden_features: int | None = None, bias: bool = True, device=None, dtype=None):
@@ -75,21 +75,8 @@ class SLLLinear(_SLL):
     def _t(self) -> Tensor:
         return sll_dense_t(self.weight, self.log_q)
 
-    def down(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight)
 
-    def up(self, z: Tensor) -> Tensor:
-        return F.linear(z, self.weight.t())
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_channels(x, self.features, "SLLLinear")
-        return super().forward(x)
-
-    def extra_repr(self) -> str:
-        return f"features={self.features}, hidden_features={self.hidden_features}, bias={self.bias is not None}"
-
-
-class SLLConv2d(_SLL):
+class SLLConv2d(_SLL, ConvResidual):
     """Convolutional SLL (kernel ``kernel_size``, 'same' zero padding, stride 1)."""
 
     def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, hidden_channels: int | None = None,
@@ -108,15 +95,6 @@ class SLLConv2d(_SLL):
 
     def _t(self) -> Tensor:
         return sll_conv_t(self.weight, self.log_q)
-
-    def _bias_view(self, bias: Tensor) -> Tensor:
-        return bias.view(1, -1, 1, 1)
-
-    def down(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, padding=self.padding)
-
-    def up(self, z: Tensor) -> Tensor:
-        return F.conv_transpose2d(z, self.weight, padding=self.padding)
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.channels, "SLLConv2d")

@@ -589,7 +589,7 @@ def smooth_run(
         result = certify(model, x, y, sigma, n0, n, alpha, **options)
     else:
         result = predict(model, x, y, sigma, n, alpha, **options)
-    records = result.pop("records")
+    result.pop("records")  # per-image records are in the JSONL file
     result.update(run=str(run.path), split=split, skip=skip, limit=limit, train_noise_std=config.augment.noise_std,
                   results_file=str(jsonl))
     run.write_json(summary_path.name, result)

@@ -150,7 +150,7 @@ def test_augment_batch_works_on_its_own():
         (dict(labels=np.zeros(3)), "expected 4 labels"),
         (dict(batch_size=0), "batch_size must be at least 1"),
         (dict(augment=AugmentConfig(crop_padding=8)), "crop_padding=8 must be from 0 to 7"),
-        (dict(augment=AugmentConfig(cutout=9)), "cutout=9 must be from 0 to 8"),
+        (dict(augment=AugmentConfig(cutout=8)), "cutout=8 must be from 0 to 7"),
     ],
 )
 def test_bad_arguments_are_explained(kwargs, message):

@@ -203,7 +203,10 @@ def _check_augment(cfg: AugmentConfig, size: torch.Size) -> None:
     side = min(height, width)
     if not 0 <= cfg.crop_padding < side:
         raise ValueError(f"augment.crop_padding={cfg.crop_padding} must be from 0 to {side - 1} for {height}x{width} images")
-    if not 0 <= cfg.cutout <= side:
-        raise ValueError(f"augment.cutout={cfg.cutout} must be from 0 to {side} for {height}x{width} images")
+    if not 0 <= cfg.cutout < side:  # a cutout as large as the image would erase all of it
+        raise ValueError(
+            f"augment.cutout={cfg.cutout} must be from 0 to {side - 1} for {height}x{width} images "
+            "(the paper's 8 is for 32x32 CIFAR images; use about a quarter of the side, or 0 for none)"
+        )
     if cfg.noise_std < 0:
         raise ValueError(f"augment.noise_std must be non-negative, got {cfg.noise_std}")

@@ -299,3 +299,25 @@ def test_every_family_builds_conv_and_rectangular_linear_layers(family):
 def test_unknown_family_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="aol, cpl, orthogonal, sll, soc"):
         LAYER_FAMILIES.get("lipschitz")
+
+
+def _self_convolution_rescaling(kernel):
+    """The formula as written: the self-convolution of K^T (padding k-1), abs-summed."""
+    kernel_t = kernel.transpose(0, 1)
+    kh, kw = kernel.shape[-2:]
+    gram = torch.nn.functional.conv2d(kernel_t, kernel_t, padding=(kh - 1, kw - 1))
+    return (gram.abs().sum(dim=(1, 2, 3)) + 1e-6).rsqrt()
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (3, 7, 1, 1), (6, 4, 5, 5), (4, 6, 3, 5), (9, 2, 2, 2)])
+def test_aol_conv_rescaling_equals_the_self_convolution(shape):
+    from robustlab.nn.lipschitz.aol import aol_conv_rescaling
+
+    kernel = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    expected = _self_convolution_rescaling(kernel)
+    actual = aol_conv_rescaling(kernel)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=0)
+    weights = torch.randn(shape[1], dtype=torch.float64)
+    (expected_grad,) = torch.autograd.grad(expected @ weights, kernel)
+    (actual_grad,) = torch.autograd.grad(actual @ weights, kernel)
+    torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-10, atol=1e-12)

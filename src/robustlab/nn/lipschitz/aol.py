@@ -27,11 +27,29 @@ def aol_dense_rescaling(weight: Tensor) -> Tensor:
 
 
 def aol_conv_rescaling(kernel: Tensor) -> Tensor:
-    """d (in_channels,) for a kernel (out_channels, in_channels, kh, kw)."""
-    kernel_t = kernel.transpose(0, 1)  # (in, out, kh, kw): a batch of in-channel "images"
-    kh, kw = kernel.shape[-2:]
-    gram = F.conv2d(kernel_t, kernel_t, padding=(kh - 1, kw - 1))  # (in, in, 2kh-1, 2kw-1)
-    return (gram.abs().sum(dim=(1, 2, 3)) + AOL_EPS).rsqrt()
+    """d (in_channels,) for a kernel (out_channels, in_channels, kh, kw).
+
+    The kernel of P^T P (the self-convolution of K^T, padding k-1) has at offset s the
+    entries G_s[i, j] = sum_o sum_p K[o, i, p] K[o, j, p + s], p over the positions where
+    both taps exist. So G_s is one matrix product of the two overlapping slices of K, with
+    no padded zeros multiplied, and G_{-s} = G_s^T: half of the offsets give all the
+    absolute row sums (row sums of |G_s| plus column sums for s != 0). Equal to the
+    self-convolution up to rounding, at about 1/5.6 of its multiplications for k=3.
+    """
+    in_channels, kh, kw = kernel.shape[1:]
+    taps = kernel.permute(2, 3, 0, 1)  # (kh, kw, out, in): rows of the products are (position, out)
+    row_sums = kernel.new_zeros(in_channels)
+    for sh in range(kh):
+        for sw in range(-kw + 1, kw):
+            if sh == 0 and sw < 0:
+                continue  # the transpose of offset (0, -sw)
+            left = taps[: kh - sh, max(0, -sw) : kw - max(0, sw)].reshape(-1, in_channels)
+            right = taps[sh:, max(0, sw) : kw - max(0, -sw)].reshape(-1, in_channels)
+            gram = (left.t() @ right).abs()
+            row_sums = row_sums + gram.sum(dim=1)
+            if sh or sw:
+                row_sums = row_sums + gram.sum(dim=0)
+    return (row_sums + AOL_EPS).rsqrt()
 
 
 class AOLLinear(nn.Module):

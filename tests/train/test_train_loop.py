@@ -64,6 +64,14 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_pat
     assert store.query()[0]["status"] == "failed"
 
 
+def test_a_subset_logs_and_checkpoints_once_per_full_set_epoch_not_per_pass(tmp_path):
+    # 48 images (one batch per pass) for 2 full-set epochs: 2 * 1437 / 48 = 59.9 -> 60 passes
+    run = train(tiny_config("data.subset_size=48", "train.epochs=2"), tmp_path / "s", progress=False)
+    records = [m for m in run.metrics() if not m.get("final")]
+    assert [(m["epoch"], m["step"]) for m in records] == [(1, 30), (2, 60)]
+    assert safe_torch_load(run.checkpoint_path)["state"]["epoch"] == 60  # loader passes done
+
+
 def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path):
     config = tiny_config("train.epochs=1")
     run = train(config, tmp_path / "r", progress=False)

@@ -107,26 +107,33 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
     main = context.is_main
     if main:
         if resume:
-            _forget_metrics_after(run, state.epoch)
+            _forget_metrics_after(run, state.step)
         store.record(run, config, status="running")
     lipschitz = lipschitz_constant(model)
     autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
     bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
+    # A subset's passes over its data are short (one batch when N <= the batch size, and
+    # 3000 * 50000 / 48 of them in the paper's smallest run): group them so that logging,
+    # evaluation and checkpoints happen once per full-set epoch's worth of steps.
+    passes = math.ceil(steps / len(loader))
+    passes_per_epoch = max(1, round(epochs / config.train.epochs))
     try:
-        for epoch in range(state.epoch, math.ceil(steps / len(loader))):
-            loader.set_epoch(epoch)
+        for first in range(state.epoch, passes, passes_per_epoch):
+            epoch = min(first + passes_per_epoch, passes) - 1  # the group's last pass
             start = time.perf_counter()
-            metrics = run_epoch(train_model, loss_fn, optimizer, schedule, loader, state, steps, epoch,
-                                autocast, lipschitz, context, config.train.channels_last, bar)
+            metrics = run_epoch(train_model, loss_fn, optimizer, schedule, loader, state, steps,
+                                range(first, epoch + 1), autocast, lipschitz, context,
+                                config.train.channels_last, bar)
             state.train_time_s += time.perf_counter() - start
             state.epoch, state.history = epoch + 1, metrics
             finished = state.step >= steps
-            record = {"epoch": epoch + 1, "step": state.step, "lr": schedule.get_last_lr()[0], **metrics}
-            if main and config.train.eval_every and (epoch + 1) % config.train.eval_every == 0 and not finished:
+            logical_epoch = math.ceil((epoch + 1) / passes_per_epoch)
+            record = {"epoch": logical_epoch, "step": state.step, "lr": schedule.get_last_lr()[0], **metrics}
+            if main and config.train.eval_every and logical_epoch % config.train.eval_every == 0 and not finished:
                 record.update(_evaluation_metrics(_evaluate(model, data, config, device), data.eval_split))
             if main:
                 run.log_metrics(record)
-                if finished or (epoch + 1) % max(config.train.checkpoint_every, 1) == 0:
+                if finished or logical_epoch % max(config.train.checkpoint_every, 1) == 0:
                     save_checkpoint(run.checkpoint_path, model, optimizer, schedule, state, architecture)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, run)
@@ -141,7 +148,7 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
         results = final_results(model, data, config, state, device, context, progress)
         atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
         run.save_results(results)
-        run.log_metrics({"epoch": state.epoch, "step": state.step, "final": True,
+        run.log_metrics({"epoch": math.ceil(state.epoch / passes_per_epoch), "step": state.step, "final": True,
                          **_evaluation_metrics(results, data.eval_split)})
         store.record(run, config, status="done", results=results)
     distributed.barrier(context)
@@ -173,9 +180,10 @@ def train_step(
     return loss.detach(), logits.detach().float()
 
 
-def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epoch, autocast, lipschitz,
+def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epochs, autocast, lipschitz,
               context, channels_last, bar) -> dict:
-    """Train on one epoch's batches (or up to ``steps``); returns its training metrics.
+    """Train on the batches of the loader passes ``epochs`` (or up to ``steps``); returns
+    their training metrics.
 
     Per-step statistics stay on the device and are read every ``SYNC_EVERY`` steps, which
     is also when a non-finite loss is detected.
@@ -183,7 +191,7 @@ def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epoch, 
     model.train()
     totals = torch.zeros(4, dtype=torch.float64, device=loader.device)  # loss sum, correct, certified, n
     window: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, per-step stats)
-    for x, y in loader:
+    for epoch, x, y in _batches(loader, epochs):
         if state.step >= steps:
             break
         x, y, weight = distributed.shard(x, y, context)
@@ -197,11 +205,19 @@ def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epoch, 
         if len(window) == SYNC_EVERY or state.step >= steps:
             totals += _flush(window, epoch, context)
             window = []
-            bar.set_postfix(_epoch_metrics(totals, lipschitz, epoch))
+            bar.set_postfix(_epoch_metrics(totals, lipschitz))
     if window:
         totals += _flush(window, epoch, context)
     distributed.all_reduce(totals, context)
-    return _epoch_metrics(totals, lipschitz, epoch)
+    return _epoch_metrics(totals, lipschitz)
+
+
+def _batches(loader, epochs):
+    """``(epoch, x, y)`` for every batch of the given loader passes."""
+    for epoch in epochs:
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            yield epoch, x, y
 
 
 def _batch_stats(loss, logits, y, lipschitz) -> torch.Tensor:
@@ -230,7 +246,7 @@ def _flush(window, epoch, context) -> torch.Tensor:
     return stats.sum(dim=0)
 
 
-def _epoch_metrics(totals: torch.Tensor, lipschitz, epoch) -> dict:
+def _epoch_metrics(totals: torch.Tensor, lipschitz) -> dict:
     loss_sum, correct, certified, n = totals.tolist()
     metrics = {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
     if lipschitz is not None:
@@ -335,9 +351,9 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
     return run, config, store
 
 
-def _forget_metrics_after(run: Run, epoch: int) -> None:
-    """Drop metrics of epochs the checkpoint does not include: they are about to be trained again."""
-    kept = [record for record in run.metrics() if record.get("epoch", 0) <= epoch and not record.get("final")]
+def _forget_metrics_after(run: Run, step: int) -> None:
+    """Drop metrics of steps the checkpoint does not include: they are about to be trained again."""
+    kept = [record for record in run.metrics() if record.get("step", 0) <= step and not record.get("final")]
     atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
 
 

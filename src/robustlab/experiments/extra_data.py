@@ -28,7 +28,7 @@ PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 100000
 SCALES = {
     "smoke": {"dataset": "digits", "preset": "digits", "extra": (0, 30, 100), "epochs": 2, "seeds": (0,),
               "recipes": ("tiny-lipmlp",)},
-    "small": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 2, "seeds": (0,),
+    "small": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 20, "seeds": (0,),  # see data_scaling
               "recipes": ("small-lipmlp",)},
     "paper": {"dataset": "cifar10", "extra": PAPER_EXTRA, "epochs": 3000, "seeds": (0,),
               "recipes": ("lipconvnet-cpl",)},

@@ -55,6 +55,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
 
 
+def test_a_diverged_run_is_reported_in_one_line(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "nan"), "--quiet", *_sets(
+        "model.name=simpleconvnet", "model.kwargs={width: 4}", "train.epochs=6", "optim.lr=100")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("robustlab train: error: the training loss became NaN or infinite")
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
 def _tamper(run_dir, change) -> None:
     """Rewrite the run's weights file with ``change(name, tensor)`` applied to every entry."""
     weights = safe_torch_load(run_dir / "model.pt")

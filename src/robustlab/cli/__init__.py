@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from robustlab import __version__
+from robustlab.errors import RobustlabError
 from robustlab.registry import UnknownNameError
 from robustlab.runs.config import ConfigError
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError) as error:
+    except (RobustlabError, ConfigError, UnknownNameError, FileNotFoundError, ValueError) as error:
         print(f"robustlab {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import margins
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
+from robustlab.errors import RobustlabError
 from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
 from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
 from robustlab.runtime import seed_everything
@@ -44,7 +45,7 @@ TRAIN_CRA_EPS = 36 / 255  # the progress bar's CRA of the training batches
 SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence check)
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(RobustlabError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 

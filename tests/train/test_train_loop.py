@@ -72,6 +72,13 @@ def test_a_subset_logs_and_checkpoints_once_per_full_set_epoch_not_per_pass(tmp_
     assert safe_torch_load(run.checkpoint_path)["state"]["epoch"] == 60  # loader passes done
 
 
+def test_a_run_that_fails_before_training_is_indexed_as_failed(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(ValueError, match="missing.npz"):
+        train(tiny_config(f"data.name={tmp_path / 'missing.npz'}"), tmp_path / "bad", store=store, progress=False)
+    assert [row["status"] for row in store.query()] == ["failed"]
+
+
 def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path):
     config = tiny_config("train.epochs=1")
     run = train(config, tmp_path / "r", progress=False)

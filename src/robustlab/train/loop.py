@@ -85,6 +85,17 @@ def train(
 
 def _train(config, run_dir, store, resume, progress, on_epoch_end, context, device) -> Run:
     run, config, store = _open_run(config, run_dir, store, resume, context)
+    try:
+        _fit(run, config, store, resume, progress, on_epoch_end, context, device)
+    except BaseException:  # bad data, diverged, interrupted or crashed: the last checkpoint stays
+        if context.is_main:
+            store.record(run, config, status="failed")
+        raise
+    distributed.barrier(context)
+    return run
+
+
+def _fit(run, config, store, resume, progress, on_epoch_end, context, device) -> None:
     seed_everything(config.seed)
     data = prepare_data(config.data)
     loader = DeviceLoader(
@@ -138,10 +149,6 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
                     save_checkpoint(run.checkpoint_path, model, optimizer, schedule, state, architecture)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, run)
-    except BaseException:  # diverged, interrupted or crashed: the last checkpoint stays
-        if main:
-            store.record(run, config, status="failed")
-        raise
     finally:
         bar.close()
 
@@ -152,8 +159,6 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
         run.log_metrics({"epoch": math.ceil(state.epoch / passes_per_epoch), "step": state.step, "final": True,
                          **_evaluation_metrics(results, data.eval_split)})
         store.record(run, config, status="done", results=results)
-    distributed.barrier(context)
-    return run
 
 
 # ---------------------------------------------------------------------------------------

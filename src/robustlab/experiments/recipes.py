@@ -1,37 +1,41 @@
 """The training recipes the experiments share, as named override sets.
 
-A recipe is a model with the loss and peak learning rate that go with it (the paper's
-reference code: lr 1.0 for the CPL ConvNet, 0.1 for the AOL MLP and the SimpleConvNet).
-Experiments refer to recipes by name, so the same model is trained the same way in
-every experiment; an experiment's ``--set`` overrides still apply on top.
+A recipe is a model with the loss and peak learning rate that go with it, read from the
+shipped presets (the paper's reference code: lr 1.0 for the CPL ConvNet, 0.1 for the AOL
+MLP and the SimpleConvNet), so `robustlab train --config PRESET` and every experiment train
+the same model the same way; an experiment's ``--set`` overrides still apply on top.
 """
 
 from __future__ import annotations
 
-import math
-
 from robustlab.experiments.sweep import Overrides
+from robustlab.runs.config import load_config
 
-OFFSET_CE = {"loss.name": "offset_ce", "loss.offset": math.sqrt(2) * 36 / 255, "loss.temperature": 0.25}
+
+def _from_preset(preset: str, **model_kwargs) -> Overrides:
+    """Model, loss and peak lr of a shipped preset: the presets are the one place they are set."""
+    config = load_config(preset)
+    return {"model.name": config.model.name, "model.kwargs": {**config.model.kwargs, **model_kwargs},
+            "optim.lr": config.optim.lr, "loss.name": config.loss.name,
+            "loss.offset": config.loss.offset, "loss.temperature": config.loss.temperature}
+
 
 RECIPES: dict[str, Overrides] = {
     # The paper's models (CIFAR-sized inputs).
-    "lipconvnet-cpl": {"model.name": "lipconvnet-cpl", "optim.lr": 1.0, **OFFSET_CE},
-    "lipconvnet-aol": {"model.name": "lipconvnet-aol", "optim.lr": 0.1, **OFFSET_CE},
-    "lipmlp-aol": {"model.name": "lipmlp-aol", "optim.lr": 0.1, **OFFSET_CE},
-    "simpleconvnet": {"model.name": "simpleconvnet", "optim.lr": 0.1, "loss.name": "ce",
-                      "loss.temperature": 8.0},  # CE(z / 8) * 8
+    "lipconvnet-cpl": _from_preset("cpl-lcn"),
+    "lipconvnet-aol": _from_preset("aol-lcn"),
+    "lipmlp-aol": _from_preset("aol-mlp"),
+    "simpleconvnet": _from_preset("simpleconvnet"),  # CE(z / 8) * 8
     # Mid-size nets for the `small` scales: minutes per run on a GPU, feasible on a CPU.
-    "small-lipmlp": {"model.name": "lipmlp-aol", "model.kwargs": {"width": 512, "depth": 3},
-                     "optim.lr": 0.1, **OFFSET_CE},
-    "small-convnet": {"model.name": "simpleconvnet", "model.kwargs": {"width": 16}, "optim.lr": 0.1,
-                      "loss.name": "ce", "loss.temperature": 8.0},
+    "small-lipmlp": _from_preset("aol-mlp", width=512, depth=3),
+    "small-convnet": _from_preset("simpleconvnet", width=16),
     # Miniatures for tiny images (the built-in 8x8 digits) and quick CPU runs.
-    "tiny-lipmlp": {"model.name": "lipmlp-aol", "model.kwargs": {"width": 128, "depth": 3},
-                    "optim.lr": 0.1, **OFFSET_CE},
-    "tiny-convnet": {"model.name": "simpleconvnet", "model.kwargs": {"width": 8}, "optim.lr": 0.1,
-                     "loss.name": "ce", "loss.temperature": 8.0},
+    "tiny-lipmlp": _from_preset("aol-mlp", width=128, depth=3),
+    "tiny-convnet": _from_preset("simpleconvnet", width=8),
 }
+
+# The paper's robust loss, OffsetCrossEntropy(sqrt(2) * 36/255, temperature 1/4)
+OFFSET_CE = {key: value for key, value in RECIPES["lipconvnet-cpl"].items() if key.startswith("loss.")}
 
 
 def recipe(name: str) -> Overrides:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 from robustlab.certify.evaluate import CURVE_POINTS, eps_label, split_images
 from robustlab.certify.margins import cra, cra_curve
 from robustlab.runs.config import DEFAULT_EPS
+from robustlab.runs.store import Run, append_json_lines
 
 METHODS = ("estimate", "certify", "predict")
 NOISE_BLOCK = 1000  # copies drawn per call from an image's stream; fixed, so results ignore batch size
@@ -367,7 +367,7 @@ def smooth(
                     counts.cpu().numpy(), [labels[k] for k in chunk], [indices[k] for k in chunk], params
                 )
                 if output:
-                    _append_lines(Path(output), records)
+                    append_json_lines(Path(output), records)
                 done.update((r["index"], r) for r in records)
                 bar.update(len(chunk))
 
@@ -490,7 +490,7 @@ def _resume(path: str | Path, params: dict[str, Any]) -> dict[int, dict[str, Any
     """Records already in ``path`` (after checking they were made with ``params``)."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        _append_lines(path, [{"header": params}])
+        append_json_lines(path, [{"header": params}])
         return {}
     text = path.read_text()
     if not text.endswith("\n"):  # a write torn by a kill: drop the partial line
@@ -511,15 +511,6 @@ def _resume(path: str | Path, params: dict[str, Any]) -> dict[int, dict[str, Any
             "or move the file away to start afresh"
         )
     return {r["index"]: r for r in records}
-
-
-def _append_lines(path: Path, items: list[dict[str, Any]]) -> None:
-    """One write per chunk, fsynced: a kill loses at most the chunk being written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write("".join(json.dumps(item) + "\n" for item in items))
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,7 +552,6 @@ def smooth_run(
     discards it first), the summary to ``smoothing-<method>.json``.
     """
     from robustlab.runtime import resolve_device
-    from robustlab.runs.store import Run
     from robustlab.train.loop import load_run_model  # train imports certify: import late
 
     if method not in METHODS:
@@ -614,7 +604,6 @@ def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFA
     certify``), or else from the ``results.json`` that training wrote; smoothing from
     ``smoothing-<method>.json``. Each row says what kind of guarantee its numbers carry.
     """
-    from robustlab.runs.store import Run
 
     rows = []
     for run_dir in run_dirs:

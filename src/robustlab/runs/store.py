@@ -83,6 +83,18 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         ) from None
 
 
+def append_json_lines(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Append records as JSON lines in one fsynced write: a kill loses at most this write
+    (a torn last line, which the readers skip)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(record, default=json_default) + "\n" for record in records)
+    with open(path, "a") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def json_default(obj: Any) -> Any:
     """``json.dump``'s ``default``: tensors and numpy arrays or scalars as lists and numbers, paths as text."""
     if isinstance(obj, Path):
@@ -130,13 +142,7 @@ class Run:
         atomic_write_text(self.config_path, config.to_yaml())
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        """Append one JSON line; a line is one write, so a kill loses at most that line."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": time.time(), **record}, default=json_default) + "\n"
-        with open(self.metrics_path, "a") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_json_lines(self.metrics_path, [{"time": time.time(), **record}])
 
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():

@@ -102,7 +102,6 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         data.x_train, data.y_train, config.train.batch_size,
         augment=config.augment, mean=data.mean, device=device, seed=config.seed, fill_last=True,
     )
-    _check_batches_split(len(data.y_train), config.train.batch_size, context)
     epochs = training_epochs(config, data)
     steps = total_steps(epochs, len(loader))
 
@@ -314,15 +313,6 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
     if cfg.compile:
         model = torch.compile(model)
     return model
-
-
-def _check_batches_split(n: int, batch_size: int, context) -> None:
-    smallest = min(n, batch_size)  # the training loader fills a ragged last batch
-    if context.enabled and smallest < context.world_size:
-        raise ValueError(
-            f"batches of {smallest} training images cannot be split over {context.world_size} processes; "
-            "change train.batch_size or the number of processes"
-        )
 
 
 # ---------------------------------------------------------------------------------------

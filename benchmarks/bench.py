@@ -225,9 +225,13 @@ def peak_memory_gib(device: torch.device) -> float | None:
 
 def setting(config: ExperimentConfig, bench: Bench) -> str:
     """How a training run was set up: precision, config speed options, global torch flags."""
-    flags = [config.train.precision]
-    flags += ["channels_last"] * config.train.channels_last + ["compile"] * config.train.compile
-    return " ".join(flags + bench.torch_flags)
+    return " ".join(speed_options(config) + bench.torch_flags)
+
+
+def speed_options(config: ExperimentConfig) -> list[str]:
+    """The config's precision and the speed options it turns on."""
+    train = config.train
+    return [train.precision] + [name for name in ("channels_last", "compile", "cuda_graph") if getattr(train, name)]
 
 
 def row(job: str, model: str, **values: Any) -> dict[str, Any]:

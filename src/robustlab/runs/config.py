@@ -84,6 +84,7 @@ class TrainConfig:
     precision: Literal["float32", "bfloat16"] = "float32"  # training only; certification is float32+
     compile: bool = False  # torch.compile the model for training
     channels_last: bool = False
+    cuda_graph: bool = False  # CUDA: replay each step's forward and backward from a captured graph
 
 
 @dataclass

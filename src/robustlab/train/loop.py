@@ -121,7 +121,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
             _forget_metrics_after(run, state.step)
         store.record(run, config, status="running")
     lipschitz = lipschitz_constant(model)
-    autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
+    step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
     bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
     # A subset's passes over its data are short (one batch when N <= the batch size, and
     # 3000 * 50000 / 48 of them in the paper's smallest run): group them so that logging,
@@ -132,9 +132,8 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         for first in range(state.epoch, passes, passes_per_epoch):
             epoch = min(first + passes_per_epoch, passes) - 1  # the group's last pass
             start = time.perf_counter()
-            metrics = run_epoch(train_model, loss_fn, optimizer, schedule, loader, state, steps,
-                                range(first, epoch + 1), autocast, lipschitz, context,
-                                config.train.channels_last, bar)
+            metrics = run_epoch(train_model, step, schedule, loader, state, steps, range(first, epoch + 1),
+                                lipschitz, context, config.train.channels_last, bar)
             state.train_time_s += time.perf_counter() - start
             state.epoch, state.history = epoch + 1, metrics
             finished = state.step >= steps
@@ -164,29 +163,34 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 # One step, one epoch
 
 
-def train_step(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_weight: float = 1.0,
-    autocast: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step; returns the (unweighted) loss and the logits, detached, on the device."""
-    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-        logits = model(x)
-    loss = loss_fn(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    (loss * loss_weight).backward()
-    optimizer.step()
-    schedule.step()
-    return loss.detach(), logits.detach().float()
+class TrainStep:
+    """One optimizer step on a batch: forward (under bf16 autocast when asked), loss, backward,
+    optimizer and schedule. Returns the (unweighted) loss and the logits, detached, on the device.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                 schedule: torch.optim.lr_scheduler.LRScheduler, autocast: torch.dtype | None = None):
+        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.autocast = autocast
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0,
+                         autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None,
+                            cache_enabled=autocast_cache):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        (loss * loss_weight).backward()
+        return loss.detach(), logits.detach().float()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.forward_backward(x, y, loss_weight)
+        self.optimizer.step()
+        self.schedule.step()
+        return loss, logits
 
 
-def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epochs, autocast, lipschitz,
-              context, channels_last, bar) -> dict:
+def run_epoch(model, step, schedule, loader, state, steps, epochs, lipschitz, context, channels_last, bar) -> dict:
     """Train on the batches of the loader passes ``epochs`` (or up to ``steps``); returns
     their training metrics.
 
@@ -203,7 +207,7 @@ def run_epoch(model, loss_fn, optimizer, schedule, loader, state, steps, epochs,
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         lr = schedule.get_last_lr()[0]
-        loss, logits = train_step(model, loss_fn, optimizer, schedule, x, y, weight, autocast)
+        loss, logits = step(x, y, weight)
         window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
         state.step += 1
         bar.update(1)  # host-side only; the statistics below wait for the device
@@ -313,6 +317,22 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
     if cfg.compile:
         model = torch.compile(model)
     return model
+
+
+def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device) -> TrainStep:
+    """The step the loop calls: eager, or replayed from a CUDA graph with ``train.cuda_graph``."""
+    autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
+    if not cfg.cuda_graph:
+        return TrainStep(model, loss_fn, optimizer, schedule, autocast)
+    if device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph replays CUDA graphs and needs a CUDA device, but training runs on "
+                          f"{device}; set train.cuda_graph=false or train.device=cuda")
+    if context.enabled:
+        raise ConfigError("train.cuda_graph does not combine with multi-process (DDP) training: its gradient "
+                          "all-reduce runs outside the graph; set train.cuda_graph=false under torchrun")
+    from robustlab.train.cuda_graph import GraphedTrainStep
+
+    return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,70 @@
+"""A training step replayed from a CUDA graph (``train.cuda_graph: true``).
+
+Why: one step of these networks is hundreds of small kernels, and a fast GPU runs them
+faster than the host can launch them one by one. On an H200, an eager SimpleConvNet step
+took 8.4 ms for 2.9 ms of GPU work; replaying a captured graph launches the whole forward
+and backward pass at once.
+
+How: the first ``WARMUP_STEPS`` steps run eagerly on a side stream (cuDNN picks its
+kernels, the allocator grows, CPL layers size their power-iteration vectors,
+torch.compile compiles). The next step's forward and backward pass is captured into a
+graph with static input and output tensors; every step from then on copies its batch into
+the static input, replays the graph, and runs the optimizer and the schedule eagerly.
+The optimizer stays outside the graph because the learning rate changes every step and a
+captured step would replay the first one forever; SGD is one fused kernel on CUDA anyway.
+
+The numbers are those of eager steps: the same kernels run in the same order. Gradients
+live in the graph's memory from the capture on, so they are overwritten by each replay and
+never set to None.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from robustlab.train.loop import TrainStep
+
+WARMUP_STEPS = 3
+
+
+class GraphedTrainStep(TrainStep):
+    """``TrainStep`` whose forward and backward pass is a CUDA graph after ``WARMUP_STEPS`` steps."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        if loss_weight != 1.0:
+            raise ValueError("a graphed training step has no loss weight (it is for multi-process training only)")
+        if self.eager_steps < WARMUP_STEPS:
+            self.eager_steps += 1
+            return self._on_side_stream(x, y)
+        if self.graph is None:
+            self._capture(x, y)
+        else:
+            self.static_x.copy_(x)
+            self.static_y.copy_(y)
+        self.graph.replay()
+        self.optimizer.step()
+        self.schedule.step()
+        return self.static_loss.clone(), self.static_logits.clone()
+
+    def _on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An eager step off the default stream, as CUDA graph capture wants its warm-up."""
+        stream = torch.cuda.Stream(device=x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(stream):
+            loss, logits = super().__call__(x, y)
+        torch.cuda.current_stream(x.device).wait_stream(stream)
+        return loss, logits
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.static_x, self.static_y = x.clone(), y.clone()
+        self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates them in the graph's memory
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            # autocast's weight cache would hand the graph casts made outside it
+            self.static_loss, self.static_logits = self.forward_backward(
+                self.static_x, self.static_y, autocast_cache=False)

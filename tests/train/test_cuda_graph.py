@@ -1,0 +1,78 @@
+"""Training steps replayed from CUDA graphs (``train.cuda_graph``).
+
+Everywhere: the option is refused, with advice, where it cannot work. On a CUDA machine
+(the GPU session runs this file there): graphed steps end with the eager steps' weights,
+buffers included (BatchNorm statistics, CPL power-iteration vectors), and a whole run
+trains to the eager run's weights.
+"""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from train_helpers import tiny_config
+
+from robustlab.nn.models import create_model
+from robustlab.runs.config import ConfigError, OptimConfig
+from robustlab.train.loop import TrainStep, load_run_model, train
+from robustlab.train.optim import build_optimizer, build_schedule
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+STEPS = 8
+
+
+def test_cuda_graph_is_refused_on_the_cpu_with_advice(tmp_path):
+    with pytest.raises(ConfigError, match="needs a CUDA device.*train.cuda_graph=false"):
+        train(tiny_config("train.cuda_graph=true"), tmp_path / "run", progress=False)
+
+
+def _train_steps(model: nn.Module, batches, graphed: bool, autocast) -> list[float]:
+    from robustlab.train.cuda_graph import GraphedTrainStep
+
+    optim = OptimConfig(lr=0.05)
+    optimizer = build_optimizer(model.parameters(), optim)
+    schedule = build_schedule(optimizer, optim, len(batches))
+    step = (GraphedTrainStep if graphed else TrainStep)(model, nn.CrossEntropyLoss(), optimizer, schedule, autocast)
+    return [step(x, y)[0].item() for x, y in batches]
+
+
+@cuda
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("name, kwargs", [
+    ("simpleconvnet", {"width": 8}),
+    ("lipconvnet-cpl", {"width": 8, "depth": 1}),
+    ("lipconvnet-aol", {"width": 8, "depth": 1}),
+    ("lipmlp-aol", {"width": 64, "depth": 2}),
+])
+def test_graphed_steps_end_with_the_eager_weights(name, kwargs, autocast):
+    torch.backends.cudnn.deterministic = True
+    try:
+        model = create_model(name, (3, 32, 32), 10, **kwargs).cuda().train()
+        twin = copy.deepcopy(model)
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        batches = [(torch.rand(32, 3, 32, 32, device="cuda", generator=generator),
+                    torch.randint(0, 10, (32,), device="cuda", generator=generator)) for _ in range(STEPS)]
+        eager = _train_steps(model, batches, graphed=False, autocast=autocast)
+        graphed = _train_steps(twin, batches, graphed=True, autocast=autocast)
+    finally:
+        torch.backends.cudnn.deterministic = False
+    assert graphed == pytest.approx(eager, rel=1e-4, abs=1e-5)
+    for (key, want), got in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=f"{name}: {key} differs")
+    assert model.state_dict().keys() == twin.state_dict().keys()
+
+
+@cuda
+def test_a_graphed_run_trains_to_the_eager_runs_weights(tmp_path):
+    runs = {}
+    for graphed in (False, True):
+        config = tiny_config("train.device=cuda", f"train.cuda_graph={str(graphed).lower()}")
+        runs[graphed] = train(config, tmp_path / f"graphed-{graphed}", progress=False)
+    results = {graphed: run.load_results() for graphed, run in runs.items()}
+    assert results[True]["steps"] == results[False]["steps"] > STEPS
+    assert results[True]["train_loss"] == pytest.approx(results[False]["train_loss"], rel=1e-4)
+    eager_model, _ = load_run_model(runs[False].path)
+    graphed_model, _ = load_run_model(runs[True].path)
+    for want, got in zip(eager_model.state_dict().values(), graphed_model.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

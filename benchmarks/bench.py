@@ -106,9 +106,10 @@ ACCURACY_RUNS = (
 )
 SMOOTHING_TARGET = ("5k x 1000 in <= 10 s", "~40 s", 5_000 * 1_000 / 10)
 SMOOTHING_PRESET = "smoothing"
-# (precision, channels_last): the estimate's two precisions, and bf16 with the model's weights in
-# channels_last, which makes cuDNN run every convolution in NHWC (the tensor cores' layout)
-SMOOTHING_VARIANTS = (("float32", False), ("bfloat16", False), ("bfloat16", True))
+# The estimate's two precisions; bf16 with the model's weights in channels_last, which makes cuDNN
+# run every convolution in NHWC (the tensor cores' layout); and that model under torch.compile
+SMOOTHING_SETTINGS = ("float32", "bfloat16", "bfloat16 channels_last", "bfloat16 channels_last compile")
+DEFAULT_SMOOTHING_SETTINGS = SMOOTHING_SETTINGS[:3]
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class Bench:
     work: Path
     progress: bool
     torch_flags: list[str]  # global torch settings asked for with --tf32 / --cudnn-benchmark
+    smoothing_settings: list[str] = field(default_factory=lambda: list(DEFAULT_SMOOTHING_SETTINGS))
 
     @property
     def gpu_full(self) -> bool:
@@ -299,9 +301,11 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
     sigma = config.augment.noise_std
     text, reference, min_rate = SMOOTHING_TARGET
     rows = []
-    for precision, channels_last in SMOOTHING_VARIANTS:
-        model = plain_model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        label = f"{precision}{' channels_last' * channels_last}"
+    for label in bench.smoothing_settings:
+        precision, *options = label.split()
+        model = plain_model.to(memory_format=torch.channels_last if "channels_last" in options else torch.contiguous_format)
+        if "compile" in options:
+            model = torch.compile(model)  # compiled by the warm-up below
         status(bench, f"smoothing estimate {config.model.name} ({label}), {n_images} images x {samples} samples")
 
         def estimate(count: int, progress: bool = False) -> dict:
@@ -408,6 +412,8 @@ JOB_FUNCTIONS: dict[str, Callable[[Bench, set[str]], list[dict[str, Any]]]] = {
 
 def git_commit() -> str:
     """HEAD and a dirty flag; $BENCH_GIT_COMMIT where the checkout has no .git (a device machine's copy)."""
+    if os.environ.get("BENCH_GIT_COMMIT"):  # a copy of the checkout whose .git may be stale or absent
+        return os.environ["BENCH_GIT_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -503,6 +509,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="CUDA: float32 matmuls in TF32 (certification is float64, smoothing forces IEEE float32)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="CUDA: let cuDNN time its convolution algorithms (torch.backends.cudnn.benchmark)")
+    parser.add_argument("--smoothing", help=f"comma-separated smoothing settings, from: {', '.join(SMOOTHING_SETTINGS)} "
+                        f"(default: the first three)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     add_json_flag(parser)
@@ -551,7 +559,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="robustlab-bench-", dir=args.work_dir) as work:
         data_overrides, source, real = prepare_inputs(args, size, Path(work))
         bench = Bench(device, args.size, size, data_overrides, source, real, args.overrides, Path(work),
-                      progress=not args.quiet, torch_flags=torch_flags)
+                      progress=not args.quiet, torch_flags=torch_flags,
+                      smoothing_settings=choose(args.smoothing, SMOOTHING_SETTINGS, "smoothing setting",
+                                                list(DEFAULT_SMOOTHING_SETTINGS)))
         for preset in {r.preset for r in TRAIN_RECIPES} | {SMOOTHING_PRESET}:
             bench.config(preset)  # a bad --set or a missing preset fails before any work
         rows = []

@@ -54,7 +54,7 @@ from robustlab.data.splits import prepare_data
 from robustlab.registry import UnknownNameError
 from robustlab.runs.config import ConfigError, ExperimentConfig, load_config
 from robustlab.runtime import resolve_device
-from robustlab.train.loop import build_model, train
+from robustlab.train.loop import build_model, load_run_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_SHAPE = (32, 32, 3)
@@ -159,6 +159,7 @@ class Bench:
     work: Path
     progress: bool
     torch_flags: list[str]  # global torch settings asked for with --tf32 / --cudnn-benchmark
+    smoothing_train_epochs: float = 0  # 0: smooth an untrained base net
     smoothing_settings: list[str] = field(default_factory=lambda: list(DEFAULT_SMOOTHING_SETTINGS))
 
     @property
@@ -294,13 +295,21 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
     if config.model.name not in models:
         return []
     data = prepare_data(config.data)
-    plain_model = build_model(config, data).to(bench.device).eval()
+    if bench.smoothing_train_epochs:  # a real base classifier, so that accuracy and radii mean something
+        base_config = bench.config(SMOOTHING_PRESET, [f"train.epochs={bench.smoothing_train_epochs}"])
+        status(bench, f"train the smoothing base net ({setting(base_config, bench)}, "
+                      f"{bench.smoothing_train_epochs:g} epochs)")
+        base = train(base_config, run_dir=bench.run_dir("smoothing-base"), progress=bench.progress)
+        plain_model, _ = load_run_model(base.path, bench.device)
+    else:  # untrained weights: the speed does not depend on them
+        plain_model = build_model(config, data).to(bench.device).eval()
     n_images = min(bench.size.smoothing_images, len(data.y_eval))
     images, labels = data.x_eval[:n_images], data.y_eval[:n_images]
     samples = bench.size.smoothing_samples
     sigma = config.augment.noise_std
     text, reference, min_rate = SMOOTHING_TARGET
     rows = []
+    first: tuple[str, list[int]] | None = None  # the first setting's smoothed predictions, to compare with
     for label in bench.smoothing_settings:
         precision, *options = label.split()
         model = plain_model.to(memory_format=torch.channels_last if "channels_last" in options else torch.contiguous_format)
@@ -321,10 +330,18 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - start
         rate = n_images * samples / seconds
         met = rate >= min_rate if bench.gpu_full else None
+        cra = next(c["cra"] for c in result["cra"] if c["label"] == "36/255")
+        predictions = [record["prediction"] for record in result["records"]]
+        agreement = ""
+        if first is None:
+            first = (label, predictions)
+        else:
+            agreement = f", {np.mean(np.equal(predictions, first[1])):.1%} same predictions as {first[0]}"
         rows.append(row(
             "smoothing", config.model.name, setting=label, images=f"{n_images}x{samples}", seconds=seconds,
             rate=rate, unit="samples/s", peak_gib=peak_memory_gib(bench.device),
-            result=f"estimate, sigma {sigma:g}, acc {result['accuracy']:.1%}", target=text,
+            result=f"estimate, sigma {sigma:g}, acc {result['accuracy']:.1%}, CRA(36/255) {cra:.1%}{agreement}",
+            target=text,
             reference=reference, meets=verdict(met),
         ))
     return rows
@@ -511,6 +528,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="CUDA: let cuDNN time its convolution algorithms (torch.backends.cudnn.benchmark)")
     parser.add_argument("--smoothing", help=f"comma-separated smoothing settings, from: {', '.join(SMOOTHING_SETTINGS)} "
                         f"(default: the first three)")
+    parser.add_argument("--smoothing-train-epochs", type=float, default=0, metavar="EPOCHS",
+                        help="train the smoothing preset's base net for EPOCHS (with the --set options) before the "
+                        "estimate, so that its accuracy and radii mean something (default 0: untrained weights; "
+                        "the speed does not depend on them)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     add_json_flag(parser)
@@ -560,6 +581,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         data_overrides, source, real = prepare_inputs(args, size, Path(work))
         bench = Bench(device, args.size, size, data_overrides, source, real, args.overrides, Path(work),
                       progress=not args.quiet, torch_flags=torch_flags,
+                      smoothing_train_epochs=args.smoothing_train_epochs,
                       smoothing_settings=choose(args.smoothing, SMOOTHING_SETTINGS, "smoothing setting",
                                                 list(DEFAULT_SMOOTHING_SETTINGS)))
         for preset in {r.preset for r in TRAIN_RECIPES} | {SMOOTHING_PRESET}:

@@ -97,6 +97,16 @@ def test_fast_path_options_train_and_accuracy_rows(tmp_path):
     assert report["meta"]["overrides"] == ["train.precision=bfloat16", "train.channels_last=true"]
 
 
+def test_smoothing_of_a_trained_base_net_compares_predictions_across_settings(tmp_path):
+    args = ["--jobs", "smoothing", "--smoothing", "float32,bfloat16", "--smoothing-train-epochs", "1"]
+    rows = json.loads(run_bench(tmp_path, "--json", *args).stdout)["rows"]
+    assert [r["setting"] for r in rows] == ["float32", "bfloat16"]
+    for row in rows:
+        assert_measured(row)
+        assert "CRA(36/255) " in row["result"], row
+    assert "same predictions as float32" in rows[1]["result"] and "same predictions" not in rows[0]["result"]
+
+
 @pytest.mark.skipif(os.environ.get("ROBUSTLAB_TEST_COMPILE") != "1",
                     reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1")
 def test_compiled_training_steps(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -133,3 +134,15 @@ def test_the_cli_offers_exactly_the_smoothing_methods():
     from robustlab.cli import smooth as smooth_cli
 
     assert smooth_cli.METHODS == smoothing.METHODS
+
+
+@pytest.mark.skipif(not os.environ.get("ROBUSTLAB_TEST_COMPILE"),
+                    reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1")
+def test_a_compiled_model_counts_the_same_votes(runs, capsys):
+    run_dir, jsonl = runs["base"], runs["base"] / "smoothing-estimate.jsonl"
+    votes = {}
+    for flags in ((), ("--compile",)):
+        smooth_json(capsys, run_dir, "--limit", 6, "--restart", *QUICK, *flags)
+        records = [json.loads(line) for line in jsonl.read_text().splitlines()[1:]]
+        votes[flags] = [(r["count_true"], r["count_other"], r["prediction"]) for r in records]
+    assert votes[("--compile",)] == votes[()]

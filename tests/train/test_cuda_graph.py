@@ -57,9 +57,11 @@ def test_graphed_steps_end_with_the_eager_weights(name, kwargs, autocast):
         graphed = _train_steps(twin, batches, graphed=True, autocast=autocast)
     finally:
         torch.backends.cudnn.deterministic = False
-    assert graphed == pytest.approx(eager, rel=1e-4, abs=1e-5)
+    # bf16 rounding amplifies the atomics' summation-order differences (3e-4 seen in a CPL loss)
+    tolerance = 1e-4 if autocast is None else 2e-3
+    assert graphed == pytest.approx(eager, rel=tolerance, abs=1e-5)
     for (key, want), got in zip(model.state_dict().items(), twin.state_dict().values()):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=f"{name}: {key} differs")
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance / 10, msg=f"{name}: {key} differs")
     assert model.state_dict().keys() == twin.state_dict().keys()
 
 
@@ -76,3 +78,10 @@ def test_a_graphed_run_trains_to_the_eager_runs_weights(tmp_path):
     graphed_model, _ = load_run_model(runs[True].path)
     for want, got in zip(eager_model.state_dict().values(), graphed_model.state_dict().values()):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@cuda
+def test_compile_with_bfloat16_is_refused_on_cuda(tmp_path):
+    config = tiny_config("train.device=cuda", "train.compile=true", "train.precision=bfloat16")
+    with pytest.raises(ConfigError, match="NaN gradients.*train.cuda_graph=true"):
+        train(config, tmp_path / "run", progress=False)

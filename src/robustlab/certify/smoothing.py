@@ -540,6 +540,7 @@ def smooth_run(
     device: str = "auto",
     seed: int = 0,
     precision: str = "float32",
+    compile: bool = False,
     restart: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -549,7 +550,9 @@ def smooth_run(
     n to 1000 for ``estimate`` and 100,000 for ``certify``/``predict``. Every ``skip``-th
     image of the split is used, at most ``limit`` of them. Per-image results go to
     ``smoothing-<method>.jsonl`` in the run directory (a rerun continues it; ``restart``
-    discards it first), the summary to ``smoothing-<method>.json``.
+    discards it first), the summary to ``smoothing-<method>.json``. ``compile`` runs the model
+    under ``torch.compile`` (a GPU speed option: the noisy batches all have one shape, so it
+    compiles once).
     """
     from robustlab.runtime import resolve_device
     from robustlab.train.loop import load_run_model  # train imports certify: import late
@@ -569,6 +572,8 @@ def smooth_run(
     if restart:
         jsonl.unlink(missing_ok=True)
     model, _ = load_run_model(run.path, device=resolve_device(device))
+    if compile:
+        model = torch.compile(model)
     options = dict(batch_size=batch_size, seed=seed, indices=indices, output=jsonl,
                    eps=config.eval.eps, progress=progress)
     n = n or DEFAULT_SAMPLES[method]

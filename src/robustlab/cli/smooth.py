@@ -34,6 +34,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="estimate only: bfloat16 autocast for speed on a GPU (default float32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model under torch.compile (GPU speed; the first batch pays the compilation)")
     parser.add_argument("--restart", action="store_true", help="discard earlier results of this method and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     result = smoothing.smooth_run(
         args.run_dirs[0], args.method, sigma=args.sigma, n=args.n, n0=args.n0, alpha=args.alpha,
         split=args.split, limit=args.limit, skip=args.skip, batch_size=args.batch_size, device=args.device,
-        seed=args.seed, precision=args.precision, restart=args.restart, progress=not args.quiet,
+        seed=args.seed, precision=args.precision, compile=args.compile, restart=args.restart, progress=not args.quiet,
     )
     emit(args, result, _render_result)
     return 0

@@ -322,6 +322,12 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
 def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device) -> TrainStep:
     """The step the loop calls: eager, or replayed from a CUDA graph with ``train.cuda_graph``."""
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
+    if cfg.compile and autocast is not None and device.type == "cuda":
+        raise ConfigError(
+            "train.compile with train.precision=bfloat16 is refused on CUDA: under bf16 autocast the compiled "
+            "backward pass gave NaN gradients from the first step (torch 2.11 on an H200; benchmarks/RESULTS.md). "
+            "Use train.cuda_graph=true with bfloat16 (the fast path), or train.compile with float32"
+        )
     if not cfg.cuda_graph:
         return TrainStep(model, loss_fn, optimizer, schedule, autocast)
     if device.type != "cuda":

@@ -112,14 +112,13 @@ def _filled(layer: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
 
 
 def _residual(module: ResidualLipschitz) -> ResidualSubtract:
-    weight, bias, scale = module.weight, module.bias, module.scale()
+    weight, bias, scaled = module.weight, module.bias, module.scaled_weight()
     hidden, features = weight.shape[:2]
     if weight.dim() == 2:
         down = _filled(nn.Linear(features, hidden, bias=bias is not None), weight, bias)
-        up = _filled(nn.Linear(hidden, features, bias=False), (weight * scale.view(-1, 1)).t(), None)
+        up = _filled(nn.Linear(hidden, features, bias=False), scaled.t(), None)
     else:
         kernel_size, padding = tuple(weight.shape[-2:]), module.padding
         down = _filled(nn.Conv2d(features, hidden, kernel_size, padding=padding, bias=bias is not None), weight, bias)
-        up = _filled(nn.ConvTranspose2d(hidden, features, kernel_size, padding=padding, bias=False),
-                     weight * scale.reshape(-1, 1, 1, 1), None)
+        up = _filled(nn.ConvTranspose2d(hidden, features, kernel_size, padding=padding, bias=False), scaled, None)
     return ResidualSubtract(nn.Sequential(down, nn.ReLU(), up))

@@ -48,7 +48,8 @@ class _SLL(ResidualLipschitz):
 
     def scale(self) -> Tensor:
         t = self._t() if self.training else self._cache.get((self.weight, self.log_q), self._t)
-        return self._bias_view(2 / t)
+        scale = 2 / t
+        return scale.view(1, -1, 1, 1) if self.weight.dim() == 4 else scale  # broadcastable to down(x)
 
     def _init_parameters(self) -> None:
         nn.init.xavier_normal_(self.weight)

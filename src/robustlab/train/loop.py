@@ -2,10 +2,11 @@
 
 Read from top to bottom, ``train`` is: open the run, prepare the data, build the model,
 loss, optimizer and schedule, restore a checkpoint when resuming, then loop over epochs
-of ``train_step``s, evaluating and checkpointing between epochs. ``train_step`` is the
-same code on the CPU, on one GPU and under DDP.
+of ``TrainStep``s, evaluating and checkpointing between epochs. ``TrainStep`` is the
+same code on the CPU, on one GPU and under DDP; on CUDA, ``train.cuda_graph`` replays its
+forward and backward pass from a captured graph (``robustlab.train.cuda_graph``).
 
-Speed options (bf16 autocast, torch.compile, channels_last) apply to training only:
+Speed options (bf16 autocast, torch.compile, channels_last, CUDA graphs) apply to training only:
 evaluation always certifies a float64 eval-mode copy of the plain model
 (``robustlab.certify.evaluate``).
 

@@ -57,12 +57,23 @@ def test_graphed_steps_end_with_the_eager_weights(name, kwargs, autocast):
         graphed = _train_steps(twin, batches, graphed=True, autocast=autocast)
     finally:
         torch.backends.cudnn.deterministic = False
-    # bf16 rounding amplifies the atomics' summation-order differences (3e-4 seen in a CPL loss)
+    # bf16 rounds differently when cuDNN picks other kernels under capture (3e-4 seen in a CPL loss)
     tolerance = 1e-4 if autocast is None else 2e-3
     assert graphed == pytest.approx(eager, rel=tolerance, abs=1e-5)
-    for (key, want), got in zip(model.state_dict().items(), twin.state_dict().values()):
-        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance / 10, msg=f"{name}: {key} differs")
     assert model.state_dict().keys() == twin.state_dict().keys()
+    for (key, want), got in zip(model.state_dict().items(), twin.state_dict().values()):
+        if autocast is not None and key.endswith(".u"):
+            continue  # compared through the spectral norm below
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance / 10, msg=f"{name}: {key} differs")
+    for (key, eager_layer), graphed_layer in zip(model.named_modules(), twin.modules()):
+        if hasattr(eager_layer, "u"):  # CPL: the power-iteration vector carried across steps
+            with torch.no_grad():
+                # In bf16 the vector itself wanders within the nearly equal top singular vectors of a
+                # freshly initialised convolution; the norm estimate it gives is what training uses.
+                want, got = (layer.down(layer.u).norm() for layer in (eager_layer, graphed_layer))
+            # (bf16 against float32 on a CPU: vectors 1e-3 apart, norms 2e-3 apart at most)
+            torch.testing.assert_close(got, want, rtol=2.5 * tolerance, atol=0,
+                                       msg=f"{name}: {key}'s spectral norm differs")
 
 
 @cuda

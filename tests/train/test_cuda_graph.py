@@ -44,6 +44,10 @@ def _train_steps(model: nn.Module, batches, graphed: bool, autocast) -> list[flo
     ("lipconvnet-cpl", {"width": 8, "depth": 1}),
     ("lipconvnet-aol", {"width": 8, "depth": 1}),
     ("lipmlp-aol", {"width": 64, "depth": 2}),
+    ("lipconvnet-sll", {"width": 8, "depth": 1}),
+    ("lipconvnet-soc", {"width": 8, "depth": 1}),
+    ("lipconvnet-orthogonal", {"width": 8, "depth": 1}),
+    ("lipmlp-orthogonal", {"width": 64, "depth": 2}),
 ])
 def test_graphed_steps_end_with_the_eager_weights(name, kwargs, autocast):
     torch.backends.cudnn.deterministic = True
@@ -96,3 +100,18 @@ def test_compile_with_bfloat16_is_refused_on_cuda(tmp_path):
     config = tiny_config("train.device=cuda", "train.compile=true", "train.precision=bfloat16")
     with pytest.raises(ConfigError, match="NaN gradients.*train.cuda_graph=true"):
         train(config, tmp_path / "run", progress=False)
+
+
+class _ReadsBackToTheHost(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * float(x.mean())  # float(): a device-to-host copy
+
+
+@cuda
+def test_a_step_that_cannot_be_captured_is_explained(tmp_path):
+    from robustlab.train.cuda_graph import GraphCaptureError, WARMUP_STEPS
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _ReadsBackToTheHost()).cuda()
+    batches = [(torch.rand(8, 3, 8, 8, device="cuda"), torch.randint(0, 10, (8,), device="cuda"))] * (WARMUP_STEPS + 1)
+    with pytest.raises(GraphCaptureError, match="cannot be captured.*train.cuda_graph=false"):
+        _train_steps(model, batches, graphed=True, autocast=None)

@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import torch
 
+from robustlab.errors import RobustlabError
 from robustlab.train.loop import TrainStep
 
 WARMUP_STEPS = 3
+
+
+class GraphCaptureError(RobustlabError, RuntimeError):
+    """The training step could not be captured: something in it waits for the host."""
 
 
 class GraphedTrainStep(TrainStep):
@@ -64,7 +69,14 @@ class GraphedTrainStep(TrainStep):
         self.static_x, self.static_y = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates them in the graph's memory
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            # autocast's weight cache would hand the graph casts made outside it
-            self.static_loss, self.static_logits = self.forward_backward(
-                self.static_x, self.static_y, autocast_cache=False)
+        try:
+            with torch.cuda.graph(self.graph):
+                # autocast's weight cache would hand the graph casts made outside it
+                self.static_loss, self.static_logits = self.forward_backward(
+                    self.static_x, self.static_y, autocast_cache=False)
+        except RuntimeError as error:
+            raise GraphCaptureError(
+                f"train.cuda_graph: the training step of {type(self.model).__name__} cannot be captured in a CUDA "
+                f"graph ({str(error).splitlines()[0]}); some layer reads a value back to the host or synchronises "
+                "during its forward or backward pass. Train it with train.cuda_graph=false"
+            ) from error

@@ -80,7 +80,10 @@ class CayleyConv2d(nn.Module):
         a = torch.einsum("oiab,ha,wb->hwoi", self.weight.to(phases_h.dtype), phases_h, phases_w)
         a = a - a.conj().transpose(-2, -1)
         eye = torch.eye(self.channels, dtype=a.dtype, device=a.device)
-        return torch.linalg.solve(eye + a, eye - a)
+        # I + A is invertible for every skew-Hermitian A (eigenvalues 1 + i*lambda), and a - a^H is
+        # exactly skew-Hermitian in floating point: solve_ex without the error check, whose read of
+        # the status on the host would stall the GPU every step and forbid CUDA-graph capture.
+        return torch.linalg.solve_ex(eye + a, eye - a, check_errors=False).result
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.channels, "CayleyConv2d")

@@ -14,6 +14,7 @@ kernels by GPU time for a few steps. Synthetic CIFAR-shaped data unless ``--data
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -58,18 +59,10 @@ def profile_preset(preset: str, overrides: list[str], device: torch.device, args
     step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
     memory = torch.channels_last if config.train.channels_last else torch.contiguous_format
 
-    batches = iter(())
-
-    def next_batch():
-        nonlocal batches
-        try:
-            return next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            return next(batches)
+    batches = (batch for _ in itertools.count() for batch in loader)  # pass after pass
 
     def draw():
-        x, y = next_batch()
+        x, y = next(batches)
         return x.contiguous(memory_format=memory) if x.ndim == 4 else x, y
 
     x, y = draw()
@@ -97,6 +90,7 @@ def main() -> int:
     parser.add_argument("--presets", default="simpleconvnet,cpl-lcn,aol-lcn,aol-mlp")
     parser.add_argument("--data-dir", help="folder with cifar10.npz (default: synthetic data of its shape)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--images", type=int, default=45_000, help="synthetic training images (default 45000)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--kernels", type=int, default=15, help="rows of the kernel table (0: none)")
@@ -106,7 +100,7 @@ def main() -> int:
         if args.data_dir:
             data = ["data.name=cifar10", f"data.data_dir={args.data_dir}"]
         else:
-            data = [f"data.name={write_synthetic_cifar(Path(work) / 'synthetic.npz', 45_000)}"]
+            data = [f"data.name={write_synthetic_cifar(Path(work) / 'synthetic.npz', args.images)}"]
         for preset in args.presets.split(","):
             overrides = [*data, "data.val_size=0", f"train.device={device}", *args.overrides]
             profile_preset(preset.strip(), overrides, device, args)

@@ -107,6 +107,19 @@ def test_smoothing_of_a_trained_base_net_compares_predictions_across_settings(tm
     assert "same predictions as float32" in rows[1]["result"] and "same predictions" not in rows[0]["result"]
 
 
+def test_profile_step_times_the_loaders_and_the_steps(tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--images", "256",
+               "--presets", "aol-mlp,simpleconvnet", "--steps", "1", "--warmup", "1", "--set", "train.batch_size=64",
+               "--set", "model.kwargs={width: 16}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("== ")]
+    assert [line.split()[1] for line in lines] == ["aol-mlp", "simpleconvnet"]
+    for line in lines:
+        assert "float32, batch 64" in line and "per epoch of 4 steps" in line, line
+
+
 @pytest.mark.skipif(os.environ.get("ROBUSTLAB_TEST_COMPILE") != "1",
                     reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1")
 def test_compiled_training_steps(tmp_path):

@@ -5,16 +5,21 @@ from robustlab.runs.config import OptimConfig
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
 
 
-def _lrs(config: OptimConfig, steps: int) -> list[float]:
+def _schedule(config: OptimConfig, steps: int) -> list[tuple[float, float]]:
+    """(lr, momentum) at every step."""
     params = [torch.nn.Parameter(torch.zeros(1))]
     optimizer = build_optimizer(params, config)
     schedule = build_schedule(optimizer, config, steps)
-    lrs = []
+    values = []
     for _ in range(steps):
-        lrs.append(optimizer.param_groups[0]["lr"])
+        values.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["momentum"]))
         optimizer.step()
         schedule.step()
-    return lrs
+    return values
+
+
+def _lrs(config: OptimConfig, steps: int) -> list[float]:
+    return [lr for lr, _ in _schedule(config, steps)]
 
 
 def test_sgd_is_nesterov_without_weight_decay():
@@ -29,6 +34,15 @@ def test_one_cycle_peaks_at_the_configured_lr_and_keeps_momentum():
     assert max(lrs) == pytest.approx(0.5)
     assert lrs.index(max(lrs)) == pytest.approx(30, abs=1)  # warm-up over the first 30%
     assert lrs[0] == pytest.approx(0.5 / 25) and lrs[-1] < 1e-3
+    assert {momentum for _, momentum in _schedule(OptimConfig(lr=0.5), 100)} == {0.9}
+
+
+def test_cycled_momentum_falls_as_the_lr_rises_as_torchs_default_does():
+    values = _schedule(OptimConfig(lr=0.5, cycle_momentum=True), 100)
+    peak = max(range(100), key=lambda i: values[i][0])
+    momenta = [momentum for _, momentum in values]
+    assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85, abs=1e-3)
+    assert momenta[-1] == pytest.approx(0.95, abs=1e-3)
 
 
 def test_constant_schedule():

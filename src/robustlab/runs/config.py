@@ -71,6 +71,7 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     schedule: Literal["onecycle", "constant"] = "onecycle"
+    cycle_momentum: bool = False  # onecycle: momentum 0.95 -> 0.85 -> 0.95 against the lr (torch's default)
 
 
 @dataclass

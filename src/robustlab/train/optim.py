@@ -36,8 +36,10 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -
 def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int) -> LRScheduler:
     if config.schedule == "constant":
         return LambdaLR(optimizer, lambda step: 1.0)
-    # Momentum stays at the recipe's 0.9: OneCycleLR would otherwise cycle it in [0.85, 0.95].
-    return OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2), cycle_momentum=False)
+    # By default momentum stays at the recipe's 0.9; torch's OneCycleLR would cycle it in [0.85, 0.95],
+    # which research code that builds the schedule with its defaults does without saying so.
+    return OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2),
+                      cycle_momentum=config.cycle_momentum)
 
 
 def total_steps(epochs: float, batches_per_epoch: int) -> int:

@@ -38,9 +38,11 @@ def test_points_carry_the_sweep_name_and_the_grid_values():
 
 def test_execution_settings_do_not_change_which_run_matches():
     config = load_config()
-    elsewhere = with_overrides(config, {"train.device": "cuda:1", "name": "other", "data.data_dir": "/x"})
+    elsewhere = with_overrides(config, {"train.device": "cuda:1", "name": "other", "data.data_dir": "/x",
+                                        "train.cuda_graph": True, "train.channels_last": True, "train.compile": True})
     assert result_key(config) == result_key(elsewhere)
     assert result_key(config) != result_key(with_overrides(config, {"optim.lr": 0.5}))
+    assert result_key(config) != result_key(with_overrides(config, {"train.precision": "bfloat16"}))
 
 
 def test_collect_finds_done_runs_and_only_done_ones(tmp_path):

@@ -24,8 +24,11 @@ Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_siz
 Grid = dict[str, list[Any]] | list[Overrides]
 
 DONE = "done"
-# Keys that change where or how fast a run executes, never its result.
-EXECUTION_KEYS = ("name", "train.device", "train.checkpoint_every", "data.data_dir", "data.download")
+# Keys that change where or how fast a run executes, never its result. (The speed options
+# below run other kernels, so the last digits may differ, as they do between devices;
+# train.precision changes the arithmetic itself and stays part of a run's identity.)
+EXECUTION_KEYS = ("name", "train.device", "train.checkpoint_every", "data.data_dir", "data.download",
+                  "train.channels_last", "train.compile", "train.cuda_graph")
 
 
 def expand_grid(grid: Grid) -> list[Overrides]:

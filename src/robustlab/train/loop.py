@@ -133,8 +133,8 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         for first in range(state.epoch, passes, passes_per_epoch):
             epoch = min(first + passes_per_epoch, passes) - 1  # the group's last pass
             start = time.perf_counter()
-            metrics = run_epoch(train_model, step, schedule, loader, state, steps, range(first, epoch + 1),
-                                lipschitz, context, config.train.channels_last, bar)
+            metrics = run_epoch(step, loader, state, steps, range(first, epoch + 1), lipschitz, context,
+                                config.train.channels_last, bar)
             state.train_time_s += time.perf_counter() - start
             state.epoch, state.history = epoch + 1, metrics
             finished = state.step >= steps
@@ -191,14 +191,14 @@ class TrainStep:
         return loss, logits
 
 
-def run_epoch(model, step, schedule, loader, state, steps, epochs, lipschitz, context, channels_last, bar) -> dict:
+def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context, channels_last, bar) -> dict:
     """Train on the batches of the loader passes ``epochs`` (or up to ``steps``); returns
     their training metrics.
 
     Per-step statistics stay on the device and are read every ``SYNC_EVERY`` steps, which
     is also when a non-finite loss is detected.
     """
-    model.train()
+    step.model.train()
     totals = torch.zeros(4, dtype=torch.float64, device=loader.device)  # loss sum, correct, certified, n
     window: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, per-step stats)
     for epoch, x, y in _batches(loader, epochs):
@@ -207,7 +207,7 @@ def run_epoch(model, step, schedule, loader, state, steps, epochs, lipschitz, co
         x, y, weight = distributed.shard(x, y, context)
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = schedule.get_last_lr()[0]
+        lr = step.schedule.get_last_lr()[0]
         loss, logits = step(x, y, weight)
         window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
         state.step += 1

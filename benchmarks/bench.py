@@ -52,7 +52,7 @@ from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.data.datasets import DATASETS
 from robustlab.data.splits import prepare_data
 from robustlab.registry import UnknownNameError
-from robustlab.runs.config import ConfigError, ExperimentConfig, load_config
+from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, load_config
 from robustlab.runtime import resolve_device
 from robustlab.train.loop import build_model, load_run_model, train
 
@@ -233,8 +233,7 @@ def setting(config: ExperimentConfig, bench: Bench) -> str:
 
 def speed_options(config: ExperimentConfig) -> list[str]:
     """The config's precision and the speed options it turns on."""
-    train = config.train
-    return [train.precision] + [name for name in ("channels_last", "compile", "cuda_graph") if getattr(train, name)]
+    return [config.train.precision] + [name for name in SPEED_OPTIONS if getattr(config.train, name)]
 
 
 def row(job: str, model: str, **values: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from robustlab.runs.config import ExperimentConfig, config_from_dict
+from robustlab.runs.config import SPEED_OPTIONS, ExperimentConfig, config_from_dict
 from robustlab.runs.store import Run, RunStore
 
 Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_size": 390}
@@ -25,10 +25,10 @@ Grid = dict[str, list[Any]] | list[Overrides]
 
 DONE = "done"
 # Keys that change where or how fast a run executes, never its result. (The speed options
-# below run other kernels, so the last digits may differ, as they do between devices;
+# run other kernels, so the last digits may differ, as they do between devices;
 # train.precision changes the arithmetic itself and stays part of a run's identity.)
 EXECUTION_KEYS = ("name", "train.device", "train.checkpoint_every", "data.data_dir", "data.download",
-                  "train.channels_last", "train.compile", "train.cuda_graph")
+                  *(f"train.{option}" for option in SPEED_OPTIONS))
 
 
 def expand_grid(grid: Grid) -> list[Overrides]:

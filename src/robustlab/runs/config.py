@@ -88,6 +88,10 @@ class TrainConfig:
     cuda_graph: bool = False  # CUDA: replay each step's forward and backward from a captured graph
 
 
+# TrainConfig flags that change which kernels run, not the arithmetic (precision does change it)
+SPEED_OPTIONS = ("channels_last", "compile", "cuda_graph")
+
+
 @dataclass
 class EvalConfig:
     eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))

@@ -5,7 +5,7 @@ import pytest
 
 from robustlab.data.datasets import DatasetError, load_dataset
 from robustlab.data.pca import fit_pca
-from robustlab.data.splits import balanced_subset, channel_means, prepare_data, train_val_split
+from robustlab.data.splits import balanced_subset, channel_means, prepare_data, reference_split, train_val_split
 from robustlab.runs.config import DataConfig
 
 BALANCED = np.repeat(np.arange(10), 50)  # 500 labels, 50 per class
@@ -38,6 +38,30 @@ def test_validation_split_size_is_checked():
     assert len(train_val_split(BALANCED, 0, 0)[1]) == 0
     with pytest.raises(ValueError, match="val_size must be between 0 and 499"):
         train_val_split(BALANCED, 500, 0)
+
+
+def test_reference_split_is_the_reference_codes_shuffle():
+    # The reference code: indices = list(range(n)); np.random.seed(1111); np.random.shuffle(indices);
+    # train = indices[:n - val_size], validation = the rest.
+    indices = list(range(500))
+    np.random.seed(1111)
+    np.random.shuffle(indices)
+    train, val = reference_split(500, 100, seed=1111)
+    assert np.array_equal(val, np.sort(indices[400:])) and np.array_equal(train, np.sort(indices[:400]))
+    assert not np.array_equal(val, reference_split(500, 100, seed=1112)[1])
+    with pytest.raises(ValueError, match="val_size must be between 0 and 499"):
+        reference_split(500, 500, 0)
+
+
+def test_prepare_data_draws_the_configured_split():
+    stratified = prepare_data(DataConfig(val_size=100))
+    reference = prepare_data(DataConfig(val_size=100, split="reference"))
+    full = load_dataset("digits")
+    _, expected = reference_split(len(full.y_train), 100, 1111)
+    assert np.array_equal(reference.x_eval, full.x_train[expected])
+    assert np.array_equal(reference.y_eval, full.y_train[expected])
+    assert not np.array_equal(stratified.y_eval, reference.y_eval)
+    assert len(reference.x_train) == len(full.x_train) - 100
 
 
 # ---------------------------------------------------------------------------------------

@@ -56,6 +56,21 @@ def train_val_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.nd
     return train, val
 
 
+def reference_split(size: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's split of ``size`` indices into (train, validation), each sorted.
+
+    It shuffles all indices with NumPy's legacy generator seeded with ``seed`` and takes the
+    first ``size - val_size`` for training and the rest for validation, so with seed 1111 a
+    run validates on exactly the 5,000 CIFAR-10 images the reference numbers were measured on
+    (class counts are not balanced).
+    """
+    if not 0 <= val_size < size:
+        raise ValueError(f"val_size must be between 0 and {size - 1} (the training set size - 1), got {val_size}")
+    order = np.arange(size)
+    np.random.RandomState(seed).shuffle(order)
+    return np.sort(order[:size - val_size]), np.sort(order[size - val_size:])
+
+
 def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` examples, as class-balanced as the data allows, nested in ``n``.
 
@@ -93,7 +108,10 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     """The training and evaluation arrays of one run, as ``cfg`` describes them."""
     data = load_dataset(cfg.name, cfg.data_dir, cfg.download)
     if cfg.val_size > 0:
-        train, val = train_val_split(data.y_train, cfg.val_size, cfg.split_seed)
+        if cfg.split == "reference":
+            train, val = reference_split(len(data.y_train), cfg.val_size, cfg.split_seed)
+        else:
+            train, val = train_val_split(data.y_train, cfg.val_size, cfg.split_seed)
         x_eval, y_eval, eval_split = data.x_train[val], data.y_train[val], "val"
         x_full, y_full = data.x_train[train], data.y_train[train]
     else:

@@ -34,6 +34,7 @@ class DataConfig:
     download: bool = False  # allow fetching official files (checksum-verified)
     val_size: int = 0  # >0: hold out this many training images (seeded) and evaluate on them
     split_seed: int = 1111  # the reference code's validation-split seed
+    split: Literal["stratified", "reference"] = "stratified"  # how val_size images are drawn (docs/data.md)
     subset_size: int | None = None  # class-balanced training subset of this size
     subset_seed: int = 0
     extra_path: str | None = None  # generated data (.npz with image/label) added to training

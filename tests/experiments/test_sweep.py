@@ -1,5 +1,8 @@
 """Sweep mechanics against a real run store (no training: runs are recorded by hand)."""
 
+import json
+import sqlite3
+
 import pytest
 
 from robustlab.experiments.sweep import (
@@ -71,3 +74,23 @@ def test_a_run_done_on_another_device_counts_as_done(tmp_path):
     store.record(run, config, "done", {"eval": {}})
     assert find_done(store, with_overrides(config, {"train.device": "cpu"})) is not None
     assert find_done(store, with_overrides(config, {"seed": 1})) is None
+
+
+def _rewrite_stored_config(store: RunStore, stored: dict) -> None:
+    with sqlite3.connect(store.index_path) as db:
+        db.execute("UPDATE runs SET config = ?", (json.dumps(stored),))
+
+
+def test_a_run_stored_before_a_config_key_existed_takes_its_default(tmp_path):
+    store = RunStore(tmp_path)
+    config = load_config()
+    run = store.create(config)
+    store.record(run, config, "done", {"eval": {}})
+    older = config.to_dict()
+    del older["data"]["split"]  # as a robustlab from before data.split stored it
+    _rewrite_stored_config(store, older)
+    assert find_done(store, config) is not None
+    assert find_done(store, with_overrides(config, {"data.split": "reference"})) is None
+    older["data"]["retired_option"] = 1  # a key this version does not know: not comparable
+    _rewrite_stored_config(store, older)
+    assert find_done(store, config) is None

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from robustlab.runs.config import SPEED_OPTIONS, ExperimentConfig, config_from_dict
+from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.runs.store import Run, RunStore
 
 Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_size": 390}
@@ -107,7 +107,16 @@ def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = No
     key = result_key(config)
     candidates = store.query(status=status, **{"model.name": config.model.name,
                                               "data.name": config.data.name})
-    return [row for row in candidates if result_key(row["config"]) == key]
+    return [row for row in candidates if _stored_result_key(row["config"]) == key]
+
+
+def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
+    # Parsed again so that a config key added since the run was stored takes its default:
+    # a new option whose default keeps the old behaviour leaves finished runs matched.
+    try:
+        return result_key(config_from_dict(stored))
+    except ConfigError:  # written by a robustlab with other config keys: not comparable
+        return None
 
 
 def find_done(store: RunStore, config: ExperimentConfig) -> dict | None:

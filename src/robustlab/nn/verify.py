@@ -161,14 +161,14 @@ def _batchnorm_norm(module: nn.BatchNorm2d) -> float:
 
 @torch.no_grad()
 def _residual_norm(module: ResidualLipschitz, x: Tensor, max_steps: int, restarts: int, generator) -> dict[str, Any]:
-    scale = module.scale()
+    scaled_weight = module.scaled_weight()
 
-    def all_active(v: Tensor) -> Tensor:
-        return module.up(scale * module.down(v))
+    def all_active(v: Tensor) -> Tensor:  # the forward pass's operator with every unit active
+        return module.up(module.down(v), scaled_weight)
 
     if x.dim() == 2:  # dense: A is an explicit features x features matrix
         weight = module.weight.double()
-        matrix = weight.t() @ (scale.double().view(-1, 1) * weight)
+        matrix = weight.t() @ (module.scale().double().view(-1, 1) * weight)
         top = float(torch.linalg.eigvalsh(matrix)[-1])
         method = "residual (eigvalsh)"
     else:

@@ -93,14 +93,14 @@ class ResidualLipschitz(nn.Module):
         raise NotImplementedError
 
     def scale(self) -> Tensor:
-        """The normaliser, broadcastable to ``down(x)`` (cached in eval mode)."""
+        """The normaliser: a scalar, or one value per hidden unit (cached in eval mode)."""
         raise NotImplementedError
 
     def preactivation(self, x: Tensor) -> Tensor:
         return self.down(x, self.bias)
 
     def scaled_weight(self) -> Tensor:
-        """W with the normaliser folded into its hidden units: ``up(scale() * z) == up(z, scaled_weight())``.
+        """W with the normaliser s folded into its hidden units: ``up(s * z) == up(z, scaled_weight())``.
 
         Scaling the small weight instead of the activations saves two passes over the
         activations per layer (the product and, in the backward pass, its reduction).

@@ -48,8 +48,7 @@ class _SLL(ResidualLipschitz):
 
     def scale(self) -> Tensor:
         t = self._t() if self.training else self._cache.get((self.weight, self.log_q), self._t)
-        scale = 2 / t
-        return scale.view(1, -1, 1, 1) if self.weight.dim() == 4 else scale  # broadcastable to down(x)
+        return 2 / t
 
     def _init_parameters(self) -> None:
         nn.init.xavier_normal_(self.weight)

@@ -251,12 +251,18 @@ def test_layers_work_inside_sequential_and_report_bad_inputs():
         AOLConv2d(2, 2, padding_mode="reflect")
 
 
-def test_maxmin_and_groupsort():
-    x = torch.tensor([[1.0, -2.0, 3.0, 0.5]])
-    torch.testing.assert_close(MaxMin()(x), torch.tensor([[3.0, 0.5, 1.0, -2.0]]))
-    torch.testing.assert_close(GroupSort(2)(x), torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
+def test_maxmin_sorts_adjacent_pairs_and_groupsort_larger_groups():
+    x = torch.tensor([[-2.0, 1.0, 3.0, 0.5]])
+    torch.testing.assert_close(MaxMin()(x), torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
     torch.testing.assert_close(GroupSort(4)(x), torch.tensor([[3.0, 1.0, 0.5, -2.0]]))
-    with pytest.raises(ValueError, match="even"):
+    # so the first half of the channels holds whole sorted pairs, as FirstChannels keeps them
+    images = torch.randn(3, 8, 5, 5)
+    torch.testing.assert_close(MaxMin()(images), GroupSort(2)(images))
+    kept = FirstChannels(4)(MaxMin()(images))
+    torch.testing.assert_close(kept.sort(dim=1).values, images[:, :4].sort(dim=1).values)
+    channels_last = images.to(memory_format=torch.channels_last)
+    assert MaxMin()(channels_last).is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="MaxMin needs an even number of channels"):
         MaxMin()(torch.randn(2, 3))
     assert_one_lipschitz(MaxMin(), (6, 2, 2))
     assert_one_lipschitz(GroupSort(3), (6,))

@@ -9,7 +9,7 @@ from robustlab.cli import main
 from robustlab.nn.blocks import CenterInputs, Flatten, GlobalMaxPool
 from robustlab.nn.export import export_model
 from robustlab.nn.lipschitz import LAYER_FAMILIES, AOLConv2d, CayleyConv2d
-from robustlab.nn.models import MODELS, ImageClassifier, create_model
+from robustlab.nn.models import ARCHITECTURE_VERSION, MODELS, ImageClassifier, create_model
 from robustlab.nn.verify import _conv_fft_bound, verify_model
 
 DIGITS = (1, 8, 8)
@@ -133,7 +133,7 @@ def test_cli_verify_reads_a_run_directory(tmp_path, capsys):
     run = RunStore(tmp_path / "runs").create(config, run_dir=tmp_path / "run")
     model = create_model("lipmlp-aol", DIGITS, 10, depth=1)
     architecture = {"name": "lipmlp-aol", "kwargs": {"depth": 1}, "input_shape": list(DIGITS), "num_classes": 10,
-                    "mean": [0.0]}
+                    "mean": [0.0], "version": ARCHITECTURE_VERSION}
     atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
     status = main(["verify", str(run.path), "--attack-steps", "3", "--quiet", "--json"])
     report = json.loads(capsys.readouterr().out)

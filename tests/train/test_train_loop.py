@@ -8,6 +8,7 @@ from train_helpers import tiny_config
 
 from robustlab.certify.evaluate import evaluate
 from robustlab.data.splits import prepare_data
+from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
 from robustlab.runs.config import ConfigError
 from robustlab.runs.store import Run, RunStore, safe_torch_load
 from robustlab.train.loop import TrainingDivergedError, load_run_model, train
@@ -20,7 +21,7 @@ def test_training_writes_a_complete_run(tmp_path):
 
     results = run.load_results()
     assert results["steps"] == 24 and results["epochs"] == 2  # 1437 images in batches of 128
-    assert results["accuracy"] > 0.5 and results["lipschitz_constant"] == 1.0
+    assert results["accuracy"] > 0.3 and results["lipschitz_constant"] == 1.0  # chance 0.1; 24 steps
     assert [entry["label"] for entry in results["cra"]] == ["36/255", "72/255", "108/255", "1"]
     assert results["torch_version"] == torch.__version__ and results["device"] == "cpu"
     metrics = run.metrics()
@@ -98,6 +99,24 @@ def test_weights_of_another_architecture_are_named(tmp_path):
     run.config_path.write_text(yaml.safe_dump(saved))
     with pytest.raises(ValueError, match=r"'lipmlp-aol' model .*config.yaml describes 'lipconvnet-aol'"):
         load_run_model(run.path)
+
+
+def test_weights_of_an_older_architecture_version_are_refused_where_they_changed(tmp_path):
+    run = train(tiny_config("train.epochs=1"), tmp_path / "old", progress=False)  # lipmlp-aol: has MaxMin
+    for path in (run.model_path, run.checkpoint_path):
+        saved = safe_torch_load(path)
+        assert saved["architecture"]["version"] == ARCHITECTURE_VERSION
+        del saved["architecture"]["version"]  # as written before architectures had versions
+        torch.save(saved, path)
+    with pytest.raises(ValueError, match="since architecture version 2, MaxMin pairs adjacent channels"):
+        load_run_model(run.path)
+    run.results_path.unlink()  # as if killed before finishing: resuming reads checkpoint.pt
+    with pytest.raises(ValueError, match="checkpoint.pt does not fit .* Train the run again"):
+        train(None, run.path, resume=True, progress=False)
+    # a model without the changed layer: the same weights still compute the same function
+    assert architecture_change(create_model("simpleconvnet", (3, 8, 8), 10), saved_version=1) is None
+    assert "newer robustlab" in architecture_change(create_model("simpleconvnet", (3, 8, 8), 10),
+                                                    saved_version=ARCHITECTURE_VERSION + 1)
 
 
 def test_missing_weights_are_explained(tmp_path):

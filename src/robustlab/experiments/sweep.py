@@ -4,7 +4,8 @@ A sweep is a list of configs. Running it trains every config the store has not
 finished yet, and resumes any whose training was interrupted, so a killed sweep
 continues where it stopped. A run counts as done for a config when the store holds a
 finished run whose config is equal up to the settings that only say where and how
-fast it runs (device, checkpoint frequency, data folder, run name).
+fast it runs (device, checkpoint frequency, data folder, run name), trained by this
+robustlab's architecture version (``robustlab.nn.models.ARCHITECTURE_VERSION``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.runs.store import Run, RunStore
 
@@ -107,7 +109,7 @@ def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = No
     key = result_key(config)
     candidates = store.query(status=status, **{"model.name": config.model.name,
                                               "data.name": config.data.name})
-    return [row for row in candidates if _stored_result_key(row["config"]) == key]
+    return [row for row in candidates if _stored_result_key(row["config"]) == key and _current_architecture(row)]
 
 
 def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
@@ -117,6 +119,13 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
         return result_key(config_from_dict(stored))
     except ConfigError:  # written by a robustlab with other config keys: not comparable
         return None
+
+
+def _current_architecture(row: dict[str, Any]) -> bool:
+    # A finished run of an older architecture version measured another function; an
+    # unfinished one is left to resuming, which refuses weights that no longer fit.
+    results = row["results"] or {}
+    return row["status"] != DONE or results.get("architecture_version", 1) == ARCHITECTURE_VERSION
 
 
 def find_done(store: RunStore, config: ExperimentConfig) -> dict | None:

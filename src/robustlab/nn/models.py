@@ -30,6 +30,13 @@ Builder = Callable[..., tuple[list[nn.Module], float | None]]
 MODELS: Registry[Builder] = Registry("model")
 CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
 
+# Saved with the weights. Bumped when a layer starts to compute another function from the
+# same weights; each change names the layer, so weights of models without it stay valid.
+ARCHITECTURE_VERSION = 2
+ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
+    2: (MaxMin, "MaxMin pairs adjacent channels (version 1 paired the first and second half)"),
+}
+
 
 class ImageClassifier(nn.Sequential):
     """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1]."""
@@ -55,6 +62,18 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int,
     _check_kwargs(name, builder, kwargs)
     body, lipschitz = builder(shape, num_classes, **kwargs)
     return ImageClassifier([CenterInputs(mean), *body], shape, num_classes, lipschitz)
+
+
+def architecture_change(model: nn.Module, saved_version: int) -> str | None:
+    """Why weights saved by architecture ``saved_version`` would compute another function in
+    ``model`` (built by this version), or None when they fit."""
+    if saved_version > ARCHITECTURE_VERSION:
+        return f"they were saved by a newer robustlab (architecture version {saved_version}, this one builds {ARCHITECTURE_VERSION})"
+    for version in range(saved_version + 1, ARCHITECTURE_VERSION + 1):
+        layer, change = ARCHITECTURE_CHANGES[version]
+        if any(isinstance(module, layer) for module in model.modules()):
+            return f"since architecture version {version}, {change}; they were saved by version {saved_version}"
+    return None
 
 
 def model_kwargs(name: str) -> dict[str, object]:

@@ -35,6 +35,7 @@ from robustlab.certify.margins import margins
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
+from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
 from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
 from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
 from robustlab.runtime import seed_everything
@@ -284,6 +285,7 @@ def model_architecture(config: ExperimentConfig, data: PreparedData) -> dict:
         "num_classes": data.num_classes,
         "mean": [float(m) for m in data.mean],
         "kwargs": dict(config.model.kwargs),
+        "version": ARCHITECTURE_VERSION,
     }
 
 
@@ -292,8 +294,6 @@ def build_model(config: ExperimentConfig, data: PreparedData) -> nn.Module:
 
 
 def _create(architecture: dict, power_iterations: int) -> nn.Module:
-    from robustlab.nn.models import create_model
-
     model = create_model(
         architecture["name"],
         tuple(architecture["input_shape"]),
@@ -431,6 +431,9 @@ def _to_cpu(states: dict) -> dict:
 
 
 def _load_weights(model: nn.Module, checkpoint: dict, path) -> None:
+    change = architecture_change(model, checkpoint["architecture"].get("version", 1))
+    if change:
+        raise ValueError(f"{path} does not fit this robustlab's model: {change}. Train the run again.")
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
@@ -470,6 +473,7 @@ def final_results(model, data: PreparedData, config: ExperimentConfig, state: Tr
         "device": str(device),
         "world_size": context.world_size,
         "torch_version": torch.__version__,
+        "architecture_version": ARCHITECTURE_VERSION,
     }
 
 

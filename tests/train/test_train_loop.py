@@ -24,6 +24,7 @@ def test_training_writes_a_complete_run(tmp_path):
     assert results["accuracy"] > 0.3 and results["lipschitz_constant"] == 1.0  # chance 0.1; 24 steps
     assert [entry["label"] for entry in results["cra"]] == ["36/255", "72/255", "108/255", "1"]
     assert results["torch_version"] == torch.__version__ and results["device"] == "cpu"
+    assert results["architecture_version"] == ARCHITECTURE_VERSION
     metrics = run.metrics()
     assert [m["epoch"] for m in metrics] == [1, 2, 2]
     assert "test_cra_36/255" in metrics[0] and metrics[-1]["final"]

@@ -40,9 +40,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,8 +63,20 @@ CIFAR_CLASSES = 10
 WARMUP_EPOCHS = 1
 JOBS = ("train", "smoothing", "syncs", "accuracy")
 MAX_SYNCS_PER_STEP = 0.15  # the loop reads its statistics every 20 steps: .item() and .tolist(), 0.1 per step
-COLUMNS = ["job", "model", "setting", "images", "seconds", "rate", "unit", "peak_gib", "result", "target",
-           "reference", "meets"]
+COLUMNS = [
+    "job",
+    "model",
+    "setting",
+    "images",
+    "seconds",
+    "rate",
+    "unit",
+    "peak_gib",
+    "result",
+    "target",
+    "reference",
+    "meets",
+]
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,8 +113,14 @@ class AccuracyRun:
 
 ACCURACY_RUNS = (
     AccuracyRun("simpleconvnet", (), ">= 93.5% acc in <= 15 s", "93.6% in 138 s", 0.935, None, 15.0),
-    AccuracyRun("cpl-lcn", ("train.epochs=3", "optim.lr=1.0"), ">= 55.7% acc, >= 35.6% CRA",
-                "55.7% / 35.6% (11.6 s/epoch)", 0.557, 0.356),
+    AccuracyRun(
+        "cpl-lcn",
+        ("train.epochs=3", "optim.lr=1.0"),
+        ">= 55.7% acc, >= 35.6% CRA",
+        "55.7% / 35.6% (11.6 s/epoch)",
+        0.557,
+        0.356,
+    ),
     AccuracyRun("aol-mlp", ("train.epochs=3", "optim.lr=0.1"), "-", "46.5% / 25.0% (9.1 s/epoch)"),
 )
 SMOOTHING_TARGET = ("5k x 1000 in <= 10 s", "~40 s", 5_000 * 1_000 / 10)
@@ -129,15 +148,39 @@ class Size:
 
 SIZES = {
     # CI: every row, tiny networks, a few seconds on a laptop CPU.
-    "smoke": Size(128, 32, 1, batch_size=64, accuracy_epochs=1,
-                  model_kwargs={"simpleconvnet": {"width": 4}, "lipconvnet-cpl": {"width": 4, "depth": 1},
-                                "lipconvnet-aol": {"width": 4, "depth": 1}, "lipmlp-aol": {"width": 32, "depth": 2}},
-                  smoothing_images=4, smoothing_samples=50, smoothing_batch=100),
+    "smoke": Size(
+        128,
+        32,
+        1,
+        batch_size=64,
+        accuracy_epochs=1,
+        model_kwargs={
+            "simpleconvnet": {"width": 4},
+            "lipconvnet-cpl": {"width": 4, "depth": 1},
+            "lipconvnet-aol": {"width": 4, "depth": 1},
+            "lipmlp-aol": {"width": 32, "depth": 2},
+        },
+        smoothing_images=4,
+        smoothing_samples=50,
+        smoothing_batch=100,
+    ),
     # CPU: the real input shape and depth, narrower networks; indicative numbers in a minute.
-    "small": Size(512, 64, 2, batch_size=128, accuracy_epochs=1,
-                  model_kwargs={"simpleconvnet": {"width": 16}, "lipconvnet-cpl": {"width": 8},
-                                "lipconvnet-aol": {"width": 8}, "lipmlp-aol": {"width": 512}},
-                  smoothing_images=16, smoothing_samples=100, smoothing_batch=800),
+    "small": Size(
+        512,
+        64,
+        2,
+        batch_size=128,
+        accuracy_epochs=1,
+        model_kwargs={
+            "simpleconvnet": {"width": 16},
+            "lipconvnet-cpl": {"width": 8},
+            "lipconvnet-aol": {"width": 8},
+            "lipmlp-aol": {"width": 512},
+        },
+        smoothing_images=16,
+        smoothing_samples=100,
+        smoothing_batch=800,
+    ),
     # GPU: the paper's models on 45k training / 5k validation images.
     "full": Size(45_000, 5_000, 3),
 }
@@ -170,8 +213,12 @@ class Bench:
     def config(self, preset: str, extra: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
         """The preset at this size, on this data and device, with the user's ``--set`` last."""
         model = load_config(preset).model.name
-        overrides = [*self.data_overrides, f"train.device={self.device}", "train.eval_every=0",
-                     "train.checkpoint_every=1000000"]
+        overrides = [
+            *self.data_overrides,
+            f"train.device={self.device}",
+            "train.eval_every=0",
+            "train.checkpoint_every=1000000",
+        ]
         if self.size.batch_size:
             overrides.append(f"train.batch_size={self.size.batch_size}")
         for key, value in self.size.model_kwargs.get(model, {}).items():
@@ -275,17 +322,37 @@ def train_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         warmup_seconds = marks[WARMUP_EPOCHS - 1] - start  # data, model, compilation, autotuning
         rate = results["n_train"] / epoch_seconds
         met = rate >= recipe.min_rate if recipe.min_rate and bench.gpu_full else None
-        rows.append(row(
-            "train", recipe.model, setting=setting(config, bench), images=results["n_train"], seconds=epoch_seconds,
-            rate=rate, unit="img/s", peak_gib=peak_memory_gib(bench.device),
-            result=f"s/epoch; warm-up {warmup_seconds:.1f} s", target=recipe.target, reference=recipe.reference,
-            meets=verdict(met),
-        ))
-        rows.append(row(
-            "certify", recipe.model, setting="float64" if results["lipschitz_constant"] else "float32",
-            images=results["n_eval"], seconds=results["eval_time_s"], rate=results["n_eval"] / results["eval_time_s"],
-            unit="img/s", result="certified evaluation", target="-", reference="-", meets="-",
-        ))
+        rows.append(
+            row(
+                "train",
+                recipe.model,
+                setting=setting(config, bench),
+                images=results["n_train"],
+                seconds=epoch_seconds,
+                rate=rate,
+                unit="img/s",
+                peak_gib=peak_memory_gib(bench.device),
+                result=f"s/epoch; warm-up {warmup_seconds:.1f} s",
+                target=recipe.target,
+                reference=recipe.reference,
+                meets=verdict(met),
+            )
+        )
+        rows.append(
+            row(
+                "certify",
+                recipe.model,
+                setting="float64" if results["lipschitz_constant"] else "float32",
+                images=results["n_eval"],
+                seconds=results["eval_time_s"],
+                rate=results["n_eval"] / results["eval_time_s"],
+                unit="img/s",
+                result="certified evaluation",
+                target="-",
+                reference="-",
+                meets="-",
+            )
+        )
     return rows
 
 
@@ -296,8 +363,10 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
     data = prepare_data(config.data)
     if bench.smoothing_train_epochs:  # a real base classifier, so that accuracy and radii mean something
         base_config = bench.config(SMOOTHING_PRESET, [f"train.epochs={bench.smoothing_train_epochs}"])
-        status(bench, f"train the smoothing base net ({setting(base_config, bench)}, "
-                      f"{bench.smoothing_train_epochs:g} epochs)")
+        status(
+            bench,
+            f"train the smoothing base net ({setting(base_config, bench)}, {bench.smoothing_train_epochs:g} epochs)",
+        )
         base = train(base_config, run_dir=bench.run_dir("smoothing-base"), progress=bench.progress)
         plain_model, _ = load_run_model(base.path, bench.device)
     else:  # untrained weights: the speed does not depend on them
@@ -311,14 +380,24 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
     first: tuple[str, list[int]] | None = None  # the first setting's smoothed predictions, to compare with
     for label in bench.smoothing_settings:
         precision, *options = label.split()
-        model = plain_model.to(memory_format=torch.channels_last if "channels_last" in options else torch.contiguous_format)
+        model = plain_model.to(
+            memory_format=torch.channels_last if "channels_last" in options else torch.contiguous_format
+        )
         if "compile" in options:
             model = torch.compile(model)  # compiled by the warm-up below
         status(bench, f"smoothing estimate {config.model.name} ({label}), {n_images} images x {samples} samples")
 
         def estimate(count: int, progress: bool = False) -> dict:
-            return smoothing.estimate(model, images[:count], labels[:count], sigma, samples, precision=precision,
-                                      batch_size=bench.size.smoothing_batch, progress=progress)
+            return smoothing.estimate(
+                model,
+                images[:count],
+                labels[:count],
+                sigma,
+                samples,
+                precision=precision,
+                batch_size=bench.size.smoothing_batch,
+                progress=progress,
+            )
 
         estimate(min(n_images, max(1, bench.size.smoothing_batch // samples)))  # warm-up
         reset_peak_memory(bench.device)
@@ -336,13 +415,22 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
             first = (label, predictions)
         else:
             agreement = f", {np.mean(np.equal(predictions, first[1])):.1%} same predictions as {first[0]}"
-        rows.append(row(
-            "smoothing", config.model.name, setting=label, images=f"{n_images}x{samples}", seconds=seconds,
-            rate=rate, unit="samples/s", peak_gib=peak_memory_gib(bench.device),
-            result=f"estimate, sigma {sigma:g}, acc {result['accuracy']:.1%}, CRA(36/255) {cra:.1%}{agreement}",
-            target=text,
-            reference=reference, meets=verdict(met),
-        ))
+        rows.append(
+            row(
+                "smoothing",
+                config.model.name,
+                setting=label,
+                images=f"{n_images}x{samples}",
+                seconds=seconds,
+                rate=rate,
+                unit="samples/s",
+                peak_gib=peak_memory_gib(bench.device),
+                result=f"estimate, sigma {sigma:g}, acc {result['accuracy']:.1%}, CRA(36/255) {cra:.1%}{agreement}",
+                target=text,
+                reference=reference,
+                meets=verdict(met),
+            )
+        )
     return rows
 
 
@@ -372,11 +460,20 @@ def syncs_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
                 torch.cuda.set_sync_debug_mode("default")
         steps = math.ceil(run.load_results()["n_train"] / config.train.batch_size)
         per_step = counted[0] / steps
-        rows.append(row(
-            "syncs", recipe.model, setting=setting(config, bench), images=steps, rate=per_step, unit="syncs/step",
-            result=f"{counted[0]} host syncs in {steps} steps", target=f"<= {MAX_SYNCS_PER_STEP}", reference="-",
-            meets=verdict(per_step <= MAX_SYNCS_PER_STEP),
-        ))
+        rows.append(
+            row(
+                "syncs",
+                recipe.model,
+                setting=setting(config, bench),
+                images=steps,
+                rate=per_step,
+                unit="syncs/step",
+                result=f"{counted[0]} host syncs in {steps} steps",
+                target=f"<= {MAX_SYNCS_PER_STEP}",
+                reference="-",
+                meets=verdict(per_step <= MAX_SYNCS_PER_STEP),
+            )
+        )
     return rows
 
 
@@ -397,12 +494,24 @@ def accuracy_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         accuracy, seconds = results["accuracy"], results["train_time_s"]
         cra = next((c["cra"] for c in results["cra"] if c["label"] == "36/255"), None)
         result = f"{results['eval_split']} acc {accuracy:.1%}" + (f", CRA(36/255) {cra:.1%}" if cra is not None else "")
-        rows.append(row(
-            "accuracy", config.model.name, setting=recipe, images=results["n_train"], seconds=seconds,
-            rate=results["n_train"] * results["epochs"] / seconds, unit="img/s",
-            peak_gib=peak_memory_gib(bench.device), result=result, target=spec.target, reference=spec.reference,
-            meets=verdict(accuracy_met(spec, accuracy, cra, seconds) if bench.gpu_full and bench.real_data else None),
-        ))
+        rows.append(
+            row(
+                "accuracy",
+                config.model.name,
+                setting=recipe,
+                images=results["n_train"],
+                seconds=seconds,
+                rate=results["n_train"] * results["epochs"] / seconds,
+                unit="img/s",
+                peak_gib=peak_memory_gib(bench.device),
+                result=result,
+                target=spec.target,
+                reference=spec.reference,
+                meets=verdict(
+                    accuracy_met(spec, accuracy, cra, seconds) if bench.gpu_full and bench.real_data else None
+                ),
+            )
+        )
     return rows
 
 
@@ -418,7 +527,10 @@ def accuracy_met(spec: AccuracyRun, accuracy: float, cra: float | None, seconds:
 
 
 JOB_FUNCTIONS: dict[str, Callable[[Bench, set[str]], list[dict[str, Any]]]] = {
-    "train": train_job, "smoothing": smoothing_job, "syncs": syncs_job, "accuracy": accuracy_job,
+    "train": train_job,
+    "smoothing": smoothing_job,
+    "syncs": syncs_job,
+    "accuracy": accuracy_job,
 }
 
 
@@ -431,10 +543,16 @@ def git_commit() -> str:
     if os.environ.get("BENCH_GIT_COMMIT"):  # a copy of the checkout whose .git may be stale or absent
         return os.environ["BENCH_GIT_COMMIT"]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return f"{head}{' (dirty)' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("BENCH_GIT_COMMIT", "unknown (no git checkout; set BENCH_GIT_COMMIT)")
@@ -478,15 +596,22 @@ def render(report: dict[str, Any]) -> str:
     meta = report["meta"]
     header = [f"robustlab benchmark, {meta['date']}, size {meta['size']}, device {meta['device']}"]
     header += [f"{key}: {meta[key]}" for key in ("command", "git", "torch", "hardware", "data")]
-    rows = [{**r, "seconds": _round(r["seconds"], 3), "rate": _round(r["rate"], 0 if (r["rate"] or 0) >= 10 else 2),
-             "peak_gib": _round(r["peak_gib"], 2)} for r in report["rows"]]
+    rows = [
+        {
+            **r,
+            "seconds": _round(r["seconds"], 3),
+            "rate": _round(r["rate"], 0 if (r["rate"] or 0) >= 10 else 2),
+            "peak_gib": _round(r["peak_gib"], 2),
+        }
+        for r in report["rows"]
+    ]
     return "\n".join(header) + "\n\n" + format_table(rows, COLUMNS)
 
 
 def _round(value: float | None, digits: int) -> float | int | None:
     if value is None:
         return None
-    return int(round(value)) if digits == 0 else round(value, digits)
+    return round(value) if digits == 0 else round(value, digits)
 
 
 def append_markdown(path: Path, report: dict[str, Any], title: str | None) -> None:
@@ -503,34 +628,60 @@ def append_markdown(path: Path, report: dict[str, Any], title: str | None) -> No
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="bench.py", description=__doc__.split("\n\n")[0],
+        prog="bench.py",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Jobs: train (with certify rows), smoothing, syncs (CUDA), accuracy (long). "
         "GPU runbook: benchmarks/gpu_session.md.",
     )
     parser.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: auto)")
-    parser.add_argument("--size", choices=tuple(SIZES), default="smoke",
-                        help="smoke (CI, seconds), small (CPU, about a minute), full (the paper's sizes; GPU)")
-    parser.add_argument("--jobs", help=f"comma-separated, from {', '.join(JOBS)} (default: train,smoothing, "
-                        "plus syncs on CUDA)")
+    parser.add_argument(
+        "--size",
+        choices=tuple(SIZES),
+        default="smoke",
+        help="smoke (CI, seconds), small (CPU, about a minute), full (the paper's sizes; GPU)",
+    )
+    parser.add_argument(
+        "--jobs", help=f"comma-separated, from {', '.join(JOBS)} (default: train,smoothing, plus syncs on CUDA)"
+    )
     parser.add_argument("--models", help="comma-separated model names to keep (default: all)")
     parser.add_argument("--data-dir", help="folder with CIFAR-10 (cifar10.npz); default: synthetic data")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every training run, e.g. train.precision=bfloat16 (repeatable)")
-    parser.add_argument("--append", metavar="FILE",
-                        help="append the table (markdown) to FILE, e.g. benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every training run, e.g. train.precision=bfloat16 (repeatable)",
+    )
+    parser.add_argument(
+        "--append", metavar="FILE", help="append the table (markdown) to FILE, e.g. benchmarks/RESULTS.md"
+    )
     parser.add_argument("--title", help="heading of the appended section (default: device, size and date)")
     parser.add_argument("--work-dir", help="folder for run directories and synthetic data (default: a temporary one)")
-    parser.add_argument("--tf32", action="store_true",
-                        help="CUDA: float32 matmuls in TF32 (certification is float64, smoothing forces IEEE float32)")
-    parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="CUDA: let cuDNN time its convolution algorithms (torch.backends.cudnn.benchmark)")
-    parser.add_argument("--smoothing", help=f"comma-separated smoothing settings, from: {', '.join(SMOOTHING_SETTINGS)} "
-                        f"(default: the first three)")
-    parser.add_argument("--smoothing-train-epochs", type=float, default=0, metavar="EPOCHS",
-                        help="train the smoothing preset's base net for EPOCHS (with the --set options) before the "
-                        "estimate, so that its accuracy and radii mean something (default 0: untrained weights; "
-                        "the speed does not depend on them)")
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="CUDA: float32 matmuls in TF32 (certification is float64, smoothing forces IEEE float32)",
+    )
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="CUDA: let cuDNN time its convolution algorithms (torch.backends.cudnn.benchmark)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        help=f"comma-separated smoothing settings, from: {', '.join(SMOOTHING_SETTINGS)} (default: the first three)",
+    )
+    parser.add_argument(
+        "--smoothing-train-epochs",
+        type=float,
+        default=0,
+        metavar="EPOCHS",
+        help="train the smoothing preset's base net for EPOCHS (with the --set options) before the "
+        "estimate, so that its accuracy and radii mean something (default 0: untrained weights; "
+        "the speed does not depend on them)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     add_json_flag(parser)
@@ -578,11 +729,22 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     models = set(choose(args.models, all_models, "model", all_models))
     with tempfile.TemporaryDirectory(prefix="robustlab-bench-", dir=args.work_dir) as work:
         data_overrides, source, real = prepare_inputs(args, size, Path(work))
-        bench = Bench(device, args.size, size, data_overrides, source, real, args.overrides, Path(work),
-                      progress=not args.quiet, torch_flags=torch_flags,
-                      smoothing_train_epochs=args.smoothing_train_epochs,
-                      smoothing_settings=choose(args.smoothing, SMOOTHING_SETTINGS, "smoothing setting",
-                                                list(DEFAULT_SMOOTHING_SETTINGS)))
+        bench = Bench(
+            device,
+            args.size,
+            size,
+            data_overrides,
+            source,
+            real,
+            args.overrides,
+            Path(work),
+            progress=not args.quiet,
+            torch_flags=torch_flags,
+            smoothing_train_epochs=args.smoothing_train_epochs,
+            smoothing_settings=choose(
+                args.smoothing, SMOOTHING_SETTINGS, "smoothing setting", list(DEFAULT_SMOOTHING_SETTINGS)
+            ),
+        )
         for preset in {r.preset for r in TRAIN_RECIPES} | {SMOOTHING_PRESET}:
             bench.config(preset)  # a bad --set or a missing preset fails before any work
         rows = []

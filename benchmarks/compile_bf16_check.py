@@ -35,8 +35,11 @@ def main() -> None:
         return
     for model_name in ("simpleconvnet", "lipconvnet-cpl"):
         for mode in ("same_as_forward", "off"):
-            print(f"{model_name:16s} backward_pass_autocast={mode:16s} finite gradients: "
-                  f"{gradients_are_finite(model_name, mode)}", flush=True)
+            print(
+                f"{model_name:16s} backward_pass_autocast={mode:16s} finite gradients: "
+                f"{gradients_are_finite(model_name, mode)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

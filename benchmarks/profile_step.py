@@ -27,10 +27,10 @@ from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import prepare_data
 from robustlab.runs.config import load_config
 from robustlab.runtime import resolve_device
-from robustlab.train.losses import build_loss
-from robustlab.train.loop import build_model, make_train_step, prepare_for_training
-from robustlab.train.optim import build_optimizer, build_schedule
 from robustlab.train.distributed import setup
+from robustlab.train.loop import build_model, make_train_step, prepare_for_training
+from robustlab.train.losses import build_loss
+from robustlab.train.optim import build_optimizer, build_schedule
 
 
 def timed(device: torch.device, steps: int, work) -> float:
@@ -48,8 +48,16 @@ def timed(device: torch.device, steps: int, work) -> float:
 def profile_preset(preset: str, overrides: list[str], device: torch.device, args: argparse.Namespace) -> None:
     config = load_config(preset, overrides)
     data = prepare_data(config.data)
-    loader = DeviceLoader(data.x_train, data.y_train, config.train.batch_size, augment=config.augment,
-                          mean=data.mean, device=device, seed=config.seed, fill_last=True)
+    loader = DeviceLoader(
+        data.x_train,
+        data.y_train,
+        config.train.batch_size,
+        augment=config.augment,
+        mean=data.mean,
+        device=device,
+        seed=config.seed,
+        fill_last=True,
+    )
     model = build_model(config, data).to(device)
     loss_fn = build_loss(config.loss)
     optimizer = build_optimizer(model.parameters(), config.optim)
@@ -72,16 +80,21 @@ def profile_preset(preset: str, overrides: list[str], device: torch.device, args
     timed(device, args.warmup, both)
     loader_ms, step_ms, both_ms = (timed(device, args.steps, work) for work in (draw, fixed, both))
     flags = " ".join(speed_options(config))
-    print(f"\n== {preset} ({config.model.name}, {flags}, batch {config.train.batch_size}): "
-          f"loader {loader_ms:.2f} ms, step {step_ms:.2f} ms, both {both_ms:.2f} ms per step "
-          f"-> {both_ms * len(loader) / 1e3:.2f} s per epoch of {len(loader)} steps", flush=True)
+    print(
+        f"\n== {preset} ({config.model.name}, {flags}, batch {config.train.batch_size}): "
+        f"loader {loader_ms:.2f} ms, step {step_ms:.2f} ms, both {both_ms:.2f} ms per step "
+        f"-> {both_ms * len(loader) / 1e3:.2f} s per epoch of {len(loader)} steps",
+        flush=True,
+    )
     if device.type != "cuda" or args.kernels <= 0:
         return
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
         timed(device, 5, both)
-    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.kernels, max_name_column_width=70),
-          flush=True)
+    print(
+        prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.kernels, max_name_column_width=70),
+        flush=True,
+    )
 
 
 def main() -> int:

@@ -26,8 +26,20 @@ MODELS = ("simpleconvnet", "lipconvnet-cpl", "lipconvnet-aol", "lipmlp-aol")
 
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(BENCH), "--size", "smoke", "--device", "cpu", "--threads", "1", "--quiet",
-               "--work-dir", str(tmp_path), *args]
+    command = [
+        sys.executable,
+        str(BENCH),
+        "--size",
+        "smoke",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--work-dir",
+        str(tmp_path),
+        *args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -79,8 +91,16 @@ def test_smoke_run_has_every_row_as_json_and_markdown(tmp_path):
 
 def test_fast_path_options_train_and_accuracy_rows(tmp_path):
     """bf16 autocast and channels_last run real training steps; certification stays float64."""
-    args = ["--jobs", "train,accuracy", "--models", "lipconvnet-cpl,lipmlp-aol",
-            "--set", "train.precision=bfloat16", "--set", "train.channels_last=true"]
+    args = [
+        "--jobs",
+        "train,accuracy",
+        "--models",
+        "lipconvnet-cpl,lipmlp-aol",
+        "--set",
+        "train.precision=bfloat16",
+        "--set",
+        "train.channels_last=true",
+    ]
     report = json.loads(run_bench(tmp_path, "--json", *args).stdout)
     by_job: dict[str, list[dict]] = {}
     for row in report["rows"]:
@@ -108,11 +128,32 @@ def test_smoothing_of_a_trained_base_net_compares_predictions_across_settings(tm
 
 
 def test_profile_step_times_the_loaders_and_the_steps(tmp_path):
-    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--images", "256",
-               "--presets", "aol-mlp,simpleconvnet", "--steps", "1", "--warmup", "1", "--set", "train.batch_size=64",
-               "--set", "model.kwargs={width: 16}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "profile_step.py"),
+        "--device",
+        "cpu",
+        "--images",
+        "256",
+        "--presets",
+        "aol-mlp,simpleconvnet",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "model.kwargs={width: 16}",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("== ")]
     assert [line.split()[1] for line in lines] == ["aol-mlp", "simpleconvnet"]
@@ -120,8 +161,10 @@ def test_profile_step_times_the_loaders_and_the_steps(tmp_path):
         assert "float32, batch 64" in line and "per epoch of 4 steps" in line, line
 
 
-@pytest.mark.skipif(os.environ.get("ROBUSTLAB_TEST_COMPILE") != "1",
-                    reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1")
+@pytest.mark.skipif(
+    os.environ.get("ROBUSTLAB_TEST_COMPILE") != "1",
+    reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1",
+)
 def test_compiled_training_steps(tmp_path):
     args = ["--jobs", "train", "--models", "lipmlp-aol", "--set", "train.compile=true"]
     report = json.loads(run_bench(tmp_path, "--json", *args).stdout)

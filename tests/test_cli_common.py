@@ -16,24 +16,30 @@ def test_argument_types_accept_good_values():
     assert positive_int("7") == 7
 
 
-@pytest.mark.parametrize("kind, text, message", [
-    (non_negative_number, "-1", "non-negative"),
-    (non_negative_number, "1/0", "such as 0.125"),
-    (int_list, "4,x", "comma-separated integers"),
-    (positive_int, "0", "positive integer, got '0'"),
-    (positive_int, "-5", "positive integer, got '-5'"),
-    (positive_int, "2.5", "positive integer, got '2.5'"),
-])
+@pytest.mark.parametrize(
+    "kind, text, message",
+    [
+        (non_negative_number, "-1", "non-negative"),
+        (non_negative_number, "1/0", "such as 0.125"),
+        (int_list, "4,x", "comma-separated integers"),
+        (positive_int, "0", "positive integer, got '0'"),
+        (positive_int, "-5", "positive integer, got '-5'"),
+        (positive_int, "2.5", "positive integer, got '2.5'"),
+    ],
+)
 def test_argument_types_refuse_bad_values_with_a_message(kind, text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         kind(text)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["certify", "RUN", "--limit", "-5"], "argument --limit: expected a positive integer, got '-5'"),
-    (["certify", "RUN", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
-    (["smooth", "RUN", "--n", "0"], "argument --n: expected a positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["certify", "RUN", "--limit", "-5"], "argument --limit: expected a positive integer, got '-5'"),
+        (["certify", "RUN", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+        (["smooth", "RUN", "--n", "0"], "argument --n: expected a positive integer"),
+    ],
+)
 def test_bad_counts_fail_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

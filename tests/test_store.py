@@ -36,10 +36,9 @@ def test_killed_write_leaves_old_file_intact(tmp_path):
 
 def test_failed_write_removes_temporary_file(tmp_path):
     target = tmp_path / "a.txt"
-    with pytest.raises(RuntimeError):
-        with atomic_open(target, "w") as handle:
-            handle.write("partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as handle:
+        handle.write("partial")
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -100,6 +99,12 @@ def test_not_a_run_directory(tmp_path):
 
 def test_results_with_numpy_arrays_tensors_and_paths_are_written_as_json(tmp_path):
     run = Run(tmp_path / "r")
-    run.save_results({"counts": np.bincount([0, 1, 1]), "mean": np.float32(0.5),
-                      "radii": torch.tensor([0.25, 1.0]), "where": tmp_path})
+    run.save_results(
+        {
+            "counts": np.bincount([0, 1, 1]),
+            "mean": np.float32(0.5),
+            "radii": torch.tensor([0.25, 1.0]),
+            "where": tmp_path,
+        }
+    )
     assert run.load_results() == {"counts": [1, 2], "mean": 0.5, "radii": [0.25, 1.0], "where": str(tmp_path)}

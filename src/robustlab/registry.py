@@ -6,7 +6,8 @@ lists the known ones.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ class Registry(Generic[T]):
         """Decorator: ``@MODELS.register("lipconvnet")``; the object's __name__ by default."""
 
         def add(obj: T) -> T:
-            self.add(name or getattr(obj, "__name__"), obj)
+            self.add(name or obj.__name__, obj)
             return obj
 
         return add

@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from certify_helpers import LinearClassifier, linear_problem
 
 from robustlab.certify.evaluate import certify_points, eps_label, evaluate
@@ -15,9 +14,7 @@ def brute_force_radii(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor) ->
     flat = x.flatten(1).double().numpy()
     radii = []
     for point, label in zip(flat, y.tolist()):
-        distances = [
-            (w[label] - w[j]) @ point / np.linalg.norm(w[label] - w[j]) for j in range(len(w)) if j != label
-        ]
+        distances = [(w[label] - w[j]) @ point / np.linalg.norm(w[label] - w[j]) for j in range(len(w)) if j != label]
         radii.append(max(0.0, min(distances)))
     return np.array(radii)
 

@@ -46,7 +46,9 @@ def test_info_of_one_dataset(tmp_path, capsys):
 
 def test_prepare_imports_a_file_into_the_data_folder(tmp_path, capsys):
     write_cifar_npz(tmp_path / "download.npz")
-    result = run_json(capsys, "prepare", "cifar10", "--from", str(tmp_path / "download.npz"), "--data-dir", str(tmp_path / "data"))
+    result = run_json(
+        capsys, "prepare", "cifar10", "--from", str(tmp_path / "download.npz"), "--data-dir", str(tmp_path / "data")
+    )
     assert result["written"] == [str(tmp_path / "data" / "cifar10.npz")] and result["train_size"] == 20
     assert run_json(capsys, "info", "cifar10", "--data-dir", str(tmp_path / "data"))["test_size"] == 10
 

@@ -191,10 +191,15 @@ def test_cifar100_uses_the_fine_labels(tmp_path):
     test = RNG.integers(0, 256, (2, 3072), dtype=np.uint8)
     path = tmp_path / "cifar100" / "cifar-100-python.tar.gz"
     path.parent.mkdir()
-    write_tar(path, {
-        "cifar-100-python/train": py2_pickle({"data": train, "fine_labels": [0, 99, 5, 6, 7, 8], "coarse_labels": [0] * 6}),
-        "cifar-100-python/test": py2_pickle({"data": test, "fine_labels": [42, 1], "coarse_labels": [0, 0]}),
-    })
+    write_tar(
+        path,
+        {
+            "cifar-100-python/train": py2_pickle(
+                {"data": train, "fine_labels": [0, 99, 5, 6, 7, 8], "coarse_labels": [0] * 6}
+            ),
+            "cifar-100-python/test": py2_pickle({"data": test, "fine_labels": [42, 1], "coarse_labels": [0, 0]}),
+        },
+    )
     data = load_dataset("cifar100", tmp_path, verify=False)
     assert data.num_classes == 100 and data.y_train.tolist() == [0, 99, 5, 6, 7, 8] and len(data.x_test) == 2
 
@@ -210,7 +215,9 @@ class RunsShellCommand:
 def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     members, _, _ = cifar10_members()
-    members["cifar-10-batches-py/data_batch_1"] = pickle.dumps({"data": RunsShellCommand(marker), "labels": []}, protocol=2)
+    members["cifar-10-batches-py/data_batch_1"] = pickle.dumps(
+        {"data": RunsShellCommand(marker), "labels": []}, protocol=2
+    )
     path = tmp_path / "cifar10" / "cifar-10-python.tar.gz"
     path.parent.mkdir()
     write_tar(path, members)
@@ -297,7 +304,9 @@ def test_truncated_npz_is_one_clear_error(tmp_path):
 def test_npz_holding_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "objects.npz"
     write_npz(path)
-    np.savez(path, **{**dict(np.load(path)), "y_train": np.array([RunsShellCommand(tmp_path / "x")] * 12, dtype=object)})
+    np.savez(
+        path, **{**dict(np.load(path)), "y_train": np.array([RunsShellCommand(tmp_path / "x")] * 12, dtype=object)}
+    )
     with pytest.raises(DatasetError, match="objects.npz"):
         load_dataset(str(path))
     assert not (tmp_path / "x").exists()

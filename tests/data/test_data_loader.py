@@ -16,7 +16,9 @@ def random_images(n=64, size=16, channels=3, seed=0):
 
 
 def one_batch(images, augment, batch_size=None, **kwargs):
-    loader = DeviceLoader(images, np.zeros(len(images)), batch_size or len(images), augment=augment, shuffle=False, **kwargs)
+    loader = DeviceLoader(
+        images, np.zeros(len(images)), batch_size or len(images), augment=augment, shuffle=False, **kwargs
+    )
     return next(iter(loader))[0]
 
 
@@ -57,7 +59,9 @@ def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
     padded = F.pad(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, (4, 4, 4, 4), mode="reflect")
     shifts = []
     for out, pad in zip(x, padded):
-        matches = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out, pad[:, dy : dy + 16, dx : dx + 16])]
+        matches = [
+            (dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out, pad[:, dy : dy + 16, dx : dx + 16])
+        ]
         assert len(matches) == 1
         shifts.append(matches[0])
     assert len(set(shifts)) > 10  # per-sample shifts

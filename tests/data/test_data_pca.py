@@ -65,6 +65,11 @@ def test_projection_checks_the_image_shape():
 def test_component_specs():
     assert parse_component_spec("0-15,512-3071", 3072).tolist() == list(range(16)) + list(range(512, 3072))
     assert parse_component_spec(" 3, 1-2 ,2", 10).tolist() == [1, 2, 3]
-    for bad, message in [("a-b", "0-based inclusive ranges"), ("5-2", "outside 0-9"), ("0-10", "outside 0-9"), ("", "0-based")]:
+    for bad, message in [
+        ("a-b", "0-based inclusive ranges"),
+        ("5-2", "outside 0-9"),
+        ("0-10", "outside 0-9"),
+        ("", "0-based"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_component_spec(bad, 10)

@@ -25,7 +25,11 @@ def test_validation_split_is_a_stratified_partition():
 
 def test_validation_split_follows_the_class_proportions_of_imbalanced_data():
     _, val = train_val_split(IMBALANCED, 30, seed=0)
-    assert np.bincount(IMBALANCED[val], minlength=3).tolist() == [2, 20, 8]  # quotas 1.5, 20, 8.5: the tie goes to the lower class
+    assert np.bincount(IMBALANCED[val], minlength=3).tolist() == [
+        2,
+        20,
+        8,
+    ]  # quotas 1.5, 20, 8.5: the tie goes to the lower class
 
 
 def test_validation_split_is_seeded():

@@ -63,7 +63,11 @@ def test_data_scaling_smoke_runs_and_reports(tmp_path):
     rows, report = run_experiment(setup, store, out_dir=tmp_path / "report", progress=False)
     assert len(rows) == 4 and all(r.status == "trained" for r in rows)
     assert [(r["model"], r["N"]) for r in report.rows] == [
-        ("tiny-convnet", 48), ("tiny-convnet", 97), ("tiny-lipmlp", 48), ("tiny-lipmlp", 97)]
+        ("tiny-convnet", 48),
+        ("tiny-convnet", 97),
+        ("tiny-lipmlp", 48),
+        ("tiny-lipmlp", 97),
+    ]
     assert [r["CRA 36/255"] is None for r in report.rows] == [True, True, False, False]  # standard nets certify nothing
     assert matplotlib.image.imread(report.figures[0]).shape[0] > 100
     assert json.loads(report.tables["json"].read_text())["rows"] == json.loads(json.dumps(report.rows))
@@ -84,8 +88,9 @@ def test_compute_scaling_and_one_architecture_smoke(tmp_path):
 
 
 def test_pca_smoke_table_has_every_subset(tmp_path):
-    setup = get_experiment("pca").setup("smoke", overrides=["model.kwargs={width: 4}", "train.epochs=0.3"],
-                                        recipes=("tiny-convnet",))
+    setup = get_experiment("pca").setup(
+        "smoke", overrides=["model.kwargs={width: 4}", "train.epochs=0.3"], recipes=("tiny-convnet",)
+    )
     _, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
     assert [r["components"] for r in report.rows] == ["all", "0-0", "0-10", "11-63", "43-63", "0-0,11-63"]
     assert report.rows[0]["variance (%)"] == 100.0 and all(r["tiny-convnet acc"] is not None for r in report.rows)
@@ -124,8 +129,29 @@ def test_demo_at_a_reduced_size_writes_its_outputs(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--sizes", "48,97", "--epochs", "0.3", "--quiet", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [(r["model"], r["N"]) for r in printed["rows"]] == [
-        ("tiny-convnet", 48), ("tiny-convnet", 97), ("tiny-lipmlp", 48), ("tiny-lipmlp", 97)]
+        ("tiny-convnet", 48),
+        ("tiny-convnet", 97),
+        ("tiny-lipmlp", 48),
+        ("tiny-lipmlp", 97),
+    ]
     assert (out / "demo.png").exists() and (out / "table.json").exists() and (out / "table.md").exists()
-    assert main(["report", "data_scaling", "--scale", "demo", "--param", "sizes=48,97", "--param", "epochs=0.3",
-                 "--runs-root", str(out / "runs"), "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "data_scaling",
+                "--scale",
+                "demo",
+                "--param",
+                "sizes=48,97",
+                "--param",
+                "epochs=0.3",
+                "--runs-root",
+                str(out / "runs"),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     assert "tiny-lipmlp" in capsys.readouterr().out

@@ -19,9 +19,16 @@ from robustlab.runs.store import RunStore
 
 
 def test_panels_and_bars_are_written_as_images(tmp_path):
-    path = plot_panels([Panel("accuracy (%)", [Curve("a", [48, 97, 195], [10.0, 20.0, 30.0])]),
-                        Panel("CRA (%)", [Curve("b", [48, 97], [5.0, 9.0], dashed=True)])],
-                       tmp_path / "fig" / "scaling.png", xlabel="N", logx=True, title="t")
+    path = plot_panels(
+        [
+            Panel("accuracy (%)", [Curve("a", [48, 97, 195], [10.0, 20.0, 30.0])]),
+            Panel("CRA (%)", [Curve("b", [48, 97], [5.0, 9.0], dashed=True)]),
+        ],
+        tmp_path / "fig" / "scaling.png",
+        xlabel="N",
+        logx=True,
+        title="t",
+    )
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > image.shape[1] > 100  # two stacked panels
     bars = plot_bars(["0-15", "all"], {"acc": [40.0, None], "CRA": [20.0, 30.0]}, tmp_path / "b.png", ylabel="%")
@@ -47,8 +54,13 @@ def test_pca_explained_variance_equals_a_direct_numpy_computation():
     shares = explained_variances(setup)
     x = load_dataset("digits").x_train.reshape(-1, 64).astype(np.float64) / 255
     eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
-    expected = {"0-0": eigenvalues[:1].sum(), "0-10": eigenvalues[:11].sum(), "11-63": eigenvalues[11:].sum(),
-                "43-63": eigenvalues[43:].sum(), "0-0,11-63": eigenvalues[:1].sum() + eigenvalues[11:].sum()}
+    expected = {
+        "0-0": eigenvalues[:1].sum(),
+        "0-10": eigenvalues[:11].sum(),
+        "11-63": eigenvalues[11:].sum(),
+        "43-63": eigenvalues[43:].sum(),
+        "0-0,11-63": eigenvalues[:1].sum() + eigenvalues[11:].sum(),
+    }
     assert list(shares) == component_subsets(64)
     for spec, value in expected.items():
         assert shares[spec] == pytest.approx(100 * value / eigenvalues.sum(), rel=1e-6)
@@ -62,8 +74,9 @@ def test_doubling_gain_is_the_slope_per_doubling():
 
 
 def test_every_experiment_has_the_three_scales_and_unknown_ones_are_refused():
-    assert {"data_scaling", "compute_scaling", "pca", "robust_overfitting", "one_architecture",
-            "extra_data"} <= set(EXPERIMENTS.names())
+    assert {"data_scaling", "compute_scaling", "pca", "robust_overfitting", "one_architecture", "extra_data"} <= set(
+        EXPERIMENTS.names()
+    )
     for name in EXPERIMENTS.names():
         assert {"smoke", "small", "paper"} <= set(EXPERIMENTS.get(name).scales)
     with pytest.raises(ConfigError, match="no scale 'huge'"):

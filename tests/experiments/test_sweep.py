@@ -6,7 +6,13 @@ import sqlite3
 import pytest
 
 from robustlab.experiments.sweep import (
-    Sweep, collect, expand_grid, find_done, result_key, run_sweep, with_overrides,
+    Sweep,
+    collect,
+    expand_grid,
+    find_done,
+    result_key,
+    run_sweep,
+    with_overrides,
 )
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.config import ConfigError, load_config
@@ -15,15 +21,27 @@ from robustlab.runs.store import RunStore
 
 def test_dict_grid_is_the_cartesian_product_and_lists_stay():
     grid = expand_grid({"data.subset_size": [48, 97], "seed": [0, 1]})
-    assert grid == [{"data.subset_size": 48, "seed": 0}, {"data.subset_size": 48, "seed": 1},
-                    {"data.subset_size": 97, "seed": 0}, {"data.subset_size": 97, "seed": 1}]
+    assert grid == [
+        {"data.subset_size": 48, "seed": 0},
+        {"data.subset_size": 48, "seed": 1},
+        {"data.subset_size": 97, "seed": 0},
+        {"data.subset_size": 97, "seed": 1},
+    ]
     explicit = [{"model.name": "a", "optim.lr": 1.0}, {"model.name": "b"}]
     assert expand_grid(explicit) == explicit
 
 
 def test_overrides_are_checked_like_set_options():
-    config = with_overrides(load_config(), {"optim.lr": 0.3, "data.subset_size": 97, "eval.eps": [0.5],
-                                            "model.kwargs": {"width": 8}, "data.pca_components": None})
+    config = with_overrides(
+        load_config(),
+        {
+            "optim.lr": 0.3,
+            "data.subset_size": 97,
+            "eval.eps": [0.5],
+            "model.kwargs": {"width": 8},
+            "data.pca_components": None,
+        },
+    )
     assert (config.optim.lr, config.data.subset_size, config.eval.eps) == (0.3, 97, [0.5])
     assert config.model.kwargs == {"width": 8}
     with pytest.raises(ConfigError, match="unknown config key optim.lrr"):
@@ -42,8 +60,17 @@ def test_points_carry_the_sweep_name_and_the_grid_values():
 
 def test_execution_settings_do_not_change_which_run_matches():
     config = load_config()
-    elsewhere = with_overrides(config, {"train.device": "cuda:1", "name": "other", "data.data_dir": "/x",
-                                        "train.cuda_graph": True, "train.channels_last": True, "train.compile": True})
+    elsewhere = with_overrides(
+        config,
+        {
+            "train.device": "cuda:1",
+            "name": "other",
+            "data.data_dir": "/x",
+            "train.cuda_graph": True,
+            "train.channels_last": True,
+            "train.compile": True,
+        },
+    )
     assert result_key(config) == result_key(elsewhere)
     assert result_key(config) != result_key(with_overrides(config, {"optim.lr": 0.5}))
     assert result_key(config) != result_key(with_overrides(config, {"train.precision": "bfloat16"}))

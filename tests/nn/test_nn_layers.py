@@ -2,13 +2,21 @@ import copy
 
 import pytest
 import torch
+from nn_helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
 from torch import nn
 
-from nn_helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
 from robustlab.nn.activations import GroupSort, MaxMin
 from robustlab.nn.blocks import CenterInputs, FirstChannels, GlobalMaxPool, ZeroChannelConcatenation, ZeroPad
 from robustlab.nn.lipschitz import (
-    LAYER_FAMILIES, AOLConv2d, AOLLinear, CayleyConv2d, CPLConv2d, CPLLinear, OrthogonalLinear, SLLConv2d, SLLLinear,
+    LAYER_FAMILIES,
+    AOLConv2d,
+    AOLLinear,
+    CayleyConv2d,
+    CPLConv2d,
+    CPLLinear,
+    OrthogonalLinear,
+    SLLConv2d,
+    SLLLinear,
     SOCConv2d,
 )
 from robustlab.nn.lipschitz.base import top_eigenpair
@@ -87,8 +95,9 @@ def test_state_dict_round_trip_gives_same_eval_outputs(name):
     torch.testing.assert_close(target(x), source(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("layer, shape", [(AOLLinear(5, 5), (5,)), (AOLConv2d(3, 3, 3), (3, 4, 4)),
-                                          (AOLConv2d(3, 3, 5), (3, 6, 6))])
+@pytest.mark.parametrize(
+    "layer, shape", [(AOLLinear(5, 5), (5,)), (AOLConv2d(3, 3, 3), (3, 4, 4)), (AOLConv2d(3, 3, 5), (3, 6, 6))]
+)
 def test_square_aol_layers_start_as_the_identity(layer, shape):
     x = torch.randn(2, *shape)
     torch.testing.assert_close(layer(x), x, rtol=1e-5, atol=1e-5)
@@ -100,14 +109,16 @@ def test_aol_rescaling_matches_the_dense_formula_for_a_conv():
     size = 9  # large enough that the centre pixel sees every kernel offset
     matrix = torch.autograd.functional.jacobian(
         lambda v: torch.nn.functional.conv2d(v.view(1, 2, size, size), layer.weight, padding=1).flatten(),
-        torch.zeros(2 * size * size))
+        torch.zeros(2 * size * size),
+    )
     row_sums = (matrix.t() @ matrix).abs().sum(dim=1).view(2, size, size)[:, size // 2, size // 2]
     torch.testing.assert_close(layer.rescaling(), (row_sums + 1e-6).rsqrt(), rtol=1e-4, atol=1e-6)
 
 
 def _conv_operator_norm(layer: CPLConv2d, size: int) -> float:
-    matrix = torch.autograd.functional.jacobian(lambda v: layer.down(v.view(1, layer.channels, size, size)).flatten(),
-                                                torch.zeros(layer.channels * size * size))
+    matrix = torch.autograd.functional.jacobian(
+        lambda v: layer.down(v.view(1, layer.channels, size, size)).flatten(), torch.zeros(layer.channels * size * size)
+    )
     return float(torch.linalg.matrix_norm(matrix.double(), ord=2))
 
 

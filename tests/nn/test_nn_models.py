@@ -21,7 +21,11 @@ def tiny_kwargs(name: str) -> dict:
 
 def test_every_family_has_every_architecture():
     for family in LAYER_FAMILIES:
-        for name in (f"lipconvnet-{family}", f"lipmlp-{family}", *(f"convnet-{s}-{family}" for s in ("xs", "s", "m", "l"))):
+        for name in (
+            f"lipconvnet-{family}",
+            f"lipmlp-{family}",
+            *(f"convnet-{s}-{family}" for s in ("xs", "s", "m", "l")),
+        ):
             assert name in MODELS
     assert "simpleconvnet" in MODELS
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
+from nn_helpers import train_a_little
 from torch import nn
 
-from nn_helpers import train_a_little
 from robustlab.cli import main
 from robustlab.nn.blocks import CenterInputs, Flatten, GlobalMaxPool
 from robustlab.nn.export import export_model
@@ -51,7 +51,8 @@ def test_verify_flags_a_large_plain_conv_and_its_fft_bound_is_sound():
     assert not conv_row["ok"] and conv_row["method"] == "lanczos"
     conv = model[1]
     matrix = torch.autograd.functional.jacobian(
-        lambda v: nn.functional.conv2d(v.view(1, *DIGITS), conv.weight, padding=1).flatten(), torch.zeros(64))
+        lambda v: nn.functional.conv2d(v.view(1, *DIGITS), conv.weight, padding=1).flatten(), torch.zeros(64)
+    )
     exact = float(torch.linalg.matrix_norm(matrix.double(), ord=2))
     assert conv_row["norm"] == pytest.approx(exact, rel=1e-5)
     assert exact <= conv_row["upper_bound"] * (1 + 1e-6)
@@ -84,8 +85,16 @@ def test_export_gives_plain_modules_with_identical_outputs(family):
     exported = export_model(model)
     x = torch.rand(5, *DIGITS)
     torch.testing.assert_close(exported(x), model(x), rtol=1e-5, atol=1e-5)
-    custom = {type(m).__name__ for m in exported.modules()} & {"AOLConv2d", "AOLLinear", "CPLConv2d", "CPLLinear",
-                                                              "SLLConv2d", "SLLLinear", "SOCConv2d", "OrthogonalLinear"}
+    custom = {type(m).__name__ for m in exported.modules()} & {
+        "AOLConv2d",
+        "AOLLinear",
+        "CPLConv2d",
+        "CPLLinear",
+        "SLLConv2d",
+        "SLLLinear",
+        "SOCConv2d",
+        "OrthogonalLinear",
+    }
     assert not custom
     assert not any(p.requires_grad for p in exported.parameters())
     if family == "orthogonal":
@@ -101,8 +110,23 @@ def test_export_keeps_the_model_unchanged_and_in_its_mode():
 
 
 def test_cli_verify_passes_a_lipconvnet_on_cifar10_shapes(capsys):
-    status = main(["verify", "--model", "lipconvnet-cpl", "--dataset", "cifar10", "--model-arg", "width=4",
-                   "--model-arg", "depth=1", "--attack-steps", "3", "--quiet", "--json"])
+    status = main(
+        [
+            "verify",
+            "--model",
+            "lipconvnet-cpl",
+            "--dataset",
+            "cifar10",
+            "--model-arg",
+            "width=4",
+            "--model-arg",
+            "depth=1",
+            "--attack-steps",
+            "3",
+            "--quiet",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert status == 0 and report["ok"]
     assert report["input_shape"] == [3, 32, 32]
@@ -132,8 +156,14 @@ def test_cli_verify_reads_a_run_directory(tmp_path, capsys):
     config = load_config(None, ["model.name=lipmlp-aol", "model.kwargs={depth: 1}", "data.name=digits"])
     run = RunStore(tmp_path / "runs").create(config, run_dir=tmp_path / "run")
     model = create_model("lipmlp-aol", DIGITS, 10, depth=1)
-    architecture = {"name": "lipmlp-aol", "kwargs": {"depth": 1}, "input_shape": list(DIGITS), "num_classes": 10,
-                    "mean": [0.0], "version": ARCHITECTURE_VERSION}
+    architecture = {
+        "name": "lipmlp-aol",
+        "kwargs": {"depth": 1},
+        "input_shape": list(DIGITS),
+        "num_classes": 10,
+        "mean": [0.0],
+        "version": ARCHITECTURE_VERSION,
+    }
     atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
     status = main(["verify", str(run.path), "--attack-steps", "3", "--quiet", "--json"])
     report = json.loads(capsys.readouterr().out)

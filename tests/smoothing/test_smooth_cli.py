@@ -23,13 +23,29 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)  # two threads on a shared, busy 2-core machine are far slower
     root = tmp_path_factory.mktemp("runs")
     try:
-        base = load_config("digits", [
-            "name=base", "model.name=simpleconvnet", "model.kwargs={width: 4}", "augment.noise_std=1/8",
-            "loss.name=ce", "loss.temperature=8", "train.epochs=1", "train.device=cpu",
-        ])
-        lipschitz = load_config("digits", [
-            "name=lipschitz", "model.name=lipmlp-aol", "model.kwargs={depth: 2}", "train.epochs=1", "train.device=cpu",
-        ])
+        base = load_config(
+            "digits",
+            [
+                "name=base",
+                "model.name=simpleconvnet",
+                "model.kwargs={width: 4}",
+                "augment.noise_std=1/8",
+                "loss.name=ce",
+                "loss.temperature=8",
+                "train.epochs=1",
+                "train.device=cpu",
+            ],
+        )
+        lipschitz = load_config(
+            "digits",
+            [
+                "name=lipschitz",
+                "model.name=lipmlp-aol",
+                "model.kwargs={depth: 2}",
+                "train.epochs=1",
+                "train.device=cpu",
+            ],
+        )
         return {
             "base": train(base, run_dir=root / "base", progress=False).path,
             "lipschitz": train(lipschitz, run_dir=root / "lipschitz", progress=False).path,
@@ -103,8 +119,10 @@ def test_a_run_trained_without_noise_needs_sigma(runs, capsys):
 
 def test_bad_options_are_explained(runs, capsys):
     assert "--skip must be >= 1" in smooth(capsys, runs["base"], "--skip", 0, *QUICK)[2]
-    assert "bfloat16 is for 'estimate'" in smooth(capsys, runs["base"], "--method", "certify",
-                                                   "--precision", "bfloat16", *QUICK)[2]
+    assert (
+        "bfloat16 is for 'estimate'"
+        in smooth(capsys, runs["base"], "--method", "certify", "--precision", "bfloat16", *QUICK)[2]
+    )
     assert "one RUN_DIR at a time" in smooth(capsys, runs["base"], runs["lipschitz"], *QUICK)[2]
 
 
@@ -136,8 +154,10 @@ def test_the_cli_offers_exactly_the_smoothing_methods():
     assert smooth_cli.METHODS == smoothing.METHODS
 
 
-@pytest.mark.skipif(not os.environ.get("ROBUSTLAB_TEST_COMPILE"),
-                    reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1")
+@pytest.mark.skipif(
+    not os.environ.get("ROBUSTLAB_TEST_COMPILE"),
+    reason="torch.compile's first compilation takes 20-40 s on a CPU; set ROBUSTLAB_TEST_COMPILE=1",
+)
 def test_a_compiled_model_counts_the_same_votes(runs, capsys):
     run_dir, jsonl = runs["base"], runs["base"] / "smoothing-estimate.jsonl"
     votes = {}

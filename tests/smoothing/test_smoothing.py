@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import beta, binom, norm
+from smoothing_helpers import SHAPE, SIGMA, linear_model, points_at
 from torch import nn
 
 from robustlab.certify import smoothing
 from robustlab.runs.config import load_config
-
-from smoothing_helpers import SHAPE, SIGMA, linear_model, points_at
 
 
 @pytest.fixture
@@ -84,8 +83,11 @@ def test_bfloat16_estimate_also_converges_and_is_labelled(linear):
 
 def test_statistics_work_element_wise():
     bounds = smoothing.clopper_pearson_lower(np.array([0, 10, 990]), 1000, 0.001)
-    assert bounds.tolist() == [0.0, smoothing.clopper_pearson_lower(10, 1000, 0.001),
-                               smoothing.clopper_pearson_lower(990, 1000, 0.001)]
+    assert bounds.tolist() == [
+        0.0,
+        smoothing.clopper_pearson_lower(10, 1000, 0.001),
+        smoothing.clopper_pearson_lower(990, 1000, 0.001),
+    ]
     radii = smoothing.estimated_radius(np.array([0.9, 0.3]), np.array([0.1, 0.6]), SIGMA)
     assert radii.tolist() == [smoothing.estimated_radius(0.9, 0.1, SIGMA), smoothing.estimated_radius(0.3, 0.6, SIGMA)]
 

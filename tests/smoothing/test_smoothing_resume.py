@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from smoothing_helpers import SIGMA, linear_model, points_at
 
 from robustlab.certify import smoothing
-
-from smoothing_helpers import SIGMA, linear_model, points_at
 
 RADII = [0.3, -0.1, 0.0, 0.05, 0.2, -0.25, 0.1, 0.15]
 LABELS = [1, 1, 0, 1, 1, 0, 0, 1]

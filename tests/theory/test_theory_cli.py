@@ -9,9 +9,32 @@ from robustlab.cli import main
 def test_theorem2_command_prints_json_and_writes_the_figure(tmp_path):
     figure = tmp_path / "theorem2.png"
     completed = subprocess.run(
-        [sys.executable, "-m", "robustlab.cli", "theory", "theorem2", "--d", "2", "--delta", "0.2", "--cells", "2",
-         "--sizes", "4,925", "--trials", "2", "--test-size", "200", "--json", "--plot", str(figure)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "robustlab.cli",
+            "theory",
+            "theorem2",
+            "--d",
+            "2",
+            "--delta",
+            "0.2",
+            "--cells",
+            "2",
+            "--sizes",
+            "4,925",
+            "--trials",
+            "2",
+            "--test-size",
+            "200",
+            "--json",
+            "--plot",
+            str(figure),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
@@ -22,8 +45,26 @@ def test_theorem2_command_prints_json_and_writes_the_figure(tmp_path):
 
 def test_theorem1_command_table_and_figure(tmp_path, capsys):
     figure = tmp_path / "theorem1.png"
-    status = main(["theory", "theorem1", "--sizes", "8,32", "--fixed-d", "5", "--learners", "sign,1nn,oracle",
-                   "--trials", "2", "--test-size", "100", "--pgd-steps", "3", "--plot", str(figure)])
+    status = main(
+        [
+            "theory",
+            "theorem1",
+            "--sizes",
+            "8,32",
+            "--fixed-d",
+            "5",
+            "--learners",
+            "sign,1nn,oracle",
+            "--trials",
+            "2",
+            "--test-size",
+            "100",
+            "--pgd-steps",
+            "3",
+            "--plot",
+            str(figure),
+        ]
+    )
     assert status == 0
     out = capsys.readouterr().out
     assert "d = ceil(log2 n) + 7" in out and "d = 5" in out and "oracle" in out and "bound" in out
@@ -31,8 +72,26 @@ def test_theorem1_command_table_and_figure(tmp_path, capsys):
 
 
 def test_theorem1_json_has_both_sweeps(capsys):
-    assert main(["theory", "theorem1", "--sizes", "16", "--fixed-d", "6", "--learners", "sign,oracle",
-                 "--trials", "2", "--test-size", "50", "--json"]) == 0
+    assert (
+        main(
+            [
+                "theory",
+                "theorem1",
+                "--sizes",
+                "16",
+                "--fixed-d",
+                "6",
+                "--learners",
+                "sign,oracle",
+                "--trials",
+                "2",
+                "--test-size",
+                "50",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     scaled, fixed = result["sweeps"].values()
     assert [r["d"] for r in scaled["rows"]] == [11, 11] and [r["d"] for r in fixed["rows"]] == [6, 6]

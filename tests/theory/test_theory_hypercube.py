@@ -119,8 +119,9 @@ def test_certified_points_are_never_broken_by_the_attacks():
 
 def test_every_learner_stays_under_the_bound_and_the_oracle_does_not():
     names = ["sign", "1nn", "mlp"] + (["lipschitz-mlp"] if HAS_LIPSCHITZ_LAYERS else []) + ["oracle"]
-    sweep = theorem1_sweep([48], learners=names, trials=6, test_size=250, pgd_steps=5,
-                           learner_options=FAST, progress=False)
+    sweep = theorem1_sweep(
+        [48], learners=names, trials=6, test_size=250, pgd_steps=5, learner_options=FAST, progress=False
+    )
     rows = {r["learner"]: r for r in sweep["rows"]}
     assert rows["sign"]["d"] == 13 and rows["sign"]["bound"] == pytest.approx(0.5 + 48 / 2**13)
     for name in names[:-1]:

@@ -68,11 +68,13 @@ def test_exact_check_agrees_with_brute_force(d, points_per_axis):
 def test_ties_are_no_decision_and_wrong_labels_are_wrong():
     model = LinfNearestNeighbour(torch.tensor([[0.0], [1.0]], dtype=torch.float64), torch.tensor([0, 1]))
     assert model.predict(torch.tensor([[0.5], [0.2], [0.9]], dtype=torch.float64)).tolist() == [-1, 0, 1]
-    status = model.robustness(torch.tensor([[0.1], [0.1], [0.45]], dtype=torch.float64),
-                              torch.tensor([0, 1, 0]), radius=0.05)
+    status = model.robustness(
+        torch.tensor([[0.1], [0.1], [0.45]], dtype=torch.float64), torch.tensor([0, 1, 0]), radius=0.05
+    )
     assert status.tolist() == [CERTIFIED, WRONG, BROKEN_BY_ATTACK]
     assert summarise_status(status) == pytest.approx(
-        {"clean": 2 / 3, "certified": 1 / 3, "robust": 1 / 3, "searched": 0.0})
+        {"clean": 2 / 3, "certified": 1 / 3, "robust": 1 / 3, "searched": 0.0}
+    )
 
 
 def test_sufficient_n_gives_at_least_99_percent_robust_accuracy():

@@ -39,24 +39,32 @@ def _train_steps(model: nn.Module, batches, graphed: bool, autocast) -> list[flo
 
 @cuda
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("name, kwargs", [
-    ("simpleconvnet", {"width": 8}),
-    ("lipconvnet-cpl", {"width": 8, "depth": 1}),
-    ("lipconvnet-aol", {"width": 8, "depth": 1}),
-    ("lipmlp-aol", {"width": 64, "depth": 2}),
-    ("lipconvnet-sll", {"width": 8, "depth": 1}),
-    ("lipconvnet-soc", {"width": 8, "depth": 1}),
-    ("lipconvnet-orthogonal", {"width": 8, "depth": 1}),
-    ("lipmlp-orthogonal", {"width": 64, "depth": 2}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("simpleconvnet", {"width": 8}),
+        ("lipconvnet-cpl", {"width": 8, "depth": 1}),
+        ("lipconvnet-aol", {"width": 8, "depth": 1}),
+        ("lipmlp-aol", {"width": 64, "depth": 2}),
+        ("lipconvnet-sll", {"width": 8, "depth": 1}),
+        ("lipconvnet-soc", {"width": 8, "depth": 1}),
+        ("lipconvnet-orthogonal", {"width": 8, "depth": 1}),
+        ("lipmlp-orthogonal", {"width": 64, "depth": 2}),
+    ],
+)
 def test_graphed_steps_end_with_the_eager_weights(name, kwargs, autocast):
     torch.backends.cudnn.deterministic = True
     try:
         model = create_model(name, (3, 32, 32), 10, **kwargs).cuda().train()
         twin = copy.deepcopy(model)
         generator = torch.Generator(device="cuda").manual_seed(0)
-        batches = [(torch.rand(32, 3, 32, 32, device="cuda", generator=generator),
-                    torch.randint(0, 10, (32,), device="cuda", generator=generator)) for _ in range(STEPS)]
+        batches = [
+            (
+                torch.rand(32, 3, 32, 32, device="cuda", generator=generator),
+                torch.randint(0, 10, (32,), device="cuda", generator=generator),
+            )
+            for _ in range(STEPS)
+        ]
         eager = _train_steps(model, batches, graphed=False, autocast=autocast)
         graphed = _train_steps(twin, batches, graphed=True, autocast=autocast)
     finally:
@@ -76,8 +84,9 @@ def test_graphed_steps_end_with_the_eager_weights(name, kwargs, autocast):
                 # freshly initialised convolution; the norm estimate it gives is what training uses.
                 want, got = (layer.down(layer.u).norm() for layer in (eager_layer, graphed_layer))
             # (bf16 against float32 on a CPU: vectors 1e-3 apart, norms 2e-3 apart at most)
-            torch.testing.assert_close(got, want, rtol=2.5 * tolerance, atol=0,
-                                       msg=f"{name}: {key}'s spectral norm differs")
+            torch.testing.assert_close(
+                got, want, rtol=2.5 * tolerance, atol=0, msg=f"{name}: {key}'s spectral norm differs"
+            )
 
 
 @cuda
@@ -109,7 +118,7 @@ class _ReadsBackToTheHost(nn.Module):
 
 @cuda
 def test_a_step_that_cannot_be_captured_is_explained(tmp_path):
-    from robustlab.train.cuda_graph import GraphCaptureError, WARMUP_STEPS
+    from robustlab.train.cuda_graph import WARMUP_STEPS, GraphCaptureError
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), _ReadsBackToTheHost()).cuda()
     batches = [(torch.rand(8, 3, 8, 8, device="cuda"), torch.randint(0, 10, (8,), device="cuda"))] * (WARMUP_STEPS + 1)

@@ -14,13 +14,41 @@ def _sets(*overrides: str) -> list[str]:
 
 def test_train_then_certify_with_soundness_check(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "digits"
-    assert main(["train", "--runs-root", str(tmp_path / "runs"), "--run-dir", str(run_dir), "--quiet", "--json",
-                 *_sets("train.epochs=1")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--runs-root",
+                str(tmp_path / "runs"),
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+                "--json",
+                *_sets("train.epochs=1"),
+            ]
+        )
+        == 0
+    )
     trained = json.loads(capsys.readouterr().out)
     assert trained["run_dir"] == str(run_dir) and trained["steps"] == 12
 
-    assert main(["certify", str(run_dir), "--check-soundness", "--attack-steps", "10", "--quiet", "--json",
-                 "--eps", "36/255", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "certify",
+                str(run_dir),
+                "--check-soundness",
+                "--attack-steps",
+                "10",
+                "--quiet",
+                "--json",
+                "--eps",
+                "36/255",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert [e["label"] for e in report["cra"]] == ["36/255", "0.1"]
     assert report["cra"][0]["cra"] == trained["cra"][0]["cra"]  # the same certificate as training's
@@ -56,8 +84,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_a_diverged_run_is_reported_in_one_line(tmp_path, capsys):
-    assert main(["train", "--run-dir", str(tmp_path / "nan"), "--quiet", *_sets(
-        "model.name=simpleconvnet", "model.kwargs={width: 4}", "train.epochs=6", "optim.lr=100")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(tmp_path / "nan"),
+                "--quiet",
+                *_sets("model.name=simpleconvnet", "model.kwargs={width: 4}", "train.epochs=6", "optim.lr=100"),
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert error.startswith("robustlab train: error: the training loss became NaN or infinite")
     assert "Traceback" not in error and len(error.strip().splitlines()) == 1
@@ -74,11 +112,25 @@ def test_unconverged_cpl_power_iteration_still_certifies_soundly(tmp_path, capsy
     # ONE Lanczos step on a random vector underestimates sigma; the layer must notice and
     # fall back to a rigorous bound instead of certifying with it
     run_dir = tmp_path / "cpl"
-    assert main(["train", "--run-dir", str(run_dir), "--quiet", *_sets("model.name=lipconvnet-cpl",
-                 "model.kwargs={width: 8, depth: 1}", "train.epochs=1")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+                *_sets("model.name=lipconvnet-cpl", "model.kwargs={width: 8, depth: 1}", "train.epochs=1"),
+            ]
+        )
+        == 0
+    )
     generator = torch.Generator().manual_seed(0)
-    _tamper(run_dir, lambda name, value: torch.randn(value.shape, generator=generator)
-            if name.endswith(".u") and value.dim() == 4 else value)
+    _tamper(
+        run_dir,
+        lambda name, value: (
+            torch.randn(value.shape, generator=generator) if name.endswith(".u") and value.dim() == 4 else value
+        ),
+    )
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["eval"]["power_iterations"] = 1
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -93,8 +145,10 @@ def test_soundness_check_fails_loudly_on_a_false_lipschitz_claim(tmp_path, capsy
     # scaling the orthogonal parametrization's base by 5 makes every layer 5-Lipschitz,
     # while the model still claims 1: certificates are false
     run_dir = tmp_path / "orthogonal"
-    assert main(["train", "--run-dir", str(run_dir), "--quiet",
-                 *_sets("model.name=lipmlp-orthogonal", "train.epochs=1")]) == 0
+    assert (
+        main(["train", "--run-dir", str(run_dir), "--quiet", *_sets("model.name=lipmlp-orthogonal", "train.epochs=1")])
+        == 0
+    )
     _tamper(run_dir, lambda name, value: 5 * value if name.endswith("weight.0.base") else value)
     capsys.readouterr()
 

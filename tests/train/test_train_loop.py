@@ -55,7 +55,9 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_pat
     # a standard net at lr 100 survives the first epoch's warm-up, then blows up
     config = tiny_config("model.name=simpleconvnet", "model.kwargs={width: 4}", "train.epochs=6", "optim.lr=100")
     store = RunStore(tmp_path)
-    with pytest.raises(TrainingDivergedError, match=r"NaN or infinite at step \d+ \(epoch \d+, lr [\d.]+\).*Lower optim.lr") as error:
+    with pytest.raises(
+        TrainingDivergedError, match=r"NaN or infinite at step \d+ \(epoch \d+, lr [\d.]+\).*Lower optim.lr"
+    ) as error:
         train(config, tmp_path / "nan", store=store, progress=False)
     diverged_epoch = int(re.search(r"epoch (\d+)", str(error.value)).group(1))
     run = Run(tmp_path / "nan")
@@ -116,8 +118,9 @@ def test_weights_of_an_older_architecture_version_are_refused_where_they_changed
         train(None, run.path, resume=True, progress=False)
     # a model without the changed layer: the same weights still compute the same function
     assert architecture_change(create_model("simpleconvnet", (3, 8, 8), 10), saved_version=1) is None
-    assert "newer robustlab" in architecture_change(create_model("simpleconvnet", (3, 8, 8), 10),
-                                                    saved_version=ARCHITECTURE_VERSION + 1)
+    assert "newer robustlab" in architecture_change(
+        create_model("simpleconvnet", (3, 8, 8), 10), saved_version=ARCHITECTURE_VERSION + 1
+    )
 
 
 def test_missing_weights_are_explained(tmp_path):
@@ -127,8 +130,13 @@ def test_missing_weights_are_explained(tmp_path):
 
 
 def test_bfloat16_and_channels_last_train_while_certification_stays_float64(tmp_path):
-    config = tiny_config("model.name=lipconvnet-aol", "model.kwargs={width: 8, depth: 1}", "train.epochs=1",
-                         "train.precision=bfloat16", "train.channels_last=true")
+    config = tiny_config(
+        "model.name=lipconvnet-aol",
+        "model.kwargs={width: 8, depth: 1}",
+        "train.epochs=1",
+        "train.precision=bfloat16",
+        "train.channels_last=true",
+    )
     run = train(config, tmp_path / "bf16", progress=False)
     results = run.load_results()
     model, _ = load_run_model(run.path)

@@ -79,21 +79,45 @@ def _free_port() -> int:
 def test_two_process_gloo_ddp_matches_single_process(tmp_path):
     # what torchrun does for its workers: the same command with RANK / WORLD_SIZE set
     overrides = tiny_overrides("train.epochs=1", "augment.crop_padding=1", "train.batch_size=100")
-    command = [sys.executable, "-m", "robustlab.cli", "train", "--config", "digits", "--quiet",
-               "--run-dir", str(tmp_path / "ddp"), *[arg for o in overrides for arg in ("--set", o)]]
+    command = [
+        sys.executable,
+        "-m",
+        "robustlab.cli",
+        "train",
+        "--config",
+        "digits",
+        "--quiet",
+        "--run-dir",
+        str(tmp_path / "ddp"),
+        *[arg for o in overrides for arg in ("--set", o)],
+    ]
     port = _free_port()
     workers = [
-        subprocess.Popen(command, env={**_child_env(), "RANK": str(rank), "LOCAL_RANK": str(rank),
-                                       "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command,
+            env={
+                **_child_env(),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     outputs = [worker.communicate(timeout=120) for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert "accuracy" in outputs[0][0] and outputs[1][0] == ""  # only rank 0 reports
 
-    single = train(tiny_config("train.epochs=1", "augment.crop_padding=1", "train.batch_size=100"),
-                   tmp_path / "single", progress=False)
+    single = train(
+        tiny_config("train.epochs=1", "augment.crop_padding=1", "train.batch_size=100"),
+        tmp_path / "single",
+        progress=False,
+    )
     distributed_run = Run(tmp_path / "ddp")
     assert distributed_run.load_results()["world_size"] == 2
     a, b = _weights(distributed_run), _weights(single)

@@ -10,7 +10,7 @@ wrong (for instance a model whose claimed Lipschitz constant is false).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -14,7 +14,7 @@ exact arithmetic would not give it.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -30,9 +30,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +50,7 @@ METHODS = ("estimate", "certify", "predict")
 NOISE_BLOCK = 1000  # copies drawn per call from an image's stream; fixed, so results ignore batch size
 ABSTAIN = -1
 GUARANTEES = {
-    "estimate": "none: a Monte-Carlo ESTIMATE of the smoothed classifier's radius "
-    "(Prach & Lampert), not a certificate",
+    "estimate": "none: a Monte-Carlo ESTIMATE of the smoothed classifier's radius (Prach & Lampert), not a certificate",
     "certify": "certified: each radius holds with probability >= 1 - alpha (Cohen et al. 2019, CERTIFY)",
     "predict": "prediction only: wrong with probability <= alpha when not abstaining "
     "(Cohen et al. 2019, PREDICT); no radius",
@@ -123,7 +123,7 @@ def count_predictions(
         sizes = torch.tensor([size for _, size in group])
         image_of_copy = torch.repeat_interleave(rows, sizes).to(device, non_blocking=True)
         noise = torch.empty((int(sizes.sum()), *images.shape[1:]), device=device)
-        for (row, size), part in zip(group, noise.split(sizes.tolist())):
+        for (row, _size), part in zip(group, noise.split(sizes.tolist())):
             part.normal_(0.0, sigma, generator=generators[row])
         for copies, owners in zip(noise.split(batch_size), image_of_copy.split(batch_size)):
             with _autocast(device, precision):
@@ -175,16 +175,29 @@ def _full_float32(device: torch.device) -> Iterator[None]:
 # The three methods: which counts each draws on the device, and its records from them
 
 # (noise stream, sample-count parameter) per method; certify selects with n0, then certifies with n
-_DRAWS = {"estimate": [("estimate", "n")], "certify": [("select", "n0"), ("certify", "n")], "predict": [("predict", "n")]}
+_DRAWS = {
+    "estimate": [("estimate", "n")],
+    "certify": [("select", "n0"), ("certify", "n")],
+    "predict": [("predict", "n")],
+}
 
 
 def _launch(method: str, model: nn.Module, x: torch.Tensor, indices: list[int], p: dict[str, Any]) -> torch.Tensor:
     """Queue the counting of one chunk on the device: (draws, images, classes), not yet on the host."""
-    return torch.stack([
-        count_predictions(model, x, [noise_seed(p["seed"], i, stream) for i in indices], p[samples],
-                          p["sigma"], p["batch_size"], p.get("precision", "float32"))
-        for stream, samples in _DRAWS[method]
-    ])
+    return torch.stack(
+        [
+            count_predictions(
+                model,
+                x,
+                [noise_seed(p["seed"], i, stream) for i in indices],
+                p[samples],
+                p["sigma"],
+                p["batch_size"],
+                p.get("precision", "float32"),
+            )
+            for stream, samples in _DRAWS[method]
+        ]
+    )
 
 
 def _estimate_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
@@ -255,7 +268,11 @@ def _predict_records(counts: np.ndarray, labels: list[int], indices: list[int], 
     return records
 
 
-_RECORDS: dict[str, Callable] = {"estimate": _estimate_records, "certify": _certify_records, "predict": _predict_records}
+_RECORDS: dict[str, Callable] = {
+    "estimate": _estimate_records,
+    "certify": _certify_records,
+    "predict": _predict_records,
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,10 +374,16 @@ def smooth(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(
-            total=len(indices), initial=len(indices) - len(todo), unit="img",
-            desc=f"smoothing {method}", disable=not progress,
-        ) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(
+                total=len(indices),
+                initial=len(indices) - len(todo),
+                unit="img",
+                desc=f"smoothing {method}",
+                disable=not progress,
+            ) as bar,
+        ):
 
             def finish(chunk: list[int], counts: torch.Tensor) -> None:
                 records = _RECORDS[method](
@@ -574,8 +597,9 @@ def smooth_run(
     model, _ = load_run_model(run.path, device=resolve_device(device))
     if compile:
         model = torch.compile(model)
-    options = dict(batch_size=batch_size, seed=seed, indices=indices, output=jsonl,
-                   eps=config.eval.eps, progress=progress)
+    options = dict(
+        batch_size=batch_size, seed=seed, indices=indices, output=jsonl, eps=config.eval.eps, progress=progress
+    )
     n = n or DEFAULT_SAMPLES[method]
     x, y = images[indices], labels[indices]
     if method == "estimate":
@@ -585,8 +609,14 @@ def smooth_run(
     else:
         result = predict(model, x, y, sigma, n, alpha, **options)
     result.pop("records")  # per-image records are in the JSONL file
-    result.update(run=str(run.path), split=split, skip=skip, limit=limit, train_noise_std=config.augment.noise_std,
-                  results_file=str(jsonl))
+    result.update(
+        run=str(run.path),
+        split=split,
+        skip=skip,
+        limit=limit,
+        train_noise_std=config.augment.noise_std,
+        results_file=str(jsonl),
+    )
     run.write_json(summary_path.name, result)
     return result
 
@@ -637,8 +667,15 @@ def _comparison_row(run_id: str, model: str, data: dict[str, Any], eps: Sequence
     else:
         method, guarantee = "standard net", "none"
         images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
-    row = {"run": run_id, "model": model, "method": method, "guarantee": guarantee, "split": split,
-           "images": images, "accuracy": data.get("accuracy")}
+    row = {
+        "run": run_id,
+        "model": model,
+        "method": method,
+        "guarantee": guarantee,
+        "split": split,
+        "images": images,
+        "accuracy": data.get("accuracy"),
+    }
     measured = {round(point["eps"], 9): point["cra"] for point in data.get("cra") or []}
     row.update({eps_label(e): measured.get(round(e, 9)) for e in eps})
     return row

@@ -11,21 +11,33 @@ from robustlab.cli.common import add_json_flag, emit, format_table, non_negative
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "certify", help="certified robust accuracy of a trained run (and a soundness check by attacks)",
+        "certify",
+        help="certified robust accuracy of a trained run (and a soundness check by attacks)",
         description="Certifies every image of a split with the run's Lipschitz bound (float64, with a margin "
         "for rounding error) and writes RUN_DIR/certify.json. --check-soundness attacks every certified image "
         "at its certified radius and exits with status 1 if any prediction flips.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `robustlab train`")
-    parser.add_argument("--split", choices=("test", "val", "train"), help="images to certify (default: the run's evaluation split)")
-    parser.add_argument("--eps", nargs="+", type=non_negative_number, metavar="EPS",
-                        help="radii in the [0,1] pixel scale, fractions allowed (default: the run's eval.eps, e.g. 36/255 72/255 108/255 1)")
+    parser.add_argument(
+        "--split", choices=("test", "val", "train"), help="images to certify (default: the run's evaluation split)"
+    )
+    parser.add_argument(
+        "--eps",
+        nargs="+",
+        type=non_negative_number,
+        metavar="EPS",
+        help="radii in the [0,1] pixel scale, fractions allowed (default: the run's eval.eps, e.g. 36/255 72/255 108/255 1)",
+    )
     parser.add_argument("--check-soundness", action="store_true", help="attack every certified image at its radius")
     parser.add_argument("--attack", default="pgd", help="attack for --check-soundness: pgd (built in) or autoattack")
     parser.add_argument("--attack-steps", type=positive_int, default=50, help="PGD steps (default 50)")
-    parser.add_argument("--attack-restarts", type=positive_int, default=1, help="PGD restarts; later ones start at random points")
+    parser.add_argument(
+        "--attack-restarts", type=positive_int, default=1, help="PGD restarts; later ones start at random points"
+    )
     parser.add_argument("--limit", type=positive_int, help="certify only the first LIMIT images")
-    parser.add_argument("--batch-size", type=positive_int, help="images per forward pass (default: the run's eval.batch_size)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="images per forward pass (default: the run's eval.batch_size)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
@@ -50,20 +62,29 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or config.eval.batch_size
     start = time.perf_counter()
     certificates = certify_points(model, images, labels, batch_size, device, progress=not args.quiet)
-    result = {"run_dir": args.run_dir, "split": split, "model": config.model.name,
-              **summarize(certificates, eps, num_classes), "time_s": time.perf_counter() - start}
+    result = {
+        "run_dir": args.run_dir,
+        "split": split,
+        "model": config.model.name,
+        **summarize(certificates, eps, num_classes),
+        "time_s": time.perf_counter() - start,
+    }
     if args.check_soundness:
         start = time.perf_counter()
         options = {"steps": args.attack_steps, "restarts": args.attack_restarts} if args.attack == "pgd" else {}
-        result["soundness"] = check_soundness(model, images, certificates, args.attack, batch_size, device,
-                                              progress=not args.quiet, **options)
+        result["soundness"] = check_soundness(
+            model, images, certificates, args.attack, batch_size, device, progress=not args.quiet, **options
+        )
         result["soundness"]["time_s"] = time.perf_counter() - start
     Run(args.run_dir).write_json("certify.json", result)
     emit(args, result, _render)
     if args.check_soundness and not result["soundness"]["sound"]:
         found = result["soundness"]["counterexamples"]
-        print(f"robustlab certify: UNSOUND: {len(found)} certified image(s) were flipped inside their "
-              f"certified radius (first: {found[0]}); the model's Lipschitz bound does not hold", file=sys.stderr)
+        print(
+            f"robustlab certify: UNSOUND: {len(found)} certified image(s) were flipped inside their "
+            f"certified radius (first: {found[0]}); the model's Lipschitz bound does not hold",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -77,6 +98,8 @@ def _render(data: dict) -> str:
     sound = data.get("soundness")
     if sound:
         verdict = "sound" if sound["sound"] else f"UNSOUND: {len(sound['counterexamples'])} counterexample(s)"
-        text += (f"\nsoundness ({sound['attack']}, {sound['checked']} certified images attacked at their radius): "
-                 f"{verdict}; largest margin drop / (sqrt2 * distance) = {sound['max_margin_drop_ratio']:.6f}")
+        text += (
+            f"\nsoundness ({sound['attack']}, {sound['checked']} certified images attacked at their radius): "
+            f"{verdict}; largest margin drop / (sqrt2 * distance) = {sound['max_margin_drop_ratio']:.6f}"
+        )
     return text

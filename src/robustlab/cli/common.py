@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from robustlab.runs.config import ConfigError, parse_float
 from robustlab.runs.store import json_default

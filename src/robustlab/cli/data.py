@@ -25,7 +25,9 @@ def add_parser(subparsers) -> None:
     prepare.add_argument("name", help=f"one of: {', '.join(DATASETS.names())}")
     prepare.add_argument("--download", action="store_true", help="fetch missing official files (md5-verified)")
     prepare.add_argument(
-        "--from", dest="source", metavar="FILE_OR_DIR",
+        "--from",
+        dest="source",
+        metavar="FILE_OR_DIR",
         help="import from an .npz (x_train, y_train, x_test, y_test), an official file, or a folder of them",
     )
     _add_common(prepare)
@@ -35,7 +37,9 @@ def add_parser(subparsers) -> None:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: $ROBUSTLAB_DATA or ~/.robustlab/data)")
     parser.add_argument(
-        "--no-verify", dest="verify", action="store_false",
+        "--no-verify",
+        dest="verify",
+        action="store_false",
         help="accept files in the official format whose md5 differs from the official one",
     )
     add_json_flag(parser)

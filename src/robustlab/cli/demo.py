@@ -11,7 +11,8 @@ from robustlab.runs.config import ConfigError
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="accuracy and certified robust accuracy vs training-set size, on built-in data",
+        "demo",
+        help="accuracy and certified robust accuracy vs training-set size, on built-in data",
         description="Trains a small 1-Lipschitz network and a standard network on growing class-balanced "
         "subsets of the built-in digits (same number of steps per size; no download, no GPU), certifies "
         "the Lipschitz one, and prints and plots accuracy and CRA against the training-set size. "
@@ -23,8 +24,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sizes", type=int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
     parser.add_argument("--epochs", type=float, help="epochs of the full training set; each size gets the same steps")
     parser.add_argument("--seeds", type=int_list, help="seeds to average over (default: 0,1,2)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run (repeatable)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -35,7 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs <= 0:
         raise ConfigError(f"--epochs must be positive, got {args.epochs}")
-    report = run_demo(args.out, args.dataset, args.device, args.sizes, args.epochs, args.seeds,
-                      args.overrides, progress=not args.quiet)
+    report = run_demo(
+        args.out,
+        args.dataset,
+        args.device,
+        args.sizes,
+        args.epochs,
+        args.seeds,
+        args.overrides,
+        progress=not args.quiet,
+    )
     emit(args, report.to_dict(), render_report)
     return 0

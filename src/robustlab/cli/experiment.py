@@ -12,7 +12,8 @@ from robustlab.runs.store import RunStore
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="run one of the paper's experiments, then write its figure and table",
+        "experiment",
+        help="run one of the paper's experiments, then write its figure and table",
         description="Trains every run of the experiment that the run store does not hold yet "
         "(a killed sweep resumes), then writes the report. Without NAME: list the experiments.",
     )
@@ -26,13 +27,28 @@ def add_parser(subparsers) -> None:
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that select an experiment's runs (shared with `robustlab report`)."""
-    parser.add_argument("--scale", default="small",
-                        help="smoke (seconds on a CPU), small (minutes on a GPU), paper (the paper's protocol)")
+    parser.add_argument(
+        "--scale",
+        default="small",
+        help="smoke (seconds on a CPU), small (minutes on a GPU), paper (the paper's protocol)",
+    )
     parser.add_argument("--dataset", help="dataset name or .npz path (default: the scale's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run, e.g. --set optim.lr=0.3 (repeatable)")
-    parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                        help="experiment parameter, e.g. --param sizes=48,97,195 --param epochs=10")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. --set optim.lr=0.3 (repeatable)",
+    )
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiment parameter, e.g. --param sizes=48,97,195 --param epochs=10",
+    )
     parser.add_argument("--runs-root", help="run store folder (default: $ROBUSTLAB_RUNS or ./runs)")
     parser.add_argument("--out", help="report folder (default: <runs-root>/reports/<experiment>-<dataset>-<scale>)")
     add_json_flag(parser)
@@ -74,8 +90,14 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.experiments import run_experiment
 
     setup = setup_from_args(args)
-    rows, report = run_experiment(setup, RunStore(args.runs_root), out_dir=args.out, device=args.device,
-                                  dry_run=args.dry_run, progress=not args.quiet)
+    rows, report = run_experiment(
+        setup,
+        RunStore(args.runs_root),
+        out_dir=args.out,
+        device=args.device,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
     if args.dry_run:
         plan = [{"sweep": r.sweep, **r.overrides, "status": r.status} for r in rows]
         emit(args, plan, lambda p: format_table(p) + f"\n{sum(r['status'] != 'done' for r in p)} runs to train")
@@ -94,7 +116,9 @@ def render_report(data: dict[str, Any]) -> str:
 def list_experiments(args: argparse.Namespace) -> int:
     from robustlab.experiments import EXPERIMENTS
 
-    rows = [{"name": name, "scales": ",".join(EXPERIMENTS.get(name).scales),
-             "reproduces": EXPERIMENTS.get(name).summary} for name in EXPERIMENTS.names()]
+    rows = [
+        {"name": name, "scales": ",".join(EXPERIMENTS.get(name).scales), "reproduces": EXPERIMENTS.get(name).summary}
+        for name in EXPERIMENTS.names()
+    ]
     emit(args, rows, lambda r: format_table(r, ["name", "scales", "reproduces"]))
     return 0

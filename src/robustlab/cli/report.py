@@ -11,7 +11,8 @@ from robustlab.runs.store import RunStore
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "report", help="write an experiment's figure and table from the runs already trained",
+        "report",
+        help="write an experiment's figure and table from the runs already trained",
         description="Reads the run store (nothing is trained); runs still missing are left out and counted.",
     )
     parser.add_argument("name", metavar="NAME", help="experiment name (see `robustlab experiment`)")

@@ -12,30 +12,51 @@ METHODS = ("estimate", "certify", "predict")  # smoothing.METHODS, without impor
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "smooth", help="randomized smoothing of a trained run: the paper's estimate or Cohen et al.'s certificate",
+        "smooth",
+        help="randomized smoothing of a trained run: the paper's estimate or Cohen et al.'s certificate",
         description="Smooths the run's model with Gaussian noise over its evaluation images. 'estimate' is the "
         "paper's radius estimate (NOT a guarantee); 'certify' and 'predict' are Cohen et al. (2019). Per-image "
         "results go to RUN_DIR/smoothing-<method>.jsonl as they are computed: rerunning continues where a "
         "killed run stopped. With --compare: one table of every certify/smoothing result of the given runs.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) made by `robustlab train`")
-    parser.add_argument("--compare", action="store_true",
-                        help="only print the table of existing results (Lipschitz CRA next to smoothing) of the runs")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="only print the table of existing results (Lipschitz CRA next to smoothing) of the runs",
+    )
     parser.add_argument("--method", choices=METHODS, default="estimate")
-    parser.add_argument("--sigma", type=non_negative_number, help="noise std (default: the run's augment.noise_std), e.g. 1/8")
-    parser.add_argument("--n", type=positive_int, help="noise samples per image (default: 1000 estimate, 100000 certify/predict)")
-    parser.add_argument("--n0", type=positive_int, default=100, help="certify: samples that select the top class (default 100)")
-    parser.add_argument("--alpha", type=float, default=0.001, help="certify/predict: failure probability (default 0.001)")
-    parser.add_argument("--split", choices=("test", "val", "train"), help="images to use (default: the run's evaluation split)")
+    parser.add_argument(
+        "--sigma", type=non_negative_number, help="noise std (default: the run's augment.noise_std), e.g. 1/8"
+    )
+    parser.add_argument(
+        "--n", type=positive_int, help="noise samples per image (default: 1000 estimate, 100000 certify/predict)"
+    )
+    parser.add_argument(
+        "--n0", type=positive_int, default=100, help="certify: samples that select the top class (default 100)"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.001, help="certify/predict: failure probability (default 0.001)"
+    )
+    parser.add_argument(
+        "--split", choices=("test", "val", "train"), help="images to use (default: the run's evaluation split)"
+    )
     parser.add_argument("--limit", type=int, help="use at most this many images")
     parser.add_argument("--skip", type=int, default=1, help="use every SKIP-th image (default 1: all)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="noisy images per forward pass (default 10000)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help="estimate only: bfloat16 autocast for speed on a GPU (default float32)")
-    parser.add_argument("--compile", action="store_true",
-                        help="run the model under torch.compile (GPU speed; the first batch pays the compilation)")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="estimate only: bfloat16 autocast for speed on a GPU (default float32)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model under torch.compile (GPU speed; the first batch pays the compilation)",
+    )
     parser.add_argument("--restart", action="store_true", help="discard earlier results of this method and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
@@ -51,9 +72,22 @@ def run(args: argparse.Namespace) -> int:
     if len(args.run_dirs) != 1:
         raise ValueError("smoothing runs on one RUN_DIR at a time; give several only with --compare")
     result = smoothing.smooth_run(
-        args.run_dirs[0], args.method, sigma=args.sigma, n=args.n, n0=args.n0, alpha=args.alpha,
-        split=args.split, limit=args.limit, skip=args.skip, batch_size=args.batch_size, device=args.device,
-        seed=args.seed, precision=args.precision, compile=args.compile, restart=args.restart, progress=not args.quiet,
+        args.run_dirs[0],
+        args.method,
+        sigma=args.sigma,
+        n=args.n,
+        n0=args.n0,
+        alpha=args.alpha,
+        split=args.split,
+        limit=args.limit,
+        skip=args.skip,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        precision=args.precision,
+        compile=args.compile,
+        restart=args.restart,
+        progress=not args.quiet,
     )
     emit(args, result, _render_result)
     return 0

@@ -17,22 +17,34 @@ def add_parser(subparsers) -> None:
     theorems = parser.add_subparsers(dest="theorem", metavar="THEOREM")
 
     one = theorems.add_parser("theorem1", help="learners on the hypercube family D_phi: clean and robust accuracy vs n")
-    one.add_argument("--sizes", type=int_list, default=[16, 64, 256, 1024, 4096],
-                     help="training-set sizes n, comma-separated (default: 16,64,256,1024,4096)")
-    one.add_argument("--fixed-d", type=int, default=10,
-                     help="also sweep n at this fixed dimension d; 0 to skip (default: 10)")
+    one.add_argument(
+        "--sizes",
+        type=int_list,
+        default=[16, 64, 256, 1024, 4096],
+        help="training-set sizes n, comma-separated (default: 16,64,256,1024,4096)",
+    )
+    one.add_argument(
+        "--fixed-d", type=int, default=10, help="also sweep n at this fixed dimension d; 0 to skip (default: 10)"
+    )
     one.add_argument("--delta", type=float, default=0.1, help="size of the non-robust feature x_d (default: 0.1)")
     one.add_argument("--eps", type=float, help="L2 attack radius, in [0, 1) (default: delta, as in the paper)")
-    one.add_argument("--learners", type=_name_list, default=list(DEFAULT_LEARNERS),
-                     help=f"comma-separated (default: {','.join(DEFAULT_LEARNERS)})")
+    one.add_argument(
+        "--learners",
+        type=_name_list,
+        default=list(DEFAULT_LEARNERS),
+        help=f"comma-separated (default: {','.join(DEFAULT_LEARNERS)})",
+    )
     one.add_argument("--pgd-steps", type=int, default=20, help="L2 PGD steps per start; 0 for the paper's attack only")
     one.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     _add_common(one)
     one.set_defaults(func=run_theorem1)
 
-    two = theorems.add_parser("theorem2", help="L-inf 1-NN on a checkerboard with margin delta: exact robust accuracy vs n")
-    two.add_argument("--sizes", type=int_list,
-                     help="training-set sizes n, comma-separated (default: 8 to twice the sufficient n)")
+    two = theorems.add_parser(
+        "theorem2", help="L-inf 1-NN on a checkerboard with margin delta: exact robust accuracy vs n"
+    )
+    two.add_argument(
+        "--sizes", type=int_list, help="training-set sizes n, comma-separated (default: 8 to twice the sufficient n)"
+    )
     two.add_argument("--d", type=int, default=3, help="dimension (default: 3)")
     two.add_argument("--delta", type=float, default=0.1, help="margin of the robust classifier (default: 0.1)")
     two.add_argument("--cells", type=int, default=4, help="checkerboard cells per axis (default: 4)")
@@ -50,9 +62,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def run_theorem1(args: argparse.Namespace) -> int:
-    options = dict(delta=args.delta, eps=args.eps, learners=args.learners, trials=args.trials,
-                   test_size=args.test_size, pgd_steps=args.pgd_steps, seed=args.seed,
-                   device=resolve_device(args.device))
+    options = dict(
+        delta=args.delta,
+        eps=args.eps,
+        learners=args.learners,
+        trials=args.trials,
+        test_size=args.test_size,
+        pgd_steps=args.pgd_steps,
+        seed=args.seed,
+        device=resolve_device(args.device),
+    )
     sweeps = {"d = ceil(log2 n) + 7": theorem1_sweep(args.sizes, **options)}
     if args.fixed_d:
         sweeps[f"d = {args.fixed_d}"] = theorem1_sweep(args.sizes, d=args.fixed_d, **options)
@@ -64,8 +83,16 @@ def run_theorem1(args: argparse.Namespace) -> int:
 
 
 def run_theorem2(args: argparse.Namespace) -> int:
-    sweep = theorem2_sweep(args.sizes, d=args.d, delta=args.delta, cells=args.cells, radius=args.radius,
-                           trials=args.trials, test_size=args.test_size, seed=args.seed)
+    sweep = theorem2_sweep(
+        args.sizes,
+        d=args.d,
+        delta=args.delta,
+        cells=args.cells,
+        radius=args.radius,
+        trials=args.trials,
+        test_size=args.test_size,
+        seed=args.seed,
+    )
     if args.plot:
         sweep["plot"] = str(plot_theorem2(sweep, args.plot))
     emit(args, sweep, _render_theorem2)
@@ -77,8 +104,10 @@ def _render_theorem1(result: dict) -> str:
     parts = []
     for title, sweep in result["sweeps"].items():
         settings = sweep["settings"]
-        parts.append(f"Theorem 1, {title}, delta = {settings['delta']:g}, eps = {settings['eps']:g}, "
-                     f"{settings['trials']} draws of phi x {settings['test_size']} test points")
+        parts.append(
+            f"Theorem 1, {title}, delta = {settings['delta']:g}, eps = {settings['eps']:g}, "
+            f"{settings['trials']} draws of phi x {settings['test_size']} test points"
+        )
         parts.append(format_table(sweep["rows"], columns))
     if "plot" in result:
         parts.append(f"figure: {result['plot']}")
@@ -87,9 +116,11 @@ def _render_theorem1(result: dict) -> str:
 
 def _render_theorem2(sweep: dict) -> str:
     s = sweep["settings"]
-    header = (f"Theorem 2, d = {s['d']}, delta = {s['delta']:g}, {s['cells']} cells per axis, "
-              f"L-inf radius {s['radius']:g}; sufficient n = {s['sufficient_n']}; "
-              f"{s['trials']} training sets x {s['test_size']} test points")
+    header = (
+        f"Theorem 2, d = {s['d']}, delta = {s['delta']:g}, {s['cells']} cells per axis, "
+        f"L-inf radius {s['radius']:g}; sufficient n = {s['sufficient_n']}; "
+        f"{s['trials']} training sets x {s['test_size']} test points"
+    )
     table = format_table(sweep["rows"], ["n", "clean", "certified", "robust", "robust_ci", "searched"])
     footer = "searched: fraction of test points decided by the exact MILP search"
     parts = [header, table, footer] + ([f"figure: {sweep['plot']}"] if "plot" in sweep else [])

@@ -13,17 +13,28 @@ DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a model (preset or YAML config) and certify it",
+        "train",
+        help="train a model (preset or YAML config) and certify it",
         description="Trains as the config says, writes checkpoints, metrics, the final weights and results "
         "into a run folder, and indexes it in the run store. Multi-GPU: "
         "torchrun --nproc_per_node=K -m robustlab.cli train ...",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", metavar="PRESET_OR_YAML", default=DEFAULT_PRESET,
-                        help=f"a preset ({', '.join(preset_names())}) or a YAML file (default: {DEFAULT_PRESET})")
+    source.add_argument(
+        "--config",
+        metavar="PRESET_OR_YAML",
+        default=DEFAULT_PRESET,
+        help=f"a preset ({', '.join(preset_names())}) or a YAML file (default: {DEFAULT_PRESET})",
+    )
     source.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.lr=0.3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=0.3 (repeatable)",
+    )
     parser.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs root)")
     parser.add_argument("--runs-root", help="folder of runs and their index (default: $ROBUSTLAB_RUNS or ./runs)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (sets train.device)")
@@ -57,6 +68,9 @@ def summary(run: Run) -> dict:
 def _render(data: dict) -> str:
     rows = [{"metric": "accuracy", "value": data["accuracy"]}]
     rows += [{"metric": f"CRA {entry['label']}", "value": entry["cra"]} for entry in data["cra"]]
-    rows += [{"metric": key, "value": data[key]} for key in ("train_accuracy", "train_cra", "epochs", "steps",
-                                                              "train_time_s", "device") if key in data]
+    rows += [
+        {"metric": key, "value": data[key]}
+        for key in ("train_accuracy", "train_cra", "epochs", "steps", "train_time_s", "device")
+        if key in data
+    ]
     return f"run: {data['run_dir']} (evaluated on {data['eval_split']}, {data['n_eval']} images)\n" + format_table(rows)

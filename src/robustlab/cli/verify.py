@@ -10,7 +10,8 @@ from robustlab.cli.common import add_json_flag, emit, format_table
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "verify", help="check that a model is 1-Lipschitz (per-layer norms, network lower bound)",
+        "verify",
+        help="check that a model is 1-Lipschitz (per-layer norms, network lower bound)",
         description="Estimates the operator norm of every layer (exact SVD for dense layers, Lanczos on J^T J "
         "otherwise, an FFT upper bound for plain/AOL convolutions, the all-active bound for CPL/SLL) and an "
         "empirical lower bound of the network's Lipschitz constant by gradient ascent. Exits with status 1 if "
@@ -19,11 +20,20 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder made by `robustlab train`")
     parser.add_argument("--model", help="a model registry name, e.g. lipconvnet-cpl (built with random weights)")
-    parser.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10 or cifar100: input shape and classes for --model")
-    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="constructor argument for --model, e.g. width=16 (repeatable)")
+    parser.add_argument(
+        "--dataset", help="digits, mnist, fashion-mnist, cifar10 or cifar100: input shape and classes for --model"
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument for --model, e.g. width=16 (repeatable)",
+    )
     parser.add_argument("--tolerance", type=float, default=1e-4, help="allowed excess over 1 (default 1e-4)")
-    parser.add_argument("--attack-steps", type=int, default=20, help="gradient-ascent steps for the network lower bound (default 20)")
+    parser.add_argument(
+        "--attack-steps", type=int, default=20, help="gradient-ascent steps for the network lower bound (default 20)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,8 +48,14 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     device = resolve_device(args.device)
     model, source = _load(args, device)
-    report = verify_model(model, model.input_shape, args.tolerance, attack_steps=args.attack_steps,
-                          seed=args.seed, progress=not args.quiet)
+    report = verify_model(
+        model,
+        model.input_shape,
+        args.tolerance,
+        attack_steps=args.attack_steps,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     report["model"] = source
     emit(args, report, _render)
     if not report["ok"]:
@@ -59,7 +75,9 @@ def _load(args: argparse.Namespace, device):
         model, config = load_run_model(args.run_dir, device)
         return model, f"{config.model.name} ({args.run_dir})"
     if not (args.model and args.dataset):
-        raise ValueError("give a RUN_DIR, or --model NAME together with --dataset NAME (e.g. --model lipconvnet-cpl --dataset cifar10)")
+        raise ValueError(
+            "give a RUN_DIR, or --model NAME together with --dataset NAME (e.g. --model lipconvnet-cpl --dataset cifar10)"
+        )
     from robustlab.nn.models import create_model
 
     shape, num_classes = dataset_shape(args.dataset)
@@ -72,7 +90,9 @@ def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
 
     spec = DATASETS.get(name)
     if spec.image_shape is None:
-        raise ValueError(f"dataset '{name}' has no fixed image shape; use a named dataset such as cifar10, or a RUN_DIR")
+        raise ValueError(
+            f"dataset '{name}' has no fixed image shape; use a named dataset such as cifar10, or a RUN_DIR"
+        )
     height, width, channels = spec.image_shape
     return (channels, height, width), len(spec.classes)
 
@@ -90,12 +110,23 @@ def _model_kwargs(texts: list[str]) -> dict:
 
 
 def _render(report: dict) -> str:
-    rows = [{"layer": r["name"], "type": r["type"], "method": r["method"], "norm": r["norm"],
-             "upper bound": r["upper_bound"], "ok": "yes" if r["ok"] else "NO"}
-            for r in report["layers"] if r["method"] != "analytic" or not r["ok"]]
+    rows = [
+        {
+            "layer": r["name"],
+            "type": r["type"],
+            "method": r["method"],
+            "norm": r["norm"],
+            "upper bound": r["upper_bound"],
+            "ok": "yes" if r["ok"] else "NO",
+        }
+        for r in report["layers"]
+        if r["method"] != "analytic" or not r["ok"]
+    ]
     network = report["network"]
     verdict = "1-Lipschitz (within tolerance)" if report["ok"] else "NOT 1-Lipschitz"
-    return (f"{report['model']}, input {tuple(report['input_shape'])}: layers with parameters\n{format_table(rows)}\n"
-            f"product of layer norms: {network['layer_product']:.6f}\n"
-            f"network lower bound (gradient ascent): {network['lower_bound']:.6f}\n"
-            f"verdict: {verdict} (tolerance {report['tolerance']:g})")
+    return (
+        f"{report['model']}, input {tuple(report['input_shape'])}: layers with parameters\n{format_table(rows)}\n"
+        f"product of layer norms: {network['layer_product']:.6f}\n"
+        f"network lower bound (gradient ascent): {network['lower_bound']:.6f}\n"
+        f"verdict: {verdict} (tolerance {report['tolerance']:g})"
+    )

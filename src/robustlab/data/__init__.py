@@ -15,10 +15,10 @@ from robustlab.data.splits import PreparedData, balanced_subset, channel_means, 
 
 __all__ = [
     "DATASETS",
+    "PCA",
     "DatasetError",
     "DeviceLoader",
     "ImageDataset",
-    "PCA",
     "PreparedData",
     "augment_batch",
     "balanced_subset",

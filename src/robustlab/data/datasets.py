@@ -28,9 +28,9 @@ import struct
 import tarfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -217,9 +217,7 @@ def _check_images(x: np.ndarray, y: np.ndarray, where: str, shape: tuple | None 
     if x.ndim == 3:  # grayscale stored without a channel axis
         x = x[..., None]
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise DatasetError(
-            f"{where}: images must be uint8 (N, H, W, C) with C = 1 or 3, got {x.dtype} {x.shape}"
-        )
+        raise DatasetError(f"{where}: images must be uint8 (N, H, W, C) with C = 1 or 3, got {x.dtype} {x.shape}")
     if shape is not None and x.shape[1:] != shape:
         raise DatasetError(f"{where}: expected images of shape {shape} (H, W, C), got {x.shape[1:]}")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
@@ -329,15 +327,21 @@ def _digits() -> tuple:
     return images[train], labels[train], images[test], labels[test]
 
 
-_register(DatasetSpec(
-    "digits", "scikit-learn 8x8 digits, 1437/360 (built in)", tuple("0123456789"), (8, 8, 1), builtin=_digits
-))
+_register(
+    DatasetSpec(
+        "digits", "scikit-learn 8x8 digits, 1437/360 (built in)", tuple("0123456789"), (8, 8, 1), builtin=_digits
+    )
+)
 
 
 # -- MNIST and Fashion-MNIST: idx files ------------------------------------------------------
 
-_IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_IDX_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _idx_files(md5s: tuple[str, ...], mirrors: tuple[str, ...]) -> tuple[RemoteFile, ...]:
@@ -352,26 +356,42 @@ def _read_idx_dataset(paths: dict[str, Path]) -> tuple:
     return x_train[..., None], y_train, x_test[..., None], y_test
 
 
-_register(DatasetSpec(
-    "mnist", "MNIST handwritten digits, 60k/10k, 28x28x1", tuple("0123456789"), (28, 28, 1),
-    files=_idx_files(
-        ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-         "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
-        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-    ),
-    read_official=_read_idx_dataset,
-))
-_register(DatasetSpec(
-    "fashion-mnist", "Zalando Fashion-MNIST, 60k/10k, 28x28x1",
-    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    (28, 28, 1),
-    files=_idx_files(
-        ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
-        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    ),
-    read_official=_read_idx_dataset,
-))
+_register(
+    DatasetSpec(
+        "mnist",
+        "MNIST handwritten digits, 60k/10k, 28x28x1",
+        tuple("0123456789"),
+        (28, 28, 1),
+        files=_idx_files(
+            (
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+            ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        ),
+        read_official=_read_idx_dataset,
+    )
+)
+_register(
+    DatasetSpec(
+        "fashion-mnist",
+        "Zalando Fashion-MNIST, 60k/10k, 28x28x1",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (28, 28, 1),
+        files=_idx_files(
+            (
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+            ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        ),
+        read_official=_read_idx_dataset,
+    )
+)
 
 
 # -- CIFAR-10 and CIFAR-100: python pickles in a tar.gz ----------------------------------------
@@ -410,35 +430,149 @@ def _read_cifar_batch(tar: tarfile.TarFile, member: str, label_key: str, path: P
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _CIFAR100_CLASSES = tuple(
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
-    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
-    "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
-    "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid "
-    "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
-    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower "
-    "sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale "
-    "willow_tree wolf woman worm".split()
+    [
+        "apple",
+        "aquarium_fish",
+        "baby",
+        "bear",
+        "beaver",
+        "bed",
+        "bee",
+        "beetle",
+        "bicycle",
+        "bottle",
+        "bowl",
+        "boy",
+        "bridge",
+        "bus",
+        "butterfly",
+        "camel",
+        "can",
+        "castle",
+        "caterpillar",
+        "cattle",
+        "chair",
+        "chimpanzee",
+        "clock",
+        "cloud",
+        "cockroach",
+        "couch",
+        "crab",
+        "crocodile",
+        "cup",
+        "dinosaur",
+        "dolphin",
+        "elephant",
+        "flatfish",
+        "forest",
+        "fox",
+        "girl",
+        "hamster",
+        "house",
+        "kangaroo",
+        "keyboard",
+        "lamp",
+        "lawn_mower",
+        "leopard",
+        "lion",
+        "lizard",
+        "lobster",
+        "man",
+        "maple_tree",
+        "motorcycle",
+        "mountain",
+        "mouse",
+        "mushroom",
+        "oak_tree",
+        "orange",
+        "orchid",
+        "otter",
+        "palm_tree",
+        "pear",
+        "pickup_truck",
+        "pine_tree",
+        "plain",
+        "plate",
+        "poppy",
+        "porcupine",
+        "possum",
+        "rabbit",
+        "raccoon",
+        "ray",
+        "road",
+        "rocket",
+        "rose",
+        "sea",
+        "seal",
+        "shark",
+        "shrew",
+        "skunk",
+        "skyscraper",
+        "snail",
+        "snake",
+        "spider",
+        "squirrel",
+        "streetcar",
+        "sunflower",
+        "sweet_pepper",
+        "table",
+        "tank",
+        "telephone",
+        "television",
+        "tiger",
+        "tractor",
+        "train",
+        "trout",
+        "tulip",
+        "turtle",
+        "wardrobe",
+        "whale",
+        "willow_tree",
+        "wolf",
+        "woman",
+        "worm",
+    ]
 )
 
-_register(DatasetSpec(
-    "cifar10", "CIFAR-10, 50k/10k, 32x32x3", _CIFAR10_CLASSES, (32, 32, 3),
-    files=(RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                      ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)),),
-    read_official=_cifar_reader(
-        "cifar-10-python.tar.gz",
-        tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
-        "cifar-10-batches-py/test_batch",
-        "labels",
-    ),
-))
-_register(DatasetSpec(
-    "cifar100", "CIFAR-100 (fine labels), 50k/10k, 32x32x3", _CIFAR100_CLASSES, (32, 32, 3),
-    files=(RemoteFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                      ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",)),),
-    read_official=_cifar_reader(
-        "cifar-100-python.tar.gz", ("cifar-100-python/train",), "cifar-100-python/test", "fine_labels"
-    ),
-))
+_register(
+    DatasetSpec(
+        "cifar10",
+        "CIFAR-10, 50k/10k, 32x32x3",
+        _CIFAR10_CLASSES,
+        (32, 32, 3),
+        files=(
+            RemoteFile(
+                "cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a",
+                ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+            ),
+        ),
+        read_official=_cifar_reader(
+            "cifar-10-python.tar.gz",
+            tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+            "cifar-10-batches-py/test_batch",
+            "labels",
+        ),
+    )
+)
+_register(
+    DatasetSpec(
+        "cifar100",
+        "CIFAR-100 (fine labels), 50k/10k, 32x32x3",
+        _CIFAR100_CLASSES,
+        (32, 32, 3),
+        files=(
+            RemoteFile(
+                "cifar-100-python.tar.gz",
+                "eb9058c3a382ffc7106e4002c42a8d85",
+                ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+            ),
+        ),
+        read_official=_cifar_reader(
+            "cifar-100-python.tar.gz", ("cifar-100-python/train",), "cifar-100-python/test", "fine_labels"
+        ),
+    )
+)
 
 _register(DatasetSpec("npz", "any .npz with x_train, y_train, x_test, y_test (give its path)", (), None))
 
@@ -485,9 +619,7 @@ def load_generated(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return _check_images(arrays["image"], arrays["label"], str(path))
 
 
-def import_files(
-    name: str, source: str | Path, data_dir: str | Path | None = None, verify: bool = True
-) -> list[Path]:
+def import_files(name: str, source: str | Path, data_dir: str | Path | None = None, verify: bool = True) -> list[Path]:
     """Copy a dataset's files from ``source`` (an .npz, an official file, or a folder) into the data folder.
 
     Files are checked before they are copied (npz: readable and the right shapes; official

@@ -19,7 +19,7 @@ Draws are per sample, or one per batch with ``per_batch`` (the reference code's 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -70,7 +70,9 @@ def random_crop_flip(
     """
     n, c, height, width = x.shape
     if padding >= min(height, width):
-        raise ValueError(f"crop padding {padding} must be smaller than the image size {height}x{width} (reflect padding)")
+        raise ValueError(
+            f"crop padding {padding} must be smaller than the image size {height}x{width} (reflect padding)"
+        )
     shifts = torch.randint(-padding, padding + 1, (2, draws), generator=generator, device=x.device)
     rows = _reflect(shifts[0, :, None] + torch.arange(height, device=x.device), height)
     cols = _reflect(shifts[1, :, None] + torch.arange(width, device=x.device), width)
@@ -85,7 +87,7 @@ def random_cutout(
     x: torch.Tensor, size: int, fill: torch.Tensor | None, draws: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Set one ``size`` x ``size`` square per sample (or per batch) to ``fill``."""
-    n, c, height, width = x.shape
+    _, c, height, width = x.shape
     if size > min(height, width):
         raise ValueError(f"cutout size {size} is larger than the image size {height}x{width}")
     top = torch.randint(0, height - size + 1, (draws, 1), generator=generator, device=x.device)
@@ -202,7 +204,9 @@ def _check_augment(cfg: AugmentConfig, size: torch.Size) -> None:
     height, width = size
     side = min(height, width)
     if not 0 <= cfg.crop_padding < side:
-        raise ValueError(f"augment.crop_padding={cfg.crop_padding} must be from 0 to {side - 1} for {height}x{width} images")
+        raise ValueError(
+            f"augment.crop_padding={cfg.crop_padding} must be from 0 to {side - 1} for {height}x{width} images"
+        )
     if not 0 <= cfg.cutout < side:  # a cutout as large as the image would erase all of it
         raise ValueError(
             f"augment.cutout={cfg.cutout} must be from 0 to {side - 1} for {height}x{width} images "

@@ -80,9 +80,13 @@ def parse_component_spec(spec: str, dim: int) -> np.ndarray:
         try:
             first, last = int(start), int(end) if sep else int(start)
         except ValueError:
-            raise ValueError(f"bad component spec '{spec}': write 0-based inclusive ranges like '0-15,512-3071'") from None
+            raise ValueError(
+                f"bad component spec '{spec}': write 0-based inclusive ranges like '0-15,512-3071'"
+            ) from None
         if not 0 <= first <= last < dim:
-            raise ValueError(f"component range '{part}' is outside 0-{dim - 1} (or reversed); there are {dim} components")
+            raise ValueError(
+                f"component range '{part}' is outside 0-{dim - 1} (or reversed); there are {dim} components"
+            )
         indices.append(np.arange(first, last + 1))
     return np.unique(np.concatenate(indices))
 

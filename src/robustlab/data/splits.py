@@ -43,7 +43,9 @@ def train_val_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.nd
     """
     labels = np.asarray(labels)
     if not 0 <= val_size < len(labels):
-        raise ValueError(f"val_size must be between 0 and {len(labels) - 1} (the training set size - 1), got {val_size}")
+        raise ValueError(
+            f"val_size must be between 0 and {len(labels) - 1} (the training set size - 1), got {val_size}"
+        )
     classes, counts = np.unique(labels, return_counts=True)
     quotas = counts * val_size / len(labels)
     per_class = np.floor(quotas).astype(np.int64)
@@ -68,7 +70,7 @@ def reference_split(size: int, val_size: int, seed: int) -> tuple[np.ndarray, np
         raise ValueError(f"val_size must be between 0 and {size - 1} (the training set size - 1), got {val_size}")
     order = np.arange(size)
     np.random.RandomState(seed).shuffle(order)
-    return np.sort(order[:size - val_size]), np.sort(order[size - val_size:])
+    return np.sort(order[: size - val_size]), np.sort(order[size - val_size :])
 
 
 def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -145,7 +147,9 @@ def _extra_data(cfg: DataConfig, image_shape: tuple, num_classes: int) -> tuple[
     """A class-balanced (seeded, nested) selection of ``cfg.extra_size`` generated images."""
     images, labels = load_generated(cfg.extra_path)
     if images.shape[1:] != image_shape:
-        raise DatasetError(f"{cfg.extra_path}: generated images have shape {images.shape[1:]}, the dataset {image_shape}")
+        raise DatasetError(
+            f"{cfg.extra_path}: generated images have shape {images.shape[1:]}, the dataset {image_shape}"
+        )
     if len(labels) and labels.max() >= num_classes:
         raise DatasetError(f"{cfg.extra_path}: label {labels.max()} is out of range for {num_classes} classes")
     if cfg.extra_size == -1:

@@ -4,14 +4,36 @@
 """
 
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, get_experiment, report_experiment, run_experiment,
+    EXPERIMENTS,
+    Experiment,
+    Report,
+    Setup,
+    get_experiment,
+    report_experiment,
+    run_experiment,
 )
 from robustlab.experiments.sweep import Sweep, SweepRow, collect, run_sweep
 
 # Each module registers its experiment.
-from robustlab.experiments import (  # noqa: E402,F401  isort: skip
-    compute_scaling, data_scaling, extra_data, one_architecture, pca, robust_overfitting,
+from robustlab.experiments import (  # noqa: F401  isort: skip
+    compute_scaling,
+    data_scaling,
+    extra_data,
+    one_architecture,
+    pca,
+    robust_overfitting,
 )
 
-__all__ = ["EXPERIMENTS", "Experiment", "Report", "Setup", "Sweep", "SweepRow", "collect",
-           "get_experiment", "report_experiment", "run_experiment", "run_sweep"]
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "Report",
+    "Setup",
+    "Sweep",
+    "SweepRow",
+    "collect",
+    "get_experiment",
+    "report_experiment",
+    "run_experiment",
+    "run_sweep",
+]

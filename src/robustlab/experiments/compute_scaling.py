@@ -15,12 +15,22 @@ from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
 
 SCALES = {
-    "smoke": {"dataset": "digits", "preset": "digits", "size": 0, "epochs": (1, 2), "seeds": (0,),
-              "recipes": ("tiny-lipmlp",)},
-    "small": {"dataset": "cifar10", "size": 0, "epochs": (1, 2, 4, 8), "seeds": (0,),
-              "recipes": ("small-lipmlp",)},
-    "paper": {"dataset": "cifar10", "size": 0, "epochs": (10, 30, 100, 300, 1000, 3000),
-              "seeds": (0,), "recipes": ("lipconvnet-cpl", "lipmlp-aol")},
+    "smoke": {
+        "dataset": "digits",
+        "preset": "digits",
+        "size": 0,
+        "epochs": (1, 2),
+        "seeds": (0,),
+        "recipes": ("tiny-lipmlp",),
+    },
+    "small": {"dataset": "cifar10", "size": 0, "epochs": (1, 2, 4, 8), "seeds": (0,), "recipes": ("small-lipmlp",)},
+    "paper": {
+        "dataset": "cifar10",
+        "size": 0,
+        "epochs": (10, 30, 100, 300, 1000, 3000),
+        "seeds": (0,),
+        "recipes": ("lipconvnet-cpl", "lipmlp-aol"),
+    },
 }  # size 0: the whole training split
 
 
@@ -29,7 +39,8 @@ def sweeps(setup: Setup) -> list[Sweep]:
     subset = {"data.subset_size": params["size"]} if params["size"] else {}
     return [
         Sweep(
-            name=setup.slug(name), label=name,
+            name=setup.slug(name),
+            label=name,
             base=setup.base_config({**recipe(name), **subset, "train.scale_epochs": False}),
             grid={"train.epochs": [float(e) for e in params["epochs"]], "seed": list(params["seeds"])},
         )
@@ -39,15 +50,30 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = summarize(rows, "epochs", lambda config: config.train.epochs)
-    figure = plot_panels(metric_panels(table, "epochs"), out_dir / f"{setup.slug()}.png",
-                         xlabel="training epochs", logx=True,
-                         title=f"Compute scaling on {setup.dataset} ({setup.scale})")
-    return Report("compute_scaling", f"Accuracy and CRA vs training epochs ({setup.dataset})",
-                  list(table[0]) if table else [], table, [], [figure])
+    figure = plot_panels(
+        metric_panels(table, "epochs"),
+        out_dir / f"{setup.slug()}.png",
+        xlabel="training epochs",
+        logx=True,
+        title=f"Compute scaling on {setup.dataset} ({setup.scale})",
+    )
+    return Report(
+        "compute_scaling",
+        f"Accuracy and CRA vs training epochs ({setup.dataset})",
+        list(table[0]) if table else [],
+        table,
+        [],
+        [figure],
+    )
 
 
-EXPERIMENTS.add("compute_scaling", Experiment(
-    name="compute_scaling",
-    summary="Section 5.1, Figure 5: accuracy and CRA vs training epochs at a fixed training set",
-    scales=SCALES, sweeps=sweeps, report=report,
-))
+EXPERIMENTS.add(
+    "compute_scaling",
+    Experiment(
+        name="compute_scaling",
+        summary="Section 5.1, Figure 5: accuracy and CRA vs training epochs at a fixed training set",
+        scales=SCALES,
+        sweeps=sweeps,
+        report=report,
+    ),
+)

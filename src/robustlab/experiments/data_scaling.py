@@ -16,7 +16,13 @@ import torch
 
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, metric_panels, run_experiment, summarize,
+    EXPERIMENTS,
+    Experiment,
+    Report,
+    Setup,
+    metric_panels,
+    run_experiment,
+    summarize,
 )
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -27,20 +33,46 @@ EPS = 36 / 255
 PAPER_SIZES = (48, 97, 195, 390, 781, 1562, 3125, 6250, 12500, 25000, 50000)
 
 SCALES = {
-    "smoke": {"dataset": "digits", "preset": "digits", "sizes": (48, 97), "epochs": 2, "seeds": (0,),
-              "eps": (EPS,), "recipes": ("tiny-lipmlp", "tiny-convnet")},
+    "smoke": {
+        "dataset": "digits",
+        "preset": "digits",
+        "sizes": (48, 97),
+        "epochs": 2,
+        "seeds": (0,),
+        "eps": (EPS,),
+        "recipes": ("tiny-lipmlp", "tiny-convnet"),
+    },
     # The miniature: no augmentation (8x8 digits leave little room for crops); batches of
     # 25 keep the steps per size within 4% of each other down to N=48 and leave no last
     # batch of one image (BatchNorm cannot train on one).
-    "demo": {"dataset": "digits", "preset": "digits", "sizes": PAPER_SIZES, "epochs": 25, "seeds": (0, 1, 2),
-             "eps": (EPS,), "recipes": ("tiny-lipmlp", "tiny-convnet"),
-             "config": {"train.batch_size": 25, "train.checkpoint_every": 50, "augment.crop_padding": 0}},
+    "demo": {
+        "dataset": "digits",
+        "preset": "digits",
+        "sizes": PAPER_SIZES,
+        "epochs": 25,
+        "seeds": (0, 1, 2),
+        "eps": (EPS,),
+        "recipes": ("tiny-lipmlp", "tiny-convnet"),
+        "config": {"train.batch_size": 25, "train.checkpoint_every": 50, "augment.crop_padding": 0},
+    },
     # 20 epochs: at 2 the runs are so short that every size is compute-bound and CRA does not
     # grow with N (measured on MNIST: 48-59% CRA at every size; 83-84% at 20 epochs, docs/experiments.md)
-    "small": {"dataset": "cifar10", "sizes": PAPER_SIZES, "epochs": 20, "seeds": (0,), "eps": (EPS,),
-              "recipes": ("small-lipmlp", "small-convnet")},
-    "paper": {"dataset": "cifar10", "sizes": PAPER_SIZES, "epochs": 3000, "seeds": (0,), "eps": (EPS,),
-              "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet")},
+    "small": {
+        "dataset": "cifar10",
+        "sizes": PAPER_SIZES,
+        "epochs": 20,
+        "seeds": (0,),
+        "eps": (EPS,),
+        "recipes": ("small-lipmlp", "small-convnet"),
+    },
+    "paper": {
+        "dataset": "cifar10",
+        "sizes": PAPER_SIZES,
+        "epochs": 3000,
+        "seeds": (0,),
+        "eps": (EPS,),
+        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet"),
+    },
 }
 
 
@@ -62,9 +94,9 @@ def sweeps(setup: Setup) -> list[Sweep]:
     sizes = capped_sizes(params["sizes"], training_set_size(setup))
     return [
         Sweep(
-            name=setup.slug(name), label=name,
-            base=setup.base_config({**recipe(name), "train.epochs": params["epochs"],
-                                    "train.scale_epochs": True}),
+            name=setup.slug(name),
+            label=name,
+            base=setup.base_config({**recipe(name), "train.epochs": params["epochs"], "train.scale_epochs": True}),
             grid={"data.subset_size": sizes, "seed": list(params["seeds"])},
         )
         for name in params["recipes"]
@@ -82,7 +114,9 @@ def doubling_notes(panels: list[Panel], detail: str = "") -> list[str]:
     return [
         f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% "
         f"{panel.ylabel.removesuffix(' (%)')} (line fit on log2 N, N={min(curve.x)}..{max(curve.x)}{detail})."
-        for panel in panels[1:] for curve in panel.curves if len(curve.x) >= 2
+        for panel in panels[1:]
+        for curve in panel.curves
+        if len(curve.x) >= 2
     ]
 
 
@@ -91,10 +125,21 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     panels = metric_panels(table, "N")
     notes = doubling_notes(panels)
     name = "demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"
-    figure = plot_panels(panels, out_dir / name, xlabel="training-set size N", logx=True,
-                         title=f"Data scaling on {setup.dataset} ({setup.scale})")
-    return Report("data_scaling", f"Accuracy and CRA vs training-set size ({setup.dataset})",
-                  list(table[0]) if table else [], table, notes, [figure])
+    figure = plot_panels(
+        panels,
+        out_dir / name,
+        xlabel="training-set size N",
+        logx=True,
+        title=f"Data scaling on {setup.dataset} ({setup.scale})",
+    )
+    return Report(
+        "data_scaling",
+        f"Accuracy and CRA vs training-set size ({setup.dataset})",
+        list(table[0]) if table else [],
+        table,
+        notes,
+        [figure],
+    )
 
 
 def run_demo(
@@ -114,21 +159,24 @@ def run_demo(
     and writes ``demo.png`` and ``table.json``/``table.md`` into ``out_dir``, whose
     ``runs/`` folder is the run store (a second call reuses the finished runs).
     """
-    setup = EXPERIMENTS.get("data_scaling").setup("demo", dataset, overrides, sizes=sizes,
-                                                  epochs=epochs, seeds=seeds)
+    setup = EXPERIMENTS.get("data_scaling").setup("demo", dataset, overrides, sizes=sizes, epochs=epochs, seeds=seeds)
     out_dir = Path(out_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: one thread is as fast, and never stalls on busy cores
     try:
-        _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, device=device,
-                                   progress=progress)
+        _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, device=device, progress=progress)
     finally:
         torch.set_num_threads(threads)
     return report
 
 
-EXPERIMENTS.add("data_scaling", Experiment(
-    name="data_scaling",
-    summary="Section 5.1, Figures 1-2: accuracy and CRA vs training-set size (same steps per size)",
-    scales=SCALES, sweeps=sweeps, report=report,
-))
+EXPERIMENTS.add(
+    "data_scaling",
+    Experiment(
+        name="data_scaling",
+        summary="Section 5.1, Figures 1-2: accuracy and CRA vs training-set size (same steps per size)",
+        scales=SCALES,
+        sweeps=sweeps,
+        report=report,
+    ),
+)

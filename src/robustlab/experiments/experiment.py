@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
@@ -63,10 +64,15 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "experiment": self.experiment, "title": self.title, "columns": self.columns,
-            "rows": self.rows, "notes": self.notes, "figures": [str(p) for p in self.figures],
+            "experiment": self.experiment,
+            "title": self.title,
+            "columns": self.columns,
+            "rows": self.rows,
+            "notes": self.notes,
+            "figures": [str(p) for p in self.figures],
             "tables": {k: str(v) for k, v in self.tables.items()},
-            "runs_done": self.runs_done, "runs_missing": self.runs_missing,
+            "runs_done": self.runs_done,
+            "runs_missing": self.runs_missing,
         }
 
 
@@ -86,16 +92,20 @@ class Experiment:
     sweeps: Callable[[Setup], list[Sweep]]
     report: Callable[[list[SweepRow], Setup, Path], Report]
 
-    def setup(self, scale: str = "small", dataset: str | None = None,
-              overrides: list[str] | None = None, **params: Any) -> Setup:
+    def setup(
+        self, scale: str = "small", dataset: str | None = None, overrides: list[str] | None = None, **params: Any
+    ) -> Setup:
         if scale not in self.scales:
-            raise ConfigError(f"experiment '{self.name}' has no scale '{scale}'; "
-                              f"choose one of: {', '.join(self.scales)}")
+            raise ConfigError(
+                f"experiment '{self.name}' has no scale '{scale}'; choose one of: {', '.join(self.scales)}"
+            )
         chosen = {**self.scales[scale], **{k: v for k, v in params.items() if v is not None}}
         unknown = sorted(set(chosen) - set(self.scales[scale]))
         if unknown:
-            raise ConfigError(f"experiment '{self.name}' has no parameter '{unknown[0]}'; "
-                              f"its parameters: {', '.join(sorted(self.scales[scale]))}")
+            raise ConfigError(
+                f"experiment '{self.name}' has no parameter '{unknown[0]}'; "
+                f"its parameters: {', '.join(sorted(self.scales[scale]))}"
+            )
         return Setup(self.name, scale, dataset or chosen["dataset"], list(overrides or []), chosen)
 
 
@@ -122,8 +132,11 @@ def run_experiment(
     would train (``train``), resume (``resume``) or is already there (``done``).
     """
     experiment = get_experiment(setup.experiment)
-    rows = [row for sweep in experiment.sweeps(setup)
-            for row in run_sweep(sweep, store, device=device, progress=progress, dry_run=dry_run)]
+    rows = [
+        row
+        for sweep in experiment.sweeps(setup)
+        for row in run_sweep(sweep, store, device=device, progress=progress, dry_run=dry_run)
+    ]
     if dry_run:
         return rows, None
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
@@ -148,8 +161,9 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
     report = experiment.report(done, setup, out_dir)
     report.runs_done, report.runs_missing = len(done), len(rows) - len(done)
     if report.runs_missing:
-        report.notes.append(f"{report.runs_missing} of {len(rows)} runs have no results yet "
-                            "(run `robustlab experiment` to train them).")
+        report.notes.append(
+            f"{report.runs_missing} of {len(rows)} runs have no results yet (run `robustlab experiment` to train them)."
+        )
     report.tables = write_table(report.rows, out_dir / "table", report.columns, report.notes)
     return report
 
@@ -199,8 +213,9 @@ def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
     device = resolve_device("auto")
     model, config = load_run_model(run.path, device)
     data = prepare_data(config.data)
-    result = evaluate(model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size,
-                      device, data.num_classes)
+    result = evaluate(
+        model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size, device, data.num_classes
+    )
     run.write_json(TRAIN_EVAL_FILE, result)
     return result
 
@@ -216,16 +231,21 @@ def cra_column(eps: float) -> str:
     return f"CRA {eps_label(eps)}"
 
 
-def summarize(rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any],
-              eps: Sequence[float] = (DEFAULT_EPS,)) -> list[dict[str, Any]]:
+def summarize(
+    rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any], eps: Sequence[float] = (DEFAULT_EPS,)
+) -> list[dict[str, Any]]:
     """One table row per (sweep label, x): accuracy and CRA at each ``eps``, averaged over seeds."""
     groups: dict[tuple[str, Any], list[SweepRow]] = {}
     for row in rows:
         groups.setdefault((row.label, x_of(row.config)), []).append(row)
     return [
-        {"model": label, x_name: x, "seeds": len(group),
-         "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
-         **{cra_column(e): mean_over_seeds([cra(r.results, e) for r in group]) for e in eps}}
+        {
+            "model": label,
+            x_name: x,
+            "seeds": len(group),
+            "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
+            **{cra_column(e): mean_over_seeds([cra(r.results, e) for r in group]) for e in eps},
+        }
         for (label, x), group in sorted(groups.items())
     ]
 

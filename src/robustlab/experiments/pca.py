@@ -15,7 +15,14 @@ from pathlib import Path
 from robustlab.data.pca import fit_pca
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, mean_over_seeds, training_set_evaluation,
+    EXPERIMENTS,
+    Experiment,
+    Report,
+    Setup,
+    accuracy,
+    cra,
+    mean_over_seeds,
+    training_set_evaluation,
 )
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -25,11 +32,15 @@ ALL = "all"  # the reference row: no projection
 CIFAR_DIM = 3072
 
 SCALES = {
-    "smoke": {"dataset": "digits", "preset": "digits", "epochs": 2, "seeds": (0,), "recipes": ("tiny-convnet", "tiny-lipmlp")},
-    "small": {"dataset": "cifar10", "epochs": 2, "seeds": (0,),
-              "recipes": ("small-convnet", "small-lipmlp")},
-    "paper": {"dataset": "cifar10", "epochs": 3000, "seeds": (0,),
-              "recipes": ("simpleconvnet", "lipconvnet-cpl")},
+    "smoke": {
+        "dataset": "digits",
+        "preset": "digits",
+        "epochs": 2,
+        "seeds": (0,),
+        "recipes": ("tiny-convnet", "tiny-lipmlp"),
+    },
+    "small": {"dataset": "cifar10", "epochs": 2, "seeds": (0,), "recipes": ("small-convnet", "small-lipmlp")},
+    "paper": {"dataset": "cifar10", "epochs": 3000, "seeds": (0,), "recipes": ("simpleconvnet", "lipconvnet-cpl")},
 }
 
 
@@ -39,15 +50,19 @@ def component_subsets(dim: int) -> list[str]:
     first = max(1, round(16 * dim / CIFAR_DIM))
     middle = round(512 * dim / CIFAR_DIM)
     last_third = round(2048 * dim / CIFAR_DIM)
-    return [f"0-{first - 1}", f"0-{middle - 1}", f"{middle}-{dim - 1}",
-            f"{last_third}-{dim - 1}", f"0-{first - 1},{middle}-{dim - 1}"]
+    return [
+        f"0-{first - 1}",
+        f"0-{middle - 1}",
+        f"{middle}-{dim - 1}",
+        f"{last_third}-{dim - 1}",
+        f"0-{first - 1},{middle}-{dim - 1}",
+    ]
 
 
 def _training_split(setup: Setup):
     """The training split whose components ``prepare_data`` projects onto (no subset, no extra)."""
     data = setup.base_config({}).data
-    return prepare_data(dataclasses.replace(data, subset_size=None, extra_path=None, extra_size=0,
-                                            pca_components=None))
+    return prepare_data(dataclasses.replace(data, subset_size=None, extra_path=None, extra_size=0, pca_components=None))
 
 
 def input_dim(setup: Setup) -> int:
@@ -66,7 +81,8 @@ def sweeps(setup: Setup) -> list[Sweep]:
     subsets = [None, *component_subsets(input_dim(setup))]
     return [
         Sweep(
-            name=setup.slug(name), label=name,
+            name=setup.slug(name),
+            label=name,
             base=setup.base_config({**recipe(name), "train.epochs": params["epochs"]}),
             grid={"data.pca_components": subsets, "seed": list(params["seeds"])},
         )
@@ -80,11 +96,12 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = [{"components": spec, "variance (%)": share} for spec, share in variance.items()]
     for name in setup.params["recipes"]:
         runs = [r for r in rows if r.label == name]
-        metrics = [("train acc", lambda r: accuracy(training_set_evaluation(r))),
-                   ("acc", lambda r: accuracy(r.results))]
+        metrics = [
+            ("train acc", lambda r: accuracy(training_set_evaluation(r))),
+            ("acc", lambda r: accuracy(r.results)),
+        ]
         if any(r.results.get("lipschitz_constant") is not None for r in runs):
-            metrics += [("train CRA", lambda r: cra(training_set_evaluation(r))),
-                        ("CRA", lambda r: cra(r.results))]
+            metrics += [("train CRA", lambda r: cra(training_set_evaluation(r))), ("CRA", lambda r: cra(r.results))]
         for metric, read in metrics:
             column = f"{name} {metric}"
             columns.append(column)
@@ -93,17 +110,27 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
                 line[column] = mean_over_seeds([read(r) for r in group])
     series = {"variance (%)": [line["variance (%)"] for line in table]}
     series |= {c: [line[c] for line in table] for c in columns[2:] if "train" not in c}
-    figure = plot_bars([line["components"] for line in table], series,
-                       out_dir / f"{setup.slug()}.png", ylabel="%",
-                       title=f"Principal-component subsets of {setup.dataset} ({setup.scale})")
-    notes = ["components: 0-based inclusive ranges of principal components of the training split, "
-             "largest variance first; acc/CRA on the evaluation split, CRA at 36/255."]
-    return Report("pca", f"Training on principal-component subsets ({setup.dataset})",
-                  columns, table, notes, [figure])
+    figure = plot_bars(
+        [line["components"] for line in table],
+        series,
+        out_dir / f"{setup.slug()}.png",
+        ylabel="%",
+        title=f"Principal-component subsets of {setup.dataset} ({setup.scale})",
+    )
+    notes = [
+        "components: 0-based inclusive ranges of principal components of the training split, "
+        "largest variance first; acc/CRA on the evaluation split, CRA at 36/255."
+    ]
+    return Report("pca", f"Training on principal-component subsets ({setup.dataset})", columns, table, notes, [figure])
 
 
-EXPERIMENTS.add("pca", Experiment(
-    name="pca",
-    summary="Section 5.2, Table 1 and Figure 3: standard vs 1-Lipschitz nets on principal-component subsets",
-    scales=SCALES, sweeps=sweeps, report=report,
-))
+EXPERIMENTS.add(
+    "pca",
+    Experiment(
+        name="pca",
+        summary="Section 5.2, Table 1 and Figure 3: standard vs 1-Lipschitz nets on principal-component subsets",
+        scales=SCALES,
+        sweeps=sweeps,
+        report=report,
+    ),
+)

@@ -16,10 +16,16 @@ def _from_preset(preset: str, **model_kwargs) -> Overrides:
     """Model, loss and optimisation recipe of a shipped preset: the presets are the one place
     they are set (peak lr, and the reference code's momentum cycling and per-batch draws)."""
     config = load_config(preset)
-    return {"model.name": config.model.name, "model.kwargs": {**config.model.kwargs, **model_kwargs},
-            "optim.lr": config.optim.lr, "optim.cycle_momentum": config.optim.cycle_momentum,
-            "augment.per_batch": config.augment.per_batch, "loss.name": config.loss.name,
-            "loss.offset": config.loss.offset, "loss.temperature": config.loss.temperature}
+    return {
+        "model.name": config.model.name,
+        "model.kwargs": {**config.model.kwargs, **model_kwargs},
+        "optim.lr": config.optim.lr,
+        "optim.cycle_momentum": config.optim.cycle_momentum,
+        "augment.per_batch": config.augment.per_batch,
+        "loss.name": config.loss.name,
+        "loss.offset": config.loss.offset,
+        "loss.temperature": config.loss.temperature,
+    }
 
 
 RECIPES: dict[str, Overrides] = {

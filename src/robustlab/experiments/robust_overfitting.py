@@ -13,7 +13,14 @@ from pathlib import Path
 
 from robustlab.certify.evaluate import eps_label
 from robustlab.experiments.experiment import (
-    EXPERIMENTS, Experiment, Report, Setup, accuracy, cra, cra_curve, training_set_evaluation,
+    EXPERIMENTS,
+    Experiment,
+    Report,
+    Setup,
+    accuracy,
+    cra,
+    cra_curve,
+    training_set_evaluation,
 )
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -23,8 +30,12 @@ from robustlab.runs.store import Run
 TABLE_EPS = (36 / 255, 72 / 255, 108 / 255, 0.5, 1.0)
 CURVE_EPS = sorted({*TABLE_EPS, *(k / 20 for k in range(1, 21))})  # certified at all of these
 SETTINGS = {
-    "augment.crop_padding": 0, "augment.flip": False, "augment.cutout": 0,
-    "loss.offset": math.sqrt(2), "train.scale_epochs": False, "eval.eps": CURVE_EPS,
+    "augment.crop_padding": 0,
+    "augment.flip": False,
+    "augment.cutout": 0,
+    "loss.offset": math.sqrt(2),
+    "train.scale_epochs": False,
+    "eval.eps": CURVE_EPS,
 }
 
 SCALES = {
@@ -38,9 +49,11 @@ def sweeps(setup: Setup) -> list[Sweep]:
     epochs = setup.params["epochs"]
     return [
         Sweep(
-            name=setup.slug(name), label=name,
-            base=setup.base_config({**recipe(name), **SETTINGS, "train.epochs": epochs,
-                                    "train.eval_every": max(1, int(epochs) // 10)}),
+            name=setup.slug(name),
+            label=name,
+            base=setup.base_config(
+                {**recipe(name), **SETTINGS, "train.epochs": epochs, "train.eval_every": max(1, int(epochs) // 10)}
+            ),
         )
         for name in setup.params["recipes"]
     ]
@@ -57,17 +70,35 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             if curve:
                 curves.append(Curve(f"{row.label} {split}", *curve, dashed=split == "eval"))
         epoch_curves += _epoch_curves(row)
-    figures = [plot_panels([Panel("CRA (%)", curves)], out_dir / f"{setup.slug()}.png",
-                           xlabel="perturbation radius eps (L2)",
-                           title=f"Robust overfitting on {setup.dataset} ({setup.scale})")]
+    figures = [
+        plot_panels(
+            [Panel("CRA (%)", curves)],
+            out_dir / f"{setup.slug()}.png",
+            xlabel="perturbation radius eps (L2)",
+            title=f"Robust overfitting on {setup.dataset} ({setup.scale})",
+        )
+    ]
     if epoch_curves:
-        figures.append(plot_panels([Panel("CRA at 36/255 (%)", epoch_curves)],
-                                   out_dir / f"{setup.slug('epochs')}.png",
-                                   xlabel="epoch", title="CRA on the evaluation split during training"))
-    notes = ["no augmentation, offset sqrt(2); 'train' certifies the very images the model was fit on, "
-             "'eval' the evaluation split."]
-    return Report("robust_overfitting", f"Train vs evaluation CRA after robust overfitting ({setup.dataset})",
-                  columns, table, notes, figures)
+        figures.append(
+            plot_panels(
+                [Panel("CRA at 36/255 (%)", epoch_curves)],
+                out_dir / f"{setup.slug('epochs')}.png",
+                xlabel="epoch",
+                title="CRA on the evaluation split during training",
+            )
+        )
+    notes = [
+        "no augmentation, offset sqrt(2); 'train' certifies the very images the model was fit on, "
+        "'eval' the evaluation split."
+    ]
+    return Report(
+        "robust_overfitting",
+        f"Train vs evaluation CRA after robust overfitting ({setup.dataset})",
+        columns,
+        table,
+        notes,
+        figures,
+    )
 
 
 def _epoch_curves(row: SweepRow) -> list[Curve]:
@@ -81,8 +112,13 @@ def _epoch_curves(row: SweepRow) -> list[Curve]:
     return [Curve(row.label, *zip(*points))] if points else []
 
 
-EXPERIMENTS.add("robust_overfitting", Experiment(
-    name="robust_overfitting",
-    summary="Section 5.3, Figure 4: 1-Lipschitz nets fit the training set robustly but do not generalize",
-    scales=SCALES, sweeps=sweeps, report=report,
-))
+EXPERIMENTS.add(
+    "robust_overfitting",
+    Experiment(
+        name="robust_overfitting",
+        summary="Section 5.3, Figure 4: 1-Lipschitz nets fit the training set robustly but do not generalize",
+        scales=SCALES,
+        sweeps=sweeps,
+        report=report,
+    ),
+)

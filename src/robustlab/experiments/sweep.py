@@ -29,8 +29,14 @@ DONE = "done"
 # Keys that change where or how fast a run executes, never its result. (The speed options
 # run other kernels, so the last digits may differ, as they do between devices;
 # train.precision changes the arithmetic itself and stays part of a run's identity.)
-EXECUTION_KEYS = ("name", "train.device", "train.checkpoint_every", "data.data_dir", "data.download",
-                  *(f"train.{option}" for option in SPEED_OPTIONS))
+EXECUTION_KEYS = (
+    "name",
+    "train.device",
+    "train.checkpoint_every",
+    "data.data_dir",
+    "data.download",
+    *(f"train.{option}" for option in SPEED_OPTIONS),
+)
 
 
 def expand_grid(grid: Grid) -> list[Overrides]:
@@ -84,8 +90,14 @@ class SweepRow:
     results: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sweep": self.sweep, "label": self.label, "overrides": self.overrides, "status": self.status,
-                "run": self.run, "results": self.results}
+        return {
+            "sweep": self.sweep,
+            "label": self.label,
+            "overrides": self.overrides,
+            "status": self.status,
+            "run": self.run,
+            "results": self.results,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,8 +119,7 @@ def result_key(config: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
 def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[dict]:
     """Store rows (oldest first) of runs with the same result-relevant config."""
     key = result_key(config)
-    candidates = store.query(status=status, **{"model.name": config.model.name,
-                                              "data.name": config.data.name})
+    candidates = store.query(status=status, **{"model.name": config.model.name, "data.name": config.data.name})
     return [row for row in candidates if _stored_result_key(row["config"]) == key and _current_architecture(row)]
 
 

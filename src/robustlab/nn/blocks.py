@@ -8,7 +8,7 @@ largest per-pixel change; subtracting a constant does not change differences.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,9 @@ class CenterInputs(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"the model expects images of shape (batch, {self.mean.shape[0]}, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"the model expects images of shape (batch, {self.mean.shape[0]}, H, W), got {tuple(x.shape)}"
+            )
         return x - self.mean.to(x.dtype)
 
     def extra_repr(self) -> str:

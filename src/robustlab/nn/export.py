@@ -85,8 +85,15 @@ def _detached(parameter):
 
 def _plain(module: nn.Module) -> nn.Module | None:
     if isinstance(module, AOLConv2d):
-        conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                         bias=module.bias is not None, padding_mode=module.padding_mode)
+        conv = nn.Conv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+        )
         return _filled(conv, module.effective_weight(), module.bias)
     if isinstance(module, (AOLLinear, OrthogonalLinear)):
         weight = module.effective_weight()

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from robustlab.nn.activations import MaxMin
-from robustlab.nn.blocks import CenterInputs, FirstChannels, Flatten, GlobalMaxPool, PixelUnshuffle, ZeroChannelConcatenation, ZeroPad
+from robustlab.nn.blocks import (
+    CenterInputs,
+    FirstChannels,
+    Flatten,
+    GlobalMaxPool,
+    PixelUnshuffle,
+    ZeroChannelConcatenation,
+    ZeroPad,
+)
 from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
 from robustlab.registry import Registry
 
@@ -41,16 +49,22 @@ ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
 class ImageClassifier(nn.Sequential):
     """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1]."""
 
-    def __init__(self, layers: Sequence[nn.Module], input_shape: tuple[int, int, int], num_classes: int,
-                 lipschitz_constant: float | None):
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        lipschitz_constant: float | None,
+    ):
         super().__init__(*layers)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.lipschitz_constant = lipschitz_constant
 
 
-def create_model(name: str, input_shape: Sequence[int], num_classes: int,
-                 mean: Sequence[float] | Tensor | None = None, **kwargs) -> ImageClassifier:
+def create_model(
+    name: str, input_shape: Sequence[int], num_classes: int, mean: Sequence[float] | Tensor | None = None, **kwargs
+) -> ImageClassifier:
     """Builds the registered model ``name`` for images of ``input_shape`` (C, H, W)."""
     builder = MODELS.get(name)
     shape = _check_input_shape(input_shape)
@@ -90,9 +104,11 @@ def _check_kwargs(name: str, builder: Builder, kwargs: dict) -> None:
         raise ValueError(f"model '{name}' has no argument {unknown[0]!r}; it accepts: {known}")
     for key, value in kwargs.items():
         default = accepted[key]
-        if isinstance(default, bool) != isinstance(value, bool) or (isinstance(default, int) and not isinstance(value, int)):
-            if default is not None:
-                raise ValueError(f"model '{name}': {key} must be {type(default).__name__} like {default!r}, got {value!r}")
+        wrong_type = isinstance(default, bool) != isinstance(value, bool) or (
+            isinstance(default, int) and not isinstance(value, int)
+        )
+        if wrong_type and default is not None:
+            raise ValueError(f"model '{name}': {key} must be {type(default).__name__} like {default!r}, got {value!r}")
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -117,8 +133,16 @@ def simple_conv_net(input_shape, num_classes, *, width: int = 64) -> tuple[list[
     """The standard net of "94% on CIFAR-10 in 94 seconds": 8 conv-BN-ReLU, 3 max pools."""
     _positive("simpleconvnet", width=width)
     channels, height, image_width = input_shape
-    plan = [(width, False), (width, False), (2 * width, True), (2 * width, False),
-            (4 * width, True), (4 * width, False), (8 * width, True), (8 * width, False)]
+    plan = [
+        (width, False),
+        (width, False),
+        (2 * width, True),
+        (2 * width, False),
+        (4 * width, True),
+        (4 * width, False),
+        (8 * width, True),
+        (8 * width, False),
+    ]
     layers: list[nn.Module] = []
     size = min(height, image_width)
     for out_channels, pool in plan:
@@ -136,7 +160,9 @@ def simple_conv_net(input_shape, num_classes, *, width: int = 64) -> tuple[list[
 # 1-Lipschitz networks
 
 
-def _downsampling_plan(name: str, input_shape, width: int, blocks: int | None) -> tuple[int, list[nn.Module], tuple[int, int]]:
+def _downsampling_plan(
+    name: str, input_shape, width: int, blocks: int | None
+) -> tuple[int, list[nn.Module], tuple[int, int]]:
     """Blocks, the layers that pad and widen the input, and the padded image size."""
     channels, height, image_width = input_shape
     if blocks is None:
@@ -159,8 +185,16 @@ def _downsample(channels: int) -> list[nn.Module]:
     return [FirstChannels(channels // 2), PixelUnshuffle(2)]
 
 
-def lip_conv_net(input_shape, num_classes, family: str, *, width: int = 64, blocks: int | None = None,
-                 depth: int = 3, kernel_size: int = 3) -> tuple[list[nn.Module], float]:
+def lip_conv_net(
+    input_shape,
+    num_classes,
+    family: str,
+    *,
+    width: int = 64,
+    blocks: int | None = None,
+    depth: int = 3,
+    kernel_size: int = 3,
+) -> tuple[list[nn.Module], float]:
     """LipConvNet as in the paper (reference 'CPL-LCN'/'AOL-LCN')."""
     name = f"lipconvnet-{family}"
     layer = LAYER_FAMILIES.get(family)
@@ -178,8 +212,17 @@ def lip_conv_net(input_shape, num_classes, family: str, *, width: int = 64, bloc
     return layers, 1.0
 
 
-def conv_net(input_shape, num_classes, family: str, size: str, *, width: int | None = None,
-             blocks: int | None = None, depth: int = 5, kernel_size: int = 3) -> tuple[list[nn.Module], float]:
+def conv_net(
+    input_shape,
+    num_classes,
+    family: str,
+    size: str,
+    *,
+    width: int | None = None,
+    blocks: int | None = None,
+    depth: int = 5,
+    kernel_size: int = 3,
+) -> tuple[list[nn.Module], float]:
     """ConvNet of "1-Lipschitz layers compared" (sizes XS/S/M/L = width 16/32/64/128)."""
     name = f"convnet-{size}-{family}"
     layer = LAYER_FAMILIES.get(family)
@@ -199,8 +242,9 @@ def conv_net(input_shape, num_classes, family: str, size: str, *, width: int | N
     return layers, 1.0
 
 
-def lip_mlp(input_shape, num_classes, family: str, *, depth: int = 7, width: int | None = None,
-            bias: bool = False) -> tuple[list[nn.Module], float]:
+def lip_mlp(
+    input_shape, num_classes, family: str, *, depth: int = 7, width: int | None = None, bias: bool = False
+) -> tuple[list[nn.Module], float]:
     """MLP: flatten, depth x [Lipschitz linear, MaxMin], Lipschitz linear, FirstChannels."""
     name = f"lipmlp-{family}"
     layer = LAYER_FAMILIES.get(family)
@@ -219,7 +263,9 @@ def lip_mlp(input_shape, num_classes, family: str, *, depth: int = 7, width: int
 
 def _check_enough(name: str, features: int, num_classes: int) -> None:
     if features < num_classes:
-        raise ValueError(f"model '{name}' ends with {features} features, fewer than the {num_classes} classes; increase width")
+        raise ValueError(
+            f"model '{name}' ends with {features} features, fewer than the {num_classes} classes; increase width"
+        )
 
 
 def _bind(builder: Callable, **fixed) -> Builder:

@@ -26,26 +26,65 @@ per-layer norms an estimate of the upper bound (valid for sequential networks).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustlab.nn.activations import GroupSort, MaxMin
-from robustlab.nn.blocks import CenterInputs, FirstChannels, Flatten, GlobalMaxPool, PixelUnshuffle, ZeroChannelConcatenation, ZeroPad
+from robustlab.nn.blocks import (
+    CenterInputs,
+    FirstChannels,
+    Flatten,
+    GlobalMaxPool,
+    PixelUnshuffle,
+    ZeroChannelConcatenation,
+    ZeroPad,
+)
 from robustlab.nn.lipschitz import AOLConv2d, AOLLinear, CayleyConv2d, OrthogonalLinear, ResidualLipschitz, SOCConv2d
 from robustlab.nn.lipschitz.base import conv_norm_upper_bound, top_eigenpair
 
-ONE_LIPSCHITZ_BLOCKS = (MaxMin, GroupSort, FirstChannels, ZeroChannelConcatenation, PixelUnshuffle, GlobalMaxPool,
-                        CenterInputs, Flatten, ZeroPad, nn.ReLU, nn.Identity, nn.Dropout)
+ONE_LIPSCHITZ_BLOCKS = (
+    MaxMin,
+    GroupSort,
+    FirstChannels,
+    ZeroChannelConcatenation,
+    PixelUnshuffle,
+    GlobalMaxPool,
+    CenterInputs,
+    Flatten,
+    ZeroPad,
+    nn.ReLU,
+    nn.Identity,
+    nn.Dropout,
+)
 LINEAR_LAYERS = (AOLConv2d, SOCConv2d, CayleyConv2d, nn.Conv2d)  # affine maps: the Jacobian is constant
-KNOWN_LAYERS = (ResidualLipschitz, AOLLinear, OrthogonalLinear, nn.Linear, nn.BatchNorm2d, *LINEAR_LAYERS, *ONE_LIPSCHITZ_BLOCKS)
+KNOWN_LAYERS = (
+    ResidualLipschitz,
+    AOLLinear,
+    OrthogonalLinear,
+    nn.Linear,
+    nn.BatchNorm2d,
+    *LINEAR_LAYERS,
+    *ONE_LIPSCHITZ_BLOCKS,
+)
 
 
-def verify_model(model: nn.Module, input_shape: Sequence[int], tolerance: float = 1e-4, *, max_steps: int = 300,
-                 restarts: int = 2, points: int = 2, attack_steps: int = 20, attack_restarts: int = 4,
-                 seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def verify_model(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    tolerance: float = 1e-4,
+    *,
+    max_steps: int = 300,
+    restarts: int = 2,
+    points: int = 2,
+    attack_steps: int = 20,
+    attack_restarts: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Per-layer norm estimates and a network lower bound; ``report["ok"]`` if all <= 1 + tolerance.
 
     ``model`` is checked in eval mode (its mode is restored afterwards); ``input_shape`` is
@@ -64,7 +103,11 @@ def verify_model(model: nn.Module, input_shape: Sequence[int], tolerance: float 
         for name, module in tqdm(units, desc="verify layers", disable=not progress, leave=False):
             if name not in inputs:
                 continue  # not on the forward path
-            row = {"name": name, "type": type(module).__name__, **_layer_norm(module, inputs[name], max_steps, restarts, generator)}
+            row = {
+                "name": name,
+                "type": type(module).__name__,
+                **_layer_norm(module, inputs[name], max_steps, restarts, generator),
+            }
             row["ok"] = bool(row["norm"] <= 1 + tolerance)
             layers.append(row)
         lower = network_lower_bound(model, shape, attack_steps, attack_restarts, seed, progress)
@@ -128,7 +171,9 @@ def _recorder(inputs: dict[str, Tensor], name: str):
 # Per-layer norms
 
 
-def _layer_norm(module: nn.Module, x: Tensor, max_steps: int, restarts: int, generator: torch.Generator) -> dict[str, Any]:
+def _layer_norm(
+    module: nn.Module, x: Tensor, max_steps: int, restarts: int, generator: torch.Generator
+) -> dict[str, Any]:
     if isinstance(module, ONE_LIPSCHITZ_BLOCKS):
         return {"method": "analytic", "norm": 1.0, "upper_bound": 1.0}
     if isinstance(module, nn.BatchNorm2d):
@@ -210,8 +255,14 @@ def _conv_fft_bound(module: nn.Module, size: Sequence[int]) -> float | None:
 # Whole network
 
 
-def network_lower_bound(model: nn.Module, input_shape: Sequence[int], steps: int = 20, restarts: int = 4,
-                        seed: int = 0, progress: bool = False) -> float:
+def network_lower_bound(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    steps: int = 20,
+    restarts: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+) -> float:
     """max ||g(x) - g(x')|| / ||x - x'|| found by gradient ascent from random pairs (eval mode)."""
     generator = torch.Generator().manual_seed(seed)
     x = _random_images(restarts, tuple(input_shape), model, generator)

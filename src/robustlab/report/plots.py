@@ -6,14 +6,14 @@ are plotted as given; callers pass percentages where the paper shows percentages
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
 
 @dataclass
@@ -41,8 +41,7 @@ def plot_panels(
     ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Panels stacked vertically over a shared x axis (like the paper's Figure 1)."""
-    fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 2.6 + 2.4 * len(panels)),
-                             sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 2.6 + 2.4 * len(panels)), sharex=True, squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
         for curve in panel.curves:
             ax.plot(curve.x, curve.y, "--o" if curve.dashed else "-o", markersize=4, label=curve.label)

@@ -164,8 +164,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         choices = typing.get_args(hint)
         if value not in choices:
             raise ConfigError(
-                f"{where}: '{value}' is not a valid choice; choose one of: "
-                f"{', '.join(map(str, choices))}"
+                f"{where}: '{value}' is not a valid choice; choose one of: {', '.join(map(str, choices))}"
             )
         return value
     if origin is list:
@@ -248,8 +247,7 @@ def _load_raw(source: str | Path) -> dict[str, Any]:
         path = PRESET_DIR / f"{source}.yaml"
         if not path.exists():
             raise ConfigError(
-                f"unknown preset '{source}'; presets: {', '.join(preset_names())} "
-                "(or give the path of a YAML file)"
+                f"unknown preset '{source}'; presets: {', '.join(preset_names())} (or give the path of a YAML file)"
             )
     elif not path.exists():
         raise ConfigError(f"config file {path} does not exist")

@@ -24,7 +24,18 @@ from robustlab.theory.nearest_neighbour import (
 )
 
 __all__ = [
-    "LEARNERS", "HypercubeProblem", "Predictor", "evaluate", "memorisation_ceiling", "paper_attack",
-    "paper_bound", "pgd_attack", "theorem1_sweep",
-    "CheckerboardProblem", "LinfNearestNeighbour", "sufficient_size", "summarise_status", "theorem2_sweep",
+    "LEARNERS",
+    "CheckerboardProblem",
+    "HypercubeProblem",
+    "LinfNearestNeighbour",
+    "Predictor",
+    "evaluate",
+    "memorisation_ceiling",
+    "paper_attack",
+    "paper_bound",
+    "pgd_attack",
+    "sufficient_size",
+    "summarise_status",
+    "theorem1_sweep",
+    "theorem2_sweep",
 ]

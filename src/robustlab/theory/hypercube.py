@@ -24,8 +24,8 @@ oracle).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -83,8 +83,9 @@ class HypercubeProblem:
         return self.truth_table.numel().bit_length()
 
     @classmethod
-    def random(cls, d: int, delta: float, generator: torch.Generator | None = None,
-               device: str | torch.device = "cpu") -> "HypercubeProblem":
+    def random(
+        cls, d: int, delta: float, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+    ) -> HypercubeProblem:
         """phi uniform over all 2^(2^(d-1)) Boolean functions: one fair coin per entry."""
         if not 2 <= d <= MAX_DIMENSION:
             raise ValueError(f"the dimension d must be between 2 and {MAX_DIMENSION}, got {d}")
@@ -105,7 +106,7 @@ class HypercubeProblem:
         x = torch.cat([x_robust, self.delta * label[:, None]], dim=1)
         return x, label.long()
 
-    def oracle(self) -> "Predictor":
+    def oracle(self) -> Predictor:
         return OraclePredictor(self)
 
 
@@ -234,21 +235,32 @@ def fit_nearest_neighbour(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) ->
 
 
 @LEARNERS.register("mlp")
-def fit_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 128,
-            steps: int = 300, lr: float = 3e-3) -> Predictor:
+def fit_mlp(
+    x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 128, steps: int = 300, lr: float = 3e-3
+) -> Predictor:
     """A standard ReLU MLP (two hidden layers) trained with cross-entropy."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = nn.Sequential(nn.Linear(x.shape[1], width), nn.ReLU(), nn.Linear(width, width),
-                              nn.ReLU(), nn.Linear(width, 2)).to(x.device)
+        model = nn.Sequential(
+            nn.Linear(x.shape[1], width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2)
+        ).to(x.device)
     _train(model, x, y, nn.CrossEntropyLoss(), steps=steps, lr=lr, seed=seed)
     return NetworkPredictor(model)
 
 
 @LEARNERS.register("lipschitz-mlp")
-def fit_lipschitz_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width: int = 128,
-                      depth: int = 3, steps: int = 300, lr: float = 3e-3,
-                      offset: float = 0.5, temperature: float = 0.25) -> Predictor:
+def fit_lipschitz_mlp(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seed: int = 0,
+    width: int = 128,
+    depth: int = 3,
+    steps: int = 300,
+    lr: float = 3e-3,
+    offset: float = 0.5,
+    temperature: float = 0.25,
+) -> Predictor:
     """A 1-Lipschitz MLP (AOL linear layers and MaxMin) trained with OffsetCrossEntropy,
     which asks for a logit margin of ``offset`` (a certified radius of offset/sqrt(2))."""
     from robustlab.nn.activations import MaxMin
@@ -265,8 +277,17 @@ def fit_lipschitz_mlp(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, width:
     return NetworkPredictor(model, lipschitz=1.0)
 
 
-def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, *,
-           steps: int, lr: float, seed: int, batch_size: int = 256) -> None:
+def _train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 256,
+) -> None:
     """Adam with a cosine schedule over ``steps`` mini-batch steps of shuffled epochs."""
     targets = (y > 0).long()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -288,8 +309,9 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Modul
     model.eval()
 
 
-def build_classifier(name: str, problem: HypercubeProblem, x: torch.Tensor, y: torch.Tensor,
-                     seed: int = 0, **options) -> Predictor:
+def build_classifier(
+    name: str, problem: HypercubeProblem, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **options
+) -> Predictor:
     """``oracle`` (built from phi) or a learner from LEARNERS fitted on (x, y) with ``options``."""
     if name == ORACLE:
         return problem.oracle()
@@ -314,8 +336,14 @@ def paper_attack(x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.cat([x[:, :-1], moved[:, None]], dim=1)
 
 
-def pgd_attack(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float,
-               steps: int = 20, start: torch.Tensor | None = None) -> torch.Tensor:
+def pgd_attack(
+    predictor: Predictor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int = 20,
+    start: torch.Tensor | None = None,
+) -> torch.Tensor:
     """L2 PGD that lowers the margin y * score inside the closed ball of radius eps around x.
     Returns a bool per point: ``predict`` errs (or abstains) at the final iterate or at the
     iterate of lowest margin."""
@@ -338,8 +366,9 @@ def pgd_attack(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: floa
     return (predictor.predict(x + offset.detach()) != y) | (predictor.predict(best) != y)
 
 
-def evaluate(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float,
-             pgd_steps: int = 20, batch_size: int = 512) -> dict[str, float | None]:
+def evaluate(
+    predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float, pgd_steps: int = 20, batch_size: int = 512
+) -> dict[str, float | None]:
     """Clean, attacked (robust) and certified accuracy of one classifier on (x, y)."""
     clean, robust, certified, has_certificate = [], [], [], True
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
@@ -369,11 +398,21 @@ def evaluate(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float,
 DEFAULT_LEARNERS = ("sign", "1nn", "mlp", "lipschitz-mlp", ORACLE)
 
 
-def theorem1_sweep(ns: Sequence[int], *, d: int | None = None, delta: float = 0.1,
-                   eps: float | None = None, learners: Sequence[str] = DEFAULT_LEARNERS,
-                   trials: int = 5, test_size: int = 1000, pgd_steps: int = 20, seed: int = 0,
-                   learner_options: dict[str, dict] | None = None,
-                   device: str | torch.device = "cpu", progress: bool = True) -> dict:
+def theorem1_sweep(
+    ns: Sequence[int],
+    *,
+    d: int | None = None,
+    delta: float = 0.1,
+    eps: float | None = None,
+    learners: Sequence[str] = DEFAULT_LEARNERS,
+    trials: int = 5,
+    test_size: int = 1000,
+    pgd_steps: int = 20,
+    seed: int = 0,
+    learner_options: dict[str, dict] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
     """Clean / robust / certified accuracy of each learner against the training-set size n.
 
     Each trial draws a fresh phi, a training set of n points and ``test_size`` test points;
@@ -395,18 +434,33 @@ def theorem1_sweep(ns: Sequence[int], *, d: int | None = None, delta: float = 0.
         x_train, y_train = problem.sample(n, generator)
         x_test, y_test = problem.sample(test_size, generator)
         for name in learners:
-            classifier = build_classifier(name, problem, x_train, y_train, seed=seed + trial,
-                                          **learner_options.get(name, {}))
+            classifier = build_classifier(
+                name, problem, x_train, y_train, seed=seed + trial, **learner_options.get(name, {})
+            )
             scores.setdefault((n, name), []).append(evaluate(classifier, x_test, y_test, eps, pgd_steps))
     rows = []
     for n in ns:
         dim = dimension_for(n) if d is None else d
         for name in learners:
-            rows.append({"n": n, "d": dim, "learner": name,
-                         **_summarise(scores.get((n, name), [])),
-                         "bound": paper_bound(n, dim), "ceiling": memorisation_ceiling(n, dim)})
-    settings = {"d": d if d is not None else "ceil(log2 n)+7", "delta": delta, "eps": eps,
-                "trials": trials, "test_size": test_size, "pgd_steps": pgd_steps, "seed": seed}
+            rows.append(
+                {
+                    "n": n,
+                    "d": dim,
+                    "learner": name,
+                    **_summarise(scores.get((n, name), [])),
+                    "bound": paper_bound(n, dim),
+                    "ceiling": memorisation_ceiling(n, dim),
+                }
+            )
+    settings = {
+        "d": d if d is not None else "ceil(log2 n)+7",
+        "delta": delta,
+        "eps": eps,
+        "trials": trials,
+        "test_size": test_size,
+        "pgd_steps": pgd_steps,
+        "seed": seed,
+    }
     return {"settings": settings, "rows": rows}
 
 
@@ -426,8 +480,9 @@ def _check_sweep(ns, d, eps, trials, test_size) -> None:
     if d is not None and not 2 <= d <= MAX_DIMENSION:
         raise ValueError(f"the fixed dimension d must be between 2 and {MAX_DIMENSION}, got {d}")
     if d is None and dimension_for(max(ns)) > MAX_DIMENSION:
-        raise ValueError(f"n = {max(ns)} needs d = {dimension_for(max(ns))} > {MAX_DIMENSION}; "
-                         f"use n <= 2^{MAX_DIMENSION - 7}")
+        raise ValueError(
+            f"n = {max(ns)} needs d = {dimension_for(max(ns))} > {MAX_DIMENSION}; use n <= 2^{MAX_DIMENSION - 7}"
+        )
     if not 0 <= eps < 1:
         raise ValueError(f"eps must be in [0, 1): the oracle is robust only for eps < 1, got {eps}")
     if trials < 1 or test_size < 1:

@@ -30,8 +30,8 @@ points on the decision boundary as not robust, never the reverse. Perturbed poin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -66,8 +66,10 @@ class CheckerboardProblem:
         if self.cells < 2:
             raise ValueError(f"the checkerboard needs >= 2 cells per axis for two classes, got {self.cells}")
         if not 0 < 2 * self.delta < 1 / self.cells:
-            raise ValueError(f"delta must be in (0, 1/(2*cells)) = (0, {1 / (2 * self.cells):.4g}) so every "
-                             f"cell keeps some mass after removing the bands, got {self.delta}")
+            raise ValueError(
+                f"delta must be in (0, 1/(2*cells)) = (0, {1 / (2 * self.cells):.4g}) so every "
+                f"cell keeps some mass after removing the bands, got {self.delta}"
+            )
 
     def intervals(self) -> torch.Tensor:
         """The (cells, 2) intervals per axis that remain after removing the bands."""
@@ -157,8 +159,7 @@ def _two_nearest_classes(class_distances: torch.Tensor) -> tuple[torch.Tensor, t
     return values, classes[:, 0]
 
 
-def _closer_point_exists(x: np.ndarray, radius: float, rival: np.ndarray, friends: np.ndarray,
-                         d_own: float) -> bool:
+def _closer_point_exists(x: np.ndarray, radius: float, rival: np.ndarray, friends: np.ndarray, d_own: float) -> bool:
     """Is there x' with ||x'-x||_inf <= radius and ||x'-rival||_inf <= ||x'-a||_inf for
     every a in ``friends``? A MILP over (x', t, one binary per face of each friend's box)."""
     d = len(x)
@@ -185,11 +186,17 @@ def _closer_point_exists(x: np.ndarray, radius: float, rival: np.ndarray, friend
         for k, (i, s) in enumerate(faces):
             constraint({i: s, t: -1.0, first + k: -big_m}, s * friend[i] - big_m, np.inf)
         constraint({first + k: 1.0 for k in range(len(faces))}, 1.0, np.inf)
-    bounds = Bounds(np.concatenate([x - radius, [0.0], np.zeros(num_vars - d - 1)]),
-                    np.concatenate([x + radius, [t_max], np.ones(num_vars - d - 1)]))
+    bounds = Bounds(
+        np.concatenate([x - radius, [0.0], np.zeros(num_vars - d - 1)]),
+        np.concatenate([x + radius, [t_max], np.ones(num_vars - d - 1)]),
+    )
     integrality = np.concatenate([np.zeros(d + 1), np.ones(num_vars - d - 1)])
-    result = milp(np.zeros(num_vars), constraints=LinearConstraint(np.array(rows), lower, upper),
-                  integrality=integrality, bounds=bounds)
+    result = milp(
+        np.zeros(num_vars),
+        constraints=LinearConstraint(np.array(rows), lower, upper),
+        integrality=integrality,
+        bounds=bounds,
+    )
     if result.status == 2:  # infeasible: no such x'
         return False
     if result.status == 0:
@@ -216,17 +223,28 @@ def default_sizes(d: int, delta: float, count: int = 8) -> list[int]:
     return [int(s) for s in sizes] + [2 * top]
 
 
-def theorem2_sweep(ns: Sequence[int] | None = None, *, d: int = 2, delta: float = 0.1,
-                   cells: int = 3, radius: float | None = None, trials: int = 5,
-                   test_size: int = 1000, seed: int = 0, progress: bool = True) -> dict:
+def theorem2_sweep(
+    ns: Sequence[int] | None = None,
+    *,
+    d: int = 2,
+    delta: float = 0.1,
+    cells: int = 3,
+    radius: float | None = None,
+    trials: int = 5,
+    test_size: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Clean, certified and exact robust accuracy of L-infinity 1-NN against n, averaged
     over ``trials`` training sets (95% t-intervals). ``radius`` defaults to delta/2."""
     problem = CheckerboardProblem(d, delta, cells)
     radius = delta / 2 if radius is None else float(radius)
     ns = list(dict.fromkeys(int(n) for n in ns)) if ns else default_sizes(d, delta)
     if any(int(n) < 1 for n in ns) or radius < 0 or trials < 1 or test_size < 1:
-        raise ValueError(f"need sizes >= 1, radius >= 0, trials >= 1 and test size >= 1; got "
-                         f"sizes {ns}, radius {radius}, trials {trials}, test size {test_size}")
+        raise ValueError(
+            f"need sizes >= 1, radius >= 0, trials >= 1 and test size >= 1; got "
+            f"sizes {ns}, radius {radius}, trials {trials}, test size {test_size}"
+        )
     results: dict[int, list[dict]] = {}
     runs = [(n, t) for n in ns for t in range(trials)]
     for n, trial in tqdm(runs, desc="theorem 2", disable=not progress, leave=False):
@@ -241,6 +259,14 @@ def theorem2_sweep(ns: Sequence[int] | None = None, *, d: int = 2, delta: float 
         for key in ("clean", "certified", "robust", "searched"):
             row[key], row[f"{key}_ci"] = mean_ci([r[key] for r in results[n]])
         rows.append(row)
-    settings = {"d": d, "delta": delta, "cells": cells, "radius": radius, "trials": trials,
-                "test_size": test_size, "seed": seed, "sufficient_n": sufficient_size(d, delta)}
+    settings = {
+        "d": d,
+        "delta": delta,
+        "cells": cells,
+        "radius": radius,
+        "trials": trials,
+        "test_size": test_size,
+        "seed": seed,
+        "sufficient_n": sufficient_size(d, delta),
+    }
     return {"settings": settings, "rows": rows}

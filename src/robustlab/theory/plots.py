@@ -32,13 +32,27 @@ def plot_theorem1(sweeps: dict[str, dict], path: str | Path) -> Path:
             line = _band(axes[0, column], mine, "clean", label, **style)
             _band(axes[1, column], mine, "robust", label, color=line.get_color(), **style)
             if name == "lipschitz-mlp":
-                _band(axes[1, column], mine, "certified", f"{label}, certified", color=line.get_color(),
-                      marker=style["marker"], linestyle=":")
+                _band(
+                    axes[1, column],
+                    mine,
+                    "certified",
+                    f"{label}, certified",
+                    color=line.get_color(),
+                    marker=style["marker"],
+                    linestyle=":",
+                )
         per_n = {r["n"]: r for r in rows}
-        axes[1, column].plot(ns, [min(per_n[n]["bound"], 1.0) for n in ns], "k--", linewidth=2,
-                             label="bound 1/2 + n/2^d (clipped at 1)")
-        axes[1, column].plot(ns, [per_n[n]["ceiling"] for n in ns], color="grey", linestyle=":",
-                             linewidth=2, label="1/2 + P(test bits seen)/2")
+        axes[1, column].plot(
+            ns, [min(per_n[n]["bound"], 1.0) for n in ns], "k--", linewidth=2, label="bound 1/2 + n/2^d (clipped at 1)"
+        )
+        axes[1, column].plot(
+            ns,
+            [per_n[n]["ceiling"] for n in ns],
+            color="grey",
+            linestyle=":",
+            linewidth=2,
+            label="1/2 + P(test bits seen)/2",
+        )
         eps = sweep["settings"]["eps"]
         axes[0, column].set_title(f"{title}: clean accuracy")
         axes[1, column].set_title(f"{title}: robust accuracy (L2, eps = {eps:g})")
@@ -51,8 +65,10 @@ def plot_theorem1(sweeps: dict[str, dict], path: str | Path) -> Path:
         ax.set_ylabel("accuracy (mean over phi, 95% CI)")
     figure.legend(*axes[1, 0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=9)
     delta = columns[0][1]["settings"]["delta"]
-    figure.suptitle(f"Theorem 1 (no free robustness), delta = {delta:g}: accurate is easy, robust needs "
-                    f"n comparable to 2^d", fontsize=12)
+    figure.suptitle(
+        f"Theorem 1 (no free robustness), delta = {delta:g}: accurate is easy, robust needs n comparable to 2^d",
+        fontsize=12,
+    )
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(figure, path, layout=False)
 
@@ -77,8 +93,11 @@ def plot_theorem2(sweep: dict, path: str | Path) -> Path:
     ax.set_ylim(min(0.4, lowest - 0.05), 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"Theorem 2: L-inf 1-NN on a checkerboard, d = {settings['d']}, "
-                 f"{settings['cells']} cells per axis, margin delta = {settings['delta']:g}", fontsize=10)
+    ax.set_title(
+        f"Theorem 2: L-inf 1-NN on a checkerboard, d = {settings['d']}, "
+        f"{settings['cells']} cells per axis, margin delta = {settings['delta']:g}",
+        fontsize=10,
+    )
     return _save(figure, path)
 
 
@@ -90,8 +109,14 @@ def _band(ax, rows, key, label, color=None, linestyle="-", marker="o"):
     mean = [r[key] for r in rows]
     (line,) = ax.plot(ns, mean, marker=marker, markersize=5, color=color, linestyle=linestyle, label=label)
     half = [r.get(f"{key}_ci") or 0.0 for r in rows]
-    ax.fill_between(ns, [max(m - h, 0.0) for m, h in zip(mean, half)], [min(m + h, 1.0) for m, h in zip(mean, half)],
-                    color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.fill_between(
+        ns,
+        [max(m - h, 0.0) for m, h in zip(mean, half)],
+        [min(m + h, 1.0) for m, h in zip(mean, half)],
+        color=line.get_color(),
+        alpha=0.15,
+        linewidth=0,
+    )
     return line
 
 

@@ -73,7 +73,8 @@ class GraphedTrainStep(TrainStep):
             with torch.cuda.graph(self.graph):
                 # autocast's weight cache would hand the graph casts made outside it
                 self.static_loss, self.static_logits = self.forward_backward(
-                    self.static_x, self.static_y, autocast_cache=False)
+                    self.static_x, self.static_y, autocast_cache=False
+                )
         except RuntimeError as error:
             raise GraphCaptureError(
                 f"train.cuda_graph: the training step of {type(self.model).__name__} cannot be captured in a CUDA "

@@ -21,9 +21,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -101,8 +101,14 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
     seed_everything(config.seed)
     data = prepare_data(config.data)
     loader = DeviceLoader(
-        data.x_train, data.y_train, config.train.batch_size,
-        augment=config.augment, mean=data.mean, device=device, seed=config.seed, fill_last=True,
+        data.x_train,
+        data.y_train,
+        config.train.batch_size,
+        augment=config.augment,
+        mean=data.mean,
+        device=device,
+        seed=config.seed,
+        fill_last=True,
     )
     epochs = training_epochs(config, data)
     steps = total_steps(epochs, len(loader))
@@ -134,8 +140,9 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         for first in range(state.epoch, passes, passes_per_epoch):
             epoch = min(first + passes_per_epoch, passes) - 1  # the group's last pass
             start = time.perf_counter()
-            metrics = run_epoch(step, loader, state, steps, range(first, epoch + 1), lipschitz, context,
-                                config.train.channels_last, bar)
+            metrics = run_epoch(
+                step, loader, state, steps, range(first, epoch + 1), lipschitz, context, config.train.channels_last, bar
+            )
             state.train_time_s += time.perf_counter() - start
             state.epoch, state.history = epoch + 1, metrics
             finished = state.step >= steps
@@ -156,8 +163,14 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         results = final_results(model, data, config, state, device, context, progress)
         atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
         run.save_results(results)
-        run.log_metrics({"epoch": math.ceil(state.epoch / passes_per_epoch), "step": state.step, "final": True,
-                         **_evaluation_metrics(results, data.eval_split)})
+        run.log_metrics(
+            {
+                "epoch": math.ceil(state.epoch / passes_per_epoch),
+                "step": state.step,
+                "final": True,
+                **_evaluation_metrics(results, data.eval_split),
+            }
+        )
         store.record(run, config, status="done", results=results)
 
 
@@ -170,15 +183,26 @@ class TrainStep:
     optimizer and schedule. Returns the (unweighted) loss and the logits, detached, on the device.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                 schedule: torch.optim.lr_scheduler.LRScheduler, autocast: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        autocast: torch.dtype | None = None,
+    ):
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.autocast = autocast
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0,
-                         autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None,
-                            cache_enabled=autocast_cache):
+    def forward_backward(
+        self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0, autocast_cache: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(
+            x.device.type,
+            dtype=self.autocast or torch.bfloat16,
+            enabled=self.autocast is not None,
+            cache_enabled=autocast_cache,
+        ):
             logits = self.model(x)
         loss = self.loss_fn(logits.float(), y)
         (loss * loss_weight).backward()
@@ -332,11 +356,15 @@ def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, conte
     if not cfg.cuda_graph:
         return TrainStep(model, loss_fn, optimizer, schedule, autocast)
     if device.type != "cuda":
-        raise ConfigError(f"train.cuda_graph replays CUDA graphs and needs a CUDA device, but training runs on "
-                          f"{device}; set train.cuda_graph=false or train.device=cuda")
+        raise ConfigError(
+            f"train.cuda_graph replays CUDA graphs and needs a CUDA device, but training runs on "
+            f"{device}; set train.cuda_graph=false or train.device=cuda"
+        )
     if context.enabled:
-        raise ConfigError("train.cuda_graph does not combine with multi-process (DDP) training: its gradient "
-                          "all-reduce runs outside the graph; set train.cuda_graph=false under torchrun")
+        raise ConfigError(
+            "train.cuda_graph does not combine with multi-process (DDP) training: its gradient "
+            "all-reduce runs outside the graph; set train.cuda_graph=false under torchrun"
+        )
     from robustlab.train.cuda_graph import GraphedTrainStep
 
     return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast)
@@ -427,7 +455,9 @@ def load_checkpoint(path, model, optimizer, schedule, device) -> TrainState:
 
 
 def _to_cpu(states: dict) -> dict:
-    return {k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] if k == "cuda" else v) for k, v in states.items()}
+    return {
+        k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] if k == "cuda" else v) for k, v in states.items()
+    }
 
 
 def _load_weights(model: nn.Module, checkpoint: dict, path) -> None:
@@ -441,8 +471,9 @@ def _load_weights(model: nn.Module, checkpoint: dict, path) -> None:
 
 
 def _evaluate(model, data: PreparedData, config: ExperimentConfig, device, progress: bool = False) -> dict:
-    return evaluate(model, data.x_eval, data.y_eval, config.eval.eps, config.eval.batch_size, device,
-                    data.num_classes, progress)
+    return evaluate(
+        model, data.x_eval, data.y_eval, config.eval.eps, config.eval.batch_size, device, data.num_classes, progress
+    )
 
 
 def _evaluation_metrics(result: dict, split: str) -> dict:
@@ -453,8 +484,9 @@ def _evaluation_metrics(result: dict, split: str) -> dict:
     return metrics
 
 
-def final_results(model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context,
-                  progress: bool = False) -> dict:
+def final_results(
+    model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context, progress: bool = False
+) -> dict:
     evaluation = _evaluate(model, data, config, device, progress)
     epochs_done = state.step / math.ceil(len(data.y_train) / config.train.batch_size)
     return {
@@ -487,7 +519,9 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     config = run.load_config()
     path = run.model_path if run.model_path.exists() else run.checkpoint_path
     if not path.exists():
-        raise FileNotFoundError(f"{run.path} has neither model.pt nor checkpoint.pt: training has not saved weights yet")
+        raise FileNotFoundError(
+            f"{run.path} has neither model.pt nor checkpoint.pt: training has not saved weights yet"
+        )
     checkpoint = safe_torch_load(path, map_location=device)
     architecture = checkpoint.get("architecture") if isinstance(checkpoint, dict) else None
     if architecture is None or "model" not in checkpoint:

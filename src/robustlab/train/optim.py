@@ -8,7 +8,7 @@ run's lr curve depends only on its total number of steps.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
@@ -38,8 +38,9 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, total_
         return LambdaLR(optimizer, lambda step: 1.0)
     # By default momentum stays at the recipe's 0.9; torch's OneCycleLR would cycle it in [0.85, 0.95],
     # which research code that builds the schedule with its defaults does without saying so.
-    return OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2),
-                      cycle_momentum=config.cycle_momentum)
+    return OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(total_steps, 2), cycle_momentum=config.cycle_momentum
+    )
 
 
 def total_steps(epochs: float, batches_per_epoch: int) -> int:

@@ -10,8 +10,8 @@ ZeroChannelConcatenation and FirstChannels, both 1-Lipschitz.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -25,8 +25,18 @@ from robustlab.nn.lipschitz.soc import SOCConv2d
 from robustlab.registry import Registry
 
 __all__ = [
-    "AOLConv2d", "AOLLinear", "CPLConv2d", "CPLLinear", "SLLConv2d", "SLLLinear", "SOCConv2d",
-    "CayleyConv2d", "OrthogonalLinear", "ResidualLipschitz", "LayerFamily", "LAYER_FAMILIES",
+    "LAYER_FAMILIES",
+    "AOLConv2d",
+    "AOLLinear",
+    "CPLConv2d",
+    "CPLLinear",
+    "CayleyConv2d",
+    "LayerFamily",
+    "OrthogonalLinear",
+    "ResidualLipschitz",
+    "SLLConv2d",
+    "SLLLinear",
+    "SOCConv2d",
 ]
 
 
@@ -60,27 +70,32 @@ def _register(name: str, description: str, conv: Callable[..., nn.Module], linea
 
 
 _register(
-    "aol", "almost-orthogonal layers: weights rescaled by d_i = (sum_j |P^T P|_ij)^-1/2",
+    "aol",
+    "almost-orthogonal layers: weights rescaled by d_i = (sum_j |P^T P|_ij)^-1/2",
     conv=lambda channels, kernel_size=3, *, input_size=None: AOLConv2d(channels, channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: AOLLinear(in_features, out_features, bias),
 )
 _register(
-    "cpl", "convex potential layers: x - 2/sigma^2 W^T relu(Wx + b)",
+    "cpl",
+    "convex potential layers: x - 2/sigma^2 W^T relu(Wx + b)",
     conv=lambda channels, kernel_size=3, *, input_size=None: CPLConv2d(channels, kernel_size, input_size=input_size),
     linear=_square_linear(lambda width, bias: CPLLinear(width, bias=bias)),
 )
 _register(
-    "sll", "SDP-based Lipschitz layers: x - 2 W T^-1 relu(W^T x + b)",
+    "sll",
+    "SDP-based Lipschitz layers: x - 2 W T^-1 relu(W^T x + b)",
     conv=lambda channels, kernel_size=3, *, input_size=None: SLLConv2d(channels, kernel_size),
     linear=_square_linear(lambda width, bias: SLLLinear(width, bias=bias)),
 )
 _register(
-    "soc", "skew orthogonal convolutions (Taylor series of exp), orthogonal dense layers",
+    "soc",
+    "skew orthogonal convolutions (Taylor series of exp), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: SOCConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
 )
 _register(
-    "orthogonal", "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
+    "orthogonal",
+    "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: CayleyConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
 )

@@ -108,7 +108,9 @@ class AOLConv2d(nn.Module):
     ):
         super().__init__()
         if padding_mode not in ("zeros", "circular"):
-            raise ValueError(f"AOLConv2d: padding_mode must be 'zeros' or 'circular' (1-Lipschitz), got {padding_mode!r}")
+            raise ValueError(
+                f"AOLConv2d: padding_mode must be 'zeros' or 'circular' (1-Lipschitz), got {padding_mode!r}"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")

@@ -12,7 +12,8 @@ cached normaliser.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,9 @@ def odd_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
     """Odd kernels with 'same' zero padding make conv_transpose2d the exact adjoint of conv2d."""
     size = pair(kernel_size, "kernel_size")
     if any(k % 2 == 0 for k in size):
-        raise ValueError(f"kernel_size must be odd (padding keeps the size and the transpose exact), got {kernel_size!r}")
+        raise ValueError(
+            f"kernel_size must be odd (padding keeps the size and the transpose exact), got {kernel_size!r}"
+        )
     return size
 
 
@@ -149,8 +152,9 @@ class Eigenpair(NamedTuple):
     converged: bool  # False: ``max_steps`` ran out first, and ``value`` may be far too low
 
 
-def top_eigenpair(matvec: Callable[[Tensor], Tensor], start: Tensor, max_steps: int = 1000,
-                  cycle: int = 50, rtol: float = 1e-6) -> Eigenpair:
+def top_eigenpair(
+    matvec: Callable[[Tensor], Tensor], start: Tensor, max_steps: int = 1000, cycle: int = 50, rtol: float = 1e-6
+) -> Eigenpair:
     """Largest eigenvalue and its vector of a symmetric PSD operator (e.g. v -> W^T W v).
 
     Restarted Lanczos with full reorthogonalisation: cycles of ``cycle`` steps, each

@@ -29,7 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.nn.lipschitz.base import (
-    ConvResidual, DenseResidual, EvalCache, ResidualLipschitz, check_channels, conv_norm_upper_bound, normalize, odd_kernel_size, pair, top_eigenpair,
+    ConvResidual,
+    DenseResidual,
+    EvalCache,
+    ResidualLipschitz,
+    check_channels,
+    conv_norm_upper_bound,
+    normalize,
+    odd_kernel_size,
+    pair,
+    top_eigenpair,
 )
 
 EVAL_SAFETY = 1e-3
@@ -65,8 +74,15 @@ class _CPL(ResidualLipschitz):
 class CPLLinear(_CPL, DenseResidual):
     """Dense CPL: maps ``features`` to ``features`` through ``hidden_features`` units."""
 
-    def __init__(self, features: int, hidden_features: int | None = None, bias: bool = True,
-                 eval_iterations: int = 1000, device=None, dtype=None):
+    def __init__(
+        self,
+        features: int,
+        hidden_features: int | None = None,
+        bias: bool = True,
+        eval_iterations: int = 1000,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.features = features
         self.hidden_features = hidden_features or features
@@ -92,9 +108,17 @@ class CPLConv2d(_CPL, ConvResidual):
     the saved vector's size.
     """
 
-    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, hidden_channels: int | None = None,
-                 bias: bool = True, input_size: int | tuple[int, int] | None = None,
-                 eval_iterations: int = 1000, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        hidden_channels: int | None = None,
+        bias: bool = True,
+        input_size: int | tuple[int, int] | None = None,
+        eval_iterations: int = 1000,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.channels = channels
         self.hidden_channels = hidden_channels or channels
@@ -156,5 +180,7 @@ class CPLConv2d(_CPL, ConvResidual):
 
     def extra_repr(self) -> str:
         size = tuple(self.u.shape[-2:]) if self.u.numel() else "from first input"
-        return (f"{self.channels}, kernel_size={self.kernel_size}, hidden_channels={self.hidden_channels}, "
-                f"bias={self.bias is not None}, input_size={size}")
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, hidden_channels={self.hidden_channels}, "
+            f"bias={self.bias is not None}, input_size={size}"
+        )

@@ -54,7 +54,9 @@ def _complex(like: Tensor) -> torch.dtype:
 class CayleyConv2d(nn.Module):
     """Orthogonal channels -> channels convolution with circular padding (any image size)."""
 
-    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True, device=None, dtype=None
+    ):
         super().__init__()
         self.channels = channels
         self.kernel_size = odd_kernel_size(kernel_size)

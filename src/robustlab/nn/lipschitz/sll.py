@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import ConvResidual, DenseResidual, EvalCache, ResidualLipschitz, check_channels, odd_kernel_size
+from robustlab.nn.lipschitz.base import (
+    ConvResidual,
+    DenseResidual,
+    EvalCache,
+    ResidualLipschitz,
+    check_channels,
+    odd_kernel_size,
+)
 
 SLL_EPS = 1e-6
 
@@ -79,8 +86,15 @@ class SLLLinear(_SLL, DenseResidual):
 class SLLConv2d(_SLL, ConvResidual):
     """Convolutional SLL (kernel ``kernel_size``, 'same' zero padding, stride 1)."""
 
-    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, hidden_channels: int | None = None,
-                 bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        hidden_channels: int | None = None,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.channels = channels
         self.hidden_channels = hidden_channels or channels
@@ -101,5 +115,7 @@ class SLLConv2d(_SLL, ConvResidual):
         return super().forward(x)
 
     def extra_repr(self) -> str:
-        return (f"{self.channels}, kernel_size={self.kernel_size}, hidden_channels={self.hidden_channels}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, hidden_channels={self.hidden_channels}, "
+            f"bias={self.bias is not None}"
+        )

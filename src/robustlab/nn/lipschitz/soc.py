@@ -52,8 +52,17 @@ def taylor_exp_conv(x: Tensor, kernel: Tensor, terms: int, padding: tuple[int, i
 class SOCConv2d(nn.Module):
     """Orthogonal channels -> channels convolution (kernel ``kernel_size``, 'same' padding)."""
 
-    def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True,
-                 train_terms: int = 6, eval_terms: int = 12, correction: float = 0.7, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        bias: bool = True,
+        train_terms: int = 6,
+        eval_terms: int = 12,
+        correction: float = 0.7,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if not 0 < correction <= 1:
             raise ValueError(f"SOCConv2d: correction must be in (0, 1], got {correction}")
@@ -84,7 +93,10 @@ class SOCConv2d(nn.Module):
     def _exact_bound(self) -> Tensor:
         matrix = self._patch_matrix(skew_kernel(self.weight))
         gram = matrix @ matrix.t()  # (c, c): cheaper than an SVD of (c, c k^2)
-        return torch.linalg.eigvalsh(gram.to(torch.promote_types(gram.dtype, torch.float32)))[-1].sqrt().to(gram.dtype) * self._bound_factor()
+        return (
+            torch.linalg.eigvalsh(gram.to(torch.promote_types(gram.dtype, torch.float32)))[-1].sqrt().to(gram.dtype)
+            * self._bound_factor()
+        )
 
     def scaled_kernel(self) -> Tensor:
         """The kernel of L, scaled so that ||L|| <= correction."""
@@ -105,5 +117,7 @@ class SOCConv2d(nn.Module):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
-        return (f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, "
-                f"train_terms={self.train_terms}, eval_terms={self.eval_terms}, correction={self.correction}")
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, "
+            f"train_terms={self.train_terms}, eval_terms={self.eval_terms}, correction={self.correction}"
+        )

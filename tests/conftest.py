@@ -15,3 +15,17 @@ def _deterministic_single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Cached fits (PCA) go to a folder of the test session, not to the user's ~/.cache."""
+    import os
+
+    previous = os.environ.get("ROBUSTLAB_CACHE")
+    os.environ["ROBUSTLAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ROBUSTLAB_CACHE", None)
+    else:
+        os.environ["ROBUSTLAB_CACHE"] = previous

@@ -73,3 +73,27 @@ def test_component_specs():
     ]:
         with pytest.raises(ValueError, match=message):
             parse_component_spec(bad, 10)
+
+
+def test_a_fit_is_made_once_and_read_back_from_the_cache(tmp_path):
+    from robustlab.data import pca as pca_module
+
+    images, _ = low_rank_images()
+    first = pca_module.cached_pca(images, tmp_path)
+    (path,) = tmp_path.glob("pca-*.npz")
+    stamp = path.stat().st_mtime_ns
+    pca_module._FITTED.clear()  # a new process: only the file is left
+    again = pca_module.cached_pca(images, tmp_path)
+    assert path.stat().st_mtime_ns == stamp  # read, not refitted and rewritten
+    assert np.array_equal(again.components, first.components) and again.image_shape == first.image_shape
+    other = pca_module.cached_pca(low_rank_images(seed=1)[0], tmp_path)  # other images: another fit
+    assert len(list(tmp_path.glob("pca-*.npz"))) == 2 and not np.array_equal(other.mean, first.mean)
+
+
+def test_keeping_most_components_equals_the_direct_projection():
+    images, _ = low_rank_images()
+    pca = fit_pca(images)
+    basis = pca.components[:, :40]  # 40 of 48: projected by removing the other 8
+    flat = images.reshape(len(images), -1).astype(np.float64) - pca.mean
+    direct = (flat @ basis) @ basis.T + pca.mean
+    assert np.allclose(pca.project(images, "0-39").reshape(len(images), -1), direct, atol=1e-6)

@@ -71,7 +71,9 @@ def test_data_scaling_smoke_runs_and_reports(tmp_path):
     assert [r["CRA 36/255"] is None for r in report.rows] == [True, True, False, False]  # standard nets certify nothing
     assert matplotlib.image.imread(report.figures[0]).shape[0] > 100
     assert json.loads(report.tables["json"].read_text())["rows"] == json.loads(json.dumps(report.rows))
-    assert "doubling the training data adds" in report.notes[0]
+    assert [r["train accuracy"] is not None for r in report.rows] == [True] * 4  # the training images, certified
+    assert all(f["status"] == "refused" for f in report.fits)  # two sizes are too few for a law
+    assert "tiny-lipmlp, CRA 36/255: no line fit (2 distinct N values" in " ".join(report.notes)
     again = report_experiment(setup, store, out_dir=tmp_path / "again")  # reads the store, trains nothing
     assert again.rows == report.rows and len(store.query()) == 4
 
@@ -117,7 +119,9 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     empty = report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")  # before any training
     assert (empty.rows, empty.runs_missing) == ([], 3)
     rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
-    assert "doubling the training data adds" in report.notes[0] and "1437 real images" in report.notes[0]
+    assert report.notes[0].startswith("N = 1437 real images + the generated ones")
+    # 1437..1557 images is no range for a law: refused, not "doubling adds -144.9% CRA"
+    assert "no line fit (N = 1,437..1,557 spans 0.12 doublings" in " ".join(report.notes)
     assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds
     assert [r["N"] for r in report.rows] == [1437, 1467, 1557]
     steps = [r.results["steps"] for r in rows]

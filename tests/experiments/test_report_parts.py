@@ -10,7 +10,7 @@ from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments import EXPERIMENTS, get_experiment, report_experiment, run_experiment
-from robustlab.experiments.data_scaling import capped_sizes, doubling_gain
+from robustlab.experiments.data_scaling import PAPER_SIZES, capped_sizes, halvings
 from robustlab.experiments.pca import component_subsets, explained_variances
 from robustlab.report.plots import Curve, Panel, plot_bars, plot_panels
 from robustlab.report.tables import markdown_table, write_table
@@ -66,9 +66,9 @@ def test_pca_explained_variance_equals_a_direct_numpy_computation():
         assert shares[spec] == pytest.approx(100 * value / eigenvalues.sum(), rel=1e-6)
 
 
-def test_doubling_gain_is_the_slope_per_doubling():
-    sizes = [48, 96, 192, 384]
-    assert doubling_gain(sizes, [10, 15, 20, 25]) == pytest.approx(5.0)
+def test_default_sizes_are_the_training_split_and_its_halvings():
+    assert halvings(50000, 10) == list(PAPER_SIZES)  # CIFAR-10: exactly the paper's sizes
+    assert halvings(60000, 10)[0] == 58 and halvings(60000, 10)[-1] == 60000  # MNIST goes up to all 60,000
     assert capped_sizes((48, 97, 1562, 3125), 1437) == [48, 97, 1437]
     assert capped_sizes((48, 97), 1437) == [48, 97]
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.report.tables import with_spread
 from robustlab.runs.config import ConfigError
 from robustlab.runs.store import RunStore
 
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_report(data: dict[str, Any]) -> str:
-    lines = [data["title"], format_table(data["rows"], data["columns"]), *data["notes"]]
+    columns, rows = with_spread(data["rows"], data["columns"])
+    lines = [data["title"], format_table(rows, columns), *data["notes"]]
     lines += [f"figure: {path}" for path in data["figures"]]
     lines += [f"table: {path}" for path in data["tables"].values()]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ data and numpy's array-reconstruction globals, nothing else.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -334,6 +335,29 @@ _register(
 )
 
 
+@functools.lru_cache(maxsize=1)
+def _affine_digits(count: int = 24_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Generated data for the digits, needing no download: random affine distortions (rotation
+    up to 15 degrees, scaling by 0.9-1.1, shear, shifts under a pixel) of the digits *training*
+    images, labelled like their source. A crude generative model of the training set, standing in
+    for the paper's EDM samples in the CPU miniature; deterministic, so a config names one set."""
+    from scipy.ndimage import map_coordinates
+
+    images, labels = _digits()[:2]
+    rng = np.random.default_rng(seed)
+    source = rng.integers(len(images), size=count)
+    angle, scale, shear = rng.uniform(-0.26, 0.26, count), rng.uniform(0.9, 1.1, count), rng.uniform(-0.15, 0.15, count)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    matrix = np.stack([np.stack([cos, cos * shear - sin], -1), np.stack([sin, sin * shear + cos], -1)], -2)
+    grid = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0), indexing="ij")) - 3.5  # (2, 8, 8), centred
+    shift = rng.uniform(-0.6, 0.6, (count, 2))
+    points = np.einsum("nab,bij->naij", matrix, grid) + 3.5 + shift[:, :, None, None]  # input pixel of each output
+    index = np.broadcast_to(source[:, None, None, None].astype(np.float64), (count, 1, 8, 8))
+    coordinates = np.concatenate([index, points], axis=1).transpose(1, 0, 2, 3)  # (3, count, 8, 8)
+    warped = map_coordinates(images[..., 0].astype(np.float64), coordinates, order=1)
+    return np.clip(np.round(warped), 0, 255).astype(np.uint8)[..., None], labels[source]
+
+
 # -- MNIST and Fashion-MNIST: idx files ------------------------------------------------------
 
 _IDX_NAMES = (
@@ -612,8 +636,14 @@ def load_npz_dataset(path: str | Path) -> ImageDataset:
     return ImageDataset(path.stem, x_train, y_train, x_test, y_test, classes, str(path))
 
 
+AFFINE_DIGITS = "digits-affine"  # the built-in stand-in for generated data (see _affine_digits)
+
+
 def load_generated(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Generated training data (e.g. EDM samples): an .npz with ``image`` (NHWC uint8) and ``label``."""
+    """Generated training data (e.g. EDM samples): an .npz with ``image`` (NHWC uint8) and ``label``,
+    or ``digits-affine``, the built-in stand-in for the digits."""
+    if str(path) == AFFINE_DIGITS:
+        return _affine_digits()
     path = Path(path).expanduser()
     arrays = read_npz(path, ("image", "label"))
     return _check_images(arrays["image"], arrays["label"], str(path))

@@ -10,12 +10,16 @@ they are.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 CHUNK = 4096  # images per matrix product: bounds the float64 working memory
+CACHE_ENV = "ROBUSTLAB_CACHE"  # folder of cached fits (default ~/.cache/robustlab)
 
 
 @dataclass
@@ -41,11 +45,16 @@ class PCA:
         """
         if images.shape[1:] != self.image_shape:
             raise ValueError(f"images of shape {images.shape[1:]} do not fit this PCA of {self.image_shape} images")
-        basis = self.components[:, _as_indices(components, self.dim)]
+        kept = np.zeros(self.dim, bool)
+        kept[_as_indices(components, self.dim)] = True
+        # Keeping most components, removing the others is the cheaper product: x - V_R V_R^T x.
+        complement = kept.sum() > self.dim / 2
+        basis = self.components[:, ~kept if complement else kept]
         out = np.empty((len(images), self.dim), np.float32)
         for start in tqdm(range(0, len(images), CHUNK), desc="PCA projection", disable=None, leave=False):
             centred = _flat(images[start : start + CHUNK]) - self.mean
-            out[start : start + CHUNK] = (centred @ basis) @ basis.T + self.mean
+            removed_or_kept = (centred @ basis) @ basis.T
+            out[start : start + CHUNK] = (centred - removed_or_kept if complement else removed_or_kept) + self.mean
         return out.reshape(images.shape)
 
 
@@ -70,6 +79,55 @@ def fit_pca(images: np.ndarray) -> PCA:
     variances, vectors = np.linalg.eigh(covariance)  # ascending
     variances = np.clip(variances[::-1], 0, None)  # round-off can make tiny ones negative
     return PCA(mean, np.ascontiguousarray(vectors[:, ::-1]), variances, tuple(images.shape[1:]))
+
+
+_FITTED: dict[str, PCA] = {}  # this process's fits, by fingerprint of the images
+
+
+def cached_pca(images: np.ndarray, cache_dir: str | Path | None = None) -> PCA:
+    """``fit_pca(images)``, fitted once per set of training images and kept.
+
+    A sweep projects every run's data and certifies every run's training images with the
+    same components, so the fit (1-2 minutes for CIFAR-10 on a CPU) is done once: kept in this
+    process, and in ``cache_dir`` (default ``$ROBUSTLAB_CACHE`` or ``~/.cache/robustlab``) as
+    ``pca-<fingerprint>.npz`` for other processes (sweep workers). The fingerprint is a hash of
+    the images' bytes and shape; the file holds arrays only (read with ``allow_pickle=False``).
+    """
+    key = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:24] + f"-{'x'.join(map(str, images.shape))}"
+    if key in _FITTED:
+        return _FITTED[key]
+    path = Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "robustlab") / f"pca-{key}.npz"
+    pca = _read_cached(path)
+    if pca is None:
+        pca = fit_pca(images)
+        _write_cached(path, pca)
+    _FITTED.clear()  # one training split at a time: a CIFAR-10 fit is 75 MB
+    _FITTED[key] = pca
+    return pca
+
+
+def _read_cached(path: Path) -> PCA | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return PCA(data["mean"], data["components"], data["variances"], tuple(int(v) for v in data["image_shape"]))
+    except (OSError, KeyError, ValueError):  # absent, or a torn or foreign file: fit again
+        return None
+
+
+def _write_cached(path: Path, pca: PCA) -> None:
+    from robustlab.runs.store import atomic_open
+
+    try:
+        with atomic_open(path, "wb") as handle:
+            np.savez(
+                handle,
+                mean=pca.mean,
+                components=pca.components,
+                variances=pca.variances,
+                image_shape=np.array(pca.image_shape),
+            )
+    except OSError:  # a read-only home: the fit still works, only uncached across processes
+        pass
 
 
 def parse_component_spec(spec: str, dim: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robustlab.data.datasets import DatasetError, load_dataset, load_generated
-from robustlab.data.pca import fit_pca, parse_component_spec
+from robustlab.data.pca import cached_pca, parse_component_spec
 from robustlab.runs.config import DataConfig
 
 
@@ -127,7 +127,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         x_extra, y_extra = _extra_data(cfg, data.x_train.shape[1:], data.num_classes)
         x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
     if cfg.pca_components:
-        pca = fit_pca(x_full)  # components of the whole training split, not of a small subset
+        pca = cached_pca(x_full)  # components of the whole training split, not of a small subset
         components = parse_component_spec(cfg.pca_components, pca.dim)
         x_train, x_eval = pca.project(x_train, components), pca.project(x_eval, components)
     return PreparedData(

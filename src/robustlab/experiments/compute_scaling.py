@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, metric_panels, summarize
-from robustlab.experiments.recipes import recipe
+from robustlab.experiments.data_scaling import scaling_panels, scaling_table
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
 
@@ -21,14 +22,33 @@ SCALES = {
         "size": 0,
         "epochs": (1, 2),
         "seeds": (0,),
+        "target": 90.0,
         "recipes": ("tiny-lipmlp",),
     },
-    "small": {"dataset": "cifar10", "size": 0, "epochs": (1, 2, 4, 8), "seeds": (0,), "recipes": ("small-lipmlp",)},
+    "demo": {
+        "dataset": "digits",
+        "preset": "digits",
+        "size": 0,
+        "epochs": (3, 6, 12, 25, 50, 100),
+        "seeds": (0, 1, 2),
+        "target": 97.0,
+        "recipes": ("tiny-lipmlp",),
+        "config": DEMO_CONFIG,
+    },
+    "small": {
+        "dataset": "cifar10",
+        "size": 0,
+        "epochs": (1, 2, 4, 8, 16),
+        "seeds": (0, 1, 2),
+        "target": 60.0,
+        "recipes": ("small-lipmlp",),
+    },
     "paper": {
         "dataset": "cifar10",
         "size": 0,
         "epochs": (10, 30, 100, 300, 1000, 3000),
         "seeds": (0,),
+        "target": 80.0,
         "recipes": ("lipconvnet-cpl", "lipmlp-aol"),
     },
 }  # size 0: the whole training split
@@ -41,7 +61,9 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
-            base=setup.base_config({**recipe(name), **subset, "train.scale_epochs": False}),
+            base=setup.base_config(
+                {**setup.recipe(name), **subset, "train.scale_epochs": False, "eval.train_set": True}
+            ),
             grid={"train.epochs": [float(e) for e in params["epochs"]], "seed": list(params["seeds"])},
         )
         for name in params["recipes"]
@@ -49,22 +71,25 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table = summarize(rows, "epochs", lambda config: config.train.epochs)
+    table, eps = scaling_table(rows, "epochs", lambda config: config.train.epochs)
+    panels, notes, fits = scaling_panels(rows, setup, table, eps, "epochs", lambda r: r.config.train.epochs)
     figure = plot_panels(
-        metric_panels(table, "epochs"),
+        panels,
         out_dir / f"{setup.slug()}.png",
         xlabel="training epochs",
         logx=True,
-        title=f"Compute scaling on {setup.dataset} ({setup.scale})",
+        title=f"Compute scaling on {setup.dataset} ({setup.scale}); dashed: training images",
     )
-    return Report(
+    report = Report(
         "compute_scaling",
         f"Accuracy and CRA vs training epochs ({setup.dataset})",
         list(table[0]) if table else [],
         table,
-        [],
+        notes,
         [figure],
     )
+    report.fits = fits
+    return report
 
 
 EXPERIMENTS.add(

@@ -1,86 +1,102 @@
 """Data scaling (paper Section 5.1, Figures 1 and 2).
 
 Train on class-balanced subsets of growing size N; ``train.scale_epochs`` trains each
-for ``epochs * full / N`` epochs, so every size gets the same number of steps. Report
-accuracy (all nets) and CRA at 36/255 (1-Lipschitz nets) against N on a log axis, and
-the least-squares slope of CRA against log2 N: "doubling the data adds about X% CRA"
-(the paper: about 5% on CIFAR-10).
+for ``epochs * full / N`` epochs, so every size gets the same number of steps. By default
+the sizes are the whole training split and its halvings (CIFAR-10: the paper's 48, 97, ...,
+50,000; MNIST: 58 ... 60,000). Report accuracy (all nets) and CRA at every certified radius
+(1-Lipschitz nets; the randomized-smoothing base net through the paper's smoothing estimate,
+which is not a guarantee) against N on a log axis, on the test set and on the training images
+themselves, with the scaling-law fits: the gain per doubling of N (the paper: about 5 CRA
+points on CIFAR-10), a sigmoid from chance to a ceiling, and the N a target CRA needs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments.experiment import (
+    DEFAULT_EPS,
     EXPERIMENTS,
     Experiment,
     Report,
     Setup,
+    accuracy,
+    certified_radii,
+    cra,
+    cra_column,
+    fit_panels,
     metric_panels,
     run_experiment,
     summarize,
+    training_set_evaluation,
 )
-from robustlab.experiments.recipes import recipe
+from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
-from robustlab.report.plots import Panel, plot_panels
+from robustlab.report.plots import plot_panels
 from robustlab.runs.store import RunStore
 
-EPS = 36 / 255
-PAPER_SIZES = (48, 97, 195, 390, 781, 1562, 3125, 6250, 12500, 25000, 50000)
+PAPER_SIZES = (48, 97, 195, 390, 781, 1562, 3125, 6250, 12500, 25000, 50000)  # CIFAR-10's halvings
 
 SCALES = {
     "smoke": {
         "dataset": "digits",
         "preset": "digits",
         "sizes": (48, 97),
+        "halvings": 0,
         "epochs": 2,
         "seeds": (0,),
-        "eps": (EPS,),
+        "target": 90.0,
         "recipes": ("tiny-lipmlp", "tiny-convnet"),
     },
-    # The miniature: no augmentation (8x8 digits leave little room for crops); batches of
-    # 25 keep the steps per size within 4% of each other down to N=48 and leave no last
-    # batch of one image (BatchNorm cannot train on one).
+    # The miniature on the built-in digits: 1,437 images and five halvings.
     "demo": {
         "dataset": "digits",
         "preset": "digits",
-        "sizes": PAPER_SIZES,
+        "sizes": (),
+        "halvings": 5,
         "epochs": 25,
         "seeds": (0, 1, 2),
-        "eps": (EPS,),
-        "recipes": ("tiny-lipmlp", "tiny-convnet"),
-        "config": {"train.batch_size": 25, "train.checkpoint_every": 50, "augment.crop_padding": 0},
+        "target": 97.0,
+        "recipes": ("tiny-lipmlp", "tiny-convnet", "tiny-smoothing"),
+        "config": DEMO_CONFIG,
     },
     # 20 epochs: at 2 the runs are so short that every size is compute-bound and CRA does not
     # grow with N (measured on MNIST: 48-59% CRA at every size; 83-84% at 20 epochs, docs/experiments.md)
     "small": {
         "dataset": "cifar10",
-        "sizes": PAPER_SIZES,
+        "sizes": (),
+        "halvings": 10,
         "epochs": 20,
-        "seeds": (0,),
-        "eps": (EPS,),
-        "recipes": ("small-lipmlp", "small-convnet"),
+        "seeds": (0, 1, 2),
+        "target": 60.0,
+        "recipes": ("small-lipmlp", "small-convnet", "small-smoothing"),
     },
     "paper": {
         "dataset": "cifar10",
-        "sizes": PAPER_SIZES,
+        "sizes": (),
+        "halvings": 10,
         "epochs": 3000,
         "seeds": (0,),
-        "eps": (EPS,),
-        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet"),
+        "target": 80.0,
+        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet", "smoothing"),
     },
 }
+SETTINGS = {"train.scale_epochs": True, "eval.train_set": True}  # train curves: the training images, certified
+
+
+def dataset_facts(setup: Setup) -> tuple[int, int]:
+    """(images in the training split, classes) of the setup's dataset: the cap on subset sizes and chance level."""
+    config = setup.base_config({})
+    data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
+    return len(data.y_train) - config.data.val_size, data.num_classes
 
 
 def training_set_size(setup: Setup) -> int:
     """Images in the training split of the setup's dataset (the cap on subset sizes)."""
-    config = setup.base_config({})
-    data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
-    return len(data.y_train) - config.data.val_size
+    return dataset_facts(setup)[0]
 
 
 def capped_sizes(sizes, full: int) -> list[int]:
@@ -89,50 +105,90 @@ def capped_sizes(sizes, full: int) -> list[int]:
     return below + [full] if any(n >= full for n in sizes) else below
 
 
+def halvings(full: int, count: int) -> list[int]:
+    """``full`` and its ``count`` halvings, rounded down: CIFAR-10's 50,000 gives the paper's sizes."""
+    return sorted({full // 2**k for k in range(count + 1) if full // 2**k >= 1})
+
+
+def subset_sizes(setup: Setup) -> list[int]:
+    """The explicit ``sizes`` (capped at the training split), else the split and its halvings."""
+    full = training_set_size(setup)
+    sizes = [int(n) for n in setup.params["sizes"]]
+    return capped_sizes(sizes, full) if sizes else halvings(full, setup.params["halvings"])
+
+
 def sweeps(setup: Setup) -> list[Sweep]:
     params = setup.params
-    sizes = capped_sizes(params["sizes"], training_set_size(setup))
+    sizes = subset_sizes(setup)
     return [
         Sweep(
             name=setup.slug(name),
             label=name,
-            base=setup.base_config({**recipe(name), "train.epochs": params["epochs"], "train.scale_epochs": True}),
+            base=setup.base_config({**setup.recipe(name), "train.epochs": params["epochs"], **SETTINGS}),
             grid={"data.subset_size": sizes, "seed": list(params["seeds"])},
         )
         for name in params["recipes"]
     ]
 
 
-def doubling_gain(sizes, values) -> float:
-    """Percentage points gained per doubling of N: the slope of a line fit on log2 N."""
-    slope, _ = np.polyfit(np.log2(np.asarray(sizes, float)), np.asarray(values, float), 1)
-    return float(slope)
+def scored(row: SweepRow) -> dict:
+    """The results a run is scored by: the smoothing estimate for a smoothing base net (its
+    smoothed classifier is what it offers), else the certified evaluation."""
+    return (row.results or {}).get("smoothing") or row.results or {}
 
 
-def doubling_notes(panels: list[Panel], detail: str = "") -> list[str]:
-    """One note per curve of the CRA panels (all panels after the accuracy one): the gain per doubling."""
-    return [
-        f"{curve.label}: doubling the training data adds {doubling_gain(curve.x, curve.y):.1f}% "
-        f"{panel.ylabel.removesuffix(' (%)')} (line fit on log2 N, N={min(curve.x)}..{max(curve.x)}{detail})."
-        for panel in panels[1:]
-        for curve in panel.curves
-        if len(curve.x) >= 2
-    ]
+def training_metrics(eps: list[float]) -> dict:
+    """Accuracy and CRA of the training images themselves (not for smoothing base nets, whose
+    training-set number would be the base net's, not the smoothed classifier's)."""
+
+    def read(key, e=None):
+        def value(row: SweepRow):
+            if row.results.get("smoothing"):
+                return None
+            evaluation = training_set_evaluation(row)
+            return accuracy(evaluation) if key == "accuracy" else cra(evaluation, e)
+
+        return value
+
+    return {"train accuracy": read("accuracy"), **{f"train {cra_column(e)}": read("cra", e) for e in eps}}
+
+
+def scaling_table(rows: list[SweepRow], x_name: str, x_of, with_train: bool = True) -> tuple[list[dict], list[float]]:
+    """summarize() over what each run is scored by, with training-set metrics when asked;
+    returns the table and the radii it has CRA columns for."""
+    eps = certified_radii(rows) or [DEFAULT_EPS]
+    metrics = training_metrics(eps) if with_train else {}
+    return summarize(rows, x_name, x_of, eps, metrics, results_of=scored), eps
+
+
+def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row, *, with_train: bool = True):
+    """Accuracy and CRA at each radius (test solid, training images dashed), with the fits
+    on accuracy and on CRA at 36/255; returns (panels, notes, fits)."""
+    keys = ["accuracy", *[cra_column(e) for e in eps]]
+    panels = metric_panels(table, x_name, keys, dashed=("train",) if with_train else ())
+    classes = dataset_facts(setup)[1]
+    readers = {"accuracy": lambda r: accuracy(scored(r)), cra_column(DEFAULT_EPS): lambda r: cra(scored(r))}
+    return fit_panels(
+        panels, rows, x_of_row, readers, x_name=x_name, chance=100 / classes, target=setup.params.get("target")
+    )
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table = summarize(rows, "N", lambda config: config.data.subset_size, setup.params["eps"])
-    panels = metric_panels(table, "N")
-    notes = doubling_notes(panels)
+    table, eps = scaling_table(rows, "N", lambda config: config.data.subset_size)
+    panels, notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: r.config.data.subset_size)
+    if any(r.results.get("smoothing") for r in rows):
+        notes.append(
+            "smoothing runs: the smoothed classifier's accuracy and CRA from the paper's estimate (not a guarantee)."
+        )
     name = "demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"
     figure = plot_panels(
         panels,
         out_dir / name,
         xlabel="training-set size N",
         logx=True,
-        title=f"Data scaling on {setup.dataset} ({setup.scale})",
+        title=f"Data scaling on {setup.dataset} ({setup.scale}); dashed: training images",
     )
-    return Report(
+    report = Report(
         "data_scaling",
         f"Accuracy and CRA vs training-set size ({setup.dataset})",
         list(table[0]) if table else [],
@@ -140,6 +196,11 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         notes,
         [figure],
     )
+    report.fits = fits
+    return report
+
+
+DEMO_RECIPES = ("tiny-lipmlp", "tiny-convnet")  # `robustlab demo`: the central result, without smoothing
 
 
 def run_demo(
@@ -159,7 +220,9 @@ def run_demo(
     and writes ``demo.png`` and ``table.json``/``table.md`` into ``out_dir``, whose
     ``runs/`` folder is the run store (a second call reuses the finished runs).
     """
-    setup = EXPERIMENTS.get("data_scaling").setup("demo", dataset, overrides, sizes=sizes, epochs=epochs, seeds=seeds)
+    setup = EXPERIMENTS.get("data_scaling").setup(
+        "demo", dataset, overrides, sizes=sizes, epochs=epochs, seeds=seeds, recipes=DEMO_RECIPES
+    )
     out_dir = Path(out_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: one thread is as fast, and never stalls on busy cores

@@ -9,6 +9,7 @@ time, also while a sweep is still running (missing points are left out and count
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -16,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
-from robustlab.report.tables import write_table
-from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from robustlab.report.scaling_law import Fit, fit_scaling
+from robustlab.report.tables import SD, write_table
+from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
 from robustlab.runs.store import Run, RunStore
 
 DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
@@ -35,6 +40,7 @@ class Setup:
     dataset: str
     overrides: list[str] = field(default_factory=list)  # "key=value", applied to every run
     params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
+    store: RunStore | None = None  # where searched learning rates are read (set by run/report_experiment)
 
     def slug(self, *parts: str) -> str:
         """A run, figure or folder name: ``experiment-dataset-parts``; an .npz path counts by its stem,
@@ -49,6 +55,24 @@ class Setup:
         config = with_overrides(preset, {"data.name": self.dataset, **self.params.get("config", {}), **settings})
         return config_from_dict(config.to_dict(), self.overrides)
 
+    def recipe(self, name: str) -> Overrides:
+        """Recipe ``name`` on this dataset, with the peak lr the ``lr`` parameter names (the
+        recipe's, a searched one or a number) and the offset the ``offset`` parameter names."""
+        overrides = recipe(name, self.dataset)
+        choice = str(self.params.get("lr", "recipe"))
+        if choice == "searched":
+            from robustlab.experiments.lr_search import searched_lr
+
+            overrides["optim.lr"] = searched_lr(self, name).lr
+        elif choice != "recipe":
+            overrides["optim.lr"] = parse_float(choice, "--param lr ('recipe', 'searched' or a number)")
+        offset = str(self.params.get("offset", "reference"))
+        if overrides["loss.name"] == "offset_ce":
+            if offset not in OFFSETS:
+                raise ConfigError(f"--param offset={offset}: choose one of: {', '.join(OFFSETS)}")
+            overrides["loss.offset"] = OFFSETS[offset]
+        return overrides
+
 
 @dataclass
 class Report:
@@ -61,6 +85,8 @@ class Report:
     tables: dict[str, Path] = field(default_factory=dict)
     runs_done: int = 0
     runs_missing: int = 0
+    fits: list[dict[str, Any]] = field(default_factory=list)  # scaling-law fits (scaling_law.Fit.to_dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +99,8 @@ class Report:
             "tables": {k: str(v) for k, v in self.tables.items()},
             "runs_done": self.runs_done,
             "runs_missing": self.runs_missing,
+            "fits": self.fits,
+            "provenance": self.provenance,
         }
 
 
@@ -99,14 +127,25 @@ class Experiment:
             raise ConfigError(
                 f"experiment '{self.name}' has no scale '{scale}'; choose one of: {', '.join(self.scales)}"
             )
-        chosen = {**self.scales[scale], **{k: v for k, v in params.items() if v is not None}}
-        unknown = sorted(set(chosen) - set(self.scales[scale]))
+        defaults = self.parameters(scale)
+        chosen = {**defaults, **{k: v for k, v in params.items() if v is not None}}
+        unknown = sorted(set(chosen) - set(defaults))
         if unknown:
             raise ConfigError(
                 f"experiment '{self.name}' has no parameter '{unknown[0]}'; "
-                f"its parameters: {', '.join(sorted(self.scales[scale]))}"
+                f"its parameters: {', '.join(sorted(defaults))}"
             )
         return Setup(self.name, scale, dataset or chosen["dataset"], list(overrides or []), chosen)
+
+    def parameters(self, scale: str) -> dict[str, Any]:
+        """The scale's parameters with their defaults, including those every experiment has."""
+        return {**COMMON_PARAMS, **self.scales[scale]}
+
+
+# Parameters of every experiment: the peak lr ("recipe": the recipe's; "searched": the one
+# `robustlab experiment lr_search` stored for the recipe, dataset and scale; or a number), and
+# OffsetCrossEntropy's offset by name (recipes.OFFSETS).
+COMMON_PARAMS: dict[str, Any] = {"lr": "recipe", "offset": "reference"}
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
@@ -132,6 +171,7 @@ def run_experiment(
     would train (``train``), resume (``resume``) or is already there (``done``).
     """
     experiment = get_experiment(setup.experiment)
+    setup = dataclasses.replace(setup, store=store)
     rows = [
         row
         for sweep in experiment.sweeps(setup)
@@ -145,6 +185,7 @@ def run_experiment(
 def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None = None) -> Report:
     """The experiment's figure and table from the runs already in ``store``; trains nothing."""
     experiment = get_experiment(setup.experiment)
+    setup = dataclasses.replace(setup, store=store)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     return _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 
@@ -160,12 +201,52 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
     done = [row for row in rows if row.results is not None]
     report = experiment.report(done, setup, out_dir)
     report.runs_done, report.runs_missing = len(done), len(rows) - len(done)
+    report.notes += recipe_notes(done)
     if report.runs_missing:
         report.notes.append(
             f"{report.runs_missing} of {len(rows)} runs have no results yet (run `robustlab experiment` to train them)."
         )
+    report.provenance = provenance(setup, done)
     report.tables = write_table(report.rows, out_dir / "table", report.columns, report.notes)
     return report
+
+
+def recipe_notes(rows: list[SweepRow]) -> list[str]:
+    """Which peak learning rate and which OffsetCrossEntropy offset each sweep trained with."""
+    notes = []
+    for label in dict.fromkeys(row.label for row in rows):
+        configs = [row.config for row in rows if row.label == label]
+        lrs = sorted({c.optim.lr for c in configs})
+        text = f"{label}: peak lr {', '.join(f'{lr:g}' for lr in lrs)}"
+        offsets = sorted({c.loss.offset for c in configs if c.loss.name == "offset_ce"})
+        if offsets:
+            text += ", OffsetCrossEntropy offset " + ", ".join(_offset_name(u) for u in offsets)
+            text += f", temperature {configs[0].loss.temperature:g}"
+        notes.append(text + ".")
+    return notes
+
+
+def _offset_name(offset: float) -> str:
+    named = {"reference": "sqrt(2)*36/255, the reference code's and SPEC's", "paper-text": "1/4, the paper's text"}
+    for name, value in OFFSETS.items():
+        if math.isclose(offset, value):
+            return f"{offset:.4g} ('{name}': {named[name]})"
+    return f"{offset:.4g}" + (" (sqrt(2): robust overfitting)" if math.isclose(offset, math.sqrt(2)) else "")
+
+
+def provenance(setup: Setup, rows: list[SweepRow]) -> dict[str, Any]:
+    """What produced a report: the setup and what the finished runs say about where they ran."""
+    results = [row.results or {} for row in rows]
+    return {
+        "experiment": setup.experiment,
+        "scale": setup.scale,
+        "dataset": setup.dataset,
+        "params": {k: v for k, v in setup.params.items() if k not in ("config", "dataset")},
+        "overrides": setup.overrides,
+        "devices": sorted({str(r.get("device")) for r in results if r.get("device")}),
+        "torch": sorted({str(r.get("torch_version")) for r in results if r.get("torch_version")}),
+        "train_hours": sum(r.get("train_time_s", 0.0) for r in results) / 3600,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,15 +273,24 @@ def cra_curve(results: dict[str, Any] | None) -> tuple[list[float], list[float]]
     return ([e["eps"] for e in entries], [100 * e["cra"] for e in entries]) if entries else None
 
 
+def certified_radii(rows: list[SweepRow]) -> list[float]:
+    """Every radius the runs were certified at (the CRA entries of their results), sorted."""
+    radii = {round(e["eps"], 12) for row in rows for e in (row.results or {}).get("cra") or []}
+    return sorted(radii)
+
+
 TRAIN_EVAL_FILE = "train_eval.json"
 
 
 def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
     """Certified evaluation of the very images a run trained on (no augmentation).
 
-    results.json has only running training metrics of the last epoch, so this loads the
-    final weights and certifies them once; the result is kept in the run folder.
+    A run trained with ``eval.train_set`` has it in its results (computed where it trained);
+    for others the final weights are loaded and certified once here, and the result is kept
+    in the run folder.
     """
+    if row.results and row.results.get("train_eval"):
+        return row.results["train_eval"]
     run = Run(row.run)
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
@@ -220,9 +310,20 @@ def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
     return result
 
 
+def smoothing_estimate(row: SweepRow) -> dict[str, Any] | None:
+    """The smoothing estimate a run made after training (``eval.smoothing_samples``), else None."""
+    return (row.results or {}).get("smoothing")
+
+
 def mean_over_seeds(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+def sd_over_seeds(values: list[float | None]) -> float | None:
+    """Sample standard deviation (n - 1) over the seeds; None with fewer than two values."""
+    present = [v for v in values if v is not None]
+    return float(np.std(present, ddof=1)) if len(present) >= 2 else None
 
 
 def cra_column(eps: float) -> str:
@@ -232,34 +333,122 @@ def cra_column(eps: float) -> str:
 
 
 def summarize(
-    rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any], eps: Sequence[float] = (DEFAULT_EPS,)
+    rows: list[SweepRow],
+    x_name: str,
+    x_of: Callable[[ExperimentConfig], Any],
+    eps: Sequence[float] = (DEFAULT_EPS,),
+    metrics: dict[str, Callable[[SweepRow], float | None]] | None = None,
+    results_of: Callable[[SweepRow], dict[str, Any] | None] = lambda row: row.results,
 ) -> list[dict[str, Any]]:
-    """One table row per (sweep label, x): accuracy and CRA at each ``eps``, averaged over seeds."""
+    """One table row per (sweep label, x): the mean and standard deviation over seeds of
+    accuracy and CRA at each ``eps`` (read from ``results_of(row)``) and of any further
+    ``metrics`` (name: the value of one run)."""
+    readers: dict[str, Callable[[SweepRow], float | None]] = {"accuracy": lambda r: accuracy(results_of(r))}
+    readers |= {cra_column(e): (lambda r, e=e: cra(results_of(r), e)) for e in eps}
+    readers |= metrics or {}
     groups: dict[tuple[str, Any], list[SweepRow]] = {}
     for row in rows:
         groups.setdefault((row.label, x_of(row.config)), []).append(row)
-    return [
-        {
-            "model": label,
-            x_name: x,
-            "seeds": len(group),
-            "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
-            **{cra_column(e): mean_over_seeds([cra(r.results, e) for r in group]) for e in eps},
-        }
-        for (label, x), group in sorted(groups.items())
-    ]
+    table = []
+    for (label, x), group in sorted(groups.items()):
+        line: dict[str, Any] = {"model": label, x_name: x, "seeds": len(group)}
+        for name, read in readers.items():
+            values = [read(r) for r in group]
+            line[name], line[name + SD] = mean_over_seeds(values), sd_over_seeds(values)
+        table.append(line)
+    return table
 
 
-def metric_panels(table: list[dict[str, Any]], x_name: str) -> list[Panel]:
-    """Accuracy of every model, then CRA of the 1-Lipschitz ones at each radius, against ``x_name``."""
+def metric_panels(
+    table: list[dict[str, Any]], x_name: str, keys: Sequence[str] | None = None, dashed: Sequence[str] = ()
+) -> list[Panel]:
+    """One panel per metric (default: accuracy, then CRA at each radius) against ``x_name``:
+    a curve per model with error bars of one standard deviation over seeds. A key
+    ``"train accuracy"`` is drawn dashed into the ``accuracy`` panel when listed in ``dashed``."""
     models = list(dict.fromkeys(row["model"] for row in table))
-    columns = [c for c in (table[0] if table else {}) if c.startswith("CRA ")]
+    columns = list(table[0]) if table else []
+    keys = keys or ["accuracy", *[c for c in columns if c.startswith("CRA ") and not c.endswith(SD)]]
     panels = []
-    for key in ["accuracy", *columns]:
+    for key in keys:
         curves = []
-        for model in models:
-            points = [(r[x_name], r[key]) for r in table if r["model"] == model and r[key] is not None]
-            if points:
-                curves.append(Curve(model, *zip(*points)))
+        for extra in ["", *dashed]:
+            column = f"{extra} {key}".strip()
+            for model in models:
+                points = [r for r in table if r["model"] == model and r.get(column) is not None]
+                if points:
+                    label = f"{model} ({extra})" if extra else model
+                    xs, ys = [r[x_name] for r in points], [r[column] for r in points]
+                    errors = [r.get(column + SD) for r in points]
+                    curves.append(Curve(label, xs, ys, dashed=bool(extra), yerr=errors, colour=model))
         panels.append(Panel(f"{key} (%)", curves))
     return panels
+
+
+# ---------------------------------------------------------------------------------------
+# Scaling-law fits of a sweep
+
+
+def observations(
+    rows: list[SweepRow], x_of: Callable[[SweepRow], float], read: Callable[[SweepRow], float | None]
+) -> tuple[list[float], list[float]]:
+    """(x, value) of every finished run with a value: each seed is one observation."""
+    pairs = [(x_of(r), read(r)) for r in rows]
+    present = [(x, y) for x, y in pairs if y is not None]
+    return [x for x, _ in present], [y for _, y in present]
+
+
+EXTRAPOLATE_DOUBLINGS = 6  # a fit is drawn at most this many doublings beyond the measured range
+
+
+def fit_curves(fit: Fit, label: str, up_to: float | None = None) -> list[Curve]:
+    """The fitted law (a line dashed, a sigmoid dotted) over the measured range. A fit that is
+    not flagged also gets its 95% band and, when ``up_to`` lies beyond the range (at most
+    ``EXTRAPOLATE_DOUBLINGS`` doublings), its extrapolation towards ``up_to``."""
+    if not fit.usable:
+        return []
+    low, high = fit.x_range
+    trusted = fit.status == "ok"
+    end = high
+    if trusted and up_to and math.isfinite(up_to) and up_to > high:
+        end = min(up_to, high * 2**EXTRAPOLATE_DOUBLINGS)
+    xs = np.geomspace(low, end, 60)
+    name = f"{label}: {fit.kind} fit" + (", extrapolated" if end > high else "") + ("" if trusted else " (flagged)")
+    curve = Curve(name, xs.tolist(), fit.predict(xs).tolist(), markers=False, colour=label)
+    curve.band = fit.band(xs) if trusted else None
+    curve.dashed, curve.dotted = fit.kind == "line", fit.kind == "sigmoid"
+    return [curve]
+
+
+def fit_panels(
+    panels: list[Panel],
+    rows: list[SweepRow],
+    x_of: Callable[[SweepRow], float],
+    readers: dict[str, Callable[[SweepRow], float | None]],
+    *,
+    x_name: str,
+    chance: float,
+    target: float | None = None,
+) -> tuple[list[Panel], list[str], list[dict[str, Any]]]:
+    """Add the line fit in log2 x (and the sigmoid where it is determined) to each panel whose
+    metric ``readers`` names, per sweep label; returns the panels, a note per fit and the fits
+    as data. With ``target``, the x at which each CRA fit reaches it, drawn up to that x."""
+    notes, fits = [], []
+    for panel in panels:
+        metric = panel.ylabel.removesuffix(" (%)")
+        if metric not in readers:
+            continue
+        for label in dict.fromkeys(r.label for r in rows):
+            xs, ys = observations([r for r in rows if r.label == label], x_of, readers[metric])
+            for kind in ("line", "sigmoid") if ys else ():
+                fit = fit_scaling(xs, ys, kind, metric=f"{label}, {metric}", x_name=x_name, chance=chance)
+                fits.append(fit.to_dict())
+                notes.append(fit.summary())
+                if not fit.usable:
+                    continue
+                reach = None
+                if target is not None and metric.startswith("CRA"):
+                    notes.append(fit.target_summary(target))
+                    reach = fit.x_for(target)[0]
+                if kind == "line" or fit.status == "ok":  # a flagged sigmoid is told, not drawn
+                    panel.curves += fit_curves(fit, label, reach)
+    return panels, notes, fits

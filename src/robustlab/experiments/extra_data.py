@@ -5,7 +5,8 @@ e.g. the published EDM samples; ``--set data.extra_path=FILE``) to the real trai
 set, from 30 up to 1,000,000 of them (capped at what the file holds), and report CRA
 against the total training-set size. Every size trains for the same number of steps
 (``epochs`` of the real training set; the epochs shrink as the set grows). The paper
-finds that the data-scaling trend continues.
+finds that the data-scaling trend continues. The demo scale uses ``digits-affine``, random
+affine distortions of the digits training images, as a stand-in for generated data.
 """
 
 from __future__ import annotations
@@ -14,16 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.experiments.data_scaling import doubling_notes, training_set_size
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
-    Setup,
-    metric_panels,
-    summarize,
-)
-from robustlab.experiments.recipes import recipe
+from robustlab.data.datasets import AFFINE_DIGITS, load_generated
+from robustlab.experiments.data_scaling import scaling_panels, scaling_table, training_set_size
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
 from robustlab.runs.config import ConfigError
@@ -37,13 +32,26 @@ SCALES = {
         "extra": (0, 30, 100),
         "epochs": 2,
         "seeds": (0,),
+        "target": 90.0,
         "recipes": ("tiny-lipmlp",),
+    },
+    # The real 1,437 digits plus 0, 1x, 3x, 7x and 15x as many distorted ones: the total doubles each step.
+    "demo": {
+        "dataset": "digits",
+        "preset": "digits",
+        "extra": (0, 1437, 4311, 10059, 21555),
+        "epochs": 25,
+        "seeds": (0, 1, 2),
+        "target": 97.0,
+        "recipes": ("tiny-lipmlp",),
+        "config": {**DEMO_CONFIG, "data.extra_path": AFFINE_DIGITS},
     },
     "small": {
         "dataset": "cifar10",
         "extra": PAPER_EXTRA,
         "epochs": 20,
-        "seeds": (0,),  # see data_scaling
+        "seeds": (0, 1, 2),
+        "target": 60.0,
         "recipes": ("small-lipmlp",),
     },
     "paper": {
@@ -51,6 +59,7 @@ SCALES = {
         "extra": PAPER_EXTRA,
         "epochs": 3000,
         "seeds": (0,),
+        "target": 80.0,
         "recipes": ("lipconvnet-cpl",),
     },
 }
@@ -58,6 +67,8 @@ SCALES = {
 
 def generated_count(path: str) -> int:
     """How many images the generated-data file holds (reads only its labels)."""
+    if path == AFFINE_DIGITS:
+        return len(load_generated(path)[1])
     try:
         with np.load(Path(path).expanduser(), allow_pickle=False) as archive:
             return len(archive["label"])
@@ -87,7 +98,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
             name=setup.slug(name),
             label=name,
             grid=grid,
-            base=setup.base_config({**recipe(name), "train.scale_epochs": False}),
+            base=setup.base_config({**setup.recipe(name), "train.scale_epochs": False, "eval.train_set": True}),
         )
         for name in setup.params["recipes"]
     ]
@@ -95,19 +106,19 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     real = training_set_size(setup)
-    table = summarize(rows, "extra", lambda config: config.data.extra_size)
+    table, eps = scaling_table(rows, "extra", lambda config: config.data.extra_size)
     for line in table:
         line["N"] = real + line["extra"]
-    panels = metric_panels(table, "N")
-    notes = doubling_notes(panels, f", {real} real images")  # panels[1:]: none while no run is done
+    panels, notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: real + r.config.data.extra_size)
+    notes.insert(0, f"N = {real} real images + the generated ones ({setup.base_config({}).data.extra_path}).")
     figure = plot_panels(
         panels,
         out_dir / f"{setup.slug()}.png",
         xlabel="training-set size N (real + generated)",
         logx=True,
-        title=f"Adding generated data to {setup.dataset} ({setup.scale})",
+        title=f"Adding generated data to {setup.dataset} ({setup.scale}); dashed: training images",
     )
-    return Report(
+    report = Report(
         "extra_data",
         f"Accuracy and CRA vs real + generated training data ({setup.dataset})",
         list(table[0]) if table else [],
@@ -115,6 +126,8 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         notes,
         [figure],
     )
+    report.fits = fits
+    return report
 
 
 EXPERIMENTS.add(

@@ -2,52 +2,76 @@
 
 A recipe is a model with the loss and peak learning rate that go with it, read from the
 shipped presets (the paper's reference code: lr 1.0 for the CPL ConvNet, 0.1 for the AOL
-MLP and the SimpleConvNet), so `robustlab train --config PRESET` and every experiment train
-the same model the same way; an experiment's ``--set`` overrides still apply on top.
+MLP and the SimpleConvNet, 0.3 for the smoothing base net), so `robustlab train --config
+PRESET` and every experiment train the same model the same way; an experiment's ``--set``
+overrides still apply on top. A dataset with its own preset (``cpl-lcn-mnist``, ...) brings its
+augmentation along: no horizontal flips on MNIST, whose digits are not mirror-symmetric.
 """
 
 from __future__ import annotations
 
+import math
+
 from robustlab.experiments.sweep import Overrides
-from robustlab.runs.config import load_config
+from robustlab.runs.config import load_config, preset_names
+
+SMOOTHING_SAMPLES = 1000  # the paper's smoothing estimate: 1000 noisy copies per image
+
+# name: (preset, model kwargs, further overrides)
+RECIPE_SOURCES: dict[str, tuple[str, dict, Overrides]] = {
+    # The paper's models (CIFAR-sized inputs).
+    "lipconvnet-cpl": ("cpl-lcn", {}, {}),
+    "lipconvnet-aol": ("aol-lcn", {}, {}),
+    "lipmlp-aol": ("aol-mlp", {}, {}),
+    "simpleconvnet": ("simpleconvnet", {}, {}),  # CE(z / 8) * 8
+    # The randomized-smoothing base net (SimpleConvNet + Gaussian noise 1/8), estimated after training
+    "smoothing": ("smoothing", {}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
+    # Mid-size nets for the `small` scales: minutes per run on a GPU, feasible on a CPU.
+    "small-lipmlp": ("aol-mlp", {"width": 512, "depth": 3}, {}),
+    "small-convnet": ("simpleconvnet", {"width": 16}, {}),
+    "small-smoothing": ("smoothing", {"width": 16}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
+    # Miniatures for tiny images (the built-in 8x8 digits) and quick CPU runs.
+    "tiny-lipmlp": ("aol-mlp", {"width": 128, "depth": 3}, {}),
+    "tiny-convnet": ("simpleconvnet", {"width": 8}, {}),
+    "tiny-smoothing": ("smoothing", {"width": 8}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
+}
+
+# OffsetCrossEntropy's offset u, by name: the paper's text says 1/4, the reference code (and
+# SPEC) sqrt(2) * 36/255, which asks every training point for a margin of radius 36/255.
+OFFSETS = {"reference": math.sqrt(2) * 36 / 255, "paper-text": 0.25}
+
+# The demo scale's training settings (built-in 8x8 digits): no crops (they leave little room),
+# batches of 25 keep the steps per size within a few percent of each other down to N = 44 and
+# leave no last batch of one image (BatchNorm cannot train on one).
+DEMO_CONFIG: Overrides = {"train.batch_size": 25, "train.checkpoint_every": 50, "augment.crop_padding": 0}
 
 
-def _from_preset(preset: str, **model_kwargs) -> Overrides:
-    """Model, loss and optimisation recipe of a shipped preset: the presets are the one place
-    they are set (peak lr, and the reference code's momentum cycling and per-batch draws)."""
+def recipe(name: str, dataset: str | None = None) -> Overrides:
+    """The overrides of recipe ``name``; with ``dataset``, that dataset's augmentation too."""
+    try:
+        preset, model_kwargs, extra = RECIPE_SOURCES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe '{name}'; recipes: {', '.join(RECIPE_SOURCES)}") from None
     config = load_config(preset)
-    return {
+    overrides = {
         "model.name": config.model.name,
         "model.kwargs": {**config.model.kwargs, **model_kwargs},
         "optim.lr": config.optim.lr,
         "optim.cycle_momentum": config.optim.cycle_momentum,
         "augment.per_batch": config.augment.per_batch,
+        "augment.noise_std": config.augment.noise_std,
         "loss.name": config.loss.name,
         "loss.offset": config.loss.offset,
         "loss.temperature": config.loss.temperature,
+        **extra,
     }
+    family = {"smoothing": "simpleconvnet"}.get(preset, preset)  # smoothing's presets are simpleconvnet's
+    if dataset and f"{family}-{dataset}" in preset_names():
+        augment = load_config(f"{family}-{dataset}").augment
+        overrides |= {"augment.flip": augment.flip, "augment.crop_padding": augment.crop_padding}
+        overrides |= {"augment.cutout": augment.cutout}
+    return overrides
 
-
-RECIPES: dict[str, Overrides] = {
-    # The paper's models (CIFAR-sized inputs).
-    "lipconvnet-cpl": _from_preset("cpl-lcn"),
-    "lipconvnet-aol": _from_preset("aol-lcn"),
-    "lipmlp-aol": _from_preset("aol-mlp"),
-    "simpleconvnet": _from_preset("simpleconvnet"),  # CE(z / 8) * 8
-    # Mid-size nets for the `small` scales: minutes per run on a GPU, feasible on a CPU.
-    "small-lipmlp": _from_preset("aol-mlp", width=512, depth=3),
-    "small-convnet": _from_preset("simpleconvnet", width=16),
-    # Miniatures for tiny images (the built-in 8x8 digits) and quick CPU runs.
-    "tiny-lipmlp": _from_preset("aol-mlp", width=128, depth=3),
-    "tiny-convnet": _from_preset("simpleconvnet", width=8),
-}
 
 # The paper's robust loss, OffsetCrossEntropy(sqrt(2) * 36/255, temperature 1/4)
-OFFSET_CE = {key: value for key, value in RECIPES["lipconvnet-cpl"].items() if key.startswith("loss.")}
-
-
-def recipe(name: str) -> Overrides:
-    try:
-        return dict(RECIPES[name])
-    except KeyError:
-        raise ValueError(f"unknown recipe '{name}'; recipes: {', '.join(RECIPES)}") from None
+OFFSET_CE = {key: value for key, value in recipe("lipconvnet-cpl").items() if key.startswith("loss.")}

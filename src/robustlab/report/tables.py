@@ -7,12 +7,30 @@ from typing import Any
 
 from robustlab.runs.store import atomic_write_json, atomic_write_text
 
+SD = " sd"  # suffix of a column holding the standard deviation over seeds of another column
+
+
+def with_spread(rows: list[dict[str, Any]], columns: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The columns without their `` sd`` partners, and rows whose values that have a standard
+    deviation read ``mean ± sd`` (two decimals); for people, the JSON keeps both numbers."""
+    shown = [c for c in columns if not (c.endswith(SD) and c.removesuffix(SD) in columns)]
+    merged = []
+    for row in rows:
+        line = {}
+        for column in shown:
+            value, spread = row.get(column), row.get(column + SD)
+            both = isinstance(value, float) and isinstance(spread, float)
+            line[column] = f"{value:.2f} ± {spread:.2f}" if both else value
+        merged.append(line)
+    return shown, merged
+
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A GitHub-flavoured markdown table; floats with two decimals, missing cells empty."""
+    """A GitHub-flavoured markdown table; floats with two decimals, missing cells empty, a value
+    with a standard-deviation column as ``mean ± sd``."""
     if not rows:
         return "(no rows)"
-    columns = columns or list(rows[0])
+    columns, rows = with_spread(rows, columns or list(rows[0]))
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

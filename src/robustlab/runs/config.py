@@ -98,6 +98,8 @@ class EvalConfig:
     eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
     batch_size: int = 1000
     power_iterations: int = 1000  # CPL evaluation: power-iteration steps to convergence
+    train_set: bool = False  # also certify the training images (no augmentation) after training
+    smoothing_samples: int = 0  # >0: also the smoothing estimate with this many noisy copies (sigma = noise_std)
 
 
 @dataclass

@@ -506,7 +506,36 @@ def final_results(
         "world_size": context.world_size,
         "torch_version": torch.__version__,
         "architecture_version": ARCHITECTURE_VERSION,
+        **extra_evaluations(model, data, config, device),
     }
+
+
+def extra_evaluations(model, data: PreparedData, config: ExperimentConfig, device) -> dict:
+    """What ``eval.train_set`` and ``eval.smoothing_samples`` ask for after training: the certified
+    evaluation of the training images themselves (``train_eval``), and the paper's smoothing
+    estimate on the evaluation images with the noise the net was trained with (``smoothing``)."""
+    extra = {}
+    if config.eval.train_set:
+        result = evaluate(
+            model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size, device, data.num_classes
+        )
+        extra["train_eval"] = {key: result[key] for key in ("n", "accuracy", "cra", "time_s")}
+    if config.eval.smoothing_samples > 0:
+        from robustlab.certify import smoothing
+
+        if not config.augment.noise_std > 0:
+            raise ConfigError("eval.smoothing_samples needs a net trained with noise: set augment.noise_std (e.g. 1/8)")
+        result = smoothing.estimate(
+            model.eval(),
+            data.x_eval,
+            data.y_eval,
+            config.augment.noise_std,
+            config.eval.smoothing_samples,
+            seed=config.seed,
+            eps=config.eval.eps,
+        )
+        extra["smoothing"] = {key: result[key] for key in ("accuracy", "cra", "sigma", "n", "guarantee")}
+    return extra
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,237 @@
+"""Learning-rate search (paper Section 4): the one hyperparameter the paper tunes.
+
+For each recipe, train with several peak learning rates (a log-spaced grid, or log-uniform
+random draws) for a short budget (the paper: 100 epochs; scaled down with the scale) on a
+validation split (CIFAR-10: the reference code's 45k/5k), and choose the lr with the highest
+mean validation CRA at 36/255 over the seeds (validation accuracy for standard nets, which
+certify nothing). The choice is stored in the run store, ``choices/lr-<dataset>-<scale>-<recipe>.json``,
+once every run of the recipe has finished; the other experiments train with it when given
+``--param lr=searched``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robustlab.experiments.experiment import (
+    DEFAULT_EPS,
+    EXPERIMENTS,
+    Experiment,
+    Report,
+    Setup,
+    accuracy,
+    cra,
+    metric_panels,
+    summarize,
+)
+from robustlab.experiments.recipes import DEMO_CONFIG
+from robustlab.experiments.sweep import Sweep, SweepRow
+from robustlab.report.plots import plot_panels
+from robustlab.runs.config import ConfigError
+from robustlab.runs.store import atomic_write_json
+
+CHOICES = "choices"  # folder of the run store that holds the stored choices
+
+SCALES = {
+    "smoke": {
+        "dataset": "digits",
+        "preset": "digits",
+        "recipes": ("tiny-lipmlp",),
+        "lr_min": 0.03,
+        "lr_max": 1.0,
+        "lr_count": 3,
+        "sampling": "grid",
+        "epochs": 1,
+        "seeds": (0,),
+        "val_size": 287,
+    },
+    "demo": {
+        "dataset": "digits",
+        "preset": "digits",
+        "recipes": ("tiny-lipmlp", "tiny-convnet"),
+        "lr_min": 0.01,
+        "lr_max": 3.16,
+        "lr_count": 6,
+        "sampling": "grid",
+        "epochs": 25,  # the demo experiments' own budget: their runs are short enough
+        "seeds": (0, 1, 2),
+        "val_size": 287,  # 20% of the 1,437 training digits
+        "config": DEMO_CONFIG,
+    },
+    "small": {
+        "dataset": "cifar10",
+        "recipes": ("small-lipmlp", "small-convnet"),
+        "lr_min": 0.01,
+        "lr_max": 3.16,
+        "lr_count": 6,
+        "sampling": "grid",
+        "epochs": 10,
+        "seeds": (0, 1, 2),
+        "val_size": 5000,
+        "config": {"data.split": "reference"},  # the reference code's 5,000 validation images
+    },
+    "paper": {
+        "dataset": "cifar10",
+        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet"),
+        "lr_min": 0.01,
+        "lr_max": 3.16,
+        "lr_count": 6,
+        "sampling": "grid",
+        "epochs": 100,
+        "seeds": (0,),
+        "val_size": 5000,
+        "config": {"data.split": "reference"},
+    },
+}
+
+
+def learning_rates(params: dict) -> list[float]:
+    """The searched peak lrs: ``lr_count`` log-spaced from ``lr_min`` to ``lr_max`` (``grid``), or as
+    many log-uniform draws (``random``, seeded by the first seed), to three significant digits."""
+    low, high, count = float(params["lr_min"]), float(params["lr_max"]), int(params["lr_count"])
+    if not 0 < low <= high or count < 1:
+        raise ConfigError(f"lr search: need 0 < lr_min <= lr_max and lr_count >= 1, got {low}, {high}, {count}")
+    if params["sampling"] == "grid":
+        values = np.geomspace(low, high, count)
+    elif params["sampling"] == "random":
+        rng = np.random.default_rng(params["seeds"][0])
+        values = np.exp(rng.uniform(math.log(low), math.log(high), count))
+    else:
+        raise ConfigError(f"--param sampling={params['sampling']}: choose grid or random")
+    return sorted({float(f"{v:.3g}") for v in values})
+
+
+def sweeps(setup: Setup) -> list[Sweep]:
+    params = setup.params
+    settings = {"data.val_size": params["val_size"], "train.epochs": params["epochs"], "train.scale_epochs": False}
+    return [
+        Sweep(
+            name=setup.slug(name),
+            label=name,
+            base=setup.base_config({**setup.recipe(name), **settings}),
+            grid={"optim.lr": learning_rates(params), "seed": list(params["seeds"])},
+        )
+        for name in params["recipes"]
+    ]
+
+
+@dataclass
+class LrChoice:
+    """A stored outcome of the search for one recipe, dataset and scale."""
+
+    recipe: str
+    dataset: str
+    scale: str
+    lr: float
+    metric: str  # what chose it: "CRA 36/255" (validation) or "accuracy"
+    value: float  # its mean over the seeds, in percent
+    searched: list[float]
+    seeds: int
+    epochs: float
+    at_edge: bool  # the best lr is the smallest or largest searched: the range may be too narrow
+
+
+def selection_metric(rows: list[SweepRow]) -> str:
+    """Validation CRA at 36/255 where the nets certify, else validation accuracy."""
+    return "CRA 36/255" if any(cra(r.results) is not None for r in rows) else "accuracy"
+
+
+def choose_lr(rows: list[SweepRow], setup: Setup, recipe_name: str) -> LrChoice:
+    """The lr of ``rows`` (one recipe's finished runs) with the best mean over seeds."""
+    metric = selection_metric(rows)
+    read = (lambda r: cra(r.results, DEFAULT_EPS)) if metric != "accuracy" else (lambda r: accuracy(r.results))
+    by_lr: dict[float, list[float]] = {}
+    for row in rows:
+        value = read(row)
+        if value is not None:
+            by_lr.setdefault(row.config.optim.lr, []).append(value)
+    if not by_lr:
+        raise ValueError(f"no finished runs of {recipe_name} to choose a learning rate from")
+    means = {lr: float(np.mean(values)) for lr, values in by_lr.items()}
+    best = max(sorted(means), key=lambda lr: means[lr])  # ties: the smallest lr
+    searched = sorted(means)
+    return LrChoice(
+        recipe_name,
+        setup.dataset,
+        setup.scale,
+        best,
+        metric,
+        means[best],
+        searched,
+        max(len(v) for v in by_lr.values()),
+        float(rows[0].config.train.epochs),
+        len(searched) > 1 and best in (searched[0], searched[-1]),
+    )
+
+
+def choice_path(root: Path, dataset: str, scale: str, recipe_name: str) -> Path:
+    dataset = Path(dataset).stem if dataset.endswith(".npz") else dataset
+    return Path(root) / CHOICES / f"lr-{dataset}-{scale}-{recipe_name}.json"
+
+
+def searched_lr(setup: Setup, recipe_name: str) -> LrChoice:
+    """The stored choice for ``recipe_name`` on the setup's dataset and scale (``--param lr=searched``)."""
+    if setup.store is None:
+        raise ConfigError("--param lr=searched reads the run store; call run_experiment or report_experiment")
+    path = choice_path(setup.store.root, setup.dataset, setup.scale, recipe_name)
+    if not path.exists():
+        raise ConfigError(
+            f"--param lr=searched: no learning-rate search of {recipe_name} on {setup.dataset} at scale "
+            f"{setup.scale} in {setup.store.root}; run `robustlab experiment lr_search --scale {setup.scale} "
+            f"--dataset {setup.dataset} --param recipes={recipe_name}` with the same --runs-root first"
+        )
+    return LrChoice(**json.loads(path.read_text()))
+
+
+def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
+    table = [line | {"chosen": ""} for line in summarize(rows, "lr", lambda config: config.optim.lr)]
+    notes = []
+    for name in setup.params["recipes"]:
+        runs = [r for r in rows if r.label == name]
+        expected = len(learning_rates(setup.params)) * len(setup.params["seeds"])
+        if not runs:
+            continue
+        choice = choose_lr(runs, setup, name)
+        for line in table:
+            if line["model"] == name:
+                line["chosen"] = "yes" if line["lr"] == choice.lr else ""
+        text = (
+            f"{name}: chosen peak lr {choice.lr:g} (validation {choice.metric} {choice.value:.1f}%, mean of "
+            f"{choice.seeds} seed(s), {choice.epochs:g} epochs)"
+        )
+        if choice.at_edge:
+            text += "; the best lr is at the edge of the searched range, so widen it (lr_min / lr_max)"
+        if len(runs) < expected or setup.store is None:
+            text += f"; not stored: {len(runs)} of {expected} runs finished"
+        else:
+            path = choice_path(setup.store.root, setup.dataset, setup.scale, name)
+            atomic_write_json(path, asdict(choice))
+            text += f"; stored for --param lr=searched ({path.relative_to(setup.store.root)})"
+        notes.append(text + ".")
+    panels = metric_panels(table, "lr")
+    figure = plot_panels(
+        panels,
+        out_dir / f"{setup.slug()}.png",
+        xlabel="peak learning rate",
+        logx=True,
+        title=f"Learning-rate search on {setup.dataset} ({setup.scale}): validation split",
+    )
+    title = f"Validation accuracy and CRA vs peak learning rate ({setup.dataset})"
+    return Report("lr_search", title, list(table[0]) if table else [], table, notes, [figure])
+
+
+EXPERIMENTS.add(
+    "lr_search",
+    Experiment(
+        name="lr_search",
+        summary="Section 4: peak learning rate chosen by validation CRA from short runs (--param lr=searched uses it)",
+        scales=SCALES,
+        sweeps=sweeps,
+        report=report,
+    ),
+)

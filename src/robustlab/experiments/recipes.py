@@ -34,6 +34,12 @@ RECIPE_SOURCES: dict[str, tuple[str, dict, Overrides]] = {
     "tiny-lipmlp": ("aol-mlp", {"width": 128, "depth": 3}, {}),
     "tiny-convnet": ("simpleconvnet", {"width": 8}, {}),
     "tiny-smoothing": ("smoothing", {"width": 8}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
+    # The one-architecture guess (docs/experiments.md): the ConvNet of [31] with CPL layers and global
+    # max pooling, at the sizes each scale affords, and the paper's LipConvNet beside it at `small`.
+    "convnet-l-cpl": ("cpl-lcn", {}, {"model.name": "convnet-l-cpl", "optim.lr": 0.1}),
+    "small-convnet-cpl": ("cpl-lcn", {}, {"model.name": "convnet-xs-cpl"}),
+    "small-lipconvnet-cpl": ("cpl-lcn", {"width": 16}, {}),
+    "tiny-convnet-cpl": ("cpl-lcn", {"width": 16}, {"model.name": "convnet-xs-cpl"}),
 }
 
 # OffsetCrossEntropy's offset u, by name: the paper's text says 1/4, the reference code (and

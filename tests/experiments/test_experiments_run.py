@@ -61,21 +61,23 @@ def test_data_scaling_smoke_runs_and_reports(tmp_path):
     store = RunStore(tmp_path / "runs")
     setup = get_experiment("data_scaling").setup("smoke", overrides=[], sizes=(48, 97), epochs=0.5)
     rows, report = run_experiment(setup, store, out_dir=tmp_path / "report", progress=False)
-    assert len(rows) == 4 and all(r.status == "trained" for r in rows)
+    assert len(rows) == 6 and all(r.status == "trained" for r in rows)
     assert [(r["model"], r["N"]) for r in report.rows] == [
-        ("tiny-convnet", 48),
-        ("tiny-convnet", 97),
-        ("tiny-lipmlp", 48),
-        ("tiny-lipmlp", 97),
+        (model, n) for model in ("tiny-convnet", "tiny-lipmlp", "tiny-smoothing") for n in (48, 97)
     ]
-    assert [r["CRA 36/255"] is None for r in report.rows] == [True, True, False, False]  # standard nets certify nothing
+    standard, lipschitz, smoothing = report.rows[:2], report.rows[2:4], report.rows[4:]
+    assert all(r["CRA 36/255"] is None for r in standard)  # standard nets certify nothing
+    assert all(r["CRA 36/255"] is not None for r in lipschitz + smoothing)  # smoothing: the paper's estimate
+    estimate = rows[-1].results["smoothing"]
+    assert estimate["n"] == 50 and estimate["sigma"] == 0.125 and "ESTIMATE" in estimate["guarantee"]
+    assert report.rows[-1]["CRA 36/255"] == 100 * estimate["cra"][0]["cra"]  # scored by its smoothed classifier
     assert matplotlib.image.imread(report.figures[0]).shape[0] > 100
     assert json.loads(report.tables["json"].read_text())["rows"] == json.loads(json.dumps(report.rows))
-    assert [r["train accuracy"] is not None for r in report.rows] == [True] * 4  # the training images, certified
+    assert all(r["train accuracy"] is not None for r in standard + lipschitz)  # the training images, certified
     assert all(f["status"] == "refused" for f in report.fits)  # two sizes are too few for a law
-    assert "tiny-lipmlp, CRA 36/255: no line fit (2 distinct N values" in " ".join(report.notes)
+    assert "tiny-lipmlp, CRA 36/255: no line fit (2 distinct N values" in " ".join(report.fit_notes)
     again = report_experiment(setup, store, out_dir=tmp_path / "again")  # reads the store, trains nothing
-    assert again.rows == report.rows and len(store.query()) == 4
+    assert again.rows == report.rows and len(store.query()) == 6
 
 
 def test_compute_scaling_and_one_architecture_smoke(tmp_path):
@@ -91,13 +93,21 @@ def test_compute_scaling_and_one_architecture_smoke(tmp_path):
 
 def test_pca_smoke_table_has_every_subset(tmp_path):
     setup = get_experiment("pca").setup(
-        "smoke", overrides=["model.kwargs={width: 4}", "train.epochs=0.3"], recipes=("tiny-convnet",)
+        "smoke",
+        overrides=["model.kwargs={width: 4}", "train.epochs=0.3"],
+        recipes=("tiny-convnet",),
+        augmentation=("on", "off"),
     )
-    _, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
-    assert [r["components"] for r in report.rows] == ["all", "0-0", "0-10", "11-63", "43-63", "0-0,11-63"]
+    rows, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
+    subsets = ["all", "1-10", "1-37", "38-64", "53-64", "1-10 + 38-64"]  # 1-based, as the paper writes them
+    assert [(r["components"], r["augmentation"]) for r in report.rows] == [
+        (s, a) for s in subsets for a in ("on", "off")
+    ]
     assert report.rows[0]["variance (%)"] == 100.0 and all(r["tiny-convnet acc"] is not None for r in report.rows)
     assert "tiny-convnet CRA" not in report.columns  # a standard net has no CRA column
-    assert report.figures[0].exists() and report.tables["text"].read_text().count("\n| ") == 6
+    plain = [r.config.augment for r in rows if "augment.crop_padding" in r.overrides]  # the "off" variant
+    assert len(plain) == 6 and all((a.crop_padding, a.flip, a.cutout) == (0, False, 0) for a in plain)
+    assert report.figures[0].exists() and report.tables["text"].read_text().count("\n| ") == 12
 
 
 def test_robust_overfitting_smoke_certifies_train_and_eval(tmp_path):
@@ -114,14 +124,14 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     np.savez(path, image=rng.integers(0, 256, (120, 8, 8, 1), dtype=np.uint8), label=np.arange(120) % 10)
     experiment = get_experiment("extra_data")
     with pytest.raises(ConfigError, match="data.extra_path=FILE.npz"):
-        experiment.sweeps(experiment.setup("smoke"))
+        experiment.sweeps(experiment.setup("small"))  # no generated data named
     setup = experiment.setup("smoke", overrides=TINY + [f"data.extra_path={path}"], extra=(0, 30, 500), epochs=0.5)
     empty = report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")  # before any training
     assert (empty.rows, empty.runs_missing) == ([], 3)
     rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
     assert report.notes[0].startswith("N = 1437 real images + the generated ones")
     # 1437..1557 images is no range for a law: refused, not "doubling adds -144.9% CRA"
-    assert "no line fit (N = 1,437..1,557 spans 0.12 doublings" in " ".join(report.notes)
+    assert "no line fit (N = 1,437..1,557 spans 0.12 doublings" in " ".join(report.fit_notes)
     assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds
     assert [r["N"] for r in report.rows] == [1437, 1467, 1557]
     steps = [r.results["steps"] for r in rows]

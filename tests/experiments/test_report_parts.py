@@ -9,9 +9,10 @@ import pytest
 from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
 from robustlab.data.datasets import load_dataset
+from robustlab.data.pca import PCA, parse_component_spec
 from robustlab.experiments import EXPERIMENTS, get_experiment, report_experiment, run_experiment
 from robustlab.experiments.data_scaling import PAPER_SIZES, capped_sizes, halvings
-from robustlab.experiments.pca import component_subsets, explained_variances
+from robustlab.experiments.pca import component_subsets, explained_variances, label, training_pca
 from robustlab.report.plots import Curve, Panel, plot_bars, plot_panels
 from robustlab.report.tables import markdown_table, write_table
 from robustlab.runs.config import ConfigError
@@ -44,9 +45,19 @@ def test_tables_have_the_rows_in_markdown_and_json(tmp_path):
     assert paths["text"].read_text().endswith("a note\n")
 
 
-def test_pca_subsets_scale_the_paper_boundaries():
-    assert component_subsets(3072) == ["0-15", "0-511", "512-3071", "2048-3071", "0-15,512-3071"]
-    assert component_subsets(64) == ["0-0", "0-10", "11-63", "43-63", "0-0,11-63"]
+def test_pca_subsets_are_the_papers_on_cifar_and_hold_the_same_variance_shares_elsewhere():
+    cifar_like = PCA(np.zeros(3072), np.zeros((1, 1)), np.linspace(2, 1, 3072), (32, 32, 3))
+    assert component_subsets(cifar_like) == ["0-15", "0-511", "512-3071", "2048-3071", "0-15,512-3071"]
+    assert [label(s) for s in component_subsets(cifar_like)][-1] == "1-16 + 513-3072"  # 1-based, as the paper
+    setup = get_experiment("pca").setup("smoke")
+    digits = training_pca(setup)
+    first, head, tail, last, mixed = component_subsets(digits)
+    shares = explained_variances(setup)
+    top = int(first.split("-")[1])  # the fewest leading components that hold 72%
+    assert shares[first] >= 72 > 100 * digits.explained_variance(f"0-{top - 1}")
+    start = int(tail.split("-")[0])  # the most trailing components that hold at most 2%
+    assert shares[tail] <= 2 < 100 * digits.explained_variance(f"{start - 1}-63")
+    assert shares[last] <= 0.02 and head == f"0-{start - 1}" and mixed == f"{first},{tail}"
 
 
 def test_pca_explained_variance_equals_a_direct_numpy_computation():
@@ -54,16 +65,10 @@ def test_pca_explained_variance_equals_a_direct_numpy_computation():
     shares = explained_variances(setup)
     x = load_dataset("digits").x_train.reshape(-1, 64).astype(np.float64) / 255
     eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
-    expected = {
-        "0-0": eigenvalues[:1].sum(),
-        "0-10": eigenvalues[:11].sum(),
-        "11-63": eigenvalues[11:].sum(),
-        "43-63": eigenvalues[43:].sum(),
-        "0-0,11-63": eigenvalues[:1].sum() + eigenvalues[11:].sum(),
-    }
-    assert list(shares) == component_subsets(64)
-    for spec, value in expected.items():
-        assert shares[spec] == pytest.approx(100 * value / eigenvalues.sum(), rel=1e-6)
+    assert list(shares) == component_subsets(training_pca(setup))
+    for spec in component_subsets(training_pca(setup)):
+        indices = parse_component_spec(spec, 64)
+        assert shares[spec] == pytest.approx(100 * eigenvalues[indices].sum() / eigenvalues.sum(), rel=1e-6)
 
 
 def test_default_sizes_are_the_training_split_and_its_halvings():
@@ -110,7 +115,9 @@ def test_a_dataset_given_by_path_names_runs_and_reports_by_its_stem(tmp_path):
     setup = get_experiment("data_scaling").setup("smoke", dataset=str(path))
     store = RunStore(tmp_path / "runs")
     rows, _ = run_experiment(setup, store, dry_run=True)
-    assert {r.config.name for r in rows} == {"data_scaling-mydigits-tiny-lipmlp", "data_scaling-mydigits-tiny-convnet"}
+    assert {r.config.name for r in rows} == {
+        f"data_scaling-mydigits-{recipe}" for recipe in ("tiny-lipmlp", "tiny-convnet", "tiny-smoothing")
+    }
     assert rows[0].config.data.name == str(path)
     figure = report_experiment(setup, store).figures[0]
     assert figure == tmp_path / "runs" / "reports" / "data_scaling-mydigits-smoke" / "data_scaling-mydigits.png"

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render_report(data: dict[str, Any]) -> str:
     columns, rows = with_spread(data["rows"], data["columns"])
-    lines = [data["title"], format_table(rows, columns), *data["notes"]]
+    lines = [data["title"], format_table(rows, columns), *data.get("fit_notes", []), *data["notes"]]
     lines += [f"figure: {path}" for path in data["figures"]]
     lines += [f"table: {path}" for path in data["tables"].values()]
     return "\n".join(lines)

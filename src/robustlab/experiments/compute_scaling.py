@@ -72,7 +72,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, eps = scaling_table(rows, "epochs", lambda config: config.train.epochs)
-    panels, notes, fits = scaling_panels(rows, setup, table, eps, "epochs", lambda r: r.config.train.epochs)
+    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "epochs", lambda r: r.config.train.epochs)
     figure = plot_panels(
         panels,
         out_dir / f"{setup.slug()}.png",
@@ -85,10 +85,10 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         f"Accuracy and CRA vs training epochs ({setup.dataset})",
         list(table[0]) if table else [],
         table,
-        notes,
+        [],
         [figure],
     )
-    report.fits = fits
+    report.fits, report.fit_notes = fits, fit_notes
     return report
 
 

@@ -86,6 +86,7 @@ class Report:
     runs_done: int = 0
     runs_missing: int = 0
     fits: list[dict[str, Any]] = field(default_factory=list)  # scaling-law fits (scaling_law.Fit.to_dict)
+    fit_notes: list[str] = field(default_factory=list)  # the fits in words
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +101,7 @@ class Report:
             "runs_done": self.runs_done,
             "runs_missing": self.runs_missing,
             "fits": self.fits,
+            "fit_notes": self.fit_notes,
             "provenance": self.provenance,
         }
 
@@ -207,7 +209,7 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
             f"{report.runs_missing} of {len(rows)} runs have no results yet (run `robustlab experiment` to train them)."
         )
     report.provenance = provenance(setup, done)
-    report.tables = write_table(report.rows, out_dir / "table", report.columns, report.notes)
+    report.tables = write_table(report.rows, out_dir / "table", report.columns, report.fit_notes + report.notes)
     return report
 
 

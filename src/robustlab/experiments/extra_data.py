@@ -34,6 +34,7 @@ SCALES = {
         "seeds": (0,),
         "target": 90.0,
         "recipes": ("tiny-lipmlp",),
+        "config": {"data.extra_path": AFFINE_DIGITS},
     },
     # The real 1,437 digits plus 0, 1x, 3x, 7x and 15x as many distorted ones: the total doubles each step.
     "demo": {
@@ -109,8 +110,8 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, eps = scaling_table(rows, "extra", lambda config: config.data.extra_size)
     for line in table:
         line["N"] = real + line["extra"]
-    panels, notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: real + r.config.data.extra_size)
-    notes.insert(0, f"N = {real} real images + the generated ones ({setup.base_config({}).data.extra_path}).")
+    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: real + r.config.data.extra_size)
+    notes = [f"N = {real} real images + the generated ones ({setup.base_config({}).data.extra_path})."]
     figure = plot_panels(
         panels,
         out_dir / f"{setup.slug()}.png",
@@ -126,7 +127,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         notes,
         [figure],
     )
-    report.fits = fits
+    report.fits, report.fit_notes = fits, fit_notes
     return report
 
 

@@ -43,8 +43,11 @@ from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import CURVE_POINTS, eps_label, split_images
 from robustlab.certify.margins import cra, cra_curve
-from robustlab.runs.config import DEFAULT_EPS
-from robustlab.runs.store import Run, append_json_lines
+from robustlab.config import DEFAULT_EPS
+from robustlab.files import append_json_lines
+from robustlab.runs.checkpoint import load_run_model
+from robustlab.runs.store import Run
+from robustlab.runtime import resolve_device
 
 METHODS = ("estimate", "certify", "predict")
 NOISE_BLOCK = 1000  # copies drawn per call from an image's stream; fixed, so results ignore batch size
@@ -577,9 +580,6 @@ def smooth_run(
     under ``torch.compile`` (a GPU speed option: the noisy batches all have one shape, so it
     compiles once).
     """
-    from robustlab.runtime import resolve_device
-    from robustlab.train.loop import load_run_model  # train imports certify: import late
-
     if method not in METHODS:
         raise ValueError(f"unknown smoothing method '{method}'; choose one of: {', '.join(METHODS)}")
     if precision != "float32" and method != "estimate":

@@ -85,3 +85,34 @@ def test_the_graph_reader_sees_imports_inside_functions_and_finds_cycles(tmp_pat
 
 def test_no_two_modules_import_each_other():
     assert cycles(import_graph()) == []
+
+
+# The pipeline's stages, first to last: a module imports from its own stage or earlier ones.
+STAGES = [
+    ("errors", "registry", "config", "files", "runtime"),  # shared by every stage
+    ("data", "nn"),
+    ("certify",),
+    ("runs",),
+    ("train",),
+    ("theory", "report"),
+    ("experiments",),
+    ("cli", "__main__", ""),  # "": robustlab/__init__.py, the researcher's entry points
+]
+
+
+def stage(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    for index, names in enumerate(STAGES):
+        if part in names:
+            return index
+    raise AssertionError(f"{module}: add robustlab.{part} to one of the STAGES")
+
+
+def test_data_flows_one_way_through_the_stages():
+    backwards = [
+        f"{module} -> {target}"
+        for module, targets in sorted(import_graph().items())
+        for target in sorted(targets)
+        if stage(target) > stage(module)
+    ]
+    assert backwards == []

@@ -35,6 +35,7 @@ from robustlab.certify.margins import margins
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
+from robustlab.nn.lipschitz import configure_eval
 from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
 from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
 from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
@@ -325,10 +326,7 @@ def _create(architecture: dict, power_iterations: int) -> nn.Module:
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
         **architecture["kwargs"],
     )
-    for module in model.modules():  # CPL layers: power-iteration steps when evaluating
-        if hasattr(module, "eval_iterations"):
-            module.eval_iterations = power_iterations
-    return model
+    return configure_eval(model, power_iterations=power_iterations)
 
 
 def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) -> nn.Module:

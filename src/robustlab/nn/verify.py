@@ -174,11 +174,10 @@ def _layer_norm(module: nn.Module, x: Tensor, max_steps: int, restarts: int, gen
         return NormReport("analytic", norm, norm)
     if isinstance(module, nn.Linear):
         return dense_norm_report(module.weight)
-    is_conv = isinstance(module, nn.Conv2d)
-    report = jacobian_norm_report(
-        module, x, max_steps=max_steps, restarts=restarts, generator=generator, affine=is_conv
-    )
-    return report._replace(upper_bound=_conv_fft_bound(module, x.shape[-2:])) if is_conv else report
+    if isinstance(module, nn.Conv2d):  # a linear map: one input point and one Krylov space suffice
+        report = jacobian_norm_report(module, x, max_steps=max_steps, generator=generator, affine=True)
+        return report._replace(upper_bound=_conv_fft_bound(module, x.shape[-2:]))
+    return jacobian_norm_report(module, x, max_steps=max_steps, restarts=restarts, generator=generator)
 
 
 def _batchnorm_norm(module: nn.BatchNorm2d) -> float:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+PlainLayer = TypeVar("PlainLayer", bound=nn.Module)
 
 # ---------------------------------------------------------------------------------------
 # The protocol
@@ -150,7 +152,7 @@ def conv_fft_bound(kernel: Tensor, size: Sequence[int]) -> float:
     return float(conv_norm_upper_bound(kernel.detach().double(), size))
 
 
-def with_weights(layer: nn.Module, weight: Tensor, bias: Tensor | None = None) -> nn.Module:
+def with_weights(layer: PlainLayer, weight: Tensor, bias: Tensor | None = None) -> PlainLayer:
     """``layer`` (a new ``nn.Linear``, ``nn.Conv2d``, ...) holding copies of ``weight`` and
     ``bias``, on their device and in their dtype: the usual body of ``export``."""
     layer = layer.to(device=weight.device, dtype=weight.dtype)

@@ -121,6 +121,7 @@ class DenseResidual(ResidualLipschitz):
 class ConvResidual(ResidualLipschitz):
     """``down`` = the 'same' convolution with W, ``up`` = its transpose (the exact adjoint for odd kernels)."""
 
+    kernel_size: tuple[int, int]
     padding: tuple[int, int]
 
     def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -130,11 +131,11 @@ class ConvResidual(ResidualLipschitz):
         return F.conv_transpose2d(z, self.weight if weight is None else weight, padding=self.padding)
 
     def _plain_down(self) -> nn.Module:
-        hidden, channels, kernel_size = *self.weight.shape[:2], tuple(self.weight.shape[2:])
-        conv = nn.Conv2d(channels, hidden, kernel_size, padding=self.padding, bias=self.bias is not None)
+        hidden, channels = self.weight.shape[:2]
+        conv = nn.Conv2d(channels, hidden, self.kernel_size, padding=self.padding, bias=self.bias is not None)
         return with_weights(conv, self.weight, self.bias)
 
     def _plain_up(self) -> nn.Module:
-        hidden, channels, kernel_size = *self.weight.shape[:2], tuple(self.weight.shape[2:])
-        conv = nn.ConvTranspose2d(hidden, channels, kernel_size, padding=self.padding, bias=False)
+        hidden, channels = self.weight.shape[:2]
+        conv = nn.ConvTranspose2d(hidden, channels, self.kernel_size, padding=self.padding, bias=False)
         return with_weights(conv, self.scaled_weight())

@@ -164,7 +164,7 @@ def test_a_layer_bound_above_one_is_verified_and_certified_with():
 
     x, y = torch.rand(20, *DIGITS), torch.randint(0, 10, (20,))
     radii = certify_points(model, x, y).radii
-    model.blocks_lipschitz = 0.5  # the same network, claiming half: every radius doubles
+    model.builder_lipschitz = 0.5  # the same network, claiming half: every radius doubles
     torch.testing.assert_close(certify_points(model, x, y).radii, 2 * radii, rtol=1e-4, atol=1e-6)
 
 

@@ -34,7 +34,8 @@ from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
 from robustlab.nn.lipschitz.base import layers_lipschitz_bound
 from robustlab.registry import Registry
 
-# A builder returns the body's layers and the network's Lipschitz bound (None: unbounded).
+# A builder returns the body's layers and the Lipschitz bound of all but its Lipschitz layers,
+# which bring their own (``ImageClassifier.lipschitz_constant``); None: a standard network.
 Builder = Callable[..., tuple[list[nn.Module], float | None]]
 MODELS: Registry[Builder] = Registry("model")
 CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
@@ -50,7 +51,7 @@ ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
 class ImageClassifier(nn.Sequential):
     """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1].
 
-    ``blocks_lipschitz`` is the builder's bound for everything but the Lipschitz layers
+    ``builder_lipschitz`` is the builder's bound for everything but the Lipschitz layers
     (1.0 for the 1-Lipschitz architectures; None for a standard network, which certifies
     nothing); each ``LipschitzLayer`` brings its own bound (see ``lipschitz_constant``).
     """
@@ -65,15 +66,15 @@ class ImageClassifier(nn.Sequential):
         super().__init__(*layers)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
-        self.blocks_lipschitz = lipschitz_constant
+        self.builder_lipschitz = lipschitz_constant
 
     @property
     def lipschitz_constant(self) -> float | None:
         """The network's L2 Lipschitz bound, which certificates use: the builder's bound times
         the product of the Lipschitz layers' own bounds (all 1 for the 1-Lipschitz families)."""
-        if self.blocks_lipschitz is None:
+        if self.builder_lipschitz is None:
             return None
-        return self.blocks_lipschitz * layers_lipschitz_bound(self)
+        return self.builder_lipschitz * layers_lipschitz_bound(self)
 
 
 def create_model(

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from robustlab.config import ConfigError, load_config
 from robustlab.experiments import get_experiment, run_experiment
 from robustlab.experiments.lr_search import choose_lr, learning_rates
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import SweepRow, with_overrides
-from robustlab.runs.config import ConfigError, load_config
 from robustlab.runs.store import RunStore
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
+from robustlab.config import ConfigError
 from robustlab.data.datasets import load_dataset
 from robustlab.data.pca import PCA, parse_component_spec
 from robustlab.experiments import EXPERIMENTS, get_experiment, report_experiment, run_experiment
@@ -15,7 +16,6 @@ from robustlab.experiments.data_scaling import PAPER_SIZES, capped_sizes, halvin
 from robustlab.experiments.pca import component_subsets, explained_variances, label, training_pca
 from robustlab.report.plots import Curve, Panel, plot_bars, plot_panels
 from robustlab.report.tables import markdown_table, write_table
-from robustlab.runs.config import ConfigError
 from robustlab.runs.store import RunStore
 
 

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.config import ConfigError
 from robustlab.report.tables import with_spread
-from robustlab.runs.config import ConfigError
 from robustlab.runs.store import RunStore
 
 

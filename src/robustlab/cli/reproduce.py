@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from robustlab.cli.common import add_json_flag, emit
+from robustlab.cli.common import add_json_flag, emit, format_table
 
 
 def add_parser(subparsers) -> None:
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlab.experiments.reproduce import render_summary, reproduce
+    from robustlab.experiments.reproduce import reproduce
 
     result = reproduce(
         args.scale,
@@ -60,3 +60,11 @@ def run(args: argparse.Namespace) -> int:
     )
     emit(args, result, render_summary)
     return 1 if any(part["error"] for part in result["parts"]) else 0
+
+
+def render_summary(result: dict) -> str:
+    from robustlab.experiments.reproduce import duration
+
+    report = result["report"]
+    lines = [format_table(result["parts"]), f"report: {report['html']}", f"        {report['markdown']}"]
+    return "\n".join([*lines, f"wall time: {duration(result['seconds'])}"])

@@ -115,7 +115,7 @@ def _read_cached(path: Path) -> PCA | None:
 
 
 def _write_cached(path: Path, pca: PCA) -> None:
-    from robustlab.runs.store import atomic_open
+    from robustlab.files import atomic_open
 
     try:
         with atomic_open(path, "wb") as handle:

@@ -19,14 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from robustlab.certify.evaluate import eps_label, evaluate
+from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
+from robustlab.data.splits import prepare_data
+from robustlab.experiments.choices import read_choice
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
 from robustlab.report.scaling_law import Fit, fit_scaling
 from robustlab.report.tables import SD, write_table
-from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
+from robustlab.runs.checkpoint import load_run_model
 from robustlab.runs.store import Run, RunStore
+from robustlab.runtime import resolve_device
 
 DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
 
@@ -61,9 +66,9 @@ class Setup:
         overrides = recipe(name, self.dataset)
         choice = str(self.params.get("lr", "recipe"))
         if choice == "searched":
-            from robustlab.experiments.lr_search import searched_lr
-
-            overrides["optim.lr"] = searched_lr(self, name).lr
+            if self.store is None:
+                raise ConfigError("--param lr=searched reads the run store; call run_experiment or report_experiment")
+            overrides["optim.lr"] = read_choice(self.store.root, self.dataset, self.scale, name).lr
         elif choice != "recipe":
             overrides["optim.lr"] = parse_float(choice, "--param lr ('recipe', 'searched' or a number)")
         offset = str(self.params.get("offset", "reference"))
@@ -154,8 +159,7 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def get_experiment(name: str) -> Experiment:
-    import robustlab.experiments  # noqa: F401  (importing the package registers every experiment)
-
+    # Importing this module imported its package first, and the package registers every experiment.
     return EXPERIMENTS.get(name)
 
 
@@ -297,11 +301,6 @@ def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
         return json.loads(cached.read_text())
-    from robustlab.certify.evaluate import evaluate
-    from robustlab.data.splits import prepare_data
-    from robustlab.runtime import resolve_device
-    from robustlab.train.loop import load_run_model
-
     device = resolve_device("auto")
     model, config = load_run_model(run.path, device)
     data = prepare_data(config.data)
@@ -329,8 +328,6 @@ def sd_over_seeds(values: list[float | None]) -> float | None:
 
 
 def cra_column(eps: float) -> str:
-    from robustlab.certify.evaluate import eps_label
-
     return f"CRA {eps_label(eps)}"
 
 

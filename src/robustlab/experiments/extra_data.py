@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from robustlab.config import ConfigError
 from robustlab.data.datasets import AFFINE_DIGITS, load_generated
 from robustlab.experiments.data_scaling import scaling_panels, scaling_table, training_set_size
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
-from robustlab.runs.config import ConfigError
 
 PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000)
 

@@ -11,13 +11,13 @@ once every run of the recipe has finished; the other experiments train with it w
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from robustlab.config import ConfigError
+from robustlab.experiments.choices import LrChoice, store_choice
 from robustlab.experiments.experiment import (
     DEFAULT_EPS,
     EXPERIMENTS,
@@ -32,10 +32,6 @@ from robustlab.experiments.experiment import (
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
-from robustlab.runs.config import ConfigError
-from robustlab.runs.store import atomic_write_json
-
-CHOICES = "choices"  # folder of the run store that holds the stored choices
 
 SCALES = {
     "smoke": {
@@ -120,22 +116,6 @@ def sweeps(setup: Setup) -> list[Sweep]:
     ]
 
 
-@dataclass
-class LrChoice:
-    """A stored outcome of the search for one recipe, dataset and scale."""
-
-    recipe: str
-    dataset: str
-    scale: str
-    lr: float
-    metric: str  # what chose it: "CRA 36/255" (validation) or "accuracy"
-    value: float  # its mean over the seeds, in percent
-    searched: list[float]
-    seeds: int
-    epochs: float
-    at_edge: bool  # the best lr is the smallest or largest searched: the range may be too narrow
-
-
 def selection_metric(rows: list[SweepRow]) -> str:
     """Validation CRA at 36/255 where the nets certify, else validation accuracy."""
     return "CRA 36/255" if any(cra(r.results) is not None for r in rows) else "accuracy"
@@ -169,25 +149,6 @@ def choose_lr(rows: list[SweepRow], setup: Setup, recipe_name: str) -> LrChoice:
     )
 
 
-def choice_path(root: Path, dataset: str, scale: str, recipe_name: str) -> Path:
-    dataset = Path(dataset).stem if dataset.endswith(".npz") else dataset
-    return Path(root) / CHOICES / f"lr-{dataset}-{scale}-{recipe_name}.json"
-
-
-def searched_lr(setup: Setup, recipe_name: str) -> LrChoice:
-    """The stored choice for ``recipe_name`` on the setup's dataset and scale (``--param lr=searched``)."""
-    if setup.store is None:
-        raise ConfigError("--param lr=searched reads the run store; call run_experiment or report_experiment")
-    path = choice_path(setup.store.root, setup.dataset, setup.scale, recipe_name)
-    if not path.exists():
-        raise ConfigError(
-            f"--param lr=searched: no learning-rate search of {recipe_name} on {setup.dataset} at scale "
-            f"{setup.scale} in {setup.store.root}; run `robustlab experiment lr_search --scale {setup.scale} "
-            f"--dataset {setup.dataset} --param recipes={recipe_name}` with the same --runs-root first"
-        )
-    return LrChoice(**json.loads(path.read_text()))
-
-
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = [line | {"chosen": ""} for line in summarize(rows, "lr", lambda config: config.optim.lr)]
     notes = []
@@ -209,8 +170,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         if len(runs) < expected or setup.store is None:
             text += f"; not stored: {len(runs)} of {expected} runs finished"
         else:
-            path = choice_path(setup.store.root, setup.dataset, setup.scale, name)
-            atomic_write_json(path, asdict(choice))
+            path = store_choice(setup.store.root, choice)
             text += f"; stored for --param lr=searched ({path.relative_to(setup.store.root)})"
         notes.append(text + ".")
     panels = metric_panels(table, "lr")

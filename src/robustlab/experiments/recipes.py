@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
+from robustlab.config import load_config, preset_names
 from robustlab.experiments.sweep import Overrides
-from robustlab.runs.config import load_config, preset_names
 
 SMOOTHING_SAMPLES = 1000  # the paper's smoothing estimate: 1000 noisy copies per image
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from robustlab import __version__
 from robustlab.experiments.experiment import Report, get_experiment, run_experiment
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document
 from robustlab.report.plots import plot_panel_grid
@@ -522,9 +521,9 @@ def _intro(context: dict[str, Any]) -> list:
                 f"command: {context['command']}",
                 f"code: {_commit()}",
                 f"hardware: {_hardware()}",
-                f"software: Python {platform.python_version()}, torch {torch.__version__}, robustlab {__version__}",
+                f"software: Python {platform.python_version()}, torch {torch.__version__}, robustlab {_version()}",
                 f"run store: {context['runs_root']}",
-                f"wall time of this invocation: {_duration(context['seconds'])} (finished runs are reused, so a "
+                f"wall time of this invocation: {duration(context['seconds'])} (finished runs are reused, so a "
                 "second invocation only draws)",
                 f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
             ]
@@ -653,7 +652,7 @@ def _theory_section(theory: dict[str, Any], scale: str) -> Section:
         Bullets(
             [
                 f"command: robustlab theory theorem1 --sizes {','.join(map(str, settings['theorem1']['ns']))} "
-                f"(and theorem2; settings {settings}); {_duration(theory['seconds'])} here",
+                f"(and theorem2; settings {settings}); {duration(theory['seconds'])} here",
                 f"code: {_commit()}; hardware: {_hardware()}",
             ]
         )
@@ -671,7 +670,7 @@ def _provenance(result: PartResult, scale: str, runs_root: Path, overrides: list
             f"{p.get('train_hours', 0):.2f} training hours in all"
         )
     items.append(f"code: {_commit()}; hardware of this invocation: {_hardware()}")
-    items.append(f"time in this invocation: {_duration(result.seconds)}")
+    items.append(f"time in this invocation: {duration(result.seconds)}")
     return Bullets(items)
 
 
@@ -693,10 +692,19 @@ def _commit() -> str:
             timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
-        return f"robustlab {__version__} (not a git checkout)"
+        return f"robustlab {_version()} (not a git checkout)"
     if commit.returncode != 0:
-        return f"robustlab {__version__} (not a git checkout)"
+        return f"robustlab {_version()} (not a git checkout)"
     return f"commit {commit.stdout.strip()}" + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("robustlab")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _hardware() -> str:
@@ -711,7 +719,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     return (
         f"{seconds:.0f} s"
         if seconds < 120
@@ -723,15 +731,3 @@ def _duration(seconds: float) -> str:
 
 def _param_text(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-
-def render_summary(result: dict[str, Any]) -> str:
-    from robustlab.cli.common import format_table
-
-    lines = [
-        format_table(result["parts"]),
-        f"report: {result['report']['html']}",
-        f"        {result['report']['markdown']}",
-    ]
-    lines.append(f"wall time: {_duration(result['seconds'])}")
-    return "\n".join(lines)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustlab.files import atomic_write_text
 from robustlab.report.tables import markdown_table, with_spread
-from robustlab.runs.store import atomic_write_text
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robustlab.runs.store import atomic_write_json, atomic_write_text
+from robustlab.files import atomic_write_json, atomic_write_text
 
 SD = " sd"  # suffix of a column holding the standard deviation over seeds of another column
 

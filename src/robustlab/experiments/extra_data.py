@@ -36,16 +36,17 @@ SCALES = {
         "recipes": ("tiny-lipmlp",),
         "config": {"data.extra_path": AFFINE_DIGITS},
     },
-    # The real 1,437 digits plus 0, 1x, 3x, 7x and 15x as many distorted ones: the total doubles each step.
+    # 179 real digits (an eighth) plus generated ones up to 31x as many: the total doubles each
+    # step. With all 1,437 real digits CRA is already flat in N at this budget (data_scaling).
     "demo": {
         "dataset": "digits",
         "preset": "digits",
-        "extra": (0, 1437, 4311, 10059, 21555),
-        "epochs": 25,
+        "extra": (0, 179, 537, 1253, 2685, 5549),
+        "epochs": 200,  # of the 179 real images: the 1,432 steps of the other demo runs
         "seeds": (0, 1, 2),
         "target": 97.0,
         "recipes": ("tiny-lipmlp",),
-        "config": {**DEMO_CONFIG, "data.extra_path": AFFINE_DIGITS},
+        "config": {**DEMO_CONFIG, "data.extra_path": AFFINE_DIGITS, "data.subset_size": 179},
     },
     "small": {
         "dataset": "cifar10",
@@ -80,6 +81,11 @@ def generated_count(path: str) -> int:
         ) from None
 
 
+def real_size(setup: Setup) -> int:
+    """Real training images: the subset (``data.subset_size``) when one is set, else the whole split."""
+    return setup.base_config({}).data.subset_size or training_set_size(setup)
+
+
 def sweeps(setup: Setup) -> list[Sweep]:
     extra_path = setup.base_config({}).data.extra_path
     if not extra_path:
@@ -87,7 +93,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
             "extra_data needs a file of generated images: add --set data.extra_path=FILE.npz "
             "(an .npz with 'image' uint8 NHWC and 'label', e.g. the EDM CIFAR-10 samples)"
         )
-    available, real, epochs = generated_count(extra_path), training_set_size(setup), setup.params["epochs"]
+    available, real, epochs = generated_count(extra_path), real_size(setup), setup.params["epochs"]
     # The same number of steps for every size: the epochs shrink as the training set grows.
     grid = [
         {"data.extra_size": n, "train.epochs": epochs * real / (real + n), "seed": seed}
@@ -106,7 +112,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    real = training_set_size(setup)
+    real = real_size(setup)
     table, eps = scaling_table(rows, "extra", lambda config: config.data.extra_size)
     for line in table:
         line["N"] = real + line["extra"]

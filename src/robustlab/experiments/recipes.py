@@ -32,6 +32,7 @@ RECIPE_SOURCES: dict[str, tuple[str, dict, Overrides]] = {
     "small-smoothing": ("smoothing", {"width": 16}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
     # Miniatures for tiny images (the built-in 8x8 digits) and quick CPU runs.
     "tiny-lipmlp": ("aol-mlp", {"width": 128, "depth": 3}, {}),
+    "tiny-lipmlp-wide": ("aol-mlp", {"width": 256, "depth": 5}, {}),  # the demo's robust overfitting
     "tiny-convnet": ("simpleconvnet", {"width": 8}, {}),
     "tiny-smoothing": ("smoothing", {"width": 8}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
     # The one-architecture guess (docs/experiments.md): the ConvNet of [31] with CPL layers and global

@@ -45,14 +45,14 @@ SETTINGS = {
 
 SCALES = {
     "smoke": {"dataset": "digits", "preset": "digits", "epochs": 3, "seeds": (0,), "recipes": ("tiny-lipmlp",)},
-    # 400 of the digits for 300 epochs: the miniature of CIFAR-10's 3000 (same steps as 1437 images for 84 epochs)
+    # 150 of the digits, 800 epochs of a wider MLP: the miniature of fitting CIFAR-10 for 3000 epochs
     "demo": {
         "dataset": "digits",
         "preset": "digits",
-        "epochs": 300,
+        "epochs": 800,
         "seeds": (0, 1),
-        "recipes": ("tiny-lipmlp",),
-        "config": {"train.batch_size": 25, "train.checkpoint_every": 50, "data.subset_size": 400},
+        "recipes": ("tiny-lipmlp-wide",),
+        "config": {"train.batch_size": 25, "train.checkpoint_every": 100, "data.subset_size": 150},
     },
     "small": {"dataset": "cifar10", "epochs": 20, "seeds": (0,), "recipes": ("small-lipmlp",)},
     "paper": {"dataset": "cifar10", "epochs": 3000, "seeds": (0,), "recipes": ("lipmlp-aol", "lipconvnet-cpl")},

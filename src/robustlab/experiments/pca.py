@@ -16,10 +16,12 @@ components holding ~72%, the low-variance tail ~2%, its last part ~0.02%).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 
+from robustlab.data.datasets import DATASETS
 from robustlab.data.pca import PCA, cached_pca
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.experiment import (
@@ -115,9 +117,17 @@ def explained_variances(setup: Setup) -> dict[str, float]:
     return {spec: 100 * pca.explained_variance(spec) for spec in component_subsets(pca)}
 
 
+def subsets_for(setup: Setup) -> list[str]:
+    """The setup's component subsets; CIFAR-sized inputs get the paper's without fitting anything."""
+    spec = None if setup.dataset.endswith(".npz") else DATASETS.get(setup.dataset)
+    if spec is not None and spec.image_shape and math.prod(spec.image_shape) == CIFAR_DIM:
+        return list(PAPER_SUBSETS)
+    return component_subsets(training_pca(setup))
+
+
 def sweeps(setup: Setup) -> list[Sweep]:
     params = setup.params
-    subsets = [None, *component_subsets(training_pca(setup))]
+    subsets = [None, *subsets_for(setup)]
     grid = [
         {"data.pca_components": subset, **AUGMENTATION[variant], "seed": seed}
         for subset in subsets

@@ -470,7 +470,10 @@ def _run_part(part: Part, scale, store, out, overrides, extra_data, device, prog
             setup = experiment.setup(scale, job.dataset, overrides + extra, **job.params)
             folder = out / "experiments" / setup.slug(scale)
             _, report = run_experiment(setup, store, out_dir=folder, device=device, progress=progress, **execution)
-            result.reports.append(report)
+            if report is None:  # a launcher that does not wait: the runs are queued, nothing to draw yet
+                result.errors.append(f"{job.experiment}: runs submitted; run this command again once they finish")
+            else:
+                result.reports.append(report)
         except Exception as error:  # one part failing (missing data, a diverged run) must not stop the rest
             result.errors.append(f"{job.experiment} ({job.dataset or 'default dataset'}): {error}")
             if not isinstance(error, ValueError | FileNotFoundError | KeyError):

@@ -55,9 +55,8 @@ class Part:
     title: str
     paper: list[str]  # what the paper reports
     jobs: Callable[[str], list[Job]]  # the experiments at a scale
-    compare: Callable[[list[Report], str], list[dict[str, Any]]] = lambda reports, scale: []
+    compare: Callable[[list[Report]], list[dict[str, Any]]] = lambda reports: []
     caveat: dict[str, str] = field(default_factory=dict)  # scale: what the run at this scale cannot show
-    figure: Callable[[list[Report], Path, str], list[Path]] | None = None  # a combined figure, drawn here
 
 
 @dataclass
@@ -67,7 +66,6 @@ class PartResult:
     reports: list[Report] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    figures: list[Path] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -106,7 +104,7 @@ def _fit_text(report: Report, metric_prefix: str, kind: str = "line") -> list[tu
 
 
 def _compare_scaling(claim: str, paper: str, metric: str = "CRA 36/255"):
-    def compare(reports: list[Report], scale: str) -> list[dict[str, Any]]:
+    def compare(reports: list[Report]) -> list[dict[str, Any]]:
         rows = []
         for report in reports:
             for label, text in _fit_text(report, metric):
@@ -116,7 +114,7 @@ def _compare_scaling(claim: str, paper: str, metric: str = "CRA 36/255"):
     return compare
 
 
-def _compare_figure2(reports: list[Report], scale: str) -> list[dict[str, Any]]:
+def _compare_figure2(reports: list[Report]) -> list[dict[str, Any]]:
     rows = []
     for report in reports:
         for label, text in _fit_text(report, "CRA 36/255", kind="sigmoid"):
@@ -130,7 +128,7 @@ def _compare_figure2(reports: list[Report], scale: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _compare_lr(reports: list[Report], scale: str) -> list[dict[str, Any]]:
+def _compare_lr(reports: list[Report]) -> list[dict[str, Any]]:
     reference = {"lipconvnet-cpl": "1.0", "lipmlp-aol": "0.1", "simpleconvnet": "0.1"}
     return [
         {
@@ -144,55 +142,51 @@ def _compare_lr(reports: list[Report], scale: str) -> list[dict[str, Any]]:
     ]
 
 
-def _compare_pca(reports: list[Report], scale: str) -> list[dict[str, Any]]:
-    if not reports or not reports[0].rows:
+def _compare_pca(reports: list[Report]) -> list[dict[str, Any]]:
+    """The paper's Section 5.2 numbers beside the PCA table's cells, with and without augmentation."""
+    if not reports or len(reports[0].rows) < 6:
         return []
     report = reports[0]
-    rows = [r for r in report.rows if r["augmentation"] == "on"] or report.rows
-    if len(rows) < 6:
-        return []
     standard, robust = _recipe_columns(report.columns)
-    full, first, _, tail, last, mixed = rows[:6]
+    by = {(r["components"], r["augmentation"]): r for r in report.rows}
+    subsets = list(dict.fromkeys(r["components"] for r in report.rows))  # all, first, head, tail, last, mixed
+    variants = list(dict.fromkeys(r["augmentation"] for r in report.rows))
+    _, first, _, tail, last, mixed = subsets[:6]
 
-    def cell(row, column):
-        value = row.get(column) if column else None
-        return "n/a" if value is None else f"{value:.1f}%"
+    def ours(subset: str, column: str | None) -> str:
+        cells = []
+        for variant in variants:
+            value = by.get((subset, variant), {}).get(column) if column else None
+            cells.append(("n/a" if value is None else f"{value:.1f}%") + f" (aug {variant})")
+        return " / ".join(cells)
 
-    off = {r["components"]: r for r in report.rows if r["augmentation"] == "off"}
+    def variance(subset: str) -> str:
+        return f"{by[(subset, variants[0])]['variance (%)']:.3g}%"
+
     return [
-        {"quantity": f"variance of {tail['components']}", "paper": "~2%", "ours": cell(tail, "variance (%)")},
+        {"quantity": f"variance held by {tail}", "paper": "~2%", "ours": variance(tail)},
+        {"quantity": f"standard net, test accuracy on {tail}", "paper": "~85%", "ours": ours(tail, f"{standard} acc")},
+        {"quantity": f"robust net, test CRA on {tail}", "paper": "none usable", "ours": ours(tail, f"{robust} CRA")},
+        {"quantity": f"variance held by {last}", "paper": "~0.02%", "ours": variance(last)},
+        {"quantity": f"standard net, test accuracy on {last}", "paper": "~39%", "ours": ours(last, f"{standard} acc")},
+        {"quantity": f"variance held by {first}", "paper": "~72%", "ours": variance(first)},
         {
-            "quantity": f"standard net, test acc. on {tail['components']}",
-            "paper": "~85%",
-            "ours": cell(tail, f"{standard} acc"),
-        },
-        {"quantity": f"variance of {last['components']}", "paper": "~0.02%", "ours": f"{last['variance (%)']:.3g}%"},
-        {
-            "quantity": f"standard net, test acc. on {last['components']}",
-            "paper": "~39%",
-            "ours": cell(last, f"{standard} acc"),
-        },
-        {"quantity": f"variance of {first['components']}", "paper": "~72%", "ours": cell(first, "variance (%)")},
-        {
-            "quantity": f"standard net on {first['components']}: train / test acc.",
-            "paper": ">=99% / ~43%",
-            "ours": f"{cell(first, f'{standard} train acc')} / {cell(first, f'{standard} acc')}",
+            "quantity": f"standard net, train accuracy on {first}",
+            "paper": ">=99%",
+            "ours": ours(first, f"{standard} train acc"),
         },
         {
-            "quantity": f"robust net on {first['components']}: train CRA with / without augmentation",
-            "paper": "64% / 97%",
-            "ours": f"{cell(first, f'{robust} train CRA')} / {cell(off.get(first['components'], {}), f'{robust} train CRA')}",
+            "quantity": f"standard net, test accuracy on {first}",
+            "paper": "~43%",
+            "ours": ours(first, f"{standard} acc"),
         },
         {
-            "quantity": f"{mixed['components']}: standard acc. / robust CRA",
-            "paper": "86% / 35%",
-            "ours": f"{cell(mixed, f'{standard} acc')} / {cell(mixed, f'{robust} CRA')}",
+            "quantity": f"robust net, train CRA on {first}",
+            "paper": "64% (aug on) / 97% (aug off)",
+            "ours": ours(first, f"{robust} train CRA"),
         },
-        {
-            "quantity": "all components: standard acc. / robust CRA",
-            "paper": "-",
-            "ours": f"{cell(full, f'{standard} acc')} / {cell(full, f'{robust} CRA')}",
-        },
+        {"quantity": f"standard net, test accuracy on {mixed}", "paper": "86%", "ours": ours(mixed, f"{standard} acc")},
+        {"quantity": f"robust net, test CRA on {mixed}", "paper": "35%", "ours": ours(mixed, f"{robust} CRA")},
     ]
 
 
@@ -204,7 +198,7 @@ def _recipe_columns(columns: list[str]) -> tuple[str | None, str | None]:
     return (standard[0] if standard else None), (robust[0] if robust else None)
 
 
-def _compare_overfitting(reports: list[Report], scale: str) -> list[dict[str, Any]]:
+def _compare_overfitting(reports: list[Report]) -> list[dict[str, Any]]:
     rows = []
     for report in reports:
         by = {(r["model"], r["split"]): r for r in report.rows}
@@ -223,7 +217,7 @@ def _compare_overfitting(reports: list[Report], scale: str) -> list[dict[str, An
     return rows
 
 
-def _compare_one_architecture(reports: list[Report], scale: str) -> list[dict[str, Any]]:
+def _compare_one_architecture(reports: list[Report]) -> list[dict[str, Any]]:
     rows = []
     for report in reports:
         for row in report.rows:
@@ -548,8 +542,8 @@ def _sections(results: list[PartResult], theory, scale: str, runs_root: Path, ov
         reports = result.reports
         if part.id == "figure-2" and scale in MINIATURES and figure1 and figure1.reports:
             reports = figure1.reports
-            section.blocks += _figure2_stand_in(figure1.reports[0], result, scale)
-        rows = part.compare(result.reports if part.id != "figure-2" else reports, scale)
+            section.blocks += _figure2_stand_in(figure1.reports[0], scale)
+        rows = part.compare(reports)
         if rows:
             section.blocks.append(Table(rows, ["quantity", "paper", "ours"], "The paper's numbers beside ours"))
         if part.id == "figure-2" and scale not in MINIATURES and len(result.reports) == 2:
@@ -578,7 +572,7 @@ def _report_blocks(report: Report) -> list:
     return blocks
 
 
-def _figure2_stand_in(report: Report, result: PartResult, scale: str) -> list:
+def _figure2_stand_in(report: Report, scale: str) -> list:
     """At the miniature scales: Figure 1's digits runs drawn at the smallest and largest radius side by side."""
     from robustlab.experiments.experiment import metric_panels
 
@@ -599,7 +593,6 @@ def _figure2_stand_in(report: Report, result: PartResult, scale: str) -> list:
         logx=True,
         title="Stand-in for Figure 2: one dataset at a small and a large radius",
     )
-    result.figures.append(path)
     return [Figure(path, f"Figure 2 stand-in ({scale}): digits CRA at {radii[0]} and at {radii[-1]}")]
 
 

@@ -6,17 +6,34 @@ import math
 import numpy as np
 import pytest
 
+from robustlab.certify.results import CRAPoint
 from robustlab.config import ConfigError, load_config
 from robustlab.experiments import get_experiment, run_experiment
 from robustlab.experiments.lr_search import choose_lr, learning_rates
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import SweepRow, with_overrides
+from robustlab.runs.results import RunResults
 from robustlab.runs.store import RunStore
 
 
 def _synthetic_row(lr: float, seed: int, cra: float) -> SweepRow:
     config = with_overrides(load_config("digits"), {"optim.lr": lr, "seed": seed})
-    results = {"accuracy": 0.9, "cra": [{"eps": 36 / 255, "label": "36/255", "cra": cra}]}
+    results = RunResults(
+        accuracy=0.9,
+        cra=[CRAPoint(36 / 255, "36/255", cra)],
+        eval_split="val",
+        n_eval=287,
+        n_train=1150,
+        lipschitz_constant=1.0,
+        epochs=25.0,
+        steps=1150,
+        train_time_s=1.0,
+        time_per_epoch_s=0.04,
+        eval_time_s=0.1,
+        device="cpu",
+        world_size=1,
+        torch_version="2",
+    )
     return SweepRow("s", "tiny-lipmlp", {"optim.lr": lr, "seed": seed}, config, "done", "run", results)
 
 

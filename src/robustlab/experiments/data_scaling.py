@@ -16,21 +16,22 @@ from pathlib import Path
 
 import torch
 
+from robustlab.config import PAPER_EPS
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments.experiment import (
-    DEFAULT_EPS,
     EXPERIMENTS,
     Experiment,
     Report,
+    Results,
     Setup,
-    accuracy,
+    accuracy_percent,
     certified_radii,
-    cra,
     cra_column,
+    cra_percent,
     fit_panels,
     metric_panels,
     run_experiment,
-    summarize,
+    seed_mean_table,
     training_set_evaluation,
 )
 from robustlab.experiments.recipes import DEMO_CONFIG, SMOOTHING_SAMPLES
@@ -144,10 +145,12 @@ def _with_samples(overrides: dict, params: dict) -> dict:
     return overrides
 
 
-def scored(row: SweepRow) -> dict:
+def scored(row: SweepRow) -> Results | None:
     """The results a run is scored by: the smoothing estimate for a smoothing base net (its
     smoothed classifier is what it offers), else the certified evaluation."""
-    return (row.results or {}).get("smoothing") or row.results or {}
+    if row.results is not None and row.results.smoothing is not None:
+        return row.results.smoothing
+    return row.results
 
 
 def training_metrics(eps: list[float]) -> dict:
@@ -156,10 +159,10 @@ def training_metrics(eps: list[float]) -> dict:
 
     def read(key, e=None):
         def value(row: SweepRow):
-            if row.results.get("smoothing"):
+            if row.results is None or row.results.smoothing is not None:
                 return None
             evaluation = training_set_evaluation(row)
-            return accuracy(evaluation) if key == "accuracy" else cra(evaluation, e)
+            return accuracy_percent(evaluation) if key == "accuracy" else cra_percent(evaluation, e)
 
         return value
 
@@ -167,11 +170,11 @@ def training_metrics(eps: list[float]) -> dict:
 
 
 def scaling_table(rows: list[SweepRow], x_name: str, x_of, with_train: bool = True) -> tuple[list[dict], list[float]]:
-    """summarize() over what each run is scored by, with training-set metrics when asked;
+    """seed_mean_table() over what each run is scored by, with training-set metrics when asked;
     returns the table and the radii it has CRA columns for."""
-    eps = certified_radii(rows) or [DEFAULT_EPS]
+    eps = certified_radii(rows) or [PAPER_EPS]
     metrics = training_metrics(eps) if with_train else {}
-    return summarize(rows, x_name, x_of, eps, metrics, results_of=scored), eps
+    return seed_mean_table(rows, x_name, x_of, eps, metrics, results_of=scored), eps
 
 
 def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row, *, with_train: bool = True):
@@ -180,7 +183,10 @@ def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row, *, wit
     keys = ["accuracy", *[cra_column(e) for e in eps]]
     panels = metric_panels(table, x_name, keys, dashed=("train",) if with_train else ())
     classes = dataset_facts(setup)[1]
-    readers = {"accuracy": lambda r: accuracy(scored(r)), cra_column(DEFAULT_EPS): lambda r: cra(scored(r))}
+    readers = {
+        "accuracy": lambda r: accuracy_percent(scored(r)),
+        cra_column(PAPER_EPS): lambda r: cra_percent(scored(r)),
+    }
     return fit_panels(
         panels, rows, x_of_row, readers, x_name=x_name, chance=100 / classes, target=setup.params.get("target")
     )
@@ -190,7 +196,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, eps = scaling_table(rows, "N", lambda config: config.data.subset_size)
     panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: r.config.data.subset_size)
     notes = []
-    if any(r.results.get("smoothing") for r in rows):
+    if any(r.results is not None and r.results.smoothing is not None for r in rows):
         notes.append(
             "smoothing runs: the smoothed classifier's accuracy and CRA from the paper's estimate (not a guarantee)."
         )

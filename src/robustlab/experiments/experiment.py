@@ -10,7 +10,6 @@ time, also while a sweep is still running (missing points are left out and count
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,21 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from robustlab.certify.evaluate import eps_label, evaluate
-from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
+from robustlab.certify.evaluate import evaluate
+from robustlab.certify.results import EvalResult, eps_label
+from robustlab.certify.smoothing.results import SmoothingResult
+from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.choices import read_choice
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
+from robustlab.files import read_json
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
 from robustlab.report.scaling_law import Fit, fit_scaling
 from robustlab.report.tables import SD, write_table
 from robustlab.runs.checkpoint import load_run_model
+from robustlab.runs.results import RunResults
 from robustlab.runs.store import Run, RunStore
 from robustlab.runtime import resolve_device
-
-DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
 
 
 @dataclass
@@ -242,78 +243,71 @@ def _offset_name(offset: float) -> str:
 
 def provenance(setup: Setup, rows: list[SweepRow]) -> dict[str, Any]:
     """What produced a report: the setup and what the finished runs say about where they ran."""
-    results = [row.results or {} for row in rows]
+    results = [row.results for row in rows if row.results is not None]
     return {
         "experiment": setup.experiment,
         "scale": setup.scale,
         "dataset": setup.dataset,
         "params": {k: v for k, v in setup.params.items() if k not in ("config", "dataset")},
         "overrides": setup.overrides,
-        "devices": sorted({str(r.get("device")) for r in results if r.get("device")}),
-        "torch": sorted({str(r.get("torch_version")) for r in results if r.get("torch_version")}),
-        "train_hours": sum(r.get("train_time_s", 0.0) for r in results) / 3600,
+        "devices": sorted({r.device for r in results}),
+        "torch": sorted({r.torch_version for r in results}),
+        "train_hours": sum(r.train_time_s for r in results) / 3600,
     }
 
 
 # ---------------------------------------------------------------------------------------
-# Reading results (results.json of the training engine, or robustlab.certify.evaluate's
-# dict, which share the keys used here) in one place
+# Reading results (a run's RunResults, the EvalResult of certifying its training images, or a
+# smoothing estimate) in one place; reports show percentages, the results hold fractions
+
+Results = RunResults | EvalResult | SmoothingResult
 
 
-def accuracy(results: dict[str, Any] | None) -> float | None:
-    """Accuracy in percent."""
-    return None if not results or results.get("accuracy") is None else 100 * results["accuracy"]
+def accuracy_percent(results: Results | None) -> float | None:
+    return None if results is None else 100 * results.accuracy
 
 
-def cra(results: dict[str, Any] | None, eps: float = DEFAULT_EPS) -> float | None:
+def cra_percent(results: Results | None, eps: float = PAPER_EPS) -> float | None:
     """Certified robust accuracy in percent at radius ``eps``; None for standard nets."""
-    for entry in (results or {}).get("cra") or []:
-        if math.isclose(entry["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
-            return 100 * entry["cra"]
-    return None
+    value = None if results is None else results.cra_at(eps)
+    return None if value is None else 100 * value
 
 
-def cra_curve(results: dict[str, Any] | None) -> tuple[list[float], list[float]] | None:
+def cra_curve_percent(results: Results | None) -> tuple[list[float], list[float]] | None:
     """(radii, CRA in percent) at every radius the run was certified at; None for standard nets."""
-    entries = (results or {}).get("cra") or []
-    return ([e["eps"] for e in entries], [100 * e["cra"] for e in entries]) if entries else None
+    points = (results.cra if results is not None else None) or []
+    return ([p.eps for p in points], [100 * p.cra for p in points]) if points else None
 
 
 def certified_radii(rows: list[SweepRow]) -> list[float]:
-    """Every radius the runs were certified at (the CRA entries of their results), sorted."""
-    radii = {round(e["eps"], 12) for row in rows for e in (row.results or {}).get("cra") or []}
-    return sorted(radii)
+    """Every radius the runs were certified at, sorted."""
+    return sorted({round(p.eps, 12) for row in rows if row.results is not None for p in row.results.cra})
 
 
 TRAIN_EVAL_FILE = "train_eval.json"
 
 
-def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
+def training_set_evaluation(row: SweepRow) -> EvalResult:
     """Certified evaluation of the very images a run trained on (no augmentation).
 
     A run trained with ``eval.train_set`` has it in its results (computed where it trained);
     for others the final weights are loaded and certified once here, and the result is kept
     in the run folder.
     """
-    if row.results and row.results.get("train_eval"):
-        return row.results["train_eval"]
+    if row.results is not None and row.results.train_eval is not None:
+        return row.results.train_eval
     run = Run(row.run)
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
-        return json.loads(cached.read_text())
+        return EvalResult.from_dict(read_json(cached))
     device = resolve_device("auto")
     model, config = load_run_model(run.path, device)
     data = prepare_data(config.data)
     result = evaluate(
         model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size, device, data.num_classes
     )
-    run.write_json(TRAIN_EVAL_FILE, result)
+    run.write_json(TRAIN_EVAL_FILE, result.to_dict())
     return result
-
-
-def smoothing_estimate(row: SweepRow) -> dict[str, Any] | None:
-    """The smoothing estimate a run made after training (``eval.smoothing_samples``), else None."""
-    return (row.results or {}).get("smoothing")
 
 
 def mean_over_seeds(values: list[float | None]) -> float | None:
@@ -331,19 +325,19 @@ def cra_column(eps: float) -> str:
     return f"CRA {eps_label(eps)}"
 
 
-def summarize(
+def seed_mean_table(
     rows: list[SweepRow],
     x_name: str,
     x_of: Callable[[ExperimentConfig], Any],
-    eps: Sequence[float] = (DEFAULT_EPS,),
+    eps: Sequence[float] = (PAPER_EPS,),
     metrics: dict[str, Callable[[SweepRow], float | None]] | None = None,
-    results_of: Callable[[SweepRow], dict[str, Any] | None] = lambda row: row.results,
+    results_of: Callable[[SweepRow], Results | None] = lambda row: row.results,
 ) -> list[dict[str, Any]]:
     """One table row per (sweep label, x): the mean and standard deviation over seeds of
     accuracy and CRA at each ``eps`` (read from ``results_of(row)``) and of any further
     ``metrics`` (name: the value of one run)."""
-    readers: dict[str, Callable[[SweepRow], float | None]] = {"accuracy": lambda r: accuracy(results_of(r))}
-    readers |= {cra_column(e): (lambda r, e=e: cra(results_of(r), e)) for e in eps}
+    readers: dict[str, Callable[[SweepRow], float | None]] = {"accuracy": lambda r: accuracy_percent(results_of(r))}
+    readers |= {cra_column(e): (lambda r, e=e: cra_percent(results_of(r), e)) for e in eps}
     readers |= metrics or {}
     groups: dict[tuple[str, Any], list[SweepRow]] = {}
     for row in rows:

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.config import ConfigError
+from robustlab.config import PAPER_EPS, ConfigError
 from robustlab.experiments.choices import LrChoice, store_choice
 from robustlab.experiments.experiment import (
-    DEFAULT_EPS,
     EXPERIMENTS,
     Experiment,
     Report,
     Setup,
-    accuracy,
-    cra,
+    accuracy_percent,
+    cra_percent,
     metric_panels,
-    summarize,
+    seed_mean_table,
 )
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -118,13 +117,17 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def selection_metric(rows: list[SweepRow]) -> str:
     """Validation CRA at 36/255 where the nets certify, else validation accuracy."""
-    return "CRA 36/255" if any(cra(r.results) is not None for r in rows) else "accuracy"
+    return "CRA 36/255" if any(cra_percent(r.results) is not None for r in rows) else "accuracy"
 
 
 def choose_lr(rows: list[SweepRow], setup: Setup, recipe_name: str) -> LrChoice:
     """The lr of ``rows`` (one recipe's finished runs) with the best mean over seeds."""
     metric = selection_metric(rows)
-    read = (lambda r: cra(r.results, DEFAULT_EPS)) if metric != "accuracy" else (lambda r: accuracy(r.results))
+    read = (
+        (lambda r: cra_percent(r.results, PAPER_EPS))
+        if metric != "accuracy"
+        else (lambda r: accuracy_percent(r.results))
+    )
     by_lr: dict[float, list[float]] = {}
     for row in rows:
         value = read(row)
@@ -150,7 +153,7 @@ def choose_lr(rows: list[SweepRow], setup: Setup, recipe_name: str) -> LrChoice:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table = [line | {"chosen": ""} for line in summarize(rows, "lr", lambda config: config.optim.lr)]
+    table = [line | {"chosen": ""} for line in seed_mean_table(rows, "lr", lambda config: config.optim.lr)]
     notes = []
     for name in setup.params["recipes"]:
         runs = [r for r in rows if r.label == name]

@@ -19,9 +19,9 @@ from robustlab.experiments.experiment import (
     Experiment,
     Report,
     Setup,
-    accuracy,
-    cra,
+    accuracy_percent,
     cra_column,
+    cra_percent,
     mean_over_seeds,
     sd_over_seeds,
 )
@@ -77,7 +77,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    readers = {"accuracy": accuracy, **{cra_column(e): (lambda x, e=e: cra(x, e)) for e in REPORT_EPS}}
+    readers = {"accuracy": accuracy_percent, **{cra_column(e): (lambda x, e=e: cra_percent(x, e)) for e in REPORT_EPS}}
     table = []
     for architecture in setup.params["architectures"]:
         for loss in LOSSES:

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.certify.evaluate import eps_label
+from robustlab.certify.results import eps_label
+from robustlab.config import PAPER_EPS
 from robustlab.experiments.experiment import (
     EXPERIMENTS,
     Experiment,
     Report,
+    Results,
     Setup,
-    accuracy,
-    cra,
+    accuracy_percent,
     cra_column,
+    cra_percent,
     mean_over_seeds,
     sd_over_seeds,
     training_set_evaluation,
@@ -80,7 +82,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    readers = {"accuracy": accuracy, **{cra_column(e): (lambda x, e=e: cra(x, e)) for e in TABLE_EPS}}
+    readers = {"accuracy": accuracy_percent, **{cra_column(e): (lambda x, e=e: cra_percent(x, e)) for e in TABLE_EPS}}
     columns = ["model", "split", "seeds", *[c for name in readers for c in (name, name + SD)]]
     table, curves, epoch_curves = [], [], []
     for label in dict.fromkeys(r.label for r in rows):
@@ -127,12 +129,12 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     )
 
 
-def _radius_curve(label: str, results: list[dict], dashed: bool, colour: str) -> list[Curve]:
+def _radius_curve(label: str, results: list[Results], dashed: bool, colour: str) -> list[Curve]:
     """CRA against every certified radius, mean over seeds with a band of one sd."""
-    radii = sorted({round(e["eps"], 12) for r in results for e in r.get("cra") or []})
+    radii = sorted({round(p.eps, 12) for r in results for p in r.cra})
     if not radii:
         return []
-    values = np.array([[cra(r, e) for e in radii] for r in results], dtype=float)
+    values = np.array([[cra_percent(r, e) for e in radii] for r in results], dtype=float)
     mean = values.mean(axis=0)
     band = (mean - values.std(axis=0), mean + values.std(axis=0)) if len(results) > 1 else None
     return [Curve(label, radii, mean.tolist(), dashed=dashed, band=band, markers=False, colour=colour)]
@@ -146,8 +148,8 @@ def _epoch_curves(label: str, group: list[SweepRow]) -> list[Curve]:
     for kind, dashed in (("train", False), ("eval", True)):
         series: dict[float, list[float]] = {}
         for row in group:
-            split = row.results.get("eval_split", "test")
-            key = "train_cra" if kind == "train" else f"{split}_cra_{eps_label(36 / 255)}"
+            split = row.results.eval_split
+            key = "train_cra" if kind == "train" else f"{split}_cra_{eps_label(PAPER_EPS)}"
             for m in Run(row.run).metrics():
                 if key in m and m.get(key) is not None:
                     series.setdefault(m["epoch"], []).append(100 * m[key])

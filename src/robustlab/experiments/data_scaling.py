@@ -157,39 +157,35 @@ def training_metrics(eps: list[float]) -> dict:
     """Accuracy and CRA of the training images themselves (not for smoothing base nets, whose
     training-set number would be the base net's, not the smoothed classifier's)."""
 
-    def read(key, e=None):
+    def on_training_images(read):
         def value(row: SweepRow):
             if row.results is None or row.results.smoothing is not None:
                 return None
-            evaluation = training_set_evaluation(row)
-            return accuracy_percent(evaluation) if key == "accuracy" else cra_percent(evaluation, e)
+            return read(training_set_evaluation(row))
 
         return value
 
-    return {"train accuracy": read("accuracy"), **{f"train {cra_column(e)}": read("cra", e) for e in eps}}
+    metrics = {"train accuracy": on_training_images(accuracy_percent)}
+    return metrics | {f"train {cra_column(e)}": on_training_images(lambda x, e=e: cra_percent(x, e)) for e in eps}
 
 
-def scaling_table(rows: list[SweepRow], x_name: str, x_of, with_train: bool = True) -> tuple[list[dict], list[float]]:
-    """seed_mean_table() over what each run is scored by, with training-set metrics when asked;
+def scaling_table(rows: list[SweepRow], x_name: str, x_of) -> tuple[list[dict], list[float]]:
+    """seed_mean_table() over what each run is scored by, with the training-image metrics;
     returns the table and the radii it has CRA columns for."""
     eps = certified_radii(rows) or [PAPER_EPS]
-    metrics = training_metrics(eps) if with_train else {}
-    return seed_mean_table(rows, x_name, x_of, eps, metrics, results_of=scored), eps
+    return seed_mean_table(rows, x_name, x_of, eps, training_metrics(eps), results_of=scored), eps
 
 
-def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row, *, with_train: bool = True):
+def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row):
     """Accuracy and CRA at each radius (test solid, training images dashed), with the fits
-    on accuracy and on CRA at 36/255; returns (panels, notes, fits)."""
-    keys = ["accuracy", *[cra_column(e) for e in eps]]
-    panels = metric_panels(table, x_name, keys, dashed=("train",) if with_train else ())
-    classes = dataset_facts(setup)[1]
+    on accuracy and on CRA at 36/255; returns (panels, fit notes, fits)."""
+    panels = metric_panels(table, x_name, ["accuracy", *[cra_column(e) for e in eps]], dashed=("train",))
     readers = {
         "accuracy": lambda r: accuracy_percent(scored(r)),
         cra_column(PAPER_EPS): lambda r: cra_percent(scored(r)),
     }
-    return fit_panels(
-        panels, rows, x_of_row, readers, x_name=x_name, chance=100 / classes, target=setup.params.get("target")
-    )
+    chance = 100 / dataset_facts(setup)[1]
+    return fit_panels(panels, rows, x_of_row, readers, x_name=x_name, chance=chance, target=setup.params.get("target"))
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:

@@ -393,12 +393,10 @@ def observations(
 EXTRAPOLATE_DOUBLINGS = 6  # a fit is drawn at most this many doublings beyond the measured range
 
 
-def fit_curves(fit: Fit, label: str, up_to: float | None = None) -> list[Curve]:
-    """The fitted law (a line dashed, a sigmoid dotted) over the measured range. A fit that is
-    not flagged also gets its 95% band and, when ``up_to`` lies beyond the range (at most
+def fit_curve(fit: Fit, label: str, up_to: float | None = None) -> Curve:
+    """A usable fit drawn (a line dashed, a sigmoid dotted) over the measured range. A fit that
+    is not flagged also gets its 95% band and, when ``up_to`` lies beyond the range (at most
     ``EXTRAPOLATE_DOUBLINGS`` doublings), its extrapolation towards ``up_to``."""
-    if not fit.usable:
-        return []
     low, high = fit.x_range
     trusted = fit.status == "ok"
     end = high
@@ -406,10 +404,16 @@ def fit_curves(fit: Fit, label: str, up_to: float | None = None) -> list[Curve]:
         end = min(up_to, high * 2**EXTRAPOLATE_DOUBLINGS)
     xs = np.geomspace(low, end, 60)
     name = f"{label}: {fit.kind} fit" + (", extrapolated" if end > high else "") + ("" if trusted else " (flagged)")
-    curve = Curve(name, xs.tolist(), fit.predict(xs).tolist(), markers=False, colour=label)
-    curve.band = fit.band(xs) if trusted else None
-    curve.dashed, curve.dotted = fit.kind == "line", fit.kind == "sigmoid"
-    return [curve]
+    return Curve(
+        name,
+        xs.tolist(),
+        fit.predict(xs).tolist(),
+        dashed=fit.kind == "line",
+        dotted=fit.kind == "sigmoid",
+        band=fit.band(xs) if trusted else None,
+        markers=False,
+        colour=label,
+    )
 
 
 def fit_panels(
@@ -443,5 +447,5 @@ def fit_panels(
                     notes.append(fit.target_summary(target))
                     reach = fit.x_for(target)[0]
                 if kind == "line" or fit.status == "ok":  # a flagged sigmoid is told, not drawn
-                    panel.curves += fit_curves(fit, label, reach)
+                    panel.curves.append(fit_curve(fit, label, reach))
     return panels, notes, fits

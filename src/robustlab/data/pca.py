@@ -109,7 +109,8 @@ def cached_pca(images: np.ndarray, cache_dir: str | Path | None = None) -> PCA:
 def _read_cached(path: Path) -> PCA | None:
     try:
         with np.load(path, allow_pickle=False) as data:
-            return PCA(data["mean"], data["components"], data["variances"], tuple(int(v) for v in data["image_shape"]))
+            height, width, channels = (int(v) for v in data["image_shape"])
+            return PCA(data["mean"], data["components"], data["variances"], (height, width, channels))
     except (OSError, KeyError, ValueError):  # absent, or a torn or foreign file: fit again
         return None
 

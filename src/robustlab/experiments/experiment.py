@@ -10,6 +10,7 @@ time, also while a sweep is still running (missing points are left out and count
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -296,7 +297,7 @@ def training_set_evaluation(row: SweepRow) -> EvalResult:
     """
     if row.results is not None and row.results.train_eval is not None:
         return row.results.train_eval
-    run = Run(row.run)
+    run = Run(str(row.run))
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
         return EvalResult.from_dict(read_json(cached))
@@ -315,10 +316,18 @@ def mean_over_seeds(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def sd_over_seeds(values: list[float | None]) -> float | None:
+def sd_over_seeds(values: Sequence[float | None]) -> float | None:
     """Sample standard deviation (n - 1) over the seeds; None with fewer than two values."""
     present = [v for v in values if v is not None]
     return float(np.std(present, ddof=1)) if len(present) >= 2 else None
+
+
+def result_readers(eps: Sequence[float]) -> dict[str, Callable[[Results | None], float | None]]:
+    """Table column -> the value (percent) of one result: accuracy, then CRA at each radius."""
+    readers: dict[str, Callable[[Results | None], float | None]] = {"accuracy": accuracy_percent}
+    for e in eps:
+        readers[cra_column(e)] = functools.partial(cra_percent, eps=e)
+    return readers
 
 
 def cra_column(eps: float) -> str:
@@ -336,9 +345,11 @@ def seed_mean_table(
     """One table row per (sweep label, x): the mean and standard deviation over seeds of
     accuracy and CRA at each ``eps`` (read from ``results_of(row)``) and of any further
     ``metrics`` (name: the value of one run)."""
-    readers: dict[str, Callable[[SweepRow], float | None]] = {"accuracy": lambda r: accuracy_percent(results_of(r))}
-    readers |= {cra_column(e): (lambda r, e=e: cra_percent(results_of(r), e)) for e in eps}
-    readers |= metrics or {}
+
+    def on_results(read: Callable[[Results | None], float | None]) -> Callable[[SweepRow], float | None]:
+        return lambda row: read(results_of(row))
+
+    readers = {name: on_results(read) for name, read in result_readers(eps).items()} | (metrics or {})
     groups: dict[tuple[str, Any], list[SweepRow]] = {}
     for row in rows:
         groups.setdefault((row.label, x_of(row.config)), []).append(row)

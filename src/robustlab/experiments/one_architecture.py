@@ -19,10 +19,8 @@ from robustlab.experiments.experiment import (
     Experiment,
     Report,
     Setup,
-    accuracy_percent,
-    cra_column,
-    cra_percent,
     mean_over_seeds,
+    result_readers,
     sd_over_seeds,
 )
 from robustlab.experiments.recipes import DEMO_CONFIG
@@ -66,7 +64,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
     params = setup.params
     return [
         Sweep(
-            name=setup.slug(architecture, settings["loss.name"]),
+            name=setup.slug(architecture, str(settings["loss.name"])),
             label=f"{architecture}, {loss}",
             base=setup.base_config({**setup.recipe(architecture), **settings, "train.epochs": params["epochs"]}),
             grid={"seed": list(params["seeds"])},
@@ -77,7 +75,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    readers = {"accuracy": accuracy_percent, **{cra_column(e): (lambda x, e=e: cra_percent(x, e)) for e in REPORT_EPS}}
+    readers = result_readers(REPORT_EPS)
     table = []
     for architecture in setup.params["architectures"]:
         for loss in LOSSES:

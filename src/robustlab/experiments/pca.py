@@ -151,7 +151,8 @@ def augmentation_of(row: SweepRow) -> str:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    variance = {None: 100.0, **explained_variances(setup)}
+    variance: dict[str | None, float] = {None: 100.0}
+    variance.update(explained_variances(setup))
     columns = ["components", "augmentation", "variance (%)"]
     table = [
         {"components": label(spec), "augmentation": variant, "variance (%)": share, "spec": spec}
@@ -164,7 +165,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             ("train acc", lambda r: accuracy_percent(training_set_evaluation(r))),
             ("acc", lambda r: accuracy_percent(r.results)),
         ]
-        if any(r.results.lipschitz_constant is not None for r in runs):
+        if any(r.results is not None and r.results.lipschitz_constant is not None for r in runs):
             metrics += [
                 ("train CRA", lambda r: cra_percent(training_set_evaluation(r))),
                 ("CRA", lambda r: cra_percent(r.results)),

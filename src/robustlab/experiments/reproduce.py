@@ -359,19 +359,26 @@ THEORY_PAPER = [
     "Theorem 2: with a margin-delta L-infinity robust classifier on [0,1]^d, n >= 37 ceil(1/delta)^d samples give "
     "1-nearest-neighbour >= 99% average L-infinity robust accuracy at radius delta/2.",
 ]
+
+
+@dataclass
+class TheorySettings:
+    theorem1: dict[str, Any]  # theorem1_sweep's arguments
+    theorem2: dict[str, Any]  # theorem2_sweep's arguments
+    fixed_d: int  # also sweep Theorem 1 at this fixed dimension (0: not)
+
+
+DEMO_THEORY = TheorySettings({"ns": [16, 64, 256, 1024, 4096]}, {"d": 3, "cells": 4}, 10)  # the CLI's defaults
 THEORY_SETTINGS = {
-    "smoke": {
-        "theorem1": dict(ns=[16, 64], learners=("sign", "1nn", "oracle"), trials=2, test_size=200, pgd_steps=0),
-        "theorem2": dict(ns=[8, 64, 512], d=2, cells=3, trials=2, test_size=200),
-        "fixed_d": 0,
-    },
-    "demo": {
-        "theorem1": dict(ns=[16, 64, 256, 1024, 4096]),
-        "theorem2": dict(d=3, cells=4),
-        "fixed_d": 10,
-    },
+    "smoke": TheorySettings(
+        {"ns": [16, 64], "learners": ("sign", "1nn", "oracle"), "trials": 2, "test_size": 200, "pgd_steps": 0},
+        {"ns": [8, 64, 512], "d": 2, "cells": 3, "trials": 2, "test_size": 200},
+        0,
+    ),
+    "demo": DEMO_THEORY,
+    "small": DEMO_THEORY,
+    "paper": DEMO_THEORY,
 }
-THEORY_SETTINGS["small"] = THEORY_SETTINGS["paper"] = THEORY_SETTINGS["demo"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,12 +491,10 @@ def _run_theory(scale: str, out: Path, progress: bool) -> dict[str, Any]:
     started = time.time()
     folder = out / "theory"
     try:
-        one = {"d = ceil(log2 n) + 7": theorem1_sweep(progress=progress, **settings["theorem1"])}
-        if settings["fixed_d"]:
-            one[f"d = {settings['fixed_d']}"] = theorem1_sweep(
-                d=settings["fixed_d"], progress=progress, **settings["theorem1"]
-            )
-        two = theorem2_sweep(progress=progress, **settings["theorem2"])
+        one = {"d = ceil(log2 n) + 7": theorem1_sweep(progress=progress, **settings.theorem1)}
+        if settings.fixed_d:
+            one[f"d = {settings.fixed_d}"] = theorem1_sweep(d=settings.fixed_d, progress=progress, **settings.theorem1)
+        two = theorem2_sweep(progress=progress, **settings.theorem2)
         figures = []
         for suffix in (".png", ".svg"):
             figures += [
@@ -541,8 +546,9 @@ def _sections(results: list[PartResult], theory, scale: str, runs_root: Path, ov
         part = result.part
         section = Section(part.id, part.title)
         section.blocks.append(Text("The paper: " + " ".join(part.paper)))
-        if part.caveat_at(scale):
-            section.blocks.append(Text("At this scale: " + part.caveat_at(scale)))
+        caveat = part.caveat_at(scale)
+        if caveat:
+            section.blocks.append(Text("At this scale: " + caveat))
         reports = result.reports
         if part.id == "figure-2" and scale in MINIATURES and figure1 and figure1.reports:
             reports = figure1.reports
@@ -653,13 +659,19 @@ def _theory_section(theory: dict[str, Any], scale: str) -> Section:
     section.blocks.append(
         Bullets(
             [
-                f"command: robustlab theory theorem1 --sizes {','.join(map(str, settings['theorem1']['ns']))} "
-                f"(and theorem2; settings {settings}); {duration(theory['seconds'])} here",
-                f"code: {_commit()}; hardware: {_hardware()}",
+                f"command: robustlab theory theorem1 {_flags(settings.theorem1)} --fixed-d {settings.fixed_d}",
+                f"command: robustlab theory theorem2 {_flags(settings.theorem2)}",
+                f"code: {_commit()}; hardware: {_hardware()}; {duration(theory['seconds'])} here",
             ]
         )
     )
     return section
+
+
+def _flags(arguments: dict[str, Any]) -> str:
+    """A sweep's keyword arguments as `robustlab theory` flags (``ns`` is ``--sizes``)."""
+    names = {"ns": "sizes"}
+    return " ".join(f"--{names.get(k, k).replace('_', '-')} {_param_text(v)}" for k, v in arguments.items())
 
 
 def _provenance(result: PartResult, scale: str, runs_root: Path, overrides: list[str]) -> Bullets:

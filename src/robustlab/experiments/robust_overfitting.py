@@ -21,10 +21,9 @@ from robustlab.experiments.experiment import (
     Report,
     Results,
     Setup,
-    accuracy_percent,
-    cra_column,
     cra_percent,
     mean_over_seeds,
+    result_readers,
     sd_over_seeds,
     training_set_evaluation,
 )
@@ -82,7 +81,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    readers = {"accuracy": accuracy_percent, **{cra_column(e): (lambda x, e=e: cra_percent(x, e)) for e in TABLE_EPS}}
+    readers = result_readers(TABLE_EPS)
     columns = ["model", "split", "seeds", *[c for name in readers for c in (name, name + SD)]]
     table, curves, epoch_curves = [], [], []
     for label in dict.fromkeys(r.label for r in rows):
@@ -131,7 +130,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
 
 def _radius_curve(label: str, results: list[Results], dashed: bool, colour: str) -> list[Curve]:
     """CRA against every certified radius, mean over seeds with a band of one sd."""
-    radii = sorted({round(p.eps, 12) for r in results for p in r.cra})
+    radii = sorted({round(p.eps, 12) for r in results for p in r.cra or []})
     if not radii:
         return []
     values = np.array([[cra_percent(r, e) for e in radii] for r in results], dtype=float)
@@ -148,9 +147,9 @@ def _epoch_curves(label: str, group: list[SweepRow]) -> list[Curve]:
     for kind, dashed in (("train", False), ("eval", True)):
         series: dict[float, list[float]] = {}
         for row in group:
-            split = row.results.eval_split
+            split = row.results.eval_split if row.results else "test"
             key = "train_cra" if kind == "train" else f"{split}_cra_{eps_label(PAPER_EPS)}"
-            for m in Run(row.run).metrics():
+            for m in Run(str(row.run)).metrics():
                 if key in m and m.get(key) is not None:
                     series.setdefault(m["epoch"], []).append(100 * m[key])
         if series:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -32,7 +33,7 @@ class Curve:
     dashed: bool = False
     dotted: bool = False
     yerr: Sequence[float | None] | None = None  # error bars, e.g. the standard deviation over seeds
-    band: tuple[Sequence[float], Sequence[float]] | None = None  # a shaded (low, high) region
+    band: tuple[Any, Any] | None = None  # a shaded (low, high) region: two sequences (or arrays) like y
     markers: bool = True
     colour: str | None = None  # curves with the same key share a colour (default: the label)
 

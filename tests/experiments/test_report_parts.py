@@ -14,8 +14,8 @@ from robustlab.data.pca import PCA, parse_component_spec
 from robustlab.experiments import EXPERIMENTS, get_experiment, report_experiment, run_experiment
 from robustlab.experiments.data_scaling import PAPER_SIZES, capped_sizes, halvings
 from robustlab.experiments.pca import component_subsets, explained_variances, label, training_pca
-from robustlab.report.plots import Curve, Panel, plot_bars, plot_panels
-from robustlab.report.tables import markdown_table, write_table
+from robustlab.report.plots import Curve, Panel, percent_limits, plot_bars, plot_panels
+from robustlab.report.tables import markdown_table, with_spread, write_table
 from robustlab.runs.store import RunStore
 
 
@@ -121,3 +121,17 @@ def test_a_dataset_given_by_path_names_runs_and_reports_by_its_stem(tmp_path):
     assert rows[0].config.data.name == str(path)
     figure = report_experiment(setup, store).figures[0]
     assert figure == tmp_path / "runs" / "reports" / "data_scaling-mydigits-smoke" / "data_scaling-mydigits.png"
+
+
+def test_percentage_axes_do_not_stretch_a_few_points_into_a_trend():
+    low, high = percent_limits([91.0, 93.5, 92.0])  # a 2.5-point range
+    assert high - low >= 20 and low < 91 and high > 93.5 and high <= 102
+    assert percent_limits([1.0, 3.0])[0] >= -2  # kept within the percentage scale
+    assert percent_limits([10.0, 90.0]) == (8.0, 92.0)  # a wide range is drawn as it is
+
+
+def test_tables_show_mean_and_sd_and_json_keeps_both():
+    rows = [{"model": "m", "CRA": 80.0, "CRA sd": 1.25}, {"model": "n", "CRA": 70.0, "CRA sd": None}]
+    columns, shown = with_spread(rows, ["model", "CRA", "CRA sd"])
+    assert columns == ["model", "CRA"] and shown[0]["CRA"] == "80.00 ± 1.25" and shown[1]["CRA"] == 70.0
+    assert "| m | 80.00 ± 1.25 |" in markdown_table(rows, ["model", "CRA", "CRA sd"])

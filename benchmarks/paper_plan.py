@@ -34,9 +34,9 @@ SECONDS_PER_STEP = {
     "lipconvnet-aol": 5.002 / 176,
     "lipmlp-aol": 1.069 / 176,
 }
-# Not measured on a GPU: convnet-l-cpl (the one-architecture guess) from its CPU cost relative
-# to lipconvnet-cpl (forward + backward, batch 16, one thread: 9.26 s against 2.57 s, x3.6).
-ESTIMATED = {"convnet-l-cpl": 3.6 * SECONDS_PER_STEP["lipconvnet-cpl"]}
+# Not measured on a GPU: the one-architecture net (lipconvnet-cpl at width 128) from its CPU cost
+# relative to width 64 (forward + backward, batch 16, one thread: 16.5 s against 2.61 s, x6.3).
+ESTIMATED = {("lipconvnet-cpl", 128): 6.3 * SECONDS_PER_STEP["lipconvnet-cpl"]}
 SMOOTHING_ESTIMATE_S = 28.0  # 10,000 test images x 1000 noisy copies, bf16 (14.0 s per 5,000 measured)
 FACTS = {"cifar10": (50_000, 10), "cifar100": (50_000, 100), "mnist": (60_000, 10)}
 JOBS = [
@@ -67,10 +67,12 @@ def run_steps(config) -> int:
     return max(1, math.ceil(epochs * math.ceil(n / config.train.batch_size) - 1e-9))
 
 
-def step_seconds(model: str) -> tuple[float, bool]:
-    if model in SECONDS_PER_STEP:
-        return SECONDS_PER_STEP[model], True
-    return ESTIMATED[model], False
+def step_seconds(config) -> tuple[float, bool]:
+    """(seconds per step, measured?) of the config's model at its width."""
+    key = (config.model.name, config.model.kwargs.get("width"))
+    if key in ESTIMATED:
+        return ESTIMATED[key], False
+    return SECONDS_PER_STEP[config.model.name], True
 
 
 def plan(generated: Path) -> list[dict]:
@@ -81,17 +83,17 @@ def plan(generated: Path) -> list[dict]:
         points = [point for sweep in get_experiment(name).sweeps(setup) for point in sweep.points()]
         seconds, measured, small = 0.0, True, 0
         for point in points:
-            per_step, known = step_seconds(point.config.model.name)
+            per_step, known = step_seconds(point.config)
             steps = run_steps(point.config)
             seconds += steps * per_step + (SMOOTHING_ESTIMATE_S if point.config.eval.smoothing_samples else 0)
             measured &= known
             small += (point.config.data.subset_size or 10**9) < point.config.train.batch_size
-        longest = max(run_steps(p.config) * step_seconds(p.config.model.name)[0] for p in points)
+        longest = max(run_steps(p.config) * step_seconds(p.config)[0] for p in points)
         notes = []
         if small:
             notes.append(f"{small} runs on subsets < batch: upper bound")
         if not measured:
-            notes.append("convnet-l-cpl: CPU-ratio estimate")
+            notes.append("width-128 LipConvNet: CPU-ratio estimate")
         rows.append(
             {
                 "experiment": name,

@@ -35,12 +35,12 @@ RECIPE_SOURCES: dict[str, tuple[str, dict, Overrides]] = {
     "tiny-lipmlp-wide": ("aol-mlp", {"width": 256, "depth": 5}, {}),  # the demo's robust overfitting
     "tiny-convnet": ("simpleconvnet", {"width": 8}, {}),
     "tiny-smoothing": ("smoothing", {"width": 8}, {"eval.smoothing_samples": SMOOTHING_SAMPLES}),
-    # The one-architecture guess (docs/experiments.md): the ConvNet of [31] with CPL layers and global
-    # max pooling, at the sizes each scale affords, and the paper's LipConvNet beside it at `small`.
-    "convnet-l-cpl": ("cpl-lcn", {}, {"model.name": "convnet-l-cpl", "optim.lr": 0.1}),
-    "small-convnet-cpl": ("cpl-lcn", {}, {"model.name": "convnet-xs-cpl"}),
+    # The one-architecture candidates (docs/experiments.md): the paper's CPL LipConvNet, and the
+    # ConvNet of [31] with CPL layers and global max pooling, at the sizes each scale affords.
+    "wide-lipconvnet-cpl": ("cpl-lcn", {"width": 128}, {}),
     "small-lipconvnet-cpl": ("cpl-lcn", {"width": 16}, {}),
-    "tiny-convnet-cpl": ("cpl-lcn", {"width": 16}, {"model.name": "convnet-xs-cpl"}),
+    "small-convnet-cpl": ("cpl-lcn", {}, {"model.name": "convnet-xs-cpl"}),
+    "tiny-lipconvnet-cpl": ("cpl-lcn", {"width": 16}, {}),
 }
 
 # OffsetCrossEntropy's offset u, by name: the paper's text says 1/4, the reference code (and

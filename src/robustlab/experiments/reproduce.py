@@ -325,7 +325,8 @@ PARTS = [
             "One 1-Lipschitz architecture reaches competitive accuracy (93.2%) with cross-entropy or competitive "
             "CRA (61.7% at 36/255) with OffsetCrossEntropy, so the architecture (e.g. the lack of global pooling) "
             "is not what keeps robust nets from generalizing. Section 11, which describes it, is not in our text: "
-            "the architecture here is our guess (docs/experiments.md)."
+            "the architecture here is our choice, measured against a global-pooling alternative at the small "
+            "scale (docs/experiments.md)."
         ],
         _one("one_architecture", "cifar10"),
         _compare_one_architecture,

@@ -15,10 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import Certificates, _as_pixel_tensor, _to_float, precision_copy
 from robustlab.certify.margins import margins
+from robustlab.progress import progress_bar
 from robustlab.registry import Registry
 
 ATTACKS: Registry[Callable] = Registry("attack")
@@ -142,7 +142,7 @@ def check_soundness(
     certified = torch.nonzero(certificates.radii > 0).flatten()
     counterexamples, worst_ratio = [], 0.0
     batches = certified.split(batch_size)
-    for index in tqdm(batches, desc=f"attack ({attack})", unit="batch", disable=not progress, leave=False):
+    for index in progress_bar(batches, f"attack ({attack})", "batch", progress):
         x = _to_float(images[index], torch.float64, device)
         y = certificates.labels[index].to(device)
         radius = certificates.radii[index].to(device)

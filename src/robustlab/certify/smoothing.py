@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import CURVE_POINTS, eps_label, split_images
 from robustlab.certify.margins import cra, cra_curve
+from robustlab.progress import Progress
 from robustlab.runs.config import DEFAULT_EPS
 from robustlab.runs.store import Run, append_json_lines
 
@@ -376,13 +376,7 @@ def smooth(
     try:
         with (
             torch.inference_mode(),
-            tqdm(
-                total=len(indices),
-                initial=len(indices) - len(todo),
-                unit="img",
-                desc=f"smoothing {method}",
-                disable=not progress,
-            ) as bar,
+            Progress(len(indices), f"smoothing {method}", "img", progress, initial=len(indices) - len(todo)) as bar,
         ):
 
             def finish(chunk: list[int], counts: torch.Tensor) -> None:

@@ -73,4 +73,5 @@ def _render(data: dict) -> str:
         for key in ("train_accuracy", "train_cra", "epochs", "steps", "train_time_s", "device")
         if key in data
     ]
-    return f"run: {data['run_dir']} (evaluated on {data['eval_split']}, {data['n_eval']} images)\n" + format_table(rows)
+    text = f"run: {data['run_dir']} (evaluated on {data['eval_split']}, {data['n_eval']} images)\n" + format_table(rows)
+    return text + "".join(f"\nWARNING: {warning}" for warning in data.get("warnings", []))

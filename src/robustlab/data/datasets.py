@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from robustlab.progress import Progress, progress_bar
 from robustlab.registry import Registry
 from robustlab.runs.store import atomic_open
 
@@ -123,7 +123,7 @@ def _copy_url(url: str, out, label: str) -> str:
     digest = hashlib.md5()
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None) as bar:
+        with Progress(total, label, "B") as bar:
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 digest.update(block)
@@ -402,7 +402,7 @@ def _cifar_reader(archive: str, train: tuple[str, ...], test: str, label_key: st
         path = paths[archive]
         try:
             with tarfile.open(path, "r:gz") as tar:
-                members = tqdm((*train, test), desc=path.name, disable=None)
+                members = progress_bar((*train, test), path.name, "file")
                 batches = {m: _read_cifar_batch(tar, m, label_key, path) for m in members}
         except (tarfile.TarError, OSError, EOFError) as error:
             raise DatasetError(f"{path}: cannot read the archive ({error}); it is truncated or corrupt") from None

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.progress import Progress
 from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.runs.store import Run, RunStore
 
@@ -188,17 +187,28 @@ def run_sweep(
         return rows
     from robustlab.train.loop import train  # the engine pulls in torch models; import late
 
-    bar = tqdm(todo, desc=sweep.name, unit="run", disable=not progress)
-    for row in bar:
-        bar.set_postfix_str(_describe(row.overrides))
-        unfinished = find_unfinished(store, row.config)
-        if unfinished:  # continues with the config saved in the run folder (its device too)
-            run = train(None, run_dir=unfinished["path"], store=store, resume=True, progress=progress)
-        else:
-            config = row.config if device is None else with_overrides(row.config, {"train.device": device})
-            run = train(config, store=store, progress=progress)
-        row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
+    with Progress(len(todo), sweep.name, "run", progress) as bar:
+        for done, row in enumerate(todo, 1):
+            bar.set_postfix(text=_describe(row.overrides))
+            unfinished = find_unfinished(store, row.config)
+            if unfinished:  # continues with the config saved in the run folder (its device too)
+                run = train(None, run_dir=unfinished["path"], store=store, resume=True, progress=progress)
+            else:
+                config = row.config if device is None else with_overrides(row.config, {"train.device": device})
+                run = train(config, store=store, progress=progress)
+            row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
+            bar.update()
+            bar.line(f"run {done}/{len(todo)} {_describe(row.overrides)}: {_outcome(row.results)}")
     return rows
+
+
+def _outcome(results: dict[str, Any]) -> str:
+    """Accuracy and the first CRA of a finished run, for its progress line."""
+    text = f"accuracy {results['accuracy']:.3f}"
+    if results.get("cra") and results.get("lipschitz_constant") is not None:
+        first = results["cra"][0]
+        text += f", CRA {first['label']} {first['cra']:.3f}"
+    return text
 
 
 def _results(row: dict) -> dict[str, Any] | None:

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from robustlab.runs.config import ConfigError, ExperimentConfig, from_dict
+from robustlab.runs.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -134,8 +133,9 @@ class Run:
                 f"{self.path} is not a robustlab run directory (no config.yaml); "
                 "give the folder that `robustlab train` created"
             )
+        data = read_yaml(self.config_path)  # a damaged file is a one-line error naming it
         try:
-            return from_dict(yaml.safe_load(self.config_path.read_text()) or {})
+            return from_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{self.config_path}: {error}") from None
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from robustlab.progress import progress_bar
 from robustlab.registry import Registry
 from robustlab.theory.stats import mean_ci, trial_generator
 
@@ -427,7 +427,7 @@ def theorem1_sweep(
     check_classifier_names(learners)
     runs = [(n, t) for n in ns for t in range(trials)]
     scores: dict[tuple[int, str], list[dict]] = {}
-    for n, trial in tqdm(runs, desc="theorem 1", disable=not progress, leave=False):
+    for n, trial in progress_bar(runs, "theorem 1", "trial", progress):
         dim = dimension_for(n) if d is None else d
         generator = trial_generator(seed, n, dim, trial)
         problem = HypercubeProblem.random(dim, delta, generator, device)

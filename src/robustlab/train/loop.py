@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import margins
@@ -36,7 +36,8 @@ from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
 from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
-from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
+from robustlab.progress import Progress, note
+from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig, check_ranges
 from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed
@@ -78,6 +79,8 @@ def train(
     """
     if resume and config is None and run_dir is not None:
         config = Run(run_dir).load_config()
+    if config is not None:
+        check_ranges(config)  # before any folder is made or data is read
     context, device = distributed.setup(config.train.device if config else "auto")
     try:
         return _train(config, run_dir, store, resume, progress, on_epoch_end, context, device)
@@ -121,6 +124,12 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
     state = TrainState()
     if resume and run.checkpoint_path.exists():
         state = load_checkpoint(run.checkpoint_path, model, optimizer, schedule, device)
+    elif resume and context.is_main:  # said even with --quiet: the user expected to continue
+        print(
+            f"robustlab: {run.path} has no checkpoint.pt (it was stopped before its first checkpoint): "
+            "training starts again from step 0",
+            file=sys.stderr,
+        )
     train_model = prepare_for_training(model, config.train, context, device)
 
     main = context.is_main
@@ -130,7 +139,9 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         store.record(run, config, status="running")
     lipschitz = lipschitz_constant(model)
     step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
-    bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
+    if main:
+        note(f"{config.name}: {'resuming' if resume else 'training'} in {run.path}", progress)
+    bar = Progress(steps, config.name, "step", progress and main, initial=state.step)
     # A subset's passes over its data are short (one batch when N <= the batch size, and
     # 3000 * 50000 / 48 of them in the paper's smallest run): group them so that logging,
     # evaluation and checkpoints happen once per full-set epoch's worth of steps.
@@ -152,6 +163,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
                 record.update(_evaluation_metrics(_evaluate(model, data, config, device), data.eval_split))
             if main:
                 run.log_metrics(record)
+                bar.line(_epoch_line(record, logical_epoch, math.ceil(passes / passes_per_epoch), steps))
                 if finished or logical_epoch % max(config.train.checkpoint_every, 1) == 0:
                     save_checkpoint(run.checkpoint_path, model, optimizer, schedule, state, architecture)
             if on_epoch_end is not None:
@@ -161,6 +173,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 
     if main:
         results = final_results(model, data, config, state, device, context, progress)
+        results["warnings"] = training_warnings(results, data.num_classes, run.metrics())
         atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
         run.save_results(results)
         run.log_metrics(
@@ -245,6 +258,16 @@ def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context,
         totals += _flush(window, epoch, context)
     distributed.all_reduce(totals, context)
     return _epoch_metrics(totals, lipschitz)
+
+
+def _epoch_line(record: dict, epoch: int, epochs: int, steps: int) -> str:
+    """The plain progress line of one epoch: where training stands and its metrics."""
+    metrics = "  ".join(
+        f"{key.removeprefix('train_')} {value:.4f}"
+        for key, value in record.items()
+        if key not in ("epoch", "step", "lr") and isinstance(value, float)
+    )
+    return f"epoch {epoch}/{epochs}  step {record['step']}/{steps}  lr {record['lr']:.3g}  {metrics}"
 
 
 def _batches(loader, epochs):
@@ -482,6 +505,24 @@ def _evaluation_metrics(result: dict, split: str) -> dict:
     for entry in result["cra"]:
         metrics[f"{split}_cra_{entry['label']}"] = entry["cra"]
     return metrics
+
+
+def training_warnings(results: dict, num_classes: int, records: list[dict]) -> list[str]:
+    """What the end-of-run summary must say plainly: a run at chance accuracy learned nothing,
+    though its loss stayed finite (a NaN loss stops the run with TrainingDivergedError instead)."""
+    chance = 1 / num_classes
+    if results["accuracy"] > 1.5 * chance:
+        return []
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    trend = ""
+    if len(losses) >= 2:
+        verb = "stopped falling" if losses[-1] > 0.9 * losses[0] else "fell"
+        trend = f"; the training loss {verb} ({losses[0]:.4g} in the first epoch, {losses[-1]:.4g} in the last)"
+    return [
+        f"accuracy {results['accuracy']:.1%} is chance level (1 in {num_classes} = {chance:.1%}): the model "
+        f"learned nothing{trend}. Try another optim.lr (3-10x lower if the loss stalled high, higher if it barely "
+        "moved) or more epochs, and check the data's labels"
+    ]
 
 
 def final_results(

@@ -91,8 +91,9 @@ def progress_bar(iterable, desc: str, unit: str = "it", enabled: bool = True, to
 
 
 def note(message: str, enabled: bool = True) -> None:
-    """A message about the run (where it is written, what it resumes), shown unless progress is off."""
-    if wanted(enabled):
+    """A message about the work about to start (such as where a run is written), shown unless
+    progress is off or this work is part of a larger unit (a sweep's runs: its lines say enough)."""
+    if wanted(enabled) and not _open:
         tqdm.write(message, file=sys.stderr)
 
 

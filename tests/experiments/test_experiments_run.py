@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from robustlab.cli import main
+from robustlab.errors import RobustlabError
 from robustlab.experiments import get_experiment, report_experiment, run_experiment
 from robustlab.experiments.sweep import Sweep, collect, find_runs, run_sweep, with_overrides
 from robustlab.runs.config import ConfigError, load_config
@@ -114,8 +115,9 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     with pytest.raises(ConfigError, match="data.extra_path=FILE.npz"):
         experiment.sweeps(experiment.setup("smoke"))
     setup = experiment.setup("smoke", overrides=TINY + [f"data.extra_path={path}"], extra=(0, 30, 500), epochs=0.5)
-    empty = report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")  # before any training
-    assert (empty.rows, empty.runs_missing) == ([], 3)
+    with pytest.raises(RobustlabError, match=r"no finished runs of extra_data .*\(0 of 3\)"):  # before training
+        report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # no empty figure
     rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
     assert "doubling the training data adds" in report.notes[0] and "1437 real images" in report.notes[0]
     assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds

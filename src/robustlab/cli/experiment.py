@@ -7,7 +7,6 @@ from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.runs.config import ConfigError
-from robustlab.runs.store import RunStore
 
 
 def add_parser(subparsers) -> None:
@@ -88,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         return list_experiments(args)
     from robustlab.experiments import run_experiment
+    from robustlab.runs.store import RunStore
 
     setup = setup_from_args(args)
     rows, report = run_experiment(

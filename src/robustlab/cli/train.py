@@ -6,7 +6,6 @@ import argparse
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.runs.config import load_config, preset_names
-from robustlab.runs.store import Run, RunStore
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
 
@@ -44,6 +43,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore
     from robustlab.train import distributed
     from robustlab.train.loop import train  # torch models load only when training
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(run: Run) -> dict:
+def summary(run) -> dict:
     return {"run_dir": str(run.path), **run.load_results()}
 
 

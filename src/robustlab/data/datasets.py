@@ -68,7 +68,23 @@ class ImageDataset:
 
 def default_data_dir(data_dir: str | Path | None = None) -> Path:
     """The folder with dataset files: the argument, else $ROBUSTLAB_DATA, else ~/.robustlab/data."""
-    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+    folder = Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+    if folder.exists() and not folder.is_dir():
+        given = "--data-dir (data.data_dir)" if data_dir else f"${DATA_DIR_ENV}"
+        raise DatasetError(
+            f"{folder} is a file, but {given} names the folder that holds the datasets (<name>.npz or the "
+            "official files in <name>/); give that folder, or an .npz file as the dataset name itself"
+        )
+    return folder
+
+
+def recorded_data_dir(name: str, data_dir: str | None) -> str | None:
+    """The data folder a run of dataset ``name`` should record: absolute, and resolved from
+    $ROBUSTLAB_DATA or the default when not given, so that certifying it later in another
+    shell reads the same files. None for datasets that need no folder (built in, or a path)."""
+    if name.endswith(".npz") or name not in DATASETS or not DATASETS.get(name).files:
+        return data_dir
+    return str(default_data_dir(data_dir).resolve())
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,9 +303,9 @@ class DatasetSpec:
                     raise DatasetError(
                         f"dataset '{self.name}' not found in {data_dir}: expected {self.name}.npz "
                         f"(x_train, y_train, x_test, y_test) or the official files "
-                        f"{', '.join(f.filename for f in self.files)} in {folder}/. Run "
-                        f"`robustlab data prepare {self.name} --download --data-dir {data_dir}` "
-                        "or put the files there."
+                        f"{', '.join(f.filename for f in self.files)} in {folder}/. If it is in another "
+                        f"folder, give that folder (--data-dir or ${DATA_DIR_ENV}); else fetch it with "
+                        f"`robustlab data prepare {self.name} --download --data-dir {data_dir}`."
                     )
                 download_file(remote, path)
             elif verify:

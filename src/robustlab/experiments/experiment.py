@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustlab.errors import RobustlabError
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
@@ -146,6 +147,12 @@ def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None 
     """The experiment's figure and table from the runs already in ``store``; trains nothing."""
     experiment = get_experiment(setup.experiment)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
+    if not any(row.results is not None for row in rows):  # an empty figure would look like a result
+        raise RobustlabError(
+            f"no finished runs of {setup.experiment} (scale {setup.scale}, {setup.dataset}) in {store.root} "
+            f"(0 of {len(rows)}); train them with `robustlab experiment {setup.experiment} --scale {setup.scale}`, "
+            "or give the --runs-root that holds them"
+        )
     return _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 
 

@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from torch import nn
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import margins
+from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
@@ -81,6 +82,8 @@ def train(
         config = Run(run_dir).load_config()
     if config is not None:
         check_ranges(config)  # before any folder is made or data is read
+        if not resume:
+            config = _record_data_folder(config)
     context, device = distributed.setup(config.train.device if config else "auto")
     try:
         return _train(config, run_dir, store, resume, progress, on_epoch_end, context, device)
@@ -423,6 +426,15 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
     run = store.create(config, run_dir)
     distributed.broadcast_object(str(run.path), context)
     return run, config, store
+
+
+def _record_data_folder(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with the data folder it reads ($ROBUSTLAB_DATA or the default resolved), so that
+    the run's config.yaml finds the same files from any shell."""
+    folder = recorded_data_dir(config.data.name, config.data.data_dir)
+    if folder == config.data.data_dir:
+        return config
+    return replace(config, data=replace(config.data, data_dir=folder))
 
 
 def _forget_metrics_after(run: Run, step: int) -> None:

@@ -6,7 +6,7 @@ import typing
 import pytest
 
 from robustlab.cli import main
-from robustlab.runs.config import ConfigError, ExperimentConfig, Range, check_ranges, load_config
+from robustlab.config import ConfigError, ExperimentConfig, Range, check_ranges, load_config
 
 TINY = ["model.kwargs={width: 16, depth: 1}", "train.batch_size=128", "train.epochs=1", "train.device=cpu"]
 

@@ -37,7 +37,7 @@ def test_quiet_and_the_environment_variable_silence_progress(tmp_path, capsys, m
 
 
 def test_resuming_a_run_without_a_checkpoint_says_it_starts_again(tmp_path, capsys):
-    from robustlab.runs.config import load_config
+    from robustlab.config import load_config
     from robustlab.runs.store import RunStore
 
     run = RunStore(tmp_path).create(load_config("digits", [o for o in TINY_TRAIN if o != "--set"]))

@@ -10,10 +10,10 @@ import torch
 import robustlab
 from robustlab.certify.evaluate import evaluate, split_images
 from robustlab.cli import main
+from robustlab.config import load_config
+from robustlab.files import atomic_torch_save
 from robustlab.nn.models import create_model
-from robustlab.runs.store import atomic_torch_save
-from robustlab.runs.weights import WeightsError, architecture_record, load_model, save_safetensors
-from robustlab.train.loop import load_run_model
+from robustlab.runs.checkpoint import WeightsError, architecture_record, load_model, load_run_model, save_safetensors
 
 REPO = Path(__file__).resolve().parents[1]  # holds hubconf.py
 CPL = ["model.name=lipconvnet-cpl", "model.kwargs={width: 16, depth: 1}", "train.epochs=1", "train.device=cpu"]
@@ -24,7 +24,7 @@ def trained_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("weights") / "run"
     argv = [arg for o in CPL + ["train.batch_size=128"] for arg in ("--set", o)]
     assert main(["train", "--run-dir", str(run_dir), "--quiet", *argv]) == 0
-    assert main(["certify", str(run_dir), "--quiet", "--eps", "36/255", "72/255"]) == 0
+    assert main(["certify", str(run_dir), "--quiet"]) == 0  # writes certify.json
     return run_dir
 
 
@@ -47,7 +47,7 @@ def test_round_trip_through_safetensors_and_torch_hub(trained_run, tmp_path, mon
             assert torch.equal(model(x), expected)
 
     certified = json.loads((trained_run / "certify.json").read_text())
-    again = evaluate(loaded, images, labels, [36 / 255, 72 / 255], 500, "cpu", num_classes)
+    again = evaluate(loaded, images, labels, config.eval.eps, 500, "cpu", num_classes)
     assert [e["cra"] for e in again["cra"]] == [e["cra"] for e in certified["cra"]]
     assert again["accuracy"] == certified["accuracy"]
 
@@ -65,9 +65,10 @@ def test_the_plain_export_round_trips_too(trained_run, capsys):
         torch.testing.assert_close(plain(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
-def _mlp_file(path, version=2, name="lipmlp-aol"):
-    model = create_model(name, (1, 8, 8), 10, width=16, depth=1)
-    record = {**architecture_record(model, name, {"width": 16, "depth": 1}, 1000), "version": version}
+def _mlp_file(path, version=2):
+    model = create_model("lipmlp-aol", (1, 8, 8), 10, width=16, depth=1)
+    config = load_config(None, ["model.name=lipmlp-aol", "model.kwargs={width: 16, depth: 1}"])
+    record = {**architecture_record(model, config), "version": version}
     return model, save_safetensors(path, model, record)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Loaded on first use, so that `import robustlab` (and `robustlab --help`) does not import torch.
-_LAZY = {"load_model": "robustlab.runs.weights"}
+_LAZY = {"load_model": "robustlab.runs.checkpoint"}
 
 
 def __getattr__(name: str) -> Any:

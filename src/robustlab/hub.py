@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from robustlab.nn.models import MODELS, create_model
-from robustlab.runs.weights import fetch, load_model
+from robustlab.runs.checkpoint import load_model
 
 
 def entry_point(name: str) -> Callable[..., nn.Module]:
@@ -34,3 +38,18 @@ def entry_point(name: str) -> Callable[..., nn.Module]:
 
 def entry_points() -> dict[str, Callable[..., nn.Module]]:
     return {name.replace("-", "_"): entry_point(name) for name in MODELS.names()}
+
+
+def fetch(path_or_url: str | Path) -> Path:
+    """A local weights file: ``path_or_url`` itself, or a URL downloaded once into torch.hub's cache."""
+    text = str(path_or_url)
+    if urllib.parse.urlparse(text).scheme not in ("http", "https", "file"):
+        return Path(text).expanduser()
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    # named by the URL's hash too: two URLs of files called model.safetensors must not share a cache entry
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    target = folder / f"{digest}-{Path(urllib.parse.urlparse(text).path).name}"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(text, str(target), progress=False)
+    return target

@@ -36,15 +36,35 @@ def ensure_available(name: str) -> Callable:
     return attack
 
 
-def _import_autoattack():
+def _import_autoattack() -> Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str], torch.Tensor]:
+    """``run(model, x, y, eps, version)``: L2 AutoAttack's adversarial ``x``, from the authors' git
+    package ``autoattack`` if installed, else PyPI's ``pyautoattack`` (the same attacks, packaged with
+    another signature: keyword-only options, ``device``, ``batch_size``)."""
     try:
         from autoattack import AutoAttack
+
+        def run(model, x, y, eps, version):
+            adversary = AutoAttack(model, norm="L2", eps=eps, version=version, verbose=False)
+            return adversary.run_standard_evaluation(x, y, bs=len(x))
+
+        return run
+    except ImportError:
+        pass
+    try:
+        from pyautoattack import AutoAttack as PyPIAutoAttack
     except ImportError:
         raise AttackUnavailableError(
-            "the attack 'autoattack' needs the optional autoattack package, which is not installed; "
-            "install it with `pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
+            "the attack 'autoattack' needs AutoAttack, which is not installed; install it with "
+            "`pip install 'robustlab[attacks]'` (PyPI's pyautoattack) or "
+            "`pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
         ) from None
-    return AutoAttack
+
+    def run_pypi(model, x, y, eps, version):
+        adversary = PyPIAutoAttack(model, norm="L2", eps=eps, version=version, device=x.device)
+        adversary.verbose = False
+        return adversary.run_standard_evaluation(x, y, batch_size=len(x))
+
+    return run_pypi
 
 
 @ATTACKS.register("pgd")
@@ -100,20 +120,19 @@ def autoattack_l2(
     version: str = "standard",
     buckets: int = 8,
 ) -> torch.Tensor:
-    """AutoAttack (Croce & Hein 2020) in the L2 norm, if the ``autoattack`` package is installed.
+    """AutoAttack (Croce & Hein 2020) in the L2 norm, if ``autoattack`` or ``pyautoattack`` is installed.
 
     AutoAttack takes one radius per call; per-sample radii are grouped into ``buckets``
     by size and each group is attacked at its smallest radius, which is at most every
     member's own radius, so a counterexample it finds is a real one.
     """
-    AutoAttack = _import_autoattack()
+    run = _import_autoattack()
     radius = _per_sample(eps, x).flatten()
     adversarial = x.clone()
     for group in torch.argsort(radius).tensor_split(buckets):
         if len(group) == 0 or radius[group].min() <= 0:
             continue
-        adversary = AutoAttack(model, norm="L2", eps=radius[group].min().item(), version=version, verbose=False)
-        adversarial[group] = adversary.run_standard_evaluation(x[group], y[group], bs=len(group)).to(x.dtype)
+        adversarial[group] = run(model, x[group], y[group], radius[group].min().item(), version).to(x.dtype)
     return adversarial
 
 

@@ -18,9 +18,9 @@ import importlib
 import sys
 
 from robustlab import __version__
+from robustlab.config import ConfigError
 from robustlab.errors import RobustlabError
 from robustlab.registry import UnknownNameError
-from robustlab.runs.config import ConfigError
 
 COMMANDS = ("data", "train", "certify", "export", "verify", "smooth", "experiment", "theory", "report", "demo")
 

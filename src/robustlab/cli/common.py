@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from robustlab.runs.config import MAX_EPS, ConfigError, parse_float
+from robustlab.config import MAX_EPS, ConfigError, parse_float
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
     """Print ``data`` as JSON with --json, else as the human-readable ``render(data)``."""
     if getattr(args, "json", False):
-        from robustlab.runs.store import json_default  # imports torch: only when printing JSON
+        from robustlab.files import json_default  # imports torch: only when printing JSON
 
         json.dump(data, sys.stdout, indent=2, default=json_default)
         sys.stdout.write("\n")

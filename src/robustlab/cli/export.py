@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlab.runs.weights import export_run
+    from robustlab.runs.checkpoint import export_run
 
     path = export_run(args.run_dir, args.out, args.plain)
     emit(args, {"path": str(path), "plain": args.plain}, lambda data: f"wrote {data['path']}")

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.progress import Progress
-from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.runs.store import Run, RunStore
+from robustlab.train.loop import train
 
 Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_size": 390}
 Grid = dict[str, list[Any]] | list[Overrides]
@@ -32,6 +33,7 @@ EXECUTION_KEYS = (
     "name",
     "train.device",
     "train.checkpoint_every",
+    "train.log_to",
     "data.data_dir",
     "data.download",
     *(f"train.{option}" for option in SPEED_OPTIONS),
@@ -185,7 +187,6 @@ def run_sweep(
     todo = [row for row in rows if row.status != DONE]
     if dry_run or not todo:
         return rows
-    from robustlab.train.loop import train  # the engine pulls in torch models; import late
 
     with Progress(len(todo), sweep.name, "run", progress) as bar:
         for done, row in enumerate(todo, 1):

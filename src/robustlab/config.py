@@ -132,6 +132,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training
     channels_last: bool = False
     cuda_graph: bool = False  # CUDA: replay each step's forward and backward from a captured graph
+    # mirror the metrics to tensorboard and/or wandb (offline); metrics.jsonl stays the record
+    log_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
 
 
 # TrainConfig flags that change which kernels run, not the arithmetic (precision does change it)

@@ -79,8 +79,9 @@ def test_autoattack_missing_gives_install_hint():
 def test_autoattack_adapter_checks_a_tiny_model():
     if not _autoattack_installed():
         pytest.skip("needs autoattack (git) or pyautoattack (pip install 'robustlab[attacks]')")
-    weight = orthonormal_rows(10, 16, seed=4)  # 10 classes: AutoAttack's targeted attacks take the top 9
-    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    # 10 classes (its targeted attacks take the top 9) and 16x16 images (its Square attack needs room)
+    weight = orthonormal_rows(10, 256, seed=4)
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(5))
     honest = LinearClassifier(weight)
     y = honest(x).argmax(dim=1)
     report = check_soundness(honest, x, certify_points(honest, x, y), attack="autoattack")

@@ -62,7 +62,8 @@ def _import_autoattack() -> Callable[[nn.Module, torch.Tensor, torch.Tensor, flo
     def run_pypi(model, x, y, eps, version):
         adversary = PyPIAutoAttack(model, norm="L2", eps=eps, version=version, device=x.device)
         adversary.verbose = False
-        return adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # and the labels it predicts
+        return x_adv
 
     return run_pypi
 
@@ -127,13 +128,29 @@ def autoattack_l2(
     member's own radius, so a counterexample it finds is a real one.
     """
     run = _import_autoattack()
+    model32 = _Float32Inputs(model, x.dtype)  # AutoAttack's code makes float32 tensors of its own
     radius = _per_sample(eps, x).flatten()
     adversarial = x.clone()
     for group in torch.argsort(radius).tensor_split(buckets):
         if len(group) == 0 or radius[group].min() <= 0:
             continue
-        adversarial[group] = run(model, x[group], y[group], radius[group].min().item(), version).to(x.dtype)
+        found = run(model32, x[group].float(), y[group], radius[group].min().item(), version)
+        adversarial[group] = found.to(x.dtype)
     return adversarial
+
+
+class _Float32Inputs(nn.Module):
+    """``model`` (e.g. the float64 copy certification uses) taking and giving float32 tensors.
+
+    A counterexample is still judged on ``model`` itself, after ``check_soundness`` pulls the
+    float32 point back into its ball."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
 
 
 def check_soundness(

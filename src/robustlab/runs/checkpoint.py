@@ -34,6 +34,7 @@ from robustlab.config import ExperimentConfig
 from robustlab.data.splits import PreparedData
 from robustlab.errors import RobustlabError
 from robustlab.files import atomic_open, atomic_torch_save, safe_torch_load
+from robustlab.nn.lipschitz import configure_eval
 from robustlab.nn.models import ARCHITECTURE_VERSION, ImageClassifier, architecture_change, create_model
 from robustlab.registry import UnknownNameError
 from robustlab.runs.store import Run
@@ -76,10 +77,7 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Mo
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
         **architecture["kwargs"],
     )
-    for module in model.modules():  # CPL layers: power-iteration steps when evaluating
-        if hasattr(module, "eval_iterations"):
-            module.eval_iterations = power_iterations
-    return model
+    return configure_eval(model, power_iterations=power_iterations)
 
 
 def rng_states() -> dict:
@@ -292,9 +290,7 @@ def _plain_skeleton(model: ImageClassifier) -> nn.Module:
     """The plain modules ``export_model`` makes of ``model``, whose weights are about to be replaced."""
     from robustlab.nn.export import export_model
 
-    for module in model.modules():  # CPL: the cheap FFT bound, not 1000 Lanczos steps on random weights
-        if hasattr(module, "eval_iterations"):
-            module.eval_iterations = 0
+    configure_eval(model, power_iterations=0)  # CPL: the cheap FFT bound, not 1000 Lanczos steps on random weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ... which warns that it is loose: irrelevant here
         return export_model(model)

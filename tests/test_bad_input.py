@@ -54,6 +54,8 @@ def test_run_folder_with_a_damaged_config(tmp_path, capsys):
         ("optim.momentum=1", "optim.momentum: 1.0 is out of range; valid values: [0, 1)"),
         ("optim.momentum=-0.1", "optim.momentum: -0.1 is out of range; valid values: [0, 1)"),
         ("eval.eps=[36]", "eval.eps: 36.0 is out of range; valid values: [0, 1]; radii are in the [0, 1] pixel"),
+        ("optim.lr=.nan", "optim.lr: nan is out of range; valid values: (0, inf)"),
+        ("train.epochs=.inf", "train.epochs: inf is out of range; valid values: (0, inf)"),
     ],
 )
 def test_out_of_range_values_are_refused_before_training(tmp_path, capsys, override, expected):

@@ -32,8 +32,9 @@ class ConfigError(ValueError):
 class Range:
     """The valid values of a numeric config key: ``low``/``high`` bounds, each closed unless ``*_open``.
 
-    Every int or float key of the schema declares one (``tests/test_config.py`` walks the
-    schema), so a value out of range is refused before any training, naming the range.
+    Every int or float key of the schema declares one (``tests/test_bad_input.py`` walks the
+    schema), so a value out of range is refused before any training, naming the range. NaN and
+    infinities are never in range.
     """
 
     low: float | None = None
@@ -42,6 +43,8 @@ class Range:
     high_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))

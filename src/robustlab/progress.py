@@ -36,7 +36,13 @@ class Progress:
     """
 
     def __init__(
-        self, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True, initial: int = 0
+        self,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        enabled: bool = True,
+        initial: int = 0,
+        unit_scale: bool = False,
     ):
         show = wanted(enabled)
         nested = bool(_open)
@@ -49,6 +55,7 @@ class Progress:
             unit=unit,
             disable=not (show and on_terminal()),
             leave=not nested,  # a nested bar disappears when done, so its parent's stays readable
+            unit_scale=unit_scale,
             dynamic_ncols=True,
         )
         self._start = time.perf_counter()

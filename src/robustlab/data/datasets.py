@@ -140,7 +140,7 @@ def _copy_url(url: str, out, label: str) -> str:
     digest = hashlib.md5()
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with Progress(total, label, "B") as bar:
+        with Progress(total, label, "B", unit_scale=True) as bar:
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 digest.update(block)

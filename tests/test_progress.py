@@ -44,3 +44,34 @@ def test_resuming_a_run_without_a_checkpoint_says_it_starts_again(tmp_path, caps
     assert main(["train", "--resume", str(run.path), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"{run.path} has no checkpoint.pt" in err and "training starts again from step 0" in err
+
+
+@pytest.mark.slow
+def test_on_a_terminal_a_bar_replaces_the_plain_lines(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()  # a real terminal for the child's stderr, 100 columns wide
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    argv = [sys.executable, "-m", "robustlab.cli", "train", "--run-dir", str(tmp_path / "run"), *TINY_TRAIN]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert child.wait(timeout=120) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert f"digits: training in {tmp_path / 'run'}" in screen
+    assert "\r" in screen and "step/s" in screen  # tqdm redraws its bar in place
+    assert "epoch 1/3" not in screen  # no plain epoch lines on a terminal

@@ -32,3 +32,13 @@ def test_tensorboard_receives_the_logged_metrics(tmp_path):
     losses = [(e.step, e.value) for e in events.Scalars("train_loss")]
     assert losses == [(r["step"], pytest.approx(r["train_loss"], rel=1e-6)) for r in logged]
     assert "test_accuracy" in events.Tags()["scalars"]  # the final evaluation too
+
+
+@pytest.mark.slow
+def test_wandb_writes_an_offline_run_with_the_metrics(tmp_path, capfd):
+    pytest.importorskip("wandb")
+    run = train(tiny_config("train.epochs=1", "train.log_to=[wandb]"), run_dir=tmp_path / "run", progress=False)
+    (offline,) = (run.path / "wandb").glob("offline-run-*/run-*.wandb")  # `wandb sync` uploads it
+    data = offline.read_bytes()
+    assert b"train_loss" in data and b"test_accuracy" in data
+    assert "wandb" not in capfd.readouterr().err  # silent

@@ -71,7 +71,13 @@ class _WandB:
         import wandb
 
         self.run = wandb.init(
-            mode="offline", dir=str(run.path), project="robustlab", name=run.id, config=config.to_dict(), reinit=True
+            mode="offline",
+            dir=str(run.path),
+            project="robustlab",
+            name=run.id,
+            config=config.to_dict(),
+            reinit="create_new",  # a run per training run, also in one process (a sweep)
+            settings=wandb.Settings(silent=True),  # its banners would interleave with the progress lines
         )
 
     def log(self, scalars: dict[str, float], step: int) -> None:

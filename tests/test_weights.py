@@ -49,8 +49,8 @@ def test_round_trip_through_safetensors_and_torch_hub(trained_run, tmp_path, mon
 
     certified = json.loads((trained_run / "certify.json").read_text())
     again = evaluate(loaded, images, labels, config.eval.eps, 500, "cpu", num_classes)
-    assert [e["cra"] for e in again["cra"]] == [e["cra"] for e in certified["cra"]]
-    assert again["accuracy"] == certified["accuracy"]
+    assert [point.cra for point in again.cra] == [e["cra"] for e in certified["cra"]]
+    assert again.accuracy == certified["accuracy"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
-DEFAULT_EPS = (36 / 255, 72 / 255, 108 / 255, 1.0)
+PAPER_EPS = 36 / 255  # the L2 radius the paper reports unless it says otherwise
+DEFAULT_EPS = (PAPER_EPS, 72 / 255, 108 / 255, 1.0)  # radii certified by default
 MAX_EPS = 1.0  # a larger radius is almost always a radius in 0-255 units (36 meant as 36/255)
 
 
@@ -108,7 +109,9 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     name: Literal["offset_ce", "ce"] = "offset_ce"
-    offset: float = ranged(math.sqrt(2) * 36 / 255, **NON_NEGATIVE)  # OffsetCrossEntropy's u
+    offset: float = ranged(
+        math.sqrt(2) * PAPER_EPS, **NON_NEGATIVE
+    )  # OffsetCrossEntropy's u: a margin for radius PAPER_EPS
     temperature: float = ranged(0.25, **POSITIVE)  # T: loss = T * CE((z - u*onehot) / T)
 
 

@@ -3,12 +3,10 @@
 Each subcommand lives in its own module here with an ``add_parser(subparsers)`` function
 that registers its arguments and sets ``func`` to a callable taking the parsed
 arguments and returning an exit status. Errors a user can fix (bad config, missing data
-files, unknown names) are printed as one line, never as a traceback.
-
-Building the parser imports every command module, so those import torch, NumPy, SciPy,
-matplotlib and the engine inside the functions that run a command, never at the top:
-`robustlab --help` then takes a fraction of a second instead of seconds
-(tests/test_cli_imports.py keeps it so).
+files, unknown names) are printed as one line, never as a traceback. A subcommand imports
+the engine it runs (training, certification, experiments) and torch, NumPy, SciPy and
+matplotlib inside its ``run`` function, never at the top, so that ``robustlab --help``
+takes a fraction of a second instead of seconds (tests/test_cli_imports.py keeps it so).
 """
 
 from __future__ import annotations

@@ -56,9 +56,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.certify.attacks import check_soundness, ensure_available
-    from robustlab.certify.evaluate import certify_points, split_images, summarize
+    from robustlab.certify.evaluate import certify_points, split_images, summarize_certificates
     from robustlab.runs.checkpoint import load_run_model
+    from robustlab.runs.results import CERTIFY_FILE, CertifyReport
     from robustlab.runs.store import Run
     from robustlab.runtime import resolve_device
 
@@ -74,30 +76,26 @@ def run(args: argparse.Namespace) -> int:
         images, labels = images[:limit], labels[:limit]
     eps = args.eps or config.eval.eps
     run = Run(args.run_dir)
-    name = result_name(split, limit, eps, config)
+    name = result_name(split, limit, eps, config, CERTIFY_FILE)
     if not (args.check_soundness or args.force):
         _keep_checked_result(run.path / name)  # refused before the work, not after
     batch_size = args.batch_size or config.eval.batch_size
     start = time.perf_counter()
     certificates = certify_points(model, images, labels, batch_size, device, progress=not args.quiet)
-    result = {
-        "run_dir": args.run_dir,
-        "split": split,
-        "model": config.model.name,
-        **summarize(certificates, eps, num_classes),
-        "time_s": time.perf_counter() - start,
-    }
+    evaluation = summarize_certificates(certificates, eps, num_classes)
+    evaluation.time_s = time.perf_counter() - start
+    report = CertifyReport(args.run_dir, split, config.model.name, evaluation)
     if args.check_soundness:
         start = time.perf_counter()
         options = {"steps": args.attack_steps, "restarts": args.attack_restarts} if args.attack == "pgd" else {}
-        result["soundness"] = check_soundness(
+        report.soundness = check_soundness(
             model, images, certificates, args.attack, batch_size, device, progress=not args.quiet, **options
         )
-        result["soundness"]["time_s"] = time.perf_counter() - start
-    result["file"] = str(run.write_json(name, result))
-    emit(args, result, _render)
-    if args.check_soundness and not result["soundness"]["sound"]:
-        found = result["soundness"]["counterexamples"]
+        report.soundness["time_s"] = time.perf_counter() - start
+    path = run.write_json(name, report.to_dict())
+    emit(args, {**report.to_dict(), "file": str(path)}, _render)
+    if report.soundness is not None and not report.soundness["sound"]:
+        found = report.soundness["counterexamples"]
         print(
             f"robustlab certify: UNSOUND: {len(found)} certified image(s) were flipped inside their "
             f"certified radius (first: {found[0]}); the model's Lipschitz bound does not hold",
@@ -107,16 +105,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def result_name(split: str, limit: int | None, eps: list[float], config) -> str:
-    """One file per settings: ``certify.json`` for the run's own (its evaluation split, every image,
-    its eval.eps), so a quick ``--limit 200`` never replaces the full result."""
+def result_name(split: str, limit: int | None, eps: list[float], config, default: str) -> str:
+    """One file per settings: ``default`` (certify.json) for the run's own (its evaluation split, every
+    image, its eval.eps), else ``certify-<split>-first<N>-eps<...>.json`` with the parts that differ,
+    so a quick ``--limit 200`` never replaces the full result."""
     default_split = "val" if config.data.val_size > 0 else "test"
     parts = [] if split == default_split else [split]
     if limit is not None:
         parts.append(f"first{limit}")
     if [round(e, 9) for e in eps] != [round(e, 9) for e in config.eval.eps]:
         parts.append("eps" + "_".join(f"{e:.4g}" for e in eps))
-    return "-".join(["certify", *parts]) + ".json"
+    if not parts:
+        return default
+    return "-".join([default.removesuffix(".json"), *parts]) + ".json"
 
 
 def _keep_checked_result(path) -> None:

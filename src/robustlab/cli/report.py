@@ -20,6 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import report_experiment
     from robustlab.runs.store import RunStore
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -65,13 +66,13 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Mo
     )
     for module in model.modules():  # CPL layers: power-iteration steps when evaluating
         if hasattr(module, "eval_iterations"):
-            module.eval_iterations = power_iterations
+            module.eval_iterations = power_iterations  # type: ignore[assignment]  # an int attribute
     return model
 
 
 def rng_states() -> dict:
     """The torch, CUDA, NumPy and Python generators' states, as tensors and plain data."""
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple[Any, ...], np.random.get_state())  # legacy form: (name, keys, pos, ...)
     states = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),

@@ -222,7 +222,7 @@ def _join(where: str, key: str) -> str:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(value if value is not None else {}, hint, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)

@@ -75,8 +75,8 @@ def dataset_table(data_dir: str | None = None) -> dict:
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         status = spec.status(folder)
-        location = {"npz": spec.npz_path(folder), "official": spec.folder(folder)}.get(status)
-        location = location and str(location)
+        path = {"npz": spec.npz_path(folder), "official": spec.folder(folder)}.get(status)
+        location = None if path is None else str(path)
         rows.append({"name": name, "status": status, "location": location, "description": spec.description})
     return {"data_dir": str(folder), "datasets": rows}
 

@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         plan = [{"sweep": r.sweep, **r.overrides, "status": r.status} for r in rows]
         emit(args, plan, lambda p: format_table(p) + f"\n{sum(r['status'] != 'done' for r in p)} runs to train")
         return 0
+    assert report is not None  # written unless it is a dry run
     emit(args, report.to_dict(), render_report)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table, int_list
 
@@ -74,7 +75,7 @@ def run_theorem1(args: argparse.Namespace) -> int:
     sweeps = {"d = ceil(log2 n) + 7": theorem1_sweep(args.sizes, **options)}
     if args.fixed_d:
         sweeps[f"d = {args.fixed_d}"] = theorem1_sweep(args.sizes, d=args.fixed_d, **options)
-    result = {"sweeps": sweeps}
+    result: dict[str, Any] = {"sweeps": sweeps}
     if args.plot:
         result["plot"] = str(plot_theorem1(sweeps, args.plot))
     emit(args, result, _render_theorem1)

@@ -209,6 +209,8 @@ def training_set_evaluation(row: SweepRow) -> EvalResult:
     results.json has only running training metrics of the last epoch, so this loads the
     final weights and certifies them once; the result is kept in the run folder.
     """
+    if row.run is None:
+        raise ValueError(f"{row.sweep} {row.overrides}: the run has not been trained")
     run = Run(row.run)
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
@@ -262,6 +264,6 @@ def metric_panels(table: list[dict[str, Any]], x_name: str) -> list[Panel]:
         for model in models:
             points = [(r[x_name], r[key]) for r in table if r["model"] == model and r[key] is not None]
             if points:
-                curves.append(Curve(model, *zip(*points)))
+                curves.append(Curve(model, [x for x, _ in points], [y for _, y in points]))
         panels.append(Panel(f"{key} (%)", curves))
     return panels

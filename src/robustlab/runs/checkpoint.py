@@ -25,6 +25,7 @@ import random
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from robustlab.config import ExperimentConfig
 from robustlab.data.splits import PreparedData
 from robustlab.errors import RobustlabError
 from robustlab.files import atomic_open, atomic_torch_save, safe_torch_load
+from robustlab.nn.export import export_model
 from robustlab.nn.lipschitz import configure_eval
 from robustlab.nn.models import ARCHITECTURE_VERSION, ImageClassifier, architecture_change, create_model
 from robustlab.registry import UnknownNameError
@@ -67,7 +69,7 @@ def build_model(config: ExperimentConfig, data: PreparedData) -> nn.Module:
     return create_from_architecture(model_architecture(config, data), config.eval.power_iterations)
 
 
-def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Module:
+def create_from_architecture(architecture: dict, power_iterations: int) -> ImageClassifier:
     """The model an ``architecture`` dict describes (random weights); CPL layers evaluate
     with ``power_iterations`` steps."""
     model = create_model(
@@ -77,12 +79,13 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Mo
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
         **architecture["kwargs"],
     )
-    return configure_eval(model, power_iterations=power_iterations)
+    configure_eval(model, power_iterations=power_iterations)
+    return model
 
 
 def rng_states() -> dict:
     """The torch, CUDA, NumPy and Python generators' states, as tensors and plain data."""
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple[Any, ...], np.random.get_state())  # legacy form: (name, keys, pos, ...)
     states = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
@@ -150,7 +153,7 @@ def load_weights(model: nn.Module, checkpoint: dict, path) -> None:
         raise ValueError(f"{path} does not fit the model: {str(error).splitlines()[0]} ...") from None
 
 
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ExperimentConfig]:
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ImageClassifier, ExperimentConfig]:
     """The run's model in eval mode (final weights, or the latest checkpoint) and its config."""
     run = Run(run_dir)
     config = run.load_config()
@@ -190,7 +193,7 @@ def architecture_record(model: ImageClassifier, config: ExperimentConfig) -> dic
         "name": config.model.name,
         "input_shape": list(model.input_shape),
         "num_classes": model.num_classes,
-        "mean": [float(m) for m in model[0].mean.flatten()],  # CenterInputs is the first layer
+        "mean": [float(m) for m in model.input_mean()],
         "kwargs": dict(config.model.kwargs),
         "version": ARCHITECTURE_VERSION,
         "power_iterations": config.eval.power_iterations,
@@ -217,12 +220,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, plain: bool =
     ``load_model`` reads without the run; default ``RUN/model.safetensors`` (``model-plain...``)."""
     model, config = load_run_model(run_dir)
     architecture = architecture_record(model, config)
-    if plain:
-        from robustlab.nn.export import export_model
-
-        model = export_model(model)
+    weights = export_model(model) if plain else model
     out = Path(out) if out else Path(run_dir) / ("model-plain.safetensors" if plain else "model.safetensors")
-    return save_safetensors(out, model, architecture, "plain" if plain else "model")
+    return save_safetensors(out, weights, architecture, "plain" if plain else "model")
 
 
 def read_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], str]:
@@ -280,16 +280,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_na
     change = architecture_change(model, architecture.get("version", 1))
     if change:
         raise WeightsError(f"{path} does not fit this robustlab's '{name}' model: {change}. Train it again.")
-    if form == "plain":
-        model = _plain_skeleton(model)
-    load_weights(model, {"architecture": {"version": ARCHITECTURE_VERSION}, "model": state}, path)  # checked above
-    return model.to(device).eval()
+    loaded = _plain_skeleton(model) if form == "plain" else model
+    load_weights(loaded, {"architecture": {"version": ARCHITECTURE_VERSION}, "model": state}, path)  # checked above
+    return loaded.to(device).eval()
 
 
 def _plain_skeleton(model: ImageClassifier) -> nn.Module:
     """The plain modules ``export_model`` makes of ``model``, whose weights are about to be replaced."""
-    from robustlab.nn.export import export_model
-
     configure_eval(model, power_iterations=0)  # CPL: the cheap FFT bound, not 1000 Lanczos steps on random weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ... which warns that it is loose: irrelevant here

@@ -381,7 +381,7 @@ def evaluate_predictor(
         has_certificate = radius is not None
         clean.append(correct)
         robust.append(ok)
-        if has_certificate:
+        if radius is not None:
             certified.append(correct & (radius > eps))
     fraction = lambda parts: torch.cat(parts).float().mean().item()  # noqa: E731
     return {

@@ -10,7 +10,8 @@ TensorBoard events go to ``RUN/tensorboard/``; W&B runs offline into ``RUN/wandb
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from robustlab.config import ConfigError, ExperimentConfig
 from robustlab.runs.store import Run
@@ -18,7 +19,7 @@ from robustlab.runs.store import Run
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}  # log_to name -> the package it needs
 
 
-def check_available(targets: list[str]) -> None:
+def check_available(targets: Sequence[str]) -> None:
     """A ConfigError before training if a mirror's package is missing."""
     for target in targets:
         if importlib.util.find_spec(PACKAGES[target]) is None:
@@ -28,12 +29,18 @@ def check_available(targets: list[str]) -> None:
             )
 
 
+class MetricWriter(Protocol):
+    def log(self, scalars: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MetricMirrors:
     """Writes every metrics record's numbers to the tools in ``targets`` (none: does nothing)."""
 
-    def __init__(self, targets: list[str], run: Run, config: ExperimentConfig):
+    def __init__(self, targets: Sequence[str], run: Run, config: ExperimentConfig):
         check_available(targets)
-        self.writers = [_OPENERS[target](run, config) for target in targets]
+        self.writers: list[MetricWriter] = [_OPENERS[target](run, config) for target in targets]
 
     def log(self, record: dict[str, Any]) -> None:
         step = int(record.get("step", 0))
@@ -87,4 +94,4 @@ class _WandB:
         self.run.finish()
 
 
-_OPENERS = {"tensorboard": _TensorBoard, "wandb": _WandB}
+_OPENERS: dict[str, Callable[[Run, ExperimentConfig], MetricWriter]] = {"tensorboard": _TensorBoard, "wandb": _WandB}

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -218,7 +219,7 @@ def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context,
         x, y, weight = distributed.shard(x, y, context)
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = step.schedule.get_last_lr()[0]
+        lr = float(step.schedule.get_last_lr()[0])
         loss, logits = step(x, y, weight)
         window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
         state.step += 1
@@ -303,10 +304,10 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
     Parameters are shared with ``model``, which evaluation and checkpoints use.
     """
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     model = distributed.wrap_model(model, context, device)
     if cfg.compile:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))
     return model
 
 

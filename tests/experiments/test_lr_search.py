@@ -56,6 +56,7 @@ def test_the_search_picks_the_lr_with_the_best_mean_validation_cra():
     assert len(drawn) == 4 and all(0.01 <= lr <= 1.0 for lr in drawn)
 
 
+@pytest.mark.slow
 def test_a_stored_choice_is_what_lr_searched_trains_with(tmp_path):
     store = RunStore(tmp_path / "runs")
     with pytest.raises(ConfigError, match="run `robustlab experiment lr_search --scale smoke"):

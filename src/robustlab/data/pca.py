@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+
+from robustlab.progress import progress_bar
 
 CHUNK = 4096  # images per matrix product: bounds the float64 working memory
 CACHE_ENV = "ROBUSTLAB_CACHE"  # folder of cached fits (default ~/.cache/robustlab)
@@ -51,7 +52,7 @@ class PCA:
         complement = kept.sum() > self.dim / 2
         basis = self.components[:, ~kept if complement else kept]
         out = np.empty((len(images), self.dim), np.float32)
-        for start in tqdm(range(0, len(images), CHUNK), desc="PCA projection", disable=None, leave=False):
+        for start in progress_bar(range(0, len(images), CHUNK), "PCA projection", "chunk"):
             centred = _flat(images[start : start + CHUNK]) - self.mean
             removed_or_kept = (centred @ basis) @ basis.T
             out[start : start + CHUNK] = (centred - removed_or_kept if complement else removed_or_kept) + self.mean
@@ -72,7 +73,7 @@ def fit_pca(images: np.ndarray) -> PCA:
         mean += _flat(images[start : start + CHUNK]).sum(axis=0)
     mean /= len(images)
     covariance = np.zeros((dim, dim))
-    for start in tqdm(range(0, len(images), CHUNK), desc="PCA covariance", disable=None, leave=False):
+    for start in progress_bar(range(0, len(images), CHUNK), "PCA covariance", "chunk"):
         centred = _flat(images[start : start + CHUNK]) - mean
         covariance += centred.T @ centred
     covariance /= len(images) - 1

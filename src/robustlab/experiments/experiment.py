@@ -24,6 +24,7 @@ from robustlab.certify.results import EvalResult, eps_label
 from robustlab.certify.smoothing.results import SmoothingResult
 from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
 from robustlab.data.splits import prepare_data
+from robustlab.errors import RobustlabError
 from robustlab.experiments.choices import read_choice
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
@@ -195,6 +196,12 @@ def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None 
     experiment = get_experiment(setup.experiment)
     setup = dataclasses.replace(setup, store=store)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
+    if not any(row.results is not None for row in rows):  # an empty figure would look like a result
+        raise RobustlabError(
+            f"no finished runs of {setup.experiment} (scale {setup.scale}, {setup.dataset}) in {store.root} "
+            f"(0 of {len(rows)}); train them with `robustlab experiment {setup.experiment} --scale {setup.scale}`, "
+            "or give the --runs-root that holds them"
+        )
     return _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 
 
@@ -297,7 +304,9 @@ def training_set_evaluation(row: SweepRow) -> EvalResult:
     """
     if row.results is not None and row.results.train_eval is not None:
         return row.results.train_eval
-    run = Run(str(row.run))
+    if row.run is None:
+        raise ValueError(f"{row.sweep} {row.overrides}: the run has not been trained")
+    run = Run(row.run)
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
         return EvalResult.from_dict(read_json(cached))

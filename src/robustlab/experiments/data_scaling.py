@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from robustlab.certify.smoothing import estimated_radius
 from robustlab.config import PAPER_EPS
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments.experiment import (
@@ -188,13 +189,21 @@ def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row):
     return fit_panels(panels, rows, x_of_row, readers, x_name=x_name, chance=chance, target=setup.params.get("target"))
 
 
+def max_estimated_radius(rows: list[SweepRow]) -> float:
+    """The largest radius the smoothing estimate can give: sigma/2 (PhiInv(0.99) - PhiInv(0.01))."""
+    sigma = max(r.config.augment.noise_std for r in rows)
+    return float(estimated_radius(0.99, 0.01, sigma))
+
+
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, eps = scaling_table(rows, "N", lambda config: config.data.subset_size)
     panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: r.config.data.subset_size)
     notes = []
     if any(r.results is not None and r.results.smoothing is not None for r in rows):
         notes.append(
-            "smoothing runs: the smoothed classifier's accuracy and CRA from the paper's estimate (not a guarantee)."
+            "smoothing runs: the smoothed classifier's accuracy and CRA from the paper's estimate (not a guarantee); "
+            f"with frequencies clipped to [0.01, 0.99] its radius is at most {max_estimated_radius(rows):.3f}, so "
+            "its CRA is 0 at larger radii."
         )
     name = "demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"
     figure = plot_panels(

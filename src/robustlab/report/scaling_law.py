@@ -126,7 +126,10 @@ class Fit:
         if not self.usable:
             return ""
         best, (low, high) = self.x_for(target)
-        text = f"{self.x_name} for {target:g}% ({self.kind} fit): {_number(best)} (95% CI {_number(low)} to {_number(high)})"
+        text = (
+            f"{self.metric}: {self.x_name} for {target:g}% ({self.kind} fit): {_number(best)} "
+            f"(95% CI {_number(low)} to {_number(high)})"
+        )
         top = self.x_range[1]
         if not math.isfinite(best) or best > top * 2**EXTRAPOLATION_DOUBLINGS:
             text += f", extrapolated beyond the measured {self.x_name} <= {_number(top)}"

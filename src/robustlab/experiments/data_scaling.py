@@ -37,7 +37,8 @@ from robustlab.experiments.experiment import (
 )
 from robustlab.experiments.recipes import DEMO_CONFIG, SMOOTHING_SAMPLES
 from robustlab.experiments.sweep import Sweep, SweepRow
-from robustlab.report.plots import plot_panels
+from robustlab.report.plots import Curve, Panel, plot_panels
+from robustlab.report.tables import SD
 from robustlab.runs.store import RunStore
 
 PAPER_SIZES = (48, 97, 195, 390, 781, 1562, 3125, 6250, 12500, 25000, 50000)  # CIFAR-10's halvings
@@ -177,16 +178,38 @@ def scaling_table(rows: list[SweepRow], x_name: str, x_of) -> tuple[list[dict], 
     return seed_mean_table(rows, x_name, x_of, eps, training_metrics(eps), results_of=scored), eps
 
 
+RADIUS_MARKERS = ("s", "^", "v", "D", "P", "X")  # one marker per radius in the larger-radii panel
+
+
 def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row):
-    """Accuracy and CRA at each radius (test solid, training images dashed), with the fits
-    on accuracy and on CRA at 36/255; returns (panels, fit notes, fits)."""
-    panels = metric_panels(table, x_name, ["accuracy", *[cra_column(e) for e in eps]], dashed=("train",))
+    """Accuracy and CRA at 36/255 (test solid, training images dashed) with the fits, then the
+    test CRA at every larger radius the runs were certified at in one panel; returns (panels,
+    fit notes, fits)."""
+    panels = metric_panels(table, x_name, ["accuracy", cra_column(PAPER_EPS)], dashed=("train",))
+    larger = [e for e in eps if e > PAPER_EPS + 1e-9]
+    if larger:
+        panels.append(Panel("CRA at larger radii (%)", larger_radii_curves(table, x_name, larger)))
     readers = {
         "accuracy": lambda r: accuracy_percent(scored(r)),
         cra_column(PAPER_EPS): lambda r: cra_percent(scored(r)),
     }
     chance = 100 / dataset_facts(setup)[1]
     return fit_panels(panels, rows, x_of_row, readers, x_name=x_name, chance=chance, target=setup.params.get("target"))
+
+
+def larger_radii_curves(table: list[dict], x_name: str, radii: list[float]) -> list[Curve]:
+    """The test CRA of every model at each radius: a model keeps its colour, a radius its marker."""
+    curves = []
+    for model in dict.fromkeys(row["model"] for row in table):
+        for radius, marker in zip(radii, RADIUS_MARKERS):
+            column = cra_column(radius)
+            points = [r for r in table if r["model"] == model and r.get(column) is not None]
+            if points:
+                xs, ys = [r[x_name] for r in points], [r[column] for r in points]
+                errors = [r.get(column + SD) for r in points]
+                label = f"{model}, {column.removeprefix('CRA ')}"
+                curves.append(Curve(label, xs, ys, yerr=errors, colour=model, marker=marker))
+    return curves
 
 
 def max_estimated_radius(rows: list[SweepRow]) -> float:

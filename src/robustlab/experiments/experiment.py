@@ -414,7 +414,7 @@ EXTRAPOLATE_DOUBLINGS = 6  # a fit is drawn at most this many doublings beyond t
 
 
 def fit_curve(fit: Fit, label: str, up_to: float | None = None) -> Curve:
-    """A usable fit drawn (a line dashed, a sigmoid dotted) over the measured range. A fit that
+    """A usable fit drawn (a line dash-dotted, a sigmoid dotted) over the measured range. A fit that
     is not flagged also gets its 95% band and, when ``up_to`` lies beyond the range (at most
     ``EXTRAPOLATE_DOUBLINGS`` doublings), its extrapolation towards ``up_to``."""
     low, high = fit.x_range
@@ -428,8 +428,7 @@ def fit_curve(fit: Fit, label: str, up_to: float | None = None) -> Curve:
         name,
         xs.tolist(),
         fit.predict(xs).tolist(),
-        dashed=fit.kind == "line",
-        dotted=fit.kind == "sigmoid",
+        linestyle="-." if fit.kind == "line" else ":",
         band=fit.band(xs) if trusted else None,
         markers=False,
         colour=label,

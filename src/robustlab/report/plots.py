@@ -31,7 +31,8 @@ class Curve:
     x: Sequence[float]
     y: Sequence[float]
     dashed: bool = False
-    dotted: bool = False
+    linestyle: str | None = None  # a matplotlib line style that overrides solid / dashed, e.g. "-." for a fit
+    marker: str = "o"
     yerr: Sequence[float | None] | None = None  # error bars, e.g. the standard deviation over seeds
     band: tuple[Any, Any] | None = None  # a shaded (low, high) region: two sequences (or arrays) like y
     markers: bool = True
@@ -99,7 +100,7 @@ def _draw_panel(ax, panel: Panel, colours: dict[str, str], logx: bool) -> None:
     for curve in panel.curves:
         key = curve.colour or curve.label
         colour = colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
-        style = (":" if curve.dotted else "--" if curve.dashed else "-") + ("o" if curve.markers else "")
+        style = (curve.linestyle or ("--" if curve.dashed else "-")) + (curve.marker if curve.markers else "")
         errors = None if curve.yerr is None else [0.0 if e is None else e for e in curve.yerr]
         ax.errorbar(curve.x, curve.y, yerr=errors, fmt=style, color=colour, markersize=4, capsize=3, label=curve.label)
         if curve.band is not None:

@@ -17,7 +17,7 @@ from robustlab.errors import RobustlabError
 from robustlab.registry import UnknownNameError
 from robustlab.runs.config import ConfigError
 
-COMMANDS = ("data", "train", "certify", "verify", "smooth", "experiment", "theory", "report", "demo")
+COMMANDS = ("data", "train", "certify", "verify", "smooth", "experiment", "theory", "report", "runs", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

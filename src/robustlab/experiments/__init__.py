@@ -12,6 +12,7 @@ from robustlab.experiments.experiment import (
     report_experiment,
     run_experiment,
 )
+from robustlab.experiments.launch import SubmititLauncher
 from robustlab.experiments.sweep import Sweep, SweepRow, collect, run_sweep
 
 # Each module registers its experiment.
@@ -29,6 +30,7 @@ __all__ = [
     "Experiment",
     "Report",
     "Setup",
+    "SubmititLauncher",
     "Sweep",
     "SweepRow",
     "collect",

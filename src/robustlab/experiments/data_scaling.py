@@ -91,7 +91,10 @@ def capped_sizes(sizes, full: int) -> list[int]:
 
 def sweeps(setup: Setup) -> list[Sweep]:
     params = setup.params
-    sizes = capped_sizes(params["sizes"], training_set_size(setup))
+    full = training_set_size(setup)
+    # The whole training split is no subset (the same images, the same epochs), so that the
+    # full-set run is one run with compute_scaling's run of the same epochs (result_key)
+    sizes = [None if n == full else n for n in capped_sizes(params["sizes"], full)]
     return [
         Sweep(
             name=setup.slug(name),
@@ -121,7 +124,8 @@ def doubling_notes(panels: list[Panel], detail: str = "") -> list[str]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table = summarize(rows, "N", lambda config: config.data.subset_size, setup.params["eps"])
+    full = training_set_size(setup)
+    table = summarize(rows, "N", lambda config: config.data.subset_size or full, setup.params["eps"])
     panels = metric_panels(table, "N")
     notes = doubling_notes(panels)
     name = "demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
+from robustlab.experiments.launch import SubmititLauncher
+from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
 from robustlab.report.tables import write_table
@@ -125,19 +126,25 @@ def run_experiment(
     device: str | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    workers: int = 1,
+    gpus_per_job: int = 1,
+    launcher: SubmititLauncher | None = None,
 ) -> tuple[list[SweepRow], Report | None]:
     """Train every run of the experiment not in ``store`` yet, then write its report.
 
     With ``dry_run`` nothing is trained and no report is written: the rows say what
     would train (``train``), resume (``resume``) or is already there (``done``).
+    ``workers``, ``gpus_per_job`` and ``launcher`` say where the runs train
+    (``robustlab.experiments.launch``): the points of all the experiment's sweeps share the
+    workers. Failed points are rows with status ``failed`` and their ``error``; the report
+    leaves them out. With a launcher that does not wait, no report is written either.
     """
     experiment = get_experiment(setup.experiment)
-    rows = [
-        row
-        for sweep in experiment.sweeps(setup)
-        for row in run_sweep(sweep, store, device=device, progress=progress, dry_run=dry_run)
-    ]
+    rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     if dry_run:
+        return rows, None
+    rows = train_rows(rows, store, device, progress, workers, gpus_per_job, launcher)
+    if launcher is not None and not launcher.wait:
         return rows, None
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 

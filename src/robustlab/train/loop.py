@@ -22,6 +22,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,8 +35,9 @@ from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import margins
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
-from robustlab.errors import RobustlabError
+from robustlab.errors import RobustlabError, one_line
 from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
+from robustlab.runs import claims
 from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
 from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
 from robustlab.runtime import seed_everything
@@ -87,14 +89,29 @@ def train(
 
 def _train(config, run_dir, store, resume, progress, on_epoch_end, context, device) -> Run:
     run, config, store = _open_run(config, run_dir, store, resume, context)
-    try:
-        _fit(run, config, store, resume, progress, on_epoch_end, context, device)
-    except BaseException:  # bad data, diverged, interrupted or crashed: the last checkpoint stays
-        if context.is_main:
-            store.record(run, config, status="failed")
-        raise
+    # While the main process trains it beats in the index; a run whose beats stop reads "interrupted"
+    with claims.alive(store) if context.is_main else nullcontext():
+        try:
+            _fit(run, config, store, resume, progress, on_epoch_end, context, device)
+        except Exception as error:  # bad data, bad config, diverged or crashed: the last checkpoint stays
+            if context.is_main:
+                _record_stop(run, config, store, resume, "failed", one_line(error))
+            raise
+        except BaseException:  # Ctrl-C, or a scheduler's signal
+            if context.is_main:
+                _record_stop(run, config, store, resume, "interrupted", None)
+            raise
     distributed.barrier(context)
     return run
+
+
+def _record_stop(run: Run, config: ExperimentConfig, store: RunStore, resume: bool, status: str, error) -> None:
+    """Index a run that stopped; one that stopped before its first epoch ended (bad data, bad
+    config) leaves no folder behind."""
+    if not resume and not run.metrics_path.exists() and not run.checkpoint_path.exists():
+        store.discard(run)
+    else:
+        store.record(run, config, status=status, error=error)
 
 
 def _fit(run, config, store, resume, progress, on_epoch_end, context, device) -> None:

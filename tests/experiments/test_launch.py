@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,10 +44,11 @@ def _assert_trained_once(root: Path) -> None:
     assert len([path for path in root.iterdir() if (path / "config.yaml").exists()]) == len(SIZES)
 
 
-def _pause_a_worker_mid_run(root: Path, sweep: subprocess.Popen, pause=signal.SIGSTOP) -> tuple[str, int, str]:
-    """Stop a worker whose run has a checkpoint and no results yet; (claim key, pid, run id)."""
+def _pause_a_worker_mid_run(root: Path, finished) -> tuple[str, int, str]:
+    """Stop a worker whose run has a checkpoint and no results yet (before ``finished()``);
+    returns (claim key, pid, run id)."""
     deadline = time.time() + 120
-    while time.time() < deadline and sweep.poll() is None:
+    while time.time() < deadline and not finished():
         if (root / "index.sqlite").exists():
             with RunStore(root).connect() as db:
                 held = db.execute(
@@ -70,28 +72,19 @@ def _assert_resumed(root: Path, key: str, run_id: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_local_workers_train_each_point_once(tmp_path):
-    rows = run_sweep(tiny_sweep(2), RunStore(tmp_path), progress=False, workers=2)
-    assert [row.status for row in rows] == ["trained"] * len(SIZES)
-    assert all(row.results["n_train"] == size for row, size in zip(rows, SIZES))
-    _assert_trained_once(tmp_path)
-    held = _point_claims(tmp_path, 2)
-    assert all(claim["attempts"] == 1 and claim["state"] == "done" for claim in held)
-    assert all(int(claim["worker"].split(":")[1]) != os.getpid() for claim in held)  # trained by worker processes
-
-
-@pytest.mark.slow
-def test_a_killed_worker_has_its_point_resumed_and_finished(tmp_path):
-    sweep = _start_sweep(tmp_path, workers=2, epochs=10)
-    try:
-        key, pid, run_id = _pause_a_worker_mid_run(tmp_path, sweep)
+def test_two_local_workers_train_each_point_once_and_resume_a_killed_workers_point(tmp_path):
+    with ThreadPoolExecutor(1) as pool:  # this process watches the workers, as `robustlab experiment` does
+        sweep = pool.submit(run_sweep, tiny_sweep(10), RunStore(tmp_path), progress=False, workers=2)
+        key, pid, run_id = _pause_a_worker_mid_run(tmp_path, sweep.done)
         os.kill(pid, signal.SIGKILL)
-        output, _ = sweep.communicate(timeout=300)
-    finally:
-        sweep.kill()
-    assert json.loads(output) == ["trained"] * len(SIZES)
+        rows = sweep.result(timeout=300)
+    assert [row.status for row in rows] == ["trained"] * len(SIZES)
+    assert [row.results["n_train"] for row in rows] == list(SIZES)
     _assert_trained_once(tmp_path)
     _assert_resumed(tmp_path, key, run_id)
+    held = _point_claims(tmp_path, 10)
+    assert sorted(claim["attempts"] for claim in held) == [1] * (len(SIZES) - 1) + [2]
+    assert all(int(claim["worker"].split(":")[1]) not in (os.getpid(), pid) for claim in held)  # the other worker
 
 
 @pytest.mark.slow
@@ -103,34 +96,33 @@ def test_two_sweeps_started_together_train_every_point_once(tmp_path):
     assert [claim["attempts"] for claim in _point_claims(tmp_path, 3)] == [1] * len(SIZES)
 
 
-def _local_jobs(tmp_path, **settings) -> SubmititLauncher:
+@pytest.mark.slow
+def test_submitit_jobs_train_a_sweep_and_a_job_at_its_time_limit_is_requeued(tmp_path):
     pytest.importorskip("submitit")
-    return SubmititLauncher(
-        cluster="local", cpus_per_job=1, gpus_per_job=0, time_min=10, folder=str(tmp_path / "jobs"), **settings
-    )
-
-
-@pytest.mark.slow
-def test_submitit_jobs_train_a_sweep_through_the_store(tmp_path):
-    launcher = _local_jobs(tmp_path, array_size=2, wait=True)
-    rows = run_sweep(tiny_sweep(2), RunStore(tmp_path / "runs"), progress=False, launcher=launcher)
-    assert [row.status for row in rows] == ["trained"] * len(SIZES)
-    _assert_trained_once(tmp_path / "runs")
-    assert len(list((tmp_path / "jobs").glob("*/*_result.pkl"))) == 2  # two array jobs, each a worker
-
-
-@pytest.mark.slow
-def test_a_submitit_job_at_its_time_limit_is_requeued_and_resumes(tmp_path):
     root = tmp_path / "runs"
-    (job,) = execute(
-        [p.config for p in tiny_sweep(10).points()], RunStore(root), launcher=_local_jobs(tmp_path, array_size=1)
+    launcher = SubmititLauncher(
+        cluster="local", array_size=2, cpus_per_job=1, gpus_per_job=0, time_min=10, folder=str(tmp_path / "jobs")
     )
-    key, pid, run_id = _pause_a_worker_mid_run(root, job._process)
+    jobs = execute([point.config for point in tiny_sweep(10).points()], RunStore(root), launcher=launcher)
+    assert len(jobs) == 2  # an array of two jobs, each a worker
+    key, pid, run_id = _pause_a_worker_mid_run(root, lambda: all(job.done() for job in jobs))
     os.kill(pid, signal.SIGUSR2)  # what SLURM (through submitit) sends before a job's time limit
     os.kill(pid, signal.SIGCONT)
-    assert job.result() >= len(SIZES) - 1  # the requeued job's count; it finished every point
+    assert sum(job.result() for job in jobs) == len(SIZES)  # points trained (or finished after the requeue)
     _assert_trained_once(root)
     _assert_resumed(root, key, run_id)
+    rows = run_sweep(tiny_sweep(10), RunStore(root), progress=False, launcher=launcher)
+    assert [row.status for row in rows] == ["done"] * len(SIZES)  # nothing left to submit
+
+
+@pytest.mark.slow
+def test_a_job_with_two_devices_trains_its_run_data_parallel(tmp_path):
+    config = tiny_sweep(0.5).points()[0].config  # two gloo processes stand in for two GPUs
+    execute([config], RunStore(tmp_path), device="cpu", gpus_per_job=2, progress=False)
+    done = RunStore(tmp_path).find_done(config)
+    assert done["results"]["world_size"] == 2 and done["results"]["n_train"] == SIZES[0]
+    key = point_key(config)
+    assert claims.claims(RunStore(tmp_path), [key])[key]["state"] == "done"
 
 
 def test_a_failing_point_is_recorded_and_the_others_train(tmp_path):

@@ -162,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{waiting} runs submitted; `robustlab experiment {args.name} ... --status` shows where they stand")
         return 0
     emit(args, report.to_dict(), render_report)
-    failed = [r for r in rows if r.status == "failed"]
-    for row in failed:
-        print(f"robustlab experiment: run {row.sweep} {_describe(row.overrides)} failed: {row.error}", file=sys.stderr)
-    return 1 if failed else 0
+    unfinished = [row for row in rows if row.status not in ("done", "trained")]
+    for row in unfinished:
+        why = f"failed: {row.error}" if row.error else f"is {row.status}"
+        print(f"robustlab experiment: run {row.sweep} {_describe(row.overrides)} {why}", file=sys.stderr)
+    return 1 if unfinished else 0
 
 
 def launcher_from_args(args: argparse.Namespace):

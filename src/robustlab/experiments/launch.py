@@ -163,12 +163,13 @@ def _train_with_torchrun(store: RunStore, config: ExperimentConfig, unfinished: 
             path = Path(folder) / "config.yaml"
             path.write_text(_on_device(config, order.device).to_yaml())
             command += ["--config", str(path)]
-        log = Path(folder) / "stderr.log"
-        with open(log, "w") as stderr:
-            status = subprocess.run(command, stderr=stderr).returncode
+        log = Path(folder) / "train.log"
+        with open(log, "w") as output:  # the command's summary would mix into this process's output
+            status = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
         if status:
             lines = [line for line in log.read_text().splitlines() if line.strip()]
-            raise RobustlabError(f"torchrun exited with status {status}: {lines[-1] if lines else 'no output'}")
+            errors = [line for line in lines if line.startswith("robustlab train: error:")] or lines or ["no output"]
+            raise RobustlabError(f"torchrun exited with status {status}: {errors[-1]}")
 
 
 def _on_device(config: ExperimentConfig, device: str | None) -> ExperimentConfig:
@@ -321,6 +322,10 @@ def submit(order: WorkOrder, launcher: SubmititLauncher, points: int) -> list[An
     )
     size = min(launcher.array_size, points) if launcher.array_size else points
     jobs = executor.submit_array([SweepJob(job_order) for _ in range(size)])
+    array = jobs[0].job_id.split("_")[0]
+    print(
+        f"robustlab: submitted {size} jobs (array {array}) for {points} runs; logs in {folder.parent}", file=sys.stderr
+    )
     if launcher.wait:
         _watch(lambda: not all(job.done() for job in jobs), order)
     return jobs

@@ -418,7 +418,7 @@ class RunStore:
         found = [
             {
                 "id": run_id,
-                "path": str(self.root / run_id),
+                "path": str(self._resolved_root / run_id),
                 "name": name,
                 "status": INTERRUPTED if state in IN_PROGRESS and not is_live(host, pid, beat, now) else state,
                 "created": created,

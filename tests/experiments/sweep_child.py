@@ -6,8 +6,8 @@ ROOT with WORKERS local workers and prints the rows' statuses as JSON."""
 import json
 import sys
 
+from robustlab.config import load_config
 from robustlab.experiments.sweep import Sweep, run_sweep, with_overrides
-from robustlab.runs.config import load_config
 from robustlab.runs.store import RunStore
 
 SIZES = (48, 97, 195)

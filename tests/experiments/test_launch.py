@@ -14,11 +14,11 @@ import pytest
 from sweep_child import SIZES, tiny_sweep
 
 from robustlab.cli import main
+from robustlab.config import ConfigError
 from robustlab.experiments import SubmititLauncher, get_experiment
 from robustlab.experiments.launch import execute, job_minutes
 from robustlab.experiments.sweep import Sweep, run_sweep
 from robustlab.runs import claims
-from robustlab.runs.config import ConfigError
 from robustlab.runs.store import Run, RunStore, point_key, result_key
 
 CHILD = Path(__file__).with_name("sweep_child.py")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table, positive_int
+from robustlab.config import ConfigError, from_dict, parse_override
 from robustlab.errors import one_line
-from robustlab.runs.config import ConfigError, from_dict, parse_override
 from robustlab.runs.store import RunStore
 
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.runs.config import ConfigError, parse_override
+from robustlab.config import ConfigError, parse_override
 from robustlab.runs.store import RunStore
 
 STATUSES = ("created", "running", "interrupted", "failed", "done")

@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from robustlab.config import ConfigError, ExperimentConfig
 from robustlab.errors import RobustlabError, one_line
 from robustlab.runs import claims
-from robustlab.runs.config import ConfigError, ExperimentConfig
 from robustlab.runs.store import IN_PROGRESS, RunStore, point_key
 
 POLL_S = 1.0  # how often a waiting worker, or the process watching workers, looks at the store

@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from robustlab.config import ExperimentConfig, config_from_dict
 from robustlab.experiments.launch import SubmititLauncher, execute, point_states
-from robustlab.runs.config import ExperimentConfig, config_from_dict
 from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, result_key
 
 __all__ = ["EXECUTION_KEYS", "result_key"]  # where they lived before the store matched runs

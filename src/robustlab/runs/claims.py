@@ -22,16 +22,25 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from robustlab.runs.store import RunStore
+
+class RunStore(Protocol):
+    """What claims need of ``robustlab.runs.store.RunStore`` (which imports this module)."""
+
+    index_path: Path
+
+    def connect(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
 
 HEARTBEAT_S = 15.0  # how often a live process refreshes its row
 LEASE_S = 120.0  # a process whose row is older than this is taken for dead (on other hosts)

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from robustlab.cli import main
+from robustlab.config import load_config
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs import claims
-from robustlab.runs.config import load_config
 from robustlab.runs.store import DamagedIndexError, RunStore, point_key
 
 

@@ -35,12 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+import torch.multiprocessing
 from tqdm.auto import tqdm
 
 from robustlab.config import ConfigError, ExperimentConfig
 from robustlab.errors import RobustlabError, one_line
 from robustlab.runs import claims
 from robustlab.runs.store import IN_PROGRESS, RunStore, point_key
+from robustlab.train.loop import train
 
 POLL_S = 1.0  # how often a waiting worker, or the process watching workers, looks at the store
 
@@ -90,8 +93,6 @@ def work(order: WorkOrder) -> int:
     """Claim and train points until every point is done or failed; returns how many this
     worker trained."""
     if order.threads:
-        import torch
-
         torch.set_num_threads(order.threads)
     store = RunStore(order.root)
     pending = [(point_key(config), config) for config in order.configs if store.find_done(config) is None]
@@ -140,7 +141,6 @@ def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: Wor
     if order.gpus_per_job > 1:
         _train_with_torchrun(store, config, unfinished, order)
         return
-    from robustlab.train.loop import train  # the engine pulls in the models; import late
 
     def keep_claim(epoch, run) -> None:
         if not claims.hold(store, key, store.run_id(run.path)):
@@ -212,8 +212,6 @@ def execute(
 def run_workers(order: WorkOrder, workers: int) -> None:
     """``workers`` processes on this machine, each running ``work``, one per GPU set (or with
     the CPU cores split between them); returns when all have ended."""
-    import torch.multiprocessing
-
     gpus = _gpu_sets(order, workers)
     threads = max(1, _cpu_count() // workers)
     context = torch.multiprocessing.get_context("spawn")
@@ -243,8 +241,6 @@ def _worker_main(order: WorkOrder, cuda_devices: str | None) -> None:
 
 def _gpu_sets(order: WorkOrder, workers: int) -> list[str | None]:
     """Each worker's CUDA_VISIBLE_DEVICES: ``gpus_per_job`` GPUs of those visible, in turn."""
-    import torch
-
     if (order.device or "auto").startswith("cpu") or not torch.cuda.is_available():
         return [None] * workers
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

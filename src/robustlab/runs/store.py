@@ -37,6 +37,7 @@ import yaml
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict
 from robustlab.errors import RobustlabError
 from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default
+from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
@@ -156,8 +157,6 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
 def _current_architecture(row: dict[str, Any]) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
-    from robustlab.nn.models import ARCHITECTURE_VERSION  # the models load only when runs are matched
-
     results = row["results"] or {}
     return row["status"] != DONE or results.get("architecture_version", 1) == ARCHITECTURE_VERSION
 

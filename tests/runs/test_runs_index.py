@@ -58,6 +58,10 @@ def test_reindex_rebuilds_a_deleted_and_a_garbage_index(tmp_path, capsys):
     _, unreadable = RunStore.reindex(tmp_path)
     assert unreadable == [] and [s for _, s in _listing(tmp_path)] == ["done", "interrupted"]
     assert [i for i, _ in _listing(tmp_path)] == [i for i, _ in before]
+    with claims.alive(store):  # a sound index keeps the claims of a running sweep
+        assert claims.claim(store, "point", "s", time.time())
+        RunStore.reindex(tmp_path)
+        assert claims.claims(store, ["point"])["point"]["state"] == "running"
     store.index_path.write_bytes(b"\x00garbage, not SQLite" * 100)
     with pytest.raises(DamagedIndexError, match="robustlab runs reindex"):
         RunStore(tmp_path)

@@ -41,8 +41,8 @@ def add_parser(subparsers) -> None:
     reindex = actions.add_parser(
         "reindex",
         help="rebuild index.sqlite from the run folders (after it was deleted or damaged)",
-        description="Reads every run folder of the root and writes a new index; claims of running sweeps "
-        "are cleared, so run it while nothing trains into this root.",
+        description="Reads every run folder of the root and writes a new index of them. A run that trains "
+        "meanwhile is listed as interrupted until it next records its progress.",
     )
     _add_root(reindex)
     add_json_flag(reindex)

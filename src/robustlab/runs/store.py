@@ -383,8 +383,8 @@ class RunStore:
     @classmethod
     def reindex(cls, root: str | Path | None = None) -> tuple[RunStore, list[Path]]:
         """Rebuild the index of ``root`` from its run folders (a missing, damaged or foreign index
-        included); returns the store and the folders that could not be read. Claims are
-        cleared: run it while no sweep trains into this root."""
+        included); returns the store and the folders that could not be read. The claims of
+        running sweeps stay when the file was a sound index."""
         store = cls.__new__(cls)
         store._locate(root)
         return store, store._rebuild()
@@ -403,8 +403,9 @@ class RunStore:
         with self.transaction() as db:
             if upgrade and db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return unreadable  # another process upgraded it first
-            for table in TABLES:
-                db.execute(f"DROP TABLE IF EXISTS {table}")
+            for table, columns in COLUMNS.items():  # claims and heartbeats of running sweeps stay
+                if table == "runs" or [c[1] for c in db.execute(f"PRAGMA table_info('{table}')")] != columns:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
             _create_tables(db)
             db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(COLUMNS['runs']))})", rows)
         self._set_journal_mode()

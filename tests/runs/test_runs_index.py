@@ -35,7 +35,7 @@ def _unfinished(store: RunStore, *overrides: str):
 
 
 def _listing(root) -> list[tuple[str, str]]:
-    return sorted((row["id"], row["status"]) for row in RunStore(root).query())
+    return [(row["id"], row["status"]) for row in RunStore(root).query()]  # oldest first
 
 
 def test_runs_are_keyed_by_their_folder_so_a_copied_root_still_finds_them(tmp_path):

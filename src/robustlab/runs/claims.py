@@ -141,8 +141,10 @@ def claim(store: RunStore, key: str, sweep: str, since: float) -> bool:
             f"SELECT c.state, c.updated, {WORKER_COLUMNS} FROM claims c {WORKER_JOIN.format(table='c')} WHERE key = ?",
             (key,),
         ).fetchone()
-        if row is not None and not _claimable(*row, since=since):
-            return False
+        if row is not None:
+            state, updated, host, pid, heartbeat = row
+            if not _claimable(state, updated, host, pid, heartbeat, since):
+                return False
         db.execute(
             """INSERT INTO claims (key, sweep, state, worker, run_id, attempts, error, updated)
                VALUES (?, ?, 'running', ?, NULL, 1, NULL, ?)

@@ -470,7 +470,7 @@ class RunStore:
                 with self.transaction() as db:
                     db.execute(
                         f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(COLUMNS['runs']))})",
-                        self._folder_row(self.root / run_id),
+                        (run_id, *theirs[1:]),
                     )
             outcome[kind].append(run_id)
         return outcome

@@ -39,8 +39,8 @@ def _point_claims(root: Path, epochs: float) -> list[dict]:
 def _assert_trained_once(root: Path) -> None:
     """One finished run per point, and no other run folder."""
     runs = RunStore(root).query()
-    assert sorted(run["config"]["data"]["subset_size"] for run in runs) == list(SIZES)
-    assert all(run["status"] == "done" for run in runs)
+    assert sorted(run.config["data"]["subset_size"] for run in runs) == list(SIZES)
+    assert all(run.status == "done" for run in runs)
     assert len([path for path in root.iterdir() if (path / "config.yaml").exists()]) == len(SIZES)
 
 
@@ -79,7 +79,7 @@ def test_two_local_workers_train_each_point_once_and_resume_a_killed_workers_poi
         os.kill(pid, signal.SIGKILL)
         rows = sweep.result(timeout=300)
     assert [row.status for row in rows] == ["trained"] * len(SIZES)
-    assert [row.results["n_train"] for row in rows] == list(SIZES)
+    assert [row.results.n_train for row in rows] == list(SIZES)
     _assert_trained_once(tmp_path)
     _assert_resumed(tmp_path, key, run_id)
     held = _point_claims(tmp_path, 10)
@@ -120,7 +120,7 @@ def test_a_job_with_two_devices_trains_its_run_data_parallel(tmp_path):
     config = tiny_sweep(0.5).points()[0].config  # two gloo processes stand in for two GPUs
     execute([config], RunStore(tmp_path), device="cpu", gpus_per_job=2, progress=False)
     done = RunStore(tmp_path).find_done(config)
-    assert done["results"]["world_size"] == 2 and done["results"]["n_train"] == SIZES[0]
+    assert done.results.world_size == 2 and done.results.n_train == SIZES[0]
     key = point_key(config)
     assert claims.claims(RunStore(tmp_path), [key])[key]["state"] == "done"
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from results_helpers import run_results
 from robustlab.cli import main
 from robustlab.config import load_config
-from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs import claims
 from robustlab.runs.store import DamagedIndexError, RunStore, point_key
 
@@ -20,7 +20,7 @@ from robustlab.runs.store import DamagedIndexError, RunStore, point_key
 def _finished(store: RunStore, *overrides: str, accuracy: float = 0.5):
     config = load_config(None, ["name=s", *overrides])
     run = store.create(config)
-    results = {"accuracy": accuracy, "architecture_version": ARCHITECTURE_VERSION}
+    results = run_results(accuracy=accuracy)
     run.save_results(results)
     store.record(run, config, "done", results)
     return run
@@ -35,17 +35,17 @@ def _unfinished(store: RunStore, *overrides: str):
 
 
 def _listing(root) -> list[tuple[str, str]]:
-    return [(row["id"], row["status"]) for row in RunStore(root).query()]  # oldest first
+    return [(row.id, row.status) for row in RunStore(root).query()]  # oldest first
 
 
 def test_runs_are_keyed_by_their_folder_so_a_copied_root_still_finds_them(tmp_path):
     store = RunStore(tmp_path / "a")
     run = _finished(store, "seed=1")
-    assert store.query()[0]["id"] == run.path.name
+    assert store.query()[0].id == run.path.name
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
     (row,) = RunStore(tmp_path / "b").query()
-    assert row["path"] == str(tmp_path / "b" / run.path.name) and row["results"]["accuracy"] == 0.5
+    assert row.path == str(tmp_path / "b" / run.path.name) and row.results.accuracy == 0.5
 
 
 def test_reindex_rebuilds_a_deleted_and_a_garbage_index(tmp_path, capsys):
@@ -69,7 +69,7 @@ def test_reindex_rebuilds_a_deleted_and_a_garbage_index(tmp_path, capsys):
     assert "2 runs indexed" in capsys.readouterr().out
     assert [i for i, _ in _listing(tmp_path)] == [i for i, _ in before]
     found = RunStore(tmp_path).find_done(load_config(None, ["seed=1"]))
-    assert found is not None and found["results"]["accuracy"] == 0.5
+    assert found is not None and found.results.accuracy == 0.5
 
 
 def _damage(index, how: str) -> None:
@@ -127,7 +127,7 @@ def test_merge_copies_new_runs_and_leaves_out_finished_points(tmp_path, capsys):
     assert len(outcome["duplicate"]) == 2
     assert (tmp_path / "a" / only_b.path.name / "results.json").exists()
     assert len(a.query(status="done")) == 2 and len(a.query()) == 3
-    assert a.find_unfinished(load_config(None, ["seed=3"]))["id"] == interrupted_b.path.name
+    assert a.find_unfinished(load_config(None, ["seed=3"])).id == interrupted_b.path.name
     again = a.merge(tmp_path / "b")  # merging twice copies nothing
     assert again["copied"] == [] and len(again["present"]) == 2
 
@@ -152,9 +152,9 @@ def test_a_run_whose_process_is_gone_reads_interrupted(tmp_path):
     with claims.alive(store):
         run = store.create(config)
         store.record(run, config, "running")
-        assert store.query()[0]["status"] == "running"
-    assert store.query()[0]["status"] == "interrupted"  # this process stopped beating for it
-    assert store.query(status="interrupted")[0]["id"] == run.path.name
+        assert store.query()[0].status == "running"
+    assert store.query()[0].status == "interrupted"  # this process stopped beating for it
+    assert store.query(status="interrupted")[0].id == run.path.name
 
 
 def _worker_row(store: RunStore, host: str, heartbeat: float) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.config import ConfigError, parse_override
-from robustlab.runs.store import RunStore
+from robustlab.config import PAPER_EPS, ConfigError, parse_override
+from robustlab.runs.store import RunStore, StoredRun
 
 STATUSES = ("created", "running", "interrupted", "failed", "done")
-REPORTED_EPS = 36 / 255  # the CRA column of the listing
 
 
 def add_parser(subparsers) -> None:
@@ -72,26 +70,26 @@ def list_runs(args: argparse.Namespace) -> int:
             raise ConfigError(f"--where '{text}': expected KEY=VALUE, e.g. data.subset_size=390")
         where[".".join(path)] = value
     rows = RunStore(args.runs_root).query(status=args.status, **where)
-    rows = [row for row in rows if not args.name or args.name in (row["name"] or "")]
-    emit(args, rows, lambda found: format_table([_summary(row) for row in found]))
+    rows = [row for row in rows if not args.name or args.name in (row.name or "")]
+    emit(args, [row.to_dict() for row in rows], lambda _: format_table([_summary(row) for row in rows]))
     return 0
 
 
-def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    config, results = row["config"], row["results"] or {}
-    cra = next((e["cra"] for e in results.get("cra") or [] if math.isclose(e["eps"], REPORTED_EPS)), None)
+def _summary(row: StoredRun) -> dict[str, Any]:
+    config, results = row.config, row.results
+    cra = results.cra_at(PAPER_EPS) if results else None
     return {
-        "run": row["id"],
-        "status": row["status"],
+        "run": row.id,
+        "status": row.status,
         "model": config.get("model", {}).get("name"),
         "data": config.get("data", {}).get("name"),
         "N": config.get("data", {}).get("subset_size"),
         "epochs": config.get("train", {}).get("epochs"),
         "seed": config.get("seed"),
-        "accuracy": None if results.get("accuracy") is None else 100 * results["accuracy"],
+        "accuracy": None if results is None else 100 * results.accuracy,
         "CRA 36/255": None if cra is None else 100 * cra,
-        "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(row["updated"])),
-        "error": row["error"],
+        "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated)),
+        "error": row.error,
     }
 
 

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from robustlab.config import ConfigError, ExperimentConfig
 from robustlab.errors import RobustlabError, one_line
 from robustlab.runs import claims
-from robustlab.runs.store import IN_PROGRESS, RunStore, point_key
+from robustlab.runs.store import IN_PROGRESS, RunStore, StoredRun, point_key
 from robustlab.train.loop import train
 
 POLL_S = 1.0  # how often a waiting worker, or the process watching workers, looks at the store
@@ -118,7 +118,7 @@ def _train_claimed(store: RunStore, key: str, config: ExperimentConfig, order: W
         if store.find_done(config) is not None:  # finished meanwhile, by a sweep that did not claim it
             claims.settle(store, key, claims.DONE)
             return 0
-        if any(row["status"] in IN_PROGRESS for row in store.find(config)):  # a live process trains it unclaimed
+        if any(row.status in IN_PROGRESS for row in store.find(config)):  # a live process trains it unclaimed
             claims.settle(store, key, claims.RELEASED)
             time.sleep(POLL_S)
             return 0
@@ -147,18 +147,18 @@ def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: Wor
             raise ClaimLostError(f"another worker took over {run.path}")
 
     if unfinished:  # continues with the config saved in the run folder (its device too)
-        train(None, unfinished["path"], store, resume=True, progress=order.progress, on_epoch_end=keep_claim)
+        train(None, unfinished.path, store, resume=True, progress=order.progress, on_epoch_end=keep_claim)
     else:
         train(_on_device(config, order.device), store=store, progress=order.progress, on_epoch_end=keep_claim)
 
 
-def _train_with_torchrun(store: RunStore, config: ExperimentConfig, unfinished: dict | None, order: WorkOrder):
+def _train_with_torchrun(store: RunStore, config: ExperimentConfig, unfinished: StoredRun | None, order: WorkOrder):
     """One run, data-parallel over this worker's GPUs: ``robustlab train`` under torchrun."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={order.gpus_per_job}"]
     command += ["-m", "robustlab.cli", "train", "--runs-root", str(store.root), "--quiet"]
     with tempfile.TemporaryDirectory() as folder:
         if unfinished:
-            command += ["--resume", unfinished["path"]]
+            command += ["--resume", unfinished.path]
         else:
             path = Path(folder) / "config.yaml"
             path.write_text(_on_device(config, order.device).to_yaml())
@@ -366,7 +366,7 @@ def point_states(configs: list[ExperimentConfig], store: RunStore) -> list[dict[
         states.append(
             {
                 "state": state,
-                "run": done["id"] if done else claim.get("run_id"),
+                "run": done.id if done else claim.get("run_id"),
                 "worker": ":".join((claim.get("worker") or "").split(":")[:2]) or None,
                 "attempts": claim.get("attempts", 0),
                 "error": claim.get("error") if state == claims.FAILED else None,

@@ -20,7 +20,8 @@ from typing import Any
 
 from robustlab.config import ExperimentConfig, config_from_dict
 from robustlab.experiments.launch import SubmititLauncher, execute, point_states
-from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, result_key
+from robustlab.runs.results import RunResults
+from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, StoredRun, result_key
 
 __all__ = ["EXECUTION_KEYS", "result_key"]  # where they lived before the store matched runs
 
@@ -77,7 +78,7 @@ class SweepRow:
     # done | trained | failed; dry run: resume | train; not finished elsewhere: queued | running | interrupted
     status: str
     run: str | None = None
-    results: dict[str, Any] | None = None
+    results: RunResults | None = None
     error: str | None = None  # why the point failed, in one line
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +88,7 @@ class SweepRow:
             "overrides": self.overrides,
             "status": self.status,
             "run": self.run,
-            "results": self.results,
+            "results": None if self.results is None else self.results.to_dict(),
             "error": self.error,
         }
 
@@ -96,16 +97,16 @@ class SweepRow:
 # Matching configs against the store
 
 
-def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[dict]:
+def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
     """Store rows (oldest first) of runs with the same result-relevant config."""
     return store.find(config, status)
 
 
-def find_done(store: RunStore, config: ExperimentConfig) -> dict | None:
+def find_done(store: RunStore, config: ExperimentConfig) -> StoredRun | None:
     return store.find_done(config)
 
 
-def find_unfinished(store: RunStore, config: ExperimentConfig) -> dict | None:
+def find_unfinished(store: RunStore, config: ExperimentConfig) -> StoredRun | None:
     return store.find_unfinished(config)
 
 
@@ -120,7 +121,7 @@ def collect(sweep: Sweep, store: RunStore) -> list[SweepRow]:
         row = SweepRow(sweep.name, sweep.label or sweep.name, point.overrides, point.config, "train")
         done = store.find_done(point.config)
         if done:
-            row.status, row.run, row.results = DONE, done["path"], _results(done)
+            row.status, row.run, row.results = DONE, done.path, _results(done)
         elif store.find_unfinished(point.config):
             row.status = "resume"
         rows.append(row)
@@ -167,16 +168,16 @@ def train_rows(
     execute(configs, store, device, progress, workers, gpus_per_job, launcher)
     for row, state in zip(todo, point_states(configs, store)):
         if state["row"] is not None:
-            row.status, row.run, row.results = "trained", state["row"]["path"], _results(state["row"])
+            row.status, row.run, row.results = "trained", state["row"].path, _results(state["row"])
         else:
             row.status, row.error = state["state"], state["error"]
     return rows
 
 
-def _results(row: dict) -> dict[str, Any] | None:
-    if row["results"] is not None:
-        return row["results"]
+def _results(row: StoredRun) -> RunResults | None:
+    if row.results is not None:
+        return row.results
     try:  # the index keeps results, but the run folder is the source of truth
-        return Run(row["path"]).load_results()
+        return Run(row.path).load_results()
     except FileNotFoundError:
         return None

@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,10 @@ import yaml
 
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict
 from robustlab.errors import RobustlabError
-from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default
+from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
+from robustlab.runs.results import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -95,13 +97,13 @@ class Run:
                 continue
         return records
 
-    def save_results(self, results: dict[str, Any]) -> None:
-        atomic_write_json(self.results_path, results)
+    def save_results(self, results: RunResults) -> None:
+        atomic_write_json(self.results_path, results.to_dict())
 
-    def load_results(self) -> dict[str, Any]:
+    def load_results(self) -> RunResults:
         if not self.results_path.exists():
             raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
-        return json.loads(self.results_path.read_text())
+        return RunResults.from_dict(read_json(self.results_path))
 
     def write_json(self, name: str, data: Any) -> Path:
         """An extra result file of this run (e.g. certify.json), written atomically."""
@@ -154,11 +156,11 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _current_architecture(row: dict[str, Any]) -> bool:
+def _current_architecture(row: StoredRun) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
-    results = row["results"] or {}
-    return row["status"] != DONE or results.get("architecture_version", 1) == ARCHITECTURE_VERSION
+    version = row.results.architecture_version if row.results else 1
+    return row.status != DONE or version == ARCHITECTURE_VERSION
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,6 +188,24 @@ NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs
 
 class DamagedIndexError(RobustlabError):
     """The index file is not a robustlab index; the run folders can rebuild it."""
+
+
+@dataclass
+class StoredRun:
+    """One run as the index knows it."""
+
+    path: str  # absolute
+    name: str
+    status: str  # created | running | failed | interrupted | done
+    config: dict[str, Any]  # the config as stored (``config.config_from_dict`` parses it)
+    results: RunResults | None  # None until the run is done
+    id: str = ""  # the run folder relative to the runs root (the index's key)
+    error: str | None = None  # why it failed, in one line
+    created: float = 0.0
+    updated: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "results": None if self.results is None else self.results.to_dict()}
 
 
 class RunStore:
@@ -292,7 +312,7 @@ class RunStore:
         run: Run,
         config: ExperimentConfig,
         status: str,
-        results: dict[str, Any] | None = None,
+        results: RunResults | None = None,
         error: str | None = None,
     ) -> None:
         """Index the run's status (``error``: one line, for a failed run). A ``created`` or
@@ -313,7 +333,7 @@ class RunStore:
                     now,
                     now,
                     json.dumps(config.to_dict()),
-                    None if results is None else json.dumps(results, default=json_default),
+                    None if results is None else json.dumps(results.to_dict(), default=json_default),
                     error,
                     worker_id() if status in IN_PROGRESS else None,
                 ),
@@ -327,7 +347,7 @@ class RunStore:
         with suppress(OSError):  # a folder the user gave that holds other files stays
             run.path.rmdir()
 
-    def query(self, status: str | None = None, **where: Any) -> list[dict[str, Any]]:
+    def query(self, status: str | None = None, **where: Any) -> list[StoredRun]:
         """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``.
 
         A run whose process died reads ``interrupted`` (also for ``status``)."""
@@ -344,37 +364,37 @@ class RunStore:
             rows = db.execute(sql + " ORDER BY r.created", args).fetchall()
         now = time.time()
         found = [
-            {
-                "id": run_id,
-                "path": str(self._resolved_root / run_id),
-                "name": name,
-                "status": INTERRUPTED if state in IN_PROGRESS and not is_live(host, pid, beat, now) else state,
-                "created": created,
-                "updated": updated,
-                "config": json.loads(config),
-                "results": json.loads(results) if results else None,
-                "error": error,
-            }
+            StoredRun(
+                str(self._resolved_root / run_id),
+                name,
+                INTERRUPTED if state in IN_PROGRESS and not is_live(host, pid, beat, now) else state,
+                json.loads(config),
+                RunResults.from_dict(json.loads(results)) if results else None,
+                run_id,
+                error,
+                created,
+                updated,
+            )
             for run_id, name, state, created, updated, config, results, error, host, pid, beat in rows
         ]
-        return [row for row in found if status is None or row["status"] == status]
+        return [row for row in found if status is None or row.status == status]
 
-    def find(self, config: ExperimentConfig, status: str | None = None) -> list[dict[str, Any]]:
+    def find(self, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
         """Rows (oldest first) of runs with the same result-relevant config (``result_key``);
         finished ones only when trained by this robustlab's architecture version."""
         key = result_key(config)
         candidates = self.query(status=status, **{"model.name": config.model.name, "data.name": config.data.name})
-        return [row for row in candidates if _stored_result_key(row["config"]) == key and _current_architecture(row)]
+        return [row for row in candidates if _stored_result_key(row.config) == key and _current_architecture(row)]
 
-    def find_done(self, config: ExperimentConfig) -> dict[str, Any] | None:
+    def find_done(self, config: ExperimentConfig) -> StoredRun | None:
         done = self.find(config, status=DONE)
         return done[-1] if done else None
 
-    def find_unfinished(self, config: ExperimentConfig) -> dict[str, Any] | None:
+    def find_unfinished(self, config: ExperimentConfig) -> StoredRun | None:
         """The newest interrupted or failed run of this config that left a checkpoint to resume
         from (never one that a live process trains)."""
         for row in reversed(self.find(config)):
-            if row["status"] in RESUMABLE and Run(row["path"]).checkpoint_path.exists():
+            if row.status in RESUMABLE and Run(row.path).checkpoint_path.exists():
                 return row
         return None
 
@@ -421,8 +441,8 @@ class RunStore:
         if not isinstance(config, dict):
             return None
         try:
-            results = json.loads(run.results_path.read_text()) if run.results_path.exists() else None
-        except (OSError, json.JSONDecodeError):
+            results = run.load_results().to_dict() if run.results_path.exists() else None
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable results: the run did not finish
             results = None
         files = (run.config_path, run.metrics_path, run.checkpoint_path, run.results_path)
         times = [path.stat().st_mtime for path in files if path.exists()]

@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if report is None:  # submitted to SLURM
         waiting = sum(r.status != "done" for r in rows)
-        print(f"{waiting} runs submitted; `robustlab experiment {args.name} ... --status` shows where they stand")
+        message = f"{waiting} runs submitted; `robustlab experiment {args.name} ... --status` shows where they stand"
+        emit(args, [row.to_dict() for row in rows], lambda _: message)
         return 0
     emit(args, report.to_dict(), render_report)
     unfinished = [row for row in rows if row.status not in ("done", "trained")]

@@ -299,7 +299,7 @@ def submit(order: WorkOrder, launcher: SubmititLauncher, points: int) -> list[An
             "SLURM's sbatch is not on this machine's PATH: submit from the cluster's login node, "
             "or try the jobs on this machine with --launcher submitit-local"
         )
-    folder = Path(launcher.folder or Path(order.root) / "submitit") / "%j"
+    folder = Path(launcher.folder or Path(order.root) / "submitit")
     executor = submitit.AutoExecutor(
         folder=folder, cluster=launcher.cluster, **{f"{launcher.cluster}_max_num_timeout": launcher.max_requeues}
     )
@@ -319,9 +319,7 @@ def submit(order: WorkOrder, launcher: SubmititLauncher, points: int) -> list[An
     size = min(launcher.array_size, points) if launcher.array_size else points
     jobs = executor.submit_array([SweepJob(job_order) for _ in range(size)])
     array = jobs[0].job_id.split("_")[0]
-    print(
-        f"robustlab: submitted {size} jobs (array {array}) for {points} runs; logs in {folder.parent}", file=sys.stderr
-    )
+    print(f"robustlab: submitted {size} jobs (array {array}) for {points} runs; logs in {folder}", file=sys.stderr)
     if launcher.wait:
         _watch(lambda: not all(job.done() for job in jobs), order)
     return jobs

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table, positive_int
-from robustlab.config import ConfigError, from_dict, parse_override
-from robustlab.errors import one_line
-from robustlab.runs.store import RunStore
+from robustlab.config import ConfigError, from_dict, parse_override, read_yaml
 
 
 def add_parser(subparsers) -> None:
@@ -138,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         return list_experiments(args)
     # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import run_experiment
+    from robustlab.runs.store import RunStore
 
     setup = setup_from_args(args)
     store = RunStore(args.runs_root)
@@ -198,17 +197,16 @@ def launcher_from_args(args: argparse.Namespace):
 
 
 def _launcher_config(path: str):
-    import yaml
-
     from robustlab.experiments.launch import SubmititLauncher
 
+    settings = read_yaml(Path(path))  # a damaged file is a one-line error naming it
     try:
-        return from_dict(yaml.safe_load(Path(path).read_text()) or {}, SubmititLauncher)
-    except (OSError, yaml.YAMLError, ConfigError) as error:
-        raise ConfigError(f"--launcher-config {path}: {one_line(error)}") from None
+        return from_dict(settings, SubmititLauncher)
+    except ConfigError as error:
+        raise ConfigError(f"--launcher-config {path}: {error}") from None
 
 
-def show_status(args: argparse.Namespace, setup, store: RunStore) -> int:
+def show_status(args: argparse.Namespace, setup, store) -> int:
     from robustlab.experiments import get_experiment
     from robustlab.experiments.launch import point_states
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.config import PAPER_EPS, ConfigError, parse_override
-from robustlab.runs.store import RunStore, StoredRun
+
+if TYPE_CHECKING:
+    from robustlab.runs.store import StoredRun
 
 STATUSES = ("created", "running", "interrupted", "failed", "done")
 
@@ -63,6 +65,8 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
 
 
 def list_runs(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore  # imported when the command runs, not for --help
+
     where = {}
     for text in args.where:
         path, value = parse_override(text)
@@ -94,6 +98,8 @@ def _summary(row: StoredRun) -> dict[str, Any]:
 
 
 def rebuild_index(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore
+
     store, unreadable = RunStore.reindex(args.runs_root)
     summary = {"index": str(store.index_path), "runs": len(store.query()), "unreadable": [str(p) for p in unreadable]}
     emit(
@@ -108,6 +114,8 @@ def rebuild_index(args: argparse.Namespace) -> int:
 
 
 def merge_stores(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore
+
     store = RunStore(args.into)
     outcomes = {str(source): store.merge(source) for source in args.sources}
     emit(

@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import torch
 import torch.multiprocessing
-from tqdm.auto import tqdm
 
 from robustlab.config import ConfigError, ExperimentConfig
 from robustlab.errors import RobustlabError, one_line
+from robustlab.progress import Progress
 from robustlab.runs import claims
 from robustlab.runs.store import IN_PROGRESS, RunStore, StoredRun, point_key
 from robustlab.train.loop import train
@@ -97,14 +97,17 @@ def work(order: WorkOrder) -> int:
     store = RunStore(order.root)
     pending = [(point_key(config), config) for config in order.configs if store.find_done(config) is None]
     trained = 0
-    with claims.alive(store):
+    with claims.alive(store), Progress(len(pending), "runs", "run", order.progress) as bar:
         while pending:
             held = claims.claims(store, [key for key, _ in pending])
             pending = [(key, config) for key, config in pending if not claims.settled_since(held.get(key), order.since)]
             free = [(key, config) for key, config in pending if held.get(key, {}).get("state") != claims.RUNNING]
             claimed = next(((key, c) for key, c in free if claims.claim(store, key, c.name, order.since)), None)
             if claimed is not None:
-                trained += _train_claimed(store, *claimed, order)
+                if _train_claimed(store, *claimed, order):
+                    trained += 1
+                    bar.update()
+                    bar.line(_outcome(store.find_done(claimed[1])))
             elif pending and order.wait:
                 time.sleep(POLL_S)
             else:
@@ -112,28 +115,39 @@ def work(order: WorkOrder) -> int:
     return trained
 
 
-def _train_claimed(store: RunStore, key: str, config: ExperimentConfig, order: WorkOrder) -> int:
-    """Train a claimed point and settle its claim; 1 if this worker trained it."""
+def _train_claimed(store: RunStore, key: str, config: ExperimentConfig, order: WorkOrder) -> bool:
+    """Train a claimed point and settle its claim; whether this worker trained it."""
     try:
         if store.find_done(config) is not None:  # finished meanwhile, by a sweep that did not claim it
             claims.settle(store, key, claims.DONE)
-            return 0
+            return False
         if any(row.status in IN_PROGRESS for row in store.find(config)):  # a live process trains it unclaimed
             claims.settle(store, key, claims.RELEASED)
             time.sleep(POLL_S)
-            return 0
+            return False
         _train_point(store, key, config, order)
     except ClaimLostError:
-        return 0
+        return False
     except Exception as error:
         print(f"robustlab: run {config.name} failed: {one_line(error)}", file=sys.stderr)
         claims.settle(store, key, claims.FAILED, one_line(error))
-        return 0
+        return False
     except BaseException:  # interrupted (Ctrl-C, a job's time limit): the next worker resumes the run
         claims.settle(store, key, claims.RELEASED)
         raise
     claims.settle(store, key, claims.DONE)
-    return 1
+    return True
+
+
+def _outcome(row: StoredRun | None) -> str:
+    """A finished run, its accuracy and first CRA: its progress line."""
+    if row is None or row.results is None:
+        return "finished"
+    text = f"{row.id}: accuracy {row.results.accuracy:.3f}"
+    if row.results.cra and row.results.lipschitz_constant is not None:
+        first = row.results.cra[0]
+        text += f", CRA {first.label} {first.cra:.3f}"
+    return text
 
 
 def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: WorkOrder) -> None:
@@ -254,15 +268,21 @@ def _cpu_count() -> int:
 
 
 def _watch(running, order: WorkOrder) -> None:
-    """A progress bar of finished points while ``running()``."""
+    """Progress of the points the workers settle while ``running()``: a bar, or a line each."""
     store = RunStore(order.root)
-    keys = sorted({point_key(config) for config in order.configs})
-    with tqdm(total=len(keys), desc="runs", unit="run", disable=not order.progress) as bar:
+    configs = {point_key(config): config for config in order.configs}
+    settled: set[str] = set()
+    with Progress(len(configs), "runs", "run", order.progress) as bar:
         while running():
-            states = claims.claims(store, keys)
-            bar.n = sum(claims.settled_since(states.get(key), order.since) for key in keys)
-            bar.refresh()
             time.sleep(POLL_S)
+            states = claims.claims(store, list(configs))
+            for key in sorted(set(configs) - settled):
+                state = states.get(key)
+                if claims.settled_since(state, order.since):
+                    settled.add(key)
+                    bar.update()
+                    failed = state and state["state"] == claims.FAILED
+                    bar.line(f"{configs[key].name} failed" if failed else _outcome(store.find_done(configs[key])))
 
 
 # ---------------------------------------------------------------------------------------

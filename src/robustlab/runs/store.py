@@ -33,9 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict
+from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
 from robustlab.errors import RobustlabError
 from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
 from robustlab.nn.models import ARCHITECTURE_VERSION
@@ -75,8 +73,9 @@ class Run:
                 f"{self.path} is not a robustlab run directory (no config.yaml); "
                 "give the folder that `robustlab train` created"
             )
+        data = read_yaml(self.config_path)  # a damaged file is a one-line error naming it
         try:
-            return from_dict(yaml.safe_load(self.config_path.read_text()) or {})
+            return from_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{self.config_path}: {error}") from None
 
@@ -122,6 +121,7 @@ EXECUTION_KEYS = (
     "name",
     "train.device",
     "train.checkpoint_every",
+    "train.log_to",
     "data.data_dir",
     "data.download",
     *(f"train.{option}" for option in SPEED_OPTIONS),
@@ -435,10 +435,8 @@ class RunStore:
         """The index row of a run folder, read from its files alone."""
         run = Run(folder)
         try:
-            config = yaml.safe_load(run.config_path.read_text())
-        except (OSError, yaml.YAMLError):
-            return None
-        if not isinstance(config, dict):
+            config = read_yaml(run.config_path)
+        except ConfigError:
             return None
         try:
             results = run.load_results().to_dict() if run.results_path.exists() else None

@@ -547,6 +547,7 @@ def _file_system(path: Path) -> str:
         return ""
     for line in mounts:
         fields = line.split()
-        if len(fields) >= 3 and str(path).startswith(fields[1].rstrip("/") + "/") and len(fields[1]) > len(best):
+        inside = f"{path}/".startswith(fields[1].rstrip("/") + "/") if len(fields) >= 3 else False
+        if inside and len(fields[1]) > len(best):
             best, kind = fields[1], fields[2]
     return kind

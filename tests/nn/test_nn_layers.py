@@ -9,11 +9,16 @@ from robustlab.nn.activations import GroupSort, MaxMin
 from robustlab.nn.blocks import CenterInputs, FirstChannels, GlobalMaxPool, ZeroChannelConcatenation, ZeroPad
 from robustlab.nn.lipschitz import (
     LAYER_FAMILIES,
+    AOCConv2d,
     AOLConv2d,
     AOLLinear,
+    BCOPConv2d,
+    BjorckLinear,
     CayleyConv2d,
     CPLConv2d,
     CPLLinear,
+    LOTConv2d,
+    LOTLinear,
     OrthogonalLinear,
     SLLConv2d,
     SLLLinear,
@@ -38,6 +43,14 @@ LAYERS = {
     "cayley-conv": (lambda: CayleyConv2d(4), (4, 4, 6)),
     "orthogonal-linear": (lambda: OrthogonalLinear(6, 4), (6,)),
     "orthogonal-linear-wide": (lambda: OrthogonalLinear(4, 6), (4,)),
+    "bcop-conv": (lambda: BCOPConv2d(4, 4), (4, 5, 5)),
+    "bcop-conv-zeros-wide": (lambda: BCOPConv2d(3, 6, padding_mode="zeros"), (3, 6, 6)),
+    "bjorck-linear-narrow": (lambda: BjorckLinear(8, 4), (8,)),
+    "aoc-conv": (lambda: AOCConv2d(4, 4), (4, 5, 5)),
+    "aoc-conv-zeros-narrow-5x5": (lambda: AOCConv2d(6, 4, 5, padding_mode="zeros"), (6, 6, 6)),
+    "lot-conv": (lambda: LOTConv2d(4), (4, 4, 6)),
+    "lot-conv-zeros": (lambda: LOTConv2d(4, padding_mode="zeros"), (4, 5, 5)),
+    "lot-linear-wide": (lambda: LOTLinear(4, 6), (4,)),
 }
 
 
@@ -46,7 +59,7 @@ def _scaled(make):
     layer = make()
     with torch.no_grad():
         for name, parameter in layer.named_parameters():
-            if "weight" in name and "original" not in name:  # see OrthogonalLinear
+            if name != "bias" and "original" not in name:  # see OrthogonalLinear
                 parameter.add_(torch.randn_like(parameter)).mul_(3)
     return layer
 
@@ -314,7 +327,7 @@ def test_every_family_builds_conv_and_rectangular_linear_layers(family):
 
 
 def test_unknown_family_lists_the_known_ones():
-    with pytest.raises(UnknownNameError, match="aol, cpl, orthogonal, sll, soc"):
+    with pytest.raises(UnknownNameError, match="aoc, aol, bcop, cpl, lot, orthogonal, sll, soc"):
         LAYER_FAMILIES.get("lipschitz")
 
 

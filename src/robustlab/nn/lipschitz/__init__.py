@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
+from robustlab.nn.lipschitz.aoc import AOCConv2d
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
 from robustlab.nn.lipschitz.base import ResidualLipschitz
+from robustlab.nn.lipschitz.bcop import BCOPConv2d, BjorckLinear
 from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
+from robustlab.nn.lipschitz.lot import LOTConv2d, LOTLinear
 from robustlab.nn.lipschitz.orthogonal import CayleyConv2d, OrthogonalLinear
 from robustlab.nn.lipschitz.sll import SLLConv2d, SLLLinear
 from robustlab.nn.lipschitz.soc import SOCConv2d
@@ -26,11 +29,16 @@ from robustlab.registry import Registry
 
 __all__ = [
     "LAYER_FAMILIES",
+    "AOCConv2d",
     "AOLConv2d",
     "AOLLinear",
+    "BCOPConv2d",
+    "BjorckLinear",
     "CPLConv2d",
     "CPLLinear",
     "CayleyConv2d",
+    "LOTConv2d",
+    "LOTLinear",
     "LayerFamily",
     "OrthogonalLinear",
     "ResidualLipschitz",
@@ -98,4 +106,26 @@ _register(
     "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: CayleyConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+)
+_register(
+    "bcop",
+    "block convolution orthogonal parametrization (Björck-orthonormalised projectors), Björck dense layers",
+    conv=lambda channels, kernel_size=3, *, input_size=None: BCOPConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias),
+)
+_register(
+    "lot",
+    "layer-wise orthogonal training: V (V^H V)^-1/2 per frequency by Newton-Schulz (circular padding)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: LOTConv2d(channels, kernel_size, input_size=input_size),
+    linear=lambda in_features, out_features, bias=True: LOTLinear(in_features, out_features, bias),
+)
+_register(
+    "aoc",
+    "adaptive orthogonal convolutions (orthogonium, stride 1): reflectors and 2x2 block convolutions, Björck dense",
+    conv=lambda channels, kernel_size=3, *, input_size=None: AOCConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias, iterations=12),
 )

@@ -1,0 +1,297 @@
+"""Pieces shared by the iteratively orthogonalised families (BCOP, AOC, LOT): Björck
+orthonormalisation, block convolutions, frequency responses, and the guaranteed norm
+bounds that make their certificates sound.
+
+Soundness. Björck and Newton-Schulz are truncated iterations, so the matrices a layer
+computes are only close to orthogonal. Every layer here, in evaluation mode, computes a
+guaranteed float64 upper bound ``beta`` on the operator norm of exactly what it computes and
+divides its operator by max(1, beta), so the evaluated layer is 1-Lipschitz whatever the
+iterations reached (up to float64 rounding of the bound, about 1e-13 relative, far inside
+certification's slack). Training mode uses the iterate as it is (no bound).
+
+Bounds (``spectral_norm_bound``): first Gershgorin's bound ||A||^2 <= max_i sum_j |A^H A|_ij,
+one matrix product, tight (excess ~ rounding) when A is orthogonal; if it leaves more than
+``CHEAP_BOUND_SLACK`` above 1, the exact largest eigenvalue of A^H A (eigvalsh, float64).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab.nn.lipschitz.aol import conv_gram_row_sums
+from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, pair
+
+# Gershgorin bounds above 1 + this are replaced by the exact norm: dividing a layer by the
+# cheap bound costs at most this much of its scale, and the exact norm is expensive.
+CHEAP_BOUND_SLACK = 1e-4
+PADDING_MODES = ("circular", "zeros")
+
+
+def bjorck(matrix: Tensor, iterations: int) -> Tensor:
+    """Björck-Bowie orthonormalisation (first order) of the last two dims: W <- 1.5 W - 0.5 W W^T W.
+
+    Starts from W / s with s >= ||W||_2 guaranteed (the smaller of the Frobenius norm and the
+    square root of Gershgorin's bound on the Gram matrix), so every singular value starts in
+    (0, 1]. The iteration maps a singular value by 1.5 x - 0.5 x^3, which sends [0, 1] into
+    itself and increases it towards 1: in exact arithmetic every iterate, truncated or not,
+    has norm <= 1, and converges to the orthogonal polar factor (quadratically near 1,
+    x1.5 per step while small).
+    """
+    tall = matrix.shape[-2] >= matrix.shape[-1]
+    w = matrix if tall else matrix.mT  # the Gram matrix on the smaller side
+    gram = w.mT @ w
+    trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    gershgorin = gram.abs().sum(-1).amax(-1)
+    scale_sq = torch.minimum(trace, gershgorin).clamp_min(torch.finfo(w.dtype).tiny)[..., None, None]
+    w, gram = w / scale_sq.sqrt(), gram / scale_sq
+    for step in range(iterations):
+        if step:
+            gram = w.mT @ w
+        w = 1.5 * w - 0.5 * (w @ gram)
+    return w if tall else w.mT
+
+
+def projector(basis: Tensor) -> Tensor:
+    """V V^T for (batched) V with orthonormal columns: a symmetric projector (eigenvalues in [0, 1]
+    when V has norm <= 1, as Björck iterates do)."""
+    return basis @ basis.mT
+
+
+def block_convolution(a: Tensor, b: Tensor) -> Tensor:
+    """The kernel of conv_a(conv_b(x)): C_t = sum_{p+q=t} A_p B_q (matrix products over channels).
+
+    ``a`` (o, m, a1, a2) and ``b`` (m, i, b1, b2) in F.conv2d's layout; C is (o, i, a1+b1-1, a2+b2-1).
+    One conv2d: B's input channels are the batch, A flipped is the filter, padded to full size.
+    """
+    a1, a2 = a.shape[-2:]
+    c = F.conv2d(b.transpose(0, 1), a.flip(-2, -1), padding=(a1 - 1, a2 - 1))
+    return c.transpose(0, 1)
+
+
+def complex_dtype(like: Tensor) -> torch.dtype:
+    return torch.complex128 if like.dtype == torch.float64 else torch.complex64
+
+
+def circular_response(kernel: Tensor, size: tuple[int, int]) -> Tensor:
+    """A(f) for the 'same' circular convolution (F.conv2d's cross-correlation, centred taps) with
+    ``kernel`` (out, in, kh, kw) on (H, W) images, on the rfft2 grid: (H, W // 2 + 1, out, in).
+
+    y = irfft2(A(f) rfft2(x)) is that convolution. Summed tap by tap, so that a kernel larger
+    than the image wraps around as circular padding does.
+    """
+    (height, width), (kh, kw) = size, kernel.shape[-2:]
+    phases_h = _phases(height, kh, height, kernel)
+    phases_w = _phases(width, kw, width // 2 + 1, kernel)
+    return torch.einsum("oiab,ha,wb->hwoi", kernel.to(phases_h.dtype), phases_h, phases_w)
+
+
+def _phases(length: int, taps: int, frequencies: int, like: Tensor) -> Tensor:
+    """exp(2 pi i f s / length) for frequencies f and tap offsets s centred at 0."""
+    f = torch.arange(frequencies, device=like.device, dtype=torch.float64)
+    s = torch.arange(taps, device=like.device, dtype=torch.float64) - taps // 2
+    return torch.exp(2j * torch.pi * torch.outer(f, s) / length).to(complex_dtype(like))
+
+
+def apply_response(response: Tensor, x: Tensor) -> Tensor:
+    """irfft2(A(f) rfft2(x)) for a response on the rfft2 grid of x's size."""
+    x_hat = torch.fft.rfft2(x.to(response.real.dtype))
+    y_hat = torch.einsum("hwoi,bihw->bohw", response, x_hat)
+    return torch.fft.irfft2(y_hat, s=tuple(x.shape[-2:])).to(x.dtype)
+
+
+@torch.no_grad()
+def spectral_norm_bound(matrices: Tensor) -> Tensor:
+    """A guaranteed upper bound (float64 scalar) on the largest spectral norm in a batch of
+    (real or complex) matrices; see the module docstring.
+
+    For a circular convolution's response on the rfft2 grid the result bounds the convolution
+    itself: irfft2 projects the output spectrum onto the Hermitian-symmetric ones, a contraction.
+    """
+    a = matrices.to(torch.complex128 if matrices.is_complex() else torch.float64)
+    if a.shape[-2] < a.shape[-1]:
+        a = a.mH  # same norm, smaller Gram matrix
+    gram = a.mH @ a
+    cheap = gram.abs().sum(-1).amax()
+    if cheap <= (1 + CHEAP_BOUND_SLACK) ** 2:
+        return cheap.sqrt()
+    return torch.linalg.eigvalsh(gram)[..., -1].amax().clamp_min(0).sqrt()
+
+
+@torch.no_grad()
+def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: str) -> Tensor:
+    """A guaranteed upper bound (float64 scalar) on the norm of the stride-1 'same' convolution
+    with ``kernel`` and ``padding_mode`` on ``size`` images.
+
+    First AOL's bound (the largest absolute row sum of the Gram kernel, valid on any image
+    size); if it leaves more than ``CHEAP_BOUND_SLACK`` above 1, the per-frequency bound at
+    ``size``: exact for circular padding; for zero padding the circular convolution on the
+    (H + kh - 1) x (W + kw - 1) grid, of which the zero-padded one is a restriction.
+    """
+    kernel = kernel.double()
+    cheap = conv_gram_row_sums(kernel).amax().sqrt()
+    if cheap <= 1 + CHEAP_BOUND_SLACK or size is None:
+        return cheap
+    kh, kw = kernel.shape[-2:]
+    grid = tuple(size) if padding_mode == "circular" else (size[0] + kh - 1, size[1] + kw - 1)
+    return torch.minimum(cheap, spectral_norm_bound(circular_response(kernel, grid)))
+
+
+def check_padding_mode(padding_mode: str, layer: str) -> str:
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{layer}: padding_mode must be 'circular' or 'zeros', got {padding_mode!r}")
+    return padding_mode
+
+
+class ExplicitKernelConv(nn.Module):
+    """A stride-1 'same' convolution whose kernel ``kernel()`` is built from (nearly) orthogonal
+    matrices; BCOP and AOC differ only in how they build it.
+
+    Evaluation mode divides the kernel by max(1, ``conv_norm_bound``) and caches it until the
+    parameters change. The bound needs the image size only when AOL's size-free bound is not
+    tight (an unconverged orthogonalisation): each input's; ``export`` uses ``input_size``
+    (given here, or the first input's).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        bias: bool,
+        padding_mode: str,
+        input_size: int | tuple[int, int] | None,
+        iterations: int,
+        factory: dict,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        if iterations < 0:
+            raise ValueError(f"{name}: iterations must be >= 0, got {iterations}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.channels = max(in_channels, out_channels)  # the kernel is built square, then cut
+        self.kernel_size = odd_kernel_size(kernel_size)
+        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding_mode = check_padding_mode(padding_mode, name)
+        self.input_size = None if input_size is None else pair(input_size, "input_size")
+        self.iterations = iterations
+        self.bias = nn.Parameter(torch.zeros(out_channels, **factory)) if bias else None
+        self._cache = EvalCache()
+
+    def square_kernel(self) -> Tensor:
+        """The (channels, channels, kh, kw) kernel, built with gradients."""
+        raise NotImplementedError
+
+    def kernel_parameters(self) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def kernel(self) -> Tensor:
+        return self.square_kernel()[: self.out_channels, : self.in_channels]
+
+    def norm_bound(self, size: tuple[int, int] | None = None) -> Tensor:
+        """Guaranteed bound on the norm of the convolution with ``kernel()`` (no eval scaling)."""
+        return conv_norm_bound(self.kernel().detach(), size or self.input_size, self.padding_mode)
+
+    def eval_kernel(self, size: tuple[int, int] | None = None) -> Tensor:
+        """``kernel()`` / max(1, bound), cached until the parameters change."""
+        size = size or self.input_size
+
+        def bounded() -> Tensor:
+            kernel = self.kernel()
+            bound = conv_norm_bound(kernel, size, self.padding_mode)
+            return kernel / bound.clamp_min(1).to(kernel.dtype)
+
+        return self._cache.get(self.kernel_parameters(), bounded, extra=(size,))
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_channels(x, self.in_channels, type(self).__name__)
+        self.input_size = self.input_size or tuple(x.shape[-2:])
+        kernel = self.kernel() if self.training else self.eval_kernel(tuple(x.shape[-2:]))
+        if self.padding_mode == "circular":
+            ph, pw = self.padding
+            return F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="circular"), kernel, self.bias)
+        return F.conv2d(x, kernel, self.bias, padding=self.padding)
+
+    @torch.no_grad()
+    def export(self) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` with the evaluation-mode kernel (for ``input_size`` images)."""
+        kernel = self.eval_kernel()
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            padding=self.padding,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+        ).to(device=kernel.device, dtype=kernel.dtype)
+        conv.weight.copy_(kernel)
+        if self.bias is not None:
+            conv.bias.copy_(self.bias)
+        return conv.eval().requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, "
+            f"padding_mode={self.padding_mode}, iterations={self.iterations}"
+        )
+
+
+class OrthogonalizedLinear(nn.Module):
+    """Like ``nn.Linear``: y = W x + b with W = ``orthogonal_weight()``, an iterative
+    orthonormalisation of the free ``weight`` (orthonormal columns if out >= in, else rows).
+    Evaluation mode divides W by max(1, ``spectral_norm_bound(W)``) and caches it."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, iterations: int, device=None, dtype=None):
+        super().__init__()
+        if iterations < 0:
+            raise ValueError(f"{type(self).__name__}: iterations must be >= 0, got {iterations}")
+        self.in_features, self.out_features, self.iterations = in_features, out_features, iterations
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self._cache = EvalCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.orthogonal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def orthogonal_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def norm_bound(self) -> Tensor:
+        """Guaranteed bound on ||orthogonal_weight()|| (before the evaluation-mode division)."""
+        return spectral_norm_bound(self.orthogonal_weight().detach())
+
+    def eval_weight(self) -> Tensor:
+        return self._cache.get((self.weight,), lambda: divided_by_bound(self.orthogonal_weight()))
+
+    def effective_weight(self) -> Tensor:
+        return self.orthogonal_weight() if self.training else self.eval_weight()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    @torch.no_grad()
+    def export(self) -> nn.Linear:
+        """A plain frozen ``nn.Linear`` with the evaluation-mode weight."""
+        weight = self.eval_weight()
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        linear = linear.to(device=weight.device, dtype=weight.dtype)
+        linear.weight.copy_(weight)
+        if self.bias is not None:
+            linear.bias.copy_(self.bias)
+        return linear.eval().requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"iterations={self.iterations}"
+        )
+
+
+def divided_by_bound(matrix: Tensor) -> Tensor:
+    """``matrix`` / max(1, a guaranteed bound on its norm): provably of norm <= 1."""
+    return matrix / spectral_norm_bound(matrix).clamp_min(1).to(matrix.dtype)

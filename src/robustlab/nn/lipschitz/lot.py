@@ -28,13 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, pair
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    dense_norm_report,
+    odd_kernel_size,
+    pair,
+    with_weights,
+)
 from robustlab.nn.lipschitz.orthogonal_kernels import (
     OrthogonalizedLinear,
     apply_response,
     check_padding_mode,
     circular_response,
     divided_by_bound,
+    spectral_norm_bound,
 )
 
 
@@ -59,8 +69,10 @@ def newton_schulz_polar(v: Tensor, iterations: int) -> Tensor:
     return z @ v if wide else v @ z
 
 
-class LOTConv2d(nn.Module):
+class LOTConv2d(LipschitzLayer):
     """Orthogonal channels -> channels convolution (kernel ``kernel_size``, circular padding by default)."""
+
+    affine = True
 
     def __init__(
         self,
@@ -121,7 +133,6 @@ class LOTConv2d(nn.Module):
         response = self.frequency_response(grid) if self.training else self.eval_response(grid)
         return apply_lot(response, x, self.padding if self.padding_mode == "zeros" else (0, 0), self.bias)
 
-    @torch.no_grad()
     def export(self) -> nn.Module:
         """Plain modules with the evaluation-mode response for ``input_size`` images (given, or
         the first input's): an ``nn.Conv2d`` for a 1 x 1 kernel, else a ``FourierConv2d``."""
@@ -129,16 +140,20 @@ class LOTConv2d(nn.Module):
         if size is None and not self.pointwise:
             raise ValueError("LOTConv2d.export needs the image size: give input_size, or run one input through first")
         response = self.eval_response(self.grid(size))
-        bias = None if self.bias is None else self.bias.detach().clone()
         if self.pointwise:
-            conv = nn.Conv2d(self.channels, self.channels, 1, bias=bias is not None)
-            conv = conv.to(device=response.device, dtype=response.dtype)
-            conv.weight.copy_(response[:, :, None, None])
-            if bias is not None:
-                conv.bias.copy_(bias)
-            return conv.eval().requires_grad_(False)
+            conv = nn.Conv2d(self.channels, self.channels, 1, bias=self.bias is not None)
+            return with_weights(conv, response[:, :, None, None], self.bias)
         padding = self.padding if self.padding_mode == "zeros" else (0, 0)
-        return FourierConv2d(response, tuple(size), padding, bias).eval()
+        return FourierConv2d(response, tuple(size), padding, self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        """Lanczos on the Jacobian, and the largest norm of the evaluation-mode W(f) (exact SVD
+        for a 1 x 1 kernel)."""
+        response = self.eval_response(self.grid(tuple(inputs.shape[-2:])))
+        if self.pointwise:
+            return dense_norm_report(response)
+        report = super().norm_report(inputs, **lanczos)
+        return report._replace(upper_bound=float(spectral_norm_bound(response)))
 
     def extra_repr(self) -> str:
         return (

@@ -21,7 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.nn.lipschitz.aol import conv_gram_row_sums
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, pair
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    dense_norm_report,
+    odd_kernel_size,
+    pair,
+    with_weights,
+)
 
 # Gershgorin bounds above 1 + this are replaced by the exact norm: dividing a layer by the
 # cheap bound costs at most this much of its scale, and the exact norm is expensive.
@@ -144,7 +153,7 @@ def check_padding_mode(padding_mode: str, layer: str) -> str:
     return padding_mode
 
 
-class ExplicitKernelConv(nn.Module):
+class ExplicitKernelConv(LipschitzLayer):
     """A stride-1 'same' convolution whose kernel ``kernel()`` is built from (nearly) orthogonal
     matrices; BCOP and AOC differ only in how they build it.
 
@@ -153,6 +162,8 @@ class ExplicitKernelConv(nn.Module):
     tight (an unconverged orthogonalisation): each input's; ``export`` uses ``input_size``
     (given here, or the first input's).
     """
+
+    affine = True
 
     def __init__(
         self,
@@ -213,10 +224,8 @@ class ExplicitKernelConv(nn.Module):
             return F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="circular"), kernel, self.bias)
         return F.conv2d(x, kernel, self.bias, padding=self.padding)
 
-    @torch.no_grad()
-    def export(self) -> nn.Conv2d:
+    def export(self) -> nn.Module:
         """A plain ``nn.Conv2d`` with the evaluation-mode kernel (for ``input_size`` images)."""
-        kernel = self.eval_kernel()
         conv = nn.Conv2d(
             self.in_channels,
             self.out_channels,
@@ -224,11 +233,14 @@ class ExplicitKernelConv(nn.Module):
             padding=self.padding,
             bias=self.bias is not None,
             padding_mode=self.padding_mode,
-        ).to(device=kernel.device, dtype=kernel.dtype)
-        conv.weight.copy_(kernel)
-        if self.bias is not None:
-            conv.bias.copy_(self.bias)
-        return conv.eval().requires_grad_(False)
+        )
+        return with_weights(conv, self.eval_kernel(), self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        """Lanczos on the Jacobian, and ``conv_norm_bound`` of the evaluation-mode kernel."""
+        report = super().norm_report(inputs, **lanczos)
+        size = tuple(inputs.shape[-2:])
+        return report._replace(upper_bound=float(conv_norm_bound(self.eval_kernel(size), size, self.padding_mode)))
 
     def extra_repr(self) -> str:
         return (
@@ -237,7 +249,7 @@ class ExplicitKernelConv(nn.Module):
         )
 
 
-class OrthogonalizedLinear(nn.Module):
+class OrthogonalizedLinear(LipschitzLayer):
     """Like ``nn.Linear``: y = W x + b with W = ``orthogonal_weight()``, an iterative
     orthonormalisation of the free ``weight`` (orthonormal columns if out >= in, else rows).
     Evaluation mode divides W by max(1, ``spectral_norm_bound(W)``) and caches it."""
@@ -274,16 +286,12 @@ class OrthogonalizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
 
-    @torch.no_grad()
-    def export(self) -> nn.Linear:
-        """A plain frozen ``nn.Linear`` with the evaluation-mode weight."""
-        weight = self.eval_weight()
+    def export(self) -> nn.Module:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        linear = linear.to(device=weight.device, dtype=weight.dtype)
-        linear.weight.copy_(weight)
-        if self.bias is not None:
-            linear.bias.copy_(self.bias)
-        return linear.eval().requires_grad_(False)
+        return with_weights(linear, self.eval_weight(), self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        return dense_norm_report(self.eval_weight())
 
     def extra_repr(self) -> str:
         return (

@@ -4,7 +4,7 @@ Every layer is a ``LipschitzLayer`` (``base.py``): a new family is one file with
 layers plus one ``_register`` line below (CONTRIBUTING.md, "Adding a layer family").
 A family gives two factories, so that any family plugs into any architecture:
 ``conv(channels, kernel_size=3, *, input_size=None)`` (channels -> channels, 'same' size;
-``input_size`` (H, W) lets CPL size its power-iteration vector up front) and
+``input_size`` (H, W) lets CPL size its power-iteration vector up front, and LOT export for it) and
 ``linear(in_features, out_features, bias=True)``. Residual and orthogonal layers map a
 space to itself; for in != out their linear factory wraps the square layer between
 ZeroChannelConcatenation and FirstChannels, both 1-Lipschitz.

@@ -200,10 +200,6 @@ class ExplicitKernelConv(LipschitzLayer):
     def kernel(self) -> Tensor:
         return self.square_kernel()[: self.out_channels, : self.in_channels]
 
-    def norm_bound(self, size: tuple[int, int] | None = None) -> Tensor:
-        """Guaranteed bound on the norm of the convolution with ``kernel()`` (no eval scaling)."""
-        return conv_norm_bound(self.kernel().detach(), size or self.input_size, self.padding_mode)
-
     def eval_kernel(self, size: tuple[int, int] | None = None) -> Tensor:
         """``kernel()`` / max(1, bound), cached until the parameters change."""
         size = size or self.input_size
@@ -272,10 +268,6 @@ class OrthogonalizedLinear(LipschitzLayer):
 
     def orthogonal_weight(self) -> Tensor:
         raise NotImplementedError
-
-    def norm_bound(self) -> Tensor:
-        """Guaranteed bound on ||orthogonal_weight()|| (before the evaluation-mode division)."""
-        return spectral_norm_bound(self.orthogonal_weight().detach())
 
     def eval_weight(self) -> Tensor:
         return self._cache.get((self.weight,), lambda: divided_by_bound(self.orthogonal_weight()))

@@ -46,7 +46,8 @@ def bjorck(matrix: Tensor, iterations: int) -> Tensor:
     (0, 1]. The iteration maps a singular value by 1.5 x - 0.5 x^3, which sends [0, 1] into
     itself and increases it towards 1: in exact arithmetic every iterate, truncated or not,
     has norm <= 1, and converges to the orthogonal polar factor (quadratically near 1,
-    x1.5 per step while small).
+    x1.5 per step while small). (BCOP's and orthogonium's code pre-scale by a power-iteration
+    estimate of ||W||, which can fall below it.)
     """
     tall = matrix.shape[-2] >= matrix.shape[-1]
     w = matrix if tall else matrix.mT  # the Gram matrix on the smaller side

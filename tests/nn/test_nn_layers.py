@@ -314,7 +314,7 @@ def test_every_family_builds_conv_and_rectangular_linear_layers(family):
 
 
 def test_unknown_family_lists_the_known_ones():
-    with pytest.raises(UnknownNameError, match="aol, cpl, orthogonal, sll, soc"):
+    with pytest.raises(UnknownNameError, match="aol, bro, cpl, orthogonal, sandwich, sll, soc"):
         LAYER_FAMILIES.get("lipschitz")
 
 

@@ -94,6 +94,10 @@ def test_export_gives_plain_modules_with_identical_outputs(family):
         "SLLLinear",
         "SOCConv2d",
         "OrthogonalLinear",
+        "SandwichConv2d",
+        "SandwichLinear",
+        "BROConv2d",
+        "BROLinear",
     }
     assert not custom
     assert not any(p.requires_grad for p in exported.parameters())

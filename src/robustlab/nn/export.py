@@ -10,6 +10,8 @@
   borders, because zero padding does not compose).
 - CayleyConv2d is kept as it is (a frequency-domain operator; its eval-mode frequency
   response is computed once and cached).
+- Layers with an ``export()`` method (Sandwich, BRO) export themselves: Linear/ReLU stacks,
+  and ``FourierConv2d`` (a fixed full-size circular kernel) for Fourier-domain convolutions.
 Everything else (blocks, activations, BatchNorm, plain layers) is copied. The export uses
 the evaluation-mode normalisers, so it matches ``model.eval()``; the result is in eval mode
 and holds no parameters that require gradients.
@@ -84,6 +86,8 @@ def _detached(parameter):
 
 
 def _plain(module: nn.Module) -> nn.Module | None:
+    if callable(getattr(module, "export", None)):
+        return module.export()
     if isinstance(module, AOLConv2d):
         conv = nn.Conv2d(
             module.in_channels,

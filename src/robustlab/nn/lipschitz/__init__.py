@@ -18,8 +18,10 @@ from torch import nn
 from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
 from robustlab.nn.lipschitz.base import ResidualLipschitz
+from robustlab.nn.lipschitz.bro import BROConv2d, BROLinear
 from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
 from robustlab.nn.lipschitz.orthogonal import CayleyConv2d, OrthogonalLinear
+from robustlab.nn.lipschitz.sandwich import SandwichConv2d, SandwichLinear
 from robustlab.nn.lipschitz.sll import SLLConv2d, SLLLinear
 from robustlab.nn.lipschitz.soc import SOCConv2d
 from robustlab.registry import Registry
@@ -28,6 +30,8 @@ __all__ = [
     "LAYER_FAMILIES",
     "AOLConv2d",
     "AOLLinear",
+    "BROConv2d",
+    "BROLinear",
     "CPLConv2d",
     "CPLLinear",
     "CayleyConv2d",
@@ -37,6 +41,8 @@ __all__ = [
     "SLLConv2d",
     "SLLLinear",
     "SOCConv2d",
+    "SandwichConv2d",
+    "SandwichLinear",
 ]
 
 
@@ -98,4 +104,20 @@ _register(
     "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: CayleyConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+)
+_register(
+    "sandwich",
+    "sandwich layers: sqrt2 A^T Psi relu(sqrt2 Psi^-1 B x + b), [A B] a Cayley transform (conv: per frequency, circular)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: SandwichConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: SandwichLinear(in_features, out_features, bias),
+)
+_register(
+    "bro",
+    "block reflector orthogonal layers: W = I - 2 V (V^T V)^-1 V^T (conv: per frequency, zero padding)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: BROConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BROLinear(in_features, out_features, bias),
 )

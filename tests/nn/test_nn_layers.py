@@ -11,10 +11,14 @@ from robustlab.nn.lipschitz import (
     LAYER_FAMILIES,
     AOLConv2d,
     AOLLinear,
+    BROConv2d,
+    BROLinear,
     CayleyConv2d,
     CPLConv2d,
     CPLLinear,
     OrthogonalLinear,
+    SandwichConv2d,
+    SandwichLinear,
     SLLConv2d,
     SLLLinear,
     SOCConv2d,
@@ -38,6 +42,13 @@ LAYERS = {
     "cayley-conv": (lambda: CayleyConv2d(4), (4, 4, 6)),
     "orthogonal-linear": (lambda: OrthogonalLinear(6, 4), (6,)),
     "orthogonal-linear-wide": (lambda: OrthogonalLinear(4, 6), (4,)),
+    "sandwich-conv": (lambda: SandwichConv2d(4, 4, input_size=(4, 5)), (4, 4, 5)),
+    "sandwich-conv-wide": (lambda: SandwichConv2d(3, 5, input_size=(4, 4)), (3, 4, 4)),
+    "sandwich-linear": (lambda: SandwichLinear(6, 4), (6,)),
+    "bro-conv": (lambda: BROConv2d(4, 4, input_size=(5, 4)), (4, 5, 4)),
+    "bro-conv-narrow": (lambda: BROConv2d(5, 3, input_size=(4, 4)), (5, 4, 4)),
+    "bro-linear": (lambda: BROLinear(6, 6), (6,)),
+    "bro-linear-wide": (lambda: BROLinear(4, 6, rank=5), (4,)),
 }
 
 

@@ -50,12 +50,13 @@ import torch
 
 from robustlab.certify import smoothing
 from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, load_config
 from robustlab.data.datasets import DATASETS
 from robustlab.data.splits import prepare_data
 from robustlab.registry import UnknownNameError
-from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, load_config
+from robustlab.runs.checkpoint import build_model, load_run_model
 from robustlab.runtime import resolve_device
-from robustlab.train.loop import build_model, load_run_model, train
+from robustlab.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_SHAPE = (32, 32, 3)

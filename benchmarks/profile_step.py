@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 
 from bench import speed_options, write_synthetic_cifar
+from robustlab.config import load_config
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import prepare_data
-from robustlab.runs.config import load_config
+from robustlab.runs.checkpoint import build_model
 from robustlab.runtime import resolve_device
 from robustlab.train.distributed import setup
-from robustlab.train.loop import build_model, make_train_step, prepare_for_training
+from robustlab.train.loop import make_train_step, prepare_for_training
 from robustlab.train.losses import build_loss
 from robustlab.train.optim import build_optimizer, build_schedule
 

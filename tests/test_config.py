@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from robustlab.runs.config import (
+from robustlab.config import (
     ConfigError,
     ExperimentConfig,
     load_config,

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustlab.config import AugmentConfig
 from robustlab.data.loader import DeviceLoader, augment_batch, epoch_generator
-from robustlab.runs.config import AugmentConfig
 
 NO_AUGMENT = dict(crop_padding=0, flip=False, cutout=0)
 

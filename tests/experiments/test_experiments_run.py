@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from robustlab.cli import main
+from robustlab.config import ConfigError, load_config
 from robustlab.experiments import get_experiment, report_experiment, run_experiment
 from robustlab.experiments.sweep import Sweep, collect, find_runs, run_sweep, with_overrides
-from robustlab.runs.config import ConfigError, load_config
 from robustlab.runs.store import Run, RunStore
 from robustlab.train.loop import train
 

@@ -8,13 +8,13 @@ import pytest
 
 from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
+from robustlab.config import ConfigError
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments import EXPERIMENTS, get_experiment, report_experiment, run_experiment
 from robustlab.experiments.data_scaling import capped_sizes, doubling_gain
 from robustlab.experiments.pca import component_subsets, explained_variances
 from robustlab.report.plots import Curve, Panel, plot_bars, plot_panels
 from robustlab.report.tables import markdown_table, write_table
-from robustlab.runs.config import ConfigError
 from robustlab.runs.store import RunStore
 
 

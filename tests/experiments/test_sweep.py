@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from robustlab.config import ConfigError, load_config
 from robustlab.experiments.sweep import (
     Sweep,
     collect,
@@ -15,7 +16,6 @@ from robustlab.experiments.sweep import (
     with_overrides,
 )
 from robustlab.nn.models import ARCHITECTURE_VERSION
-from robustlab.runs.config import ConfigError, load_config
 from robustlab.runs.store import RunStore
 
 

@@ -154,8 +154,9 @@ def test_cli_verify_explains_missing_arguments(capsys):
 def test_cli_verify_reads_a_run_directory(tmp_path, capsys):
     """A run folder as `robustlab train` writes it (config.yaml + model.pt with architecture)."""
     pytest.importorskip("robustlab.train.loop")
-    from robustlab.runs.config import load_config
-    from robustlab.runs.store import RunStore, atomic_torch_save
+    from robustlab.config import load_config
+    from robustlab.files import atomic_torch_save
+    from robustlab.runs.store import RunStore
 
     config = load_config(None, ["model.name=lipmlp-aol", "model.kwargs={depth: 1}", "data.name=digits"])
     run = RunStore(tmp_path / "runs").create(config, run_dir=tmp_path / "run")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustlab.cli import main
-from robustlab.runs.config import load_config
+from robustlab.config import load_config
 from robustlab.runs.store import Run
 from robustlab.train.loop import train
 

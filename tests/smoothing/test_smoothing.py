@@ -18,7 +18,7 @@ from smoothing_helpers import SHAPE, SIGMA, linear_model, points_at
 from torch import nn
 
 from robustlab.certify import smoothing
-from robustlab.runs.config import load_config
+from robustlab.config import load_config
 
 
 @pytest.fixture

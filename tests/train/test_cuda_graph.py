@@ -13,10 +13,12 @@ import torch
 from torch import nn
 from train_helpers import tiny_config
 
+from robustlab.config import ConfigError, OptimConfig
 from robustlab.nn.models import create_model
-from robustlab.runs.config import ConfigError, OptimConfig
-from robustlab.train.loop import TrainStep, load_run_model, train
+from robustlab.runs.checkpoint import load_run_model
+from robustlab.train.loop import train
 from robustlab.train.optim import build_optimizer, build_schedule
+from robustlab.train.step import TrainStep
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 STEPS = 8

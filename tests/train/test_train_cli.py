@@ -5,7 +5,7 @@ import yaml
 from train_helpers import tiny_overrides
 
 from robustlab.cli import main
-from robustlab.runs.store import atomic_torch_save, safe_torch_load
+from robustlab.files import atomic_torch_save, safe_torch_load
 
 
 def _sets(*overrides: str) -> list[str]:

@@ -7,11 +7,13 @@ import yaml
 from train_helpers import tiny_config
 
 from robustlab.certify.evaluate import evaluate
+from robustlab.config import ConfigError
 from robustlab.data.splits import prepare_data
+from robustlab.files import safe_torch_load
 from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
-from robustlab.runs.config import ConfigError
-from robustlab.runs.store import Run, RunStore, safe_torch_load
-from robustlab.train.loop import TrainingDivergedError, load_run_model, train
+from robustlab.runs.checkpoint import load_run_model
+from robustlab.runs.store import Run, RunStore
+from robustlab.train.loop import TrainingDivergedError, train
 
 
 def test_training_writes_a_complete_run(tmp_path):

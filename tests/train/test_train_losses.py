@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from robustlab.config import LossConfig
 from robustlab.registry import UnknownNameError
-from robustlab.runs.config import LossConfig
 from robustlab.train.losses import LOSSES, OffsetCrossEntropy, build_loss
 
 

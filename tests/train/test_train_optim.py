@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustlab.runs.config import OptimConfig
+from robustlab.config import OptimConfig
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
 
 

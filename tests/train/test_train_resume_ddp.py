@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from train_helpers import tiny_config, tiny_overrides
 
-from robustlab.runs.store import Run, RunStore, safe_torch_load
+from robustlab.files import safe_torch_load
+from robustlab.runs.store import Run, RunStore
 from robustlab.train.loop import train
 
 # Trains in a child process; after the first epoch's checkpoint it announces itself and
@@ -19,7 +20,7 @@ from robustlab.train.loop import train
 KILLED_CHILD = """
 import sys, time
 from pathlib import Path
-from robustlab.runs.config import load_config
+from robustlab.config import load_config
 from robustlab.train.loop import train
 
 def stall(epoch, run):

@@ -1,6 +1,6 @@
 """Tiny real training configs shared by the training tests (digits data, small 1-Lipschitz MLP)."""
 
-from robustlab.runs.config import load_config
+from robustlab.config import load_config
 
 TINY = [
     "model.kwargs={width: 16, depth: 1}",

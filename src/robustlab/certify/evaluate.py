@@ -17,6 +17,7 @@ a float64 deep copy in eval mode, so training shortcuts cannot leak into certifi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustlab.certify.margins import certified_radii, cra, cra_curve
-from robustlab.runs.config import DEFAULT_EPS
+from robustlab.config import DEFAULT_EPS
+from robustlab.data.splits import prepare_data
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
 CURVE_POINTS = 101
@@ -197,10 +199,6 @@ def split_images(config, split: str | None = None) -> tuple[np.ndarray, np.ndarr
     augmentation); ``test`` of a run that validated on held-out training images loads the
     test set separately.
     """
-    import dataclasses
-
-    from robustlab.data.splits import prepare_data
-
     if split not in (None, "train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got '{split}'")
     data_config = config.data

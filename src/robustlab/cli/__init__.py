@@ -13,9 +13,9 @@ import importlib
 import sys
 
 from robustlab import __version__
+from robustlab.config import ConfigError
 from robustlab.errors import RobustlabError
 from robustlab.registry import UnknownNameError
-from robustlab.runs.config import ConfigError
 
 COMMANDS = ("data", "train", "certify", "verify", "smooth", "experiment", "theory", "report", "demo")
 

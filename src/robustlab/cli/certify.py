@@ -47,9 +47,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustlab.certify.attacks import check_soundness, ensure_available
     from robustlab.certify.evaluate import certify_points, split_images, summarize
+    from robustlab.runs.checkpoint import load_run_model
     from robustlab.runs.store import Run
     from robustlab.runtime import resolve_device
-    from robustlab.train.loop import load_run_model
 
     if args.check_soundness:
         ensure_available(args.attack)

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from robustlab.runs.config import ConfigError, parse_float
-from robustlab.runs.store import json_default
+from robustlab.config import ConfigError, parse_float
+from robustlab.files import json_default
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

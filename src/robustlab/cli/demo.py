@@ -6,7 +6,7 @@ import argparse
 
 from robustlab.cli.common import add_json_flag, emit, int_list
 from robustlab.cli.experiment import render_report
-from robustlab.runs.config import ConfigError
+from robustlab.config import ConfigError
 
 
 def add_parser(subparsers) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.runs.config import ConfigError
+from robustlab.config import ConfigError
 from robustlab.runs.store import RunStore
 
 

@@ -1,4 +1,5 @@
-"""`robustlab smooth`: randomized smoothing of a trained run, and the comparison table."""
+"""`robustlab smooth`: randomized smoothing of a trained run, and the comparison table
+(``robustlab.experiments.smoothing_runs``)."""
 
 from __future__ import annotations
 
@@ -64,14 +65,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlab.certify import smoothing
+    # imported when the command runs, not for --help: keeps start-up fast
+    from robustlab.experiments.smoothing_runs import comparison_table, smooth_run
 
     if args.compare:
-        emit(args, {"rows": smoothing.comparison_table(args.run_dirs)}, _render_comparison)
+        emit(args, {"rows": comparison_table(args.run_dirs)}, _render_comparison)
         return 0
     if len(args.run_dirs) != 1:
         raise ValueError("smoothing runs on one RUN_DIR at a time; give several only with --compare")
-    result = smoothing.smooth_run(
+    result = smooth_run(
         args.run_dirs[0],
         args.method,
         sigma=args.sigma,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.runs.config import load_config, preset_names
+from robustlab.config import load_config, preset_names
 from robustlab.runs.store import Run, RunStore
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU

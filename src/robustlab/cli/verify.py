@@ -70,7 +70,7 @@ def _load(args: argparse.Namespace, device):
     if args.run_dir and (args.model or args.dataset):
         raise ValueError("give either RUN_DIR or --model with --dataset, not both")
     if args.run_dir:
-        from robustlab.train.loop import load_run_model
+        from robustlab.runs.checkpoint import load_run_model
 
         model, config = load_run_model(args.run_dir, device)
         return model, f"{config.model.name} ({args.run_dir})"
@@ -98,7 +98,7 @@ def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
 
 
 def _model_kwargs(texts: list[str]) -> dict:
-    from robustlab.runs.config import parse_override
+    from robustlab.config import parse_override
 
     kwargs = {}
     for text in texts:

@@ -11,7 +11,8 @@ from robustlab.data.datasets import (
 )
 from robustlab.data.loader import DeviceLoader, augment_batch
 from robustlab.data.pca import PCA, fit_pca, parse_component_spec
-from robustlab.data.splits import PreparedData, balanced_subset, channel_means, prepare_data, train_val_split
+from robustlab.data.sampling import balanced_subset, reference_split, train_val_split
+from robustlab.data.splits import PreparedData, channel_means, prepare_data
 
 __all__ = [
     "DATASETS",
@@ -30,5 +31,6 @@ __all__ = [
     "load_generated",
     "parse_component_spec",
     "prepare_data",
+    "reference_split",
     "train_val_split",
 ]

@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from robustlab.data.sampling import train_val_split
+from robustlab.files import atomic_open
 from robustlab.registry import Registry
-from robustlab.runs.store import atomic_open
 
 DATA_DIR_ENV = "ROBUSTLAB_DATA"
 DEFAULT_DATA_DIR = Path("~/.robustlab/data")
@@ -316,9 +317,7 @@ def _register(spec: DatasetSpec) -> None:
 
 
 def _digits() -> tuple:
-    from sklearn.datasets import load_digits
-
-    from robustlab.data.splits import train_val_split  # splits imports this module
+    from sklearn.datasets import load_digits  # scikit-learn loads slowly: only when digits are used
 
     digits = load_digits()
     images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]

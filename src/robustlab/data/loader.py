@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from robustlab.runs.config import AugmentConfig
+from robustlab.config import AugmentConfig
 
 MEAN_CHUNK = 8192  # images per step when computing channel means on the device
 

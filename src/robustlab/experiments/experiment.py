@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustlab.certify.evaluate import eps_label, evaluate
+from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from robustlab.data.splits import prepare_data
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
 from robustlab.report.tables import write_table
-from robustlab.runs.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from robustlab.runs.checkpoint import load_run_model
 from robustlab.runs.store import Run, RunStore
+from robustlab.runtime import resolve_device
 
 DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
 
@@ -113,8 +117,7 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def get_experiment(name: str) -> Experiment:
-    import robustlab.experiments  # noqa: F401  (importing the package registers every experiment)
-
+    # Importing this module imported its package first, and the package registers every experiment.
     return EXPERIMENTS.get(name)
 
 
@@ -205,11 +208,6 @@ def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
         return json.loads(cached.read_text())
-    from robustlab.certify.evaluate import evaluate
-    from robustlab.data.splits import prepare_data
-    from robustlab.runtime import resolve_device
-    from robustlab.train.loop import load_run_model
-
     device = resolve_device("auto")
     model, config = load_run_model(run.path, device)
     data = prepare_data(config.data)
@@ -226,8 +224,6 @@ def mean_over_seeds(values: list[float | None]) -> float | None:
 
 
 def cra_column(eps: float) -> str:
-    from robustlab.certify.evaluate import eps_label
-
     return f"CRA {eps_label(eps)}"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustlab.config import ConfigError
 from robustlab.experiments.data_scaling import doubling_notes, training_set_size
 from robustlab.experiments.experiment import (
     EXPERIMENTS,
@@ -26,7 +27,6 @@ from robustlab.experiments.experiment import (
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
-from robustlab.runs.config import ConfigError
 
 PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000)
 

@@ -8,8 +8,8 @@ the same model the same way; an experiment's ``--set`` overrides still apply on 
 
 from __future__ import annotations
 
+from robustlab.config import load_config
 from robustlab.experiments.sweep import Overrides
-from robustlab.runs.config import load_config
 
 
 def _from_preset(preset: str, **model_kwargs) -> Overrides:

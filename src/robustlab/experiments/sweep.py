@@ -18,9 +18,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.nn.models import ARCHITECTURE_VERSION
-from robustlab.runs.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.runs.store import Run, RunStore
+from robustlab.train.loop import train
 
 Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_size": 390}
 Grid = dict[str, list[Any]] | list[Overrides]
@@ -186,8 +187,6 @@ def run_sweep(
     todo = [row for row in rows if row.status != DONE]
     if dry_run or not todo:
         return rows
-    from robustlab.train.loop import train  # the engine pulls in torch models; import late
-
     bar = tqdm(todo, desc=sweep.name, unit="run", disable=not progress)
     for row in bar:
         bar.set_postfix_str(_describe(row.overrides))

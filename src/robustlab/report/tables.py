@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robustlab.runs.store import atomic_write_json, atomic_write_text
+from robustlab.files import atomic_write_json, atomic_write_text
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:

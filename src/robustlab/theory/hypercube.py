@@ -31,8 +31,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustlab.nn.activations import MaxMin
+from robustlab.nn.lipschitz import AOLLinear
 from robustlab.registry import Registry
 from robustlab.theory.stats import mean_ci, trial_generator
+from robustlab.train.losses import OffsetCrossEntropy
 
 MAX_DIMENSION = 28  # a truth table of 2^27 bools is 128 MiB
 
@@ -263,10 +266,6 @@ def fit_lipschitz_mlp(
 ) -> Predictor:
     """A 1-Lipschitz MLP (AOL linear layers and MaxMin) trained with OffsetCrossEntropy,
     which asks for a logit margin of ``offset`` (a certified radius of offset/sqrt(2))."""
-    from robustlab.nn.activations import MaxMin
-    from robustlab.nn.lipschitz import AOLLinear
-    from robustlab.train.losses import OffsetCrossEntropy
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers: list[nn.Module] = [AOLLinear(x.shape[1], width), MaxMin()]

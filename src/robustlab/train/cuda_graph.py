@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from robustlab.errors import RobustlabError
-from robustlab.train.loop import TrainStep
+from robustlab.train.step import TrainStep
 
 WARMUP_STEPS = 3
 

@@ -2,9 +2,9 @@
 
 Read from top to bottom, ``train`` is: open the run, prepare the data, build the model,
 loss, optimizer and schedule, restore a checkpoint when resuming, then loop over epochs
-of ``TrainStep``s, evaluating and checkpointing between epochs. ``TrainStep`` is the
-same code on the CPU, on one GPU and under DDP; on CUDA, ``train.cuda_graph`` replays its
-forward and backward pass from a captured graph (``robustlab.train.cuda_graph``).
+of ``TrainStep``s (``robustlab.train.step``), evaluating and checkpointing between epochs
+(``robustlab.runs.checkpoint``). On CUDA, ``train.cuda_graph`` replays each step's forward
+and backward pass from a captured graph (``robustlab.train.cuda_graph``).
 
 Speed options (bf16 autocast, torch.compile, channels_last, CUDA graphs) apply to training only:
 evaluation always certifies a float64 eval-mode copy of the plain model
@@ -19,29 +19,37 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import margins
+from robustlab.config import ConfigError, ExperimentConfig, TrainConfig
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
-from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
-from robustlab.runs.config import ConfigError, ExperimentConfig, TrainConfig
-from robustlab.runs.store import Run, RunStore, atomic_torch_save, atomic_write_text, safe_torch_load
+from robustlab.files import atomic_write_text
+from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.runs.checkpoint import (
+    TrainState,
+    build_model,
+    load_checkpoint,
+    model_architecture,
+    save_checkpoint,
+    save_model,
+)
+from robustlab.runs.store import Run, RunStore
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed
+from robustlab.train.cuda_graph import GraphedTrainStep
 from robustlab.train.losses import build_loss
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
+from robustlab.train.step import TrainStep
 
 TRAIN_CRA_EPS = 36 / 255  # the progress bar's CRA of the training batches
 SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence check)
@@ -49,16 +57,6 @@ SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence
 
 class TrainingDivergedError(RobustlabError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainState:
-    """Where a run stands; saved in the checkpoint."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    train_time_s: float = 0.0  # time spent training so far, over all resumptions
-    history: dict = field(default_factory=dict)  # last epoch's training metrics
 
 
 def train(
@@ -161,7 +159,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 
     if main:
         results = final_results(model, data, config, state, device, context, progress)
-        atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, run.model_path)
+        save_model(run.model_path, model, architecture)
         run.save_results(results)
         run.log_metrics(
             {
@@ -175,45 +173,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 
 
 # ---------------------------------------------------------------------------------------
-# One step, one epoch
-
-
-class TrainStep:
-    """One optimizer step on a batch: forward (under bf16 autocast when asked), loss, backward,
-    optimizer and schedule. Returns the (unweighted) loss and the logits, detached, on the device.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LRScheduler,
-        autocast: torch.dtype | None = None,
-    ):
-        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
-        self.autocast = autocast
-
-    def forward_backward(
-        self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0, autocast_cache: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(
-            x.device.type,
-            dtype=self.autocast or torch.bfloat16,
-            enabled=self.autocast is not None,
-            cache_enabled=autocast_cache,
-        ):
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
-        (loss * loss_weight).backward()
-        return loss.detach(), logits.detach().float()
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, logits = self.forward_backward(x, y, loss_weight)
-        self.optimizer.step()
-        self.schedule.step()
-        return loss, logits
+# One epoch
 
 
 def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context, channels_last, bar) -> dict:
@@ -301,36 +261,6 @@ def training_epochs(config: ExperimentConfig, data: PreparedData) -> float:
     return epochs
 
 
-def model_architecture(config: ExperimentConfig, data: PreparedData) -> dict:
-    """What it takes to rebuild the model without the data; saved with its weights."""
-    return {
-        "name": config.model.name,
-        "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes,
-        "mean": [float(m) for m in data.mean],
-        "kwargs": dict(config.model.kwargs),
-        "version": ARCHITECTURE_VERSION,
-    }
-
-
-def build_model(config: ExperimentConfig, data: PreparedData) -> nn.Module:
-    return _create(model_architecture(config, data), config.eval.power_iterations)
-
-
-def _create(architecture: dict, power_iterations: int) -> nn.Module:
-    model = create_model(
-        architecture["name"],
-        tuple(architecture["input_shape"]),
-        architecture["num_classes"],
-        mean=torch.tensor(architecture["mean"], dtype=torch.float32),
-        **architecture["kwargs"],
-    )
-    for module in model.modules():  # CPL layers: power-iteration steps when evaluating
-        if hasattr(module, "eval_iterations"):
-            module.eval_iterations = power_iterations
-    return model
-
-
 def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) -> nn.Module:
     """The module the training steps call: the model, maybe channels_last, DDP-wrapped, compiled.
 
@@ -365,13 +295,11 @@ def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, conte
             "train.cuda_graph does not combine with multi-process (DDP) training: its gradient "
             "all-reduce runs outside the graph; set train.cuda_graph=false under torchrun"
         )
-    from robustlab.train.cuda_graph import GraphedTrainStep
-
     return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast)
 
 
 # ---------------------------------------------------------------------------------------
-# Run directory, checkpoints, results
+# Run directory and results
 
 
 def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentConfig, RunStore | None]:
@@ -406,68 +334,6 @@ def _forget_metrics_after(run: Run, step: int) -> None:
     """Drop metrics of steps the checkpoint does not include: they are about to be trained again."""
     kept = [record for record in run.metrics() if record.get("step", 0) <= step and not record.get("final")]
     atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
-
-
-def rng_states() -> dict:
-    numpy_state = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
-        "numpy_rest": [int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
-        "python": list(random.getstate()[1]),
-        "python_gauss": random.getstate()[2],
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), *states["numpy_rest"]))
-    random.setstate((3, tuple(states["python"]), states["python_gauss"]))
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def save_checkpoint(path, model, optimizer, schedule, state: TrainState, architecture: dict) -> None:
-    """Everything needed to continue, as tensors and plain data only (loads with weights_only=True)."""
-    atomic_torch_save(
-        {
-            "architecture": architecture,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "state": asdict(state),
-            "rng": rng_states(),
-        },
-        path,
-    )
-
-
-def load_checkpoint(path, model, optimizer, schedule, device) -> TrainState:
-    checkpoint = safe_torch_load(path, map_location=device)
-    _load_weights(model, checkpoint, path)
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    schedule.load_state_dict(checkpoint["schedule"])
-    set_rng_states(_to_cpu(checkpoint["rng"]))
-    return TrainState(**checkpoint["state"])
-
-
-def _to_cpu(states: dict) -> dict:
-    return {
-        k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] if k == "cuda" else v) for k, v in states.items()
-    }
-
-
-def _load_weights(model: nn.Module, checkpoint: dict, path) -> None:
-    change = architecture_change(model, checkpoint["architecture"].get("version", 1))
-    if change:
-        raise ValueError(f"{path} does not fit this robustlab's model: {change}. Train the run again.")
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not fit the model: {str(error).splitlines()[0]} ...") from None
 
 
 def _evaluate(model, data: PreparedData, config: ExperimentConfig, device, progress: bool = False) -> dict:
@@ -507,31 +373,3 @@ def final_results(
         "torch_version": torch.__version__,
         "architecture_version": ARCHITECTURE_VERSION,
     }
-
-
-# ---------------------------------------------------------------------------------------
-# Loading a trained model
-
-
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ExperimentConfig]:
-    """The run's model in eval mode (final weights, or the latest checkpoint) and its config."""
-    run = Run(run_dir)
-    config = run.load_config()
-    path = run.model_path if run.model_path.exists() else run.checkpoint_path
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{run.path} has neither model.pt nor checkpoint.pt: training has not saved weights yet"
-        )
-    checkpoint = safe_torch_load(path, map_location=device)
-    architecture = checkpoint.get("architecture") if isinstance(checkpoint, dict) else None
-    if architecture is None or "model" not in checkpoint:
-        raise ValueError(f"{path} is not a robustlab weights file (no architecture and model entries)")
-    if architecture["name"] != config.model.name or architecture["kwargs"] != config.model.kwargs:
-        raise ValueError(
-            f"{path} holds weights of a '{architecture['name']}' model {architecture['kwargs'] or ''}, but the "
-            f"run's config.yaml describes '{config.model.name}' {config.model.kwargs or ''}; "
-            "the weights file belongs to another run"
-        )
-    model = _create(architecture, config.eval.power_iterations).to(device)
-    _load_weights(model, checkpoint, path)
-    return model.eval(), config

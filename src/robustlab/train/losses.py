@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.config import LossConfig
 from robustlab.registry import Registry
-from robustlab.runs.config import LossConfig
 
 LOSSES: Registry = Registry("loss")
 

@@ -1,27 +1,9 @@
-"""Randomized smoothing: the paper's radius estimate and Cohen et al.'s CERTIFY / PREDICT.
+"""The three smoothing methods, their per-image records and the resumable records file.
 
-The smoothed classifier of a base classifier f is h(x) = argmax_c P(f(x + e) = c) with
-e ~ N(0, sigma^2 I). Three ways to look at it, all Monte-Carlo:
-
-- ``estimate`` (Prach & Lampert, Section 4): n = 1000 noisy copies, p1 = frequency of the
-  TRUE class, p2 = frequency of the most frequent other class, both clipped to
-  [0.01, 0.99], radius = sigma/2 * (PhiInv(p1) - PhiInv(p2)); negative = misclassified.
-  This estimates the robustness of the (unevaluable) smoothed classifier: it is NOT a
-  guarantee, and every result says so.
-- ``certify`` (Cohen et al. 2019): pick the top class from n0 = 100 copies, count it in
-  n = 100,000 fresh copies, take the one-sided Clopper-Pearson lower bound pA at level
-  alpha; abstain if pA < 1/2, else radius = sigma * PhiInv(pA). Sound with probability at
-  least 1 - alpha per image.
-- ``predict`` (Cohen et al. 2019): the top class of n copies, unless a two-sided binomial
-  test of the top two counts has p-value > alpha (then abstain). No radius.
-
-How it runs: noise is drawn on the model's device, many noisy copies of several images
-per forward pass; predictions are counted with ``scatter_add_`` on the device, and the
-counts come to the host once per chunk of images. Each image has its own noise stream,
-seeded from (seed, image index, purpose), so a result depends neither on the batch size
-nor on which other images share a chunk, and a resumed run replays exactly. With an
-``output`` path every chunk's results are appended to a JSONL file (flushed and fsynced);
-running again with the same file skips the images already there.
+``smooth`` runs one method over a set of images a chunk at a time: it queues the chunk's
+counting on the device (``sampling.count_predictions``), turns the previous chunk's counts
+into per-image records on the host, appends them to the JSONL file (``output``) and, at the
+end, summarises all records. A rerun with the same file skips the images already there.
 """
 
 from __future__ import annotations
@@ -30,24 +12,24 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import beta, binomtest, norm
+from scipy.stats import binomtest
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.certify.evaluate import CURVE_POINTS, eps_label, split_images
+from robustlab.certify.evaluate import CURVE_POINTS, eps_label
 from robustlab.certify.margins import cra, cra_curve
-from robustlab.runs.config import DEFAULT_EPS
-from robustlab.runs.store import Run, append_json_lines
+from robustlab.certify.smoothing.sampling import count_predictions, noise_seed
+from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
+from robustlab.config import DEFAULT_EPS
+from robustlab.files import append_json_lines
 
 METHODS = ("estimate", "certify", "predict")
-NOISE_BLOCK = 1000  # copies drawn per call from an image's stream; fixed, so results ignore batch size
 ABSTAIN = -1
 GUARANTEES = {
     "estimate": "none: a Monte-Carlo ESTIMATE of the smoothed classifier's radius (Prach & Lampert), not a certificate",
@@ -55,124 +37,6 @@ GUARANTEES = {
     "predict": "prediction only: wrong with probability <= alpha when not abstaining "
     "(Cohen et al. 2019, PREDICT); no radius",
 }
-_STREAMS = {"estimate": 0, "select": 1, "certify": 2, "predict": 3}
-
-
-# ---------------------------------------------------------------------------------------
-# Statistics (host side, on the counts of one chunk)
-
-
-def clopper_pearson_lower(successes, trials: int, alpha: float):
-    """One-sided (1 - alpha) Clopper-Pearson lower confidence bound of a binomial proportion.
-
-    Element-wise on arrays of success counts.
-    """
-    successes = np.asarray(successes)
-    bound = np.where(successes == 0, 0.0, beta.ppf(alpha, np.maximum(successes, 1), trials - successes + 1))
-    return _scalar_or_array(bound)
-
-
-def estimated_radius(p1, p2, sigma: float, clip: tuple[float, float] = (0.01, 0.99)):
-    """The paper's radius sigma/2 * (PhiInv(p1) - PhiInv(p2)) with clipped frequencies (element-wise)."""
-    return _scalar_or_array(sigma / 2 * (norm.ppf(np.clip(p1, *clip)) - norm.ppf(np.clip(p2, *clip))))
-
-
-def certified_radius(p_lower, sigma: float):
-    """Cohen et al.'s radius sigma * PhiInv(pA) for a lower bound pA >= 1/2 (element-wise)."""
-    return _scalar_or_array(sigma * norm.ppf(p_lower))
-
-
-def _scalar_or_array(values):
-    return float(values) if np.ndim(values) == 0 else np.asarray(values, dtype=np.float64)
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling on the device
-
-
-def noise_seed(seed: int, index: int, stream: str) -> int:
-    """Seed of one image's noise stream: a hash of (seed, image index, purpose)."""
-    state = np.random.SeedSequence([seed, index, _STREAMS[stream]]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1  # < 2**63: valid on every device
-
-
-def count_predictions(
-    model: nn.Module,
-    images: torch.Tensor,
-    seeds: Sequence[int],
-    num_samples: int,
-    sigma: float,
-    batch_size: int,
-    precision: str = "float32",
-) -> torch.Tensor:
-    """Class counts (images, classes) of ``model`` on ``num_samples`` noisy copies of each image.
-
-    ``images`` are float NCHW on the model's device. Nothing here waits for the device:
-    the counts stay there until the caller asks for them.
-    """
-    device = images.device
-    generators = [torch.Generator(device).manual_seed(s) for s in seeds]
-    blocks = [
-        (row, min(NOISE_BLOCK, num_samples - start))
-        for row in range(len(images))
-        for start in range(0, num_samples, NOISE_BLOCK)
-    ]
-    counts = None
-    for group in _group_blocks(blocks, batch_size):
-        rows = torch.tensor([row for row, _ in group])
-        sizes = torch.tensor([size for _, size in group])
-        image_of_copy = torch.repeat_interleave(rows, sizes).to(device, non_blocking=True)
-        noise = torch.empty((int(sizes.sum()), *images.shape[1:]), device=device)
-        for (row, _size), part in zip(group, noise.split(sizes.tolist())):
-            part.normal_(0.0, sigma, generator=generators[row])
-        for copies, owners in zip(noise.split(batch_size), image_of_copy.split(batch_size)):
-            with _autocast(device, precision):
-                logits = model(images[owners] + copies)
-            if counts is None:
-                num_classes = logits.shape[1]
-                counts = torch.zeros(len(images) * num_classes, dtype=torch.long, device=device)
-            predictions = logits.argmax(dim=1)
-            cells = owners * num_classes + predictions
-            counts.scatter_add_(0, cells, torch.ones_like(cells))
-    return counts.view(len(images), num_classes)
-
-
-def _group_blocks(blocks: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:
-    """Consecutive noise blocks, grouped up to ``batch_size`` copies (a lone larger block is split later)."""
-    group, total = [], 0
-    for row, size in blocks:
-        if group and total + size > batch_size:
-            yield group
-            group, total = [], 0
-        group.append((row, size))
-        total += size
-    if group:
-        yield group
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "float32":
-        return _full_float32(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-@contextmanager
-def _full_float32(device: torch.device) -> Iterator[None]:
-    """No TF32 shortcut in certification: CUDA convolutions default to TF32."""
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
-
-
-# ---------------------------------------------------------------------------------------
-# The three methods: which counts each draws on the device, and its records from them
 
 # (noise stream, sample-count parameter) per method; certify selects with n0, then certifies with n
 _DRAWS = {
@@ -273,10 +137,6 @@ _RECORDS: dict[str, Callable] = {
     "certify": _certify_records,
     "predict": _predict_records,
 }
-
-
-# ---------------------------------------------------------------------------------------
-# Public API
 
 
 def estimate(
@@ -534,155 +394,3 @@ def _resume(path: str | Path, params: dict[str, Any]) -> dict[int, dict[str, Any
             "or move the file away to start afresh"
         )
     return {r["index"]: r for r in records}
-
-
-# ---------------------------------------------------------------------------------------
-# Run directories: smoothing a trained run, and one table beside Lipschitz certification
-
-DEFAULT_SAMPLES = {"estimate": 1000, "certify": 100_000, "predict": 100_000}
-
-
-def results_paths(run_dir: str | Path, method: str) -> tuple[Path, Path]:
-    """(per-image JSONL, summary JSON) of ``method`` in a run directory."""
-    run_dir = Path(run_dir)
-    return run_dir / f"smoothing-{method}.jsonl", run_dir / f"smoothing-{method}.json"
-
-
-def smooth_run(
-    run_dir: str | Path,
-    method: str = "estimate",
-    *,
-    sigma: float | None = None,
-    n: int | None = None,
-    n0: int = 100,
-    alpha: float = 0.001,
-    split: str | None = None,
-    limit: int | None = None,
-    skip: int = 1,
-    batch_size: int = 10_000,
-    device: str = "auto",
-    seed: int = 0,
-    precision: str = "float32",
-    compile: bool = False,
-    restart: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Smooth the model of a trained run over its evaluation images; resumable.
-
-    sigma defaults to the noise the base classifier was trained with (augment.noise_std);
-    n to 1000 for ``estimate`` and 100,000 for ``certify``/``predict``. Every ``skip``-th
-    image of the split is used, at most ``limit`` of them. Per-image results go to
-    ``smoothing-<method>.jsonl`` in the run directory (a rerun continues it; ``restart``
-    discards it first), the summary to ``smoothing-<method>.json``. ``compile`` runs the model
-    under ``torch.compile`` (a GPU speed option: the noisy batches all have one shape, so it
-    compiles once).
-    """
-    from robustlab.runtime import resolve_device
-    from robustlab.train.loop import load_run_model  # train imports certify: import late
-
-    if method not in METHODS:
-        raise ValueError(f"unknown smoothing method '{method}'; choose one of: {', '.join(METHODS)}")
-    if precision != "float32" and method != "estimate":
-        raise ValueError(f"{method} is a certificate and runs in float32 only; bfloat16 is for 'estimate'")
-    run = Run(run_dir)
-    config = run.load_config()
-    sigma = _noise_level(sigma, config.augment.noise_std)
-    images, labels, split, _ = split_images(config, split)
-    if skip < 1 or (limit is not None and limit < 1):
-        raise ValueError(f"--skip must be >= 1 and --limit >= 1, got skip={skip}, limit={limit}")
-    indices = list(range(0, len(labels), skip))[:limit]
-    jsonl, summary_path = results_paths(run.path, method)
-    if restart:
-        jsonl.unlink(missing_ok=True)
-    model, _ = load_run_model(run.path, device=resolve_device(device))
-    if compile:
-        model = torch.compile(model)
-    options = dict(
-        batch_size=batch_size, seed=seed, indices=indices, output=jsonl, eps=config.eval.eps, progress=progress
-    )
-    n = n or DEFAULT_SAMPLES[method]
-    x, y = images[indices], labels[indices]
-    if method == "estimate":
-        result = estimate(model, x, y, sigma, n, precision=precision, **options)
-    elif method == "certify":
-        result = certify(model, x, y, sigma, n0, n, alpha, **options)
-    else:
-        result = predict(model, x, y, sigma, n, alpha, **options)
-    result.pop("records")  # per-image records are in the JSONL file
-    result.update(
-        run=str(run.path),
-        split=split,
-        skip=skip,
-        limit=limit,
-        train_noise_std=config.augment.noise_std,
-        results_file=str(jsonl),
-    )
-    run.write_json(summary_path.name, result)
-    return result
-
-
-def _noise_level(sigma: float | None, train_noise: float) -> float:
-    if sigma is None:
-        if not train_noise > 0:
-            raise ValueError(
-                "this run was trained without noise (augment.noise_std = 0), so there is no default "
-                "noise level; give one with --sigma (the paper's base net uses 1/8)"
-            )
-        return train_noise
-    return sigma
-
-
-def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFAULT_EPS) -> list[dict[str, Any]]:
-    """Accuracy and CRA at the same radii for every result found in the run directories.
-
-    The deterministic certificate of a run comes from ``certify.json`` (``robustlab
-    certify``), or else from the ``results.json`` that training wrote; smoothing from
-    ``smoothing-<method>.json``. Each row says what kind of guarantee its numbers carry.
-    """
-
-    rows = []
-    for run_dir in run_dirs:
-        run = Run(run_dir)
-        config = run.load_config()
-        deterministic = next((p for p in (run.path / "certify.json", run.results_path) if p.exists()), None)
-        smoothed = [path for method in METHODS if (path := results_paths(run.path, method)[1]).exists()]
-        if deterministic is None and not smoothed:
-            raise FileNotFoundError(
-                f"{run.path} has no results yet (no results.json, certify.json or smoothing-*.json); "
-                "train it, or run `robustlab certify` / `robustlab smooth` on it first"
-            )
-        sources = ([deterministic] if deterministic else []) + smoothed
-        rows += [_comparison_row(run.id, config.model.name, _read_json(path), eps) for path in sources]
-    return rows
-
-
-def _comparison_row(run_id: str, model: str, data: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
-    method = data.get("method")
-    if method in METHODS:
-        guarantee = f"p >= 1 - {data['alpha']:g}" if method == "certify" else method.replace("predict", "none")
-        method, images, split = f"smoothing {method} (sigma {data['sigma']:g})", data["num_images"], data["split"]
-    elif data.get("lipschitz_constant") is not None:
-        method, guarantee = "lipschitz margin", "deterministic"
-        images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
-    else:
-        method, guarantee = "standard net", "none"
-        images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
-    row = {
-        "run": run_id,
-        "model": model,
-        "method": method,
-        "guarantee": guarantee,
-        "split": split,
-        "images": images,
-        "accuracy": data.get("accuracy"),
-    }
-    measured = {round(point["eps"], 9): point["cra"] for point in data.get("cra") or []}
-    row.update({eps_label(e): measured.get(round(e, 9)) for e in eps})
-    return row
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); re-create it") from None

@@ -1,0 +1,48 @@
+"""One training step: forward (under bf16 autocast when asked), loss, backward, optimizer, schedule.
+
+The same step runs on the CPU, on one GPU and under DDP; ``robustlab.train.cuda_graph``
+replays its forward and backward pass from a captured CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TrainStep:
+    """One optimizer step on a batch: forward (under bf16 autocast when asked), loss, backward,
+    optimizer and schedule. Returns the (unweighted) loss and the logits, detached, on the device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        autocast: torch.dtype | None = None,
+    ):
+        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.autocast = autocast
+
+    def forward_backward(
+        self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0, autocast_cache: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(
+            x.device.type,
+            dtype=self.autocast or torch.bfloat16,
+            enabled=self.autocast is not None,
+            cache_enabled=autocast_cache,
+        ):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        (loss * loss_weight).backward()
+        return loss.detach(), logits.detach().float()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.forward_backward(x, y, loss_weight)
+        self.optimizer.step()
+        self.schedule.step()
+        return loss, logits

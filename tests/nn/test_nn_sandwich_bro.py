@@ -173,9 +173,10 @@ def test_eval_cache_is_kept_until_an_optimizer_step(make, shape):
 
 @pytest.mark.parametrize("family", ["sandwich", "bro"])
 def test_pgd_finds_no_violation_of_a_trained_digits_models_certificates(family, tmp_path):
+    from robustlab.config import load_config
     from robustlab.data.splits import prepare_data
-    from robustlab.runs.config import load_config
-    from robustlab.train.loop import load_run_model, train
+    from robustlab.runs.checkpoint import load_run_model
+    from robustlab.train.loop import train
 
     overrides = [f"model.name=lipconvnet-{family}", "model.kwargs={width: 8, depth: 1}", "train.epochs=1"]
     config = load_config("digits", [*overrides, "optim.lr=0.1", "train.device=cpu"])

@@ -31,9 +31,11 @@ from robustlab.nn.blocks import (
     ZeroPad,
 )
 from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
+from robustlab.nn.lipschitz.base import layers_lipschitz_bound
 from robustlab.registry import Registry
 
-# A builder returns the body's layers and the network's Lipschitz bound (None: unbounded).
+# A builder returns the body's layers and the Lipschitz bound of all but its Lipschitz layers,
+# which bring their own (``ImageClassifier.lipschitz_constant``); None: a standard network.
 Builder = Callable[..., tuple[list[nn.Module], float | None]]
 MODELS: Registry[Builder] = Registry("model")
 CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
@@ -47,7 +49,12 @@ ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
 
 
 class ImageClassifier(nn.Sequential):
-    """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1]."""
+    """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1].
+
+    ``builder_lipschitz`` is the builder's bound for everything but the Lipschitz layers
+    (1.0 for the 1-Lipschitz architectures; None for a standard network, which certifies
+    nothing); each ``LipschitzLayer`` brings its own bound (see ``lipschitz_constant``).
+    """
 
     def __init__(
         self,
@@ -59,7 +66,15 @@ class ImageClassifier(nn.Sequential):
         super().__init__(*layers)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
-        self.lipschitz_constant = lipschitz_constant
+        self.builder_lipschitz = lipschitz_constant
+
+    @property
+    def lipschitz_constant(self) -> float | None:
+        """The network's L2 Lipschitz bound, which certificates use: the builder's bound times
+        the product of the Lipschitz layers' own bounds (all 1 for the 1-Lipschitz families)."""
+        if self.builder_lipschitz is None:
+            return None
+        return self.builder_lipschitz * layers_lipschitz_bound(self)
 
 
 def create_model(
@@ -281,12 +296,11 @@ def _bind(builder: Callable, **fixed) -> Builder:
     return build
 
 
-def _register_lipschitz_models(family: LayerFamily) -> None:
-    MODELS.add(f"lipconvnet-{family.name}", _bind(lip_conv_net, family=family.name))
-    MODELS.add(f"lipmlp-{family.name}", _bind(lip_mlp, family=family.name))
+def _register_lipschitz_models(name: str, family: LayerFamily) -> None:
+    MODELS.add(f"lipconvnet-{name}", _bind(lip_conv_net, family=name))
+    MODELS.add(f"lipmlp-{name}", _bind(lip_mlp, family=name))
     for size in CONVNET_WIDTHS:
-        MODELS.add(f"convnet-{size}-{family.name}", _bind(conv_net, family=family.name, size=size))
+        MODELS.add(f"convnet-{size}-{name}", _bind(conv_net, family=name, size=size))
 
 
-for _family in LAYER_FAMILIES:
-    _register_lipschitz_models(LAYER_FAMILIES.get(_family))
+LAYER_FAMILIES.on_add(_register_lipschitz_models)  # every family, also those registered later

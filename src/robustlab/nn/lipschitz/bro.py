@@ -16,8 +16,9 @@ padding. in != out: the n x n reflector with n = max(in, out), of which the firs
 and in columns are used (a submatrix of an orthogonal matrix: norm <= 1).
 
 Evaluation does not trust the solve: it computes ||W|| (per frequency for the conv) exactly
-in float64 (``spectral_norm_bound``) and divides W by it where it exceeds 1;
-``lipschitz_bound()`` returns the resulting guaranteed bound (<= 1, up to float64 rounding).
+in float64 (``spectral_norm_bound``) and divides W by it where it exceeds 1, so the evaluated
+layer is 1-Lipschitz in any precision (``lipschitz_bound()`` is 1); ``norm_report`` gives
+the float64 norm of the evaluated W (``exact_bound``) as its proof.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, pair
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    dense_norm_report,
+    jacobian_norm_report,
+    odd_kernel_size,
+    pair,
+    with_weights,
+)
 from robustlab.nn.lipschitz.fourier import (
     FourierConv2d,
     check_size,
@@ -71,8 +82,10 @@ def _rank(width: int, rank: int | None, layer: str) -> int:
     return rank
 
 
-class _BRO(nn.Module):
+class _BRO(LipschitzLayer):
     """The eval-mode cache of the (normalised) reflector, shared by the dense and conv layers."""
+
+    affine = True
 
     weight: nn.Parameter
     bias: nn.Parameter | None
@@ -83,25 +96,25 @@ class _BRO(nn.Module):
     def _compute_matrix(self, size: tuple[int, int] | None) -> Tensor:
         raise NotImplementedError
 
-    def _eval_matrix(self, size: tuple[int, int] | None) -> tuple[Tensor, float]:
-        """W divided by ||W||_2 where that exceeds 1, and min(||W||_2, 1); cached."""
+    def _eval_matrix(self, size: tuple[int, int] | None) -> Tensor:
+        """W divided by ||W||_2 where that exceeds 1 (see the module docstring); cached."""
 
-        def compute() -> tuple[Tensor, float]:
+        def compute() -> Tensor:
             matrix = self._compute_matrix(size)
-            norm = spectral_norm_bound(matrix)
-            return normalized(matrix, norm), min(norm, 1.0)
+            return normalized(matrix, spectral_norm_bound(matrix))
 
         return self._cache.get((self.weight,), compute, extra=(size,))
 
     def matrix(self, size: tuple[int, int] | None = None, evaluated: bool | None = None) -> Tensor:
         """The used block of W (per frequency for the conv); ``evaluated``: eval mode's (default: in eval mode)."""
         evaluated = not self.training if evaluated is None else evaluated
-        return self._eval_matrix(size)[0] if evaluated else self._compute_matrix(size)
+        return self._eval_matrix(size) if evaluated else self._compute_matrix(size)
 
     @torch.no_grad()
-    def lipschitz_bound(self, size: tuple[int, int] | None = None) -> float:
-        """Guaranteed bound on the evaluated layer's Lipschitz constant (see the module docstring)."""
-        return self._eval_matrix(size or getattr(self, "input_size", None))[1]
+    def exact_bound(self) -> float:
+        """||W||_2 of what evaluation computes (largest over frequencies for the conv), in
+        float64: a guaranteed bound on the evaluated layer, <= 1 up to rounding."""
+        return spectral_norm_bound(self.matrix(getattr(self, "input_size", None), evaluated=True))
 
 
 class BROLinear(_BRO):
@@ -135,13 +148,11 @@ class BROLinear(_BRO):
 
     @torch.no_grad()
     def export(self) -> nn.Module:
-        weight = self.matrix(evaluated=True)
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        linear = linear.to(device=weight.device, dtype=weight.dtype)
-        linear.weight.copy_(weight)
-        if self.bias is not None:
-            linear.bias.copy_(self.bias)
-        return linear
+        return with_weights(linear, self.matrix(evaluated=True), self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        return dense_norm_report(self.matrix(evaluated=True))
 
     def extra_repr(self) -> str:
         return (
@@ -225,6 +236,12 @@ class BROConv2d(_BRO):
             raise ValueError("BROConv2d: export needs the image size; give input_size or run one input first")
         response = self.matrix(self.input_size, evaluated=True)
         return FourierConv2d.from_response(response, self.grid(self.input_size), self.bias, self.padding)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        """Lanczos on the Jacobian (the default), with the largest per-frequency norm of the
+        evaluated reflector in float64 as the proof (exact for the circular convolution on
+        the padded grid, an upper bound for its crop)."""
+        return jacobian_norm_report(self, inputs, affine=True, **lanczos)._replace(upper_bound=self.exact_bound())
 
     def extra_repr(self) -> str:
         return (

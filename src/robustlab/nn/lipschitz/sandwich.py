@@ -19,8 +19,9 @@ For s = ||[A B]||_2 > 1, dividing A and B by s (relu is positively homogeneous) 
 the layer is s^2-Lipschitz. The Cayley transform gives s = 1 only up to the rounding of a
 linear solve, so evaluation does not trust it: it computes s exactly in float64
 (``spectral_norm_bound``; for the conv the largest over frequencies, a bound on the real
-operator, see ``fourier.py``) and divides [A B] by s when s > 1, so that the evaluated
-layer is 1-Lipschitz by this bound. ``lipschitz_bound()`` returns min(s, 1)^2.
+operator, see ``fourier.py``) and divides [A B] by s when s > 1. The evaluated layer is
+then 1-Lipschitz by this bound in any precision, so ``lipschitz_bound()`` is 1;
+``norm_report`` gives the exact s^2 of the evaluated layer (``exact_bound``) as its proof.
 
 The layer has its own ReLU; in the model zoo MaxMin still follows it.
 """
@@ -33,7 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, pair
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    jacobian_norm_report,
+    odd_kernel_size,
+    pair,
+    with_weights,
+)
 from robustlab.nn.lipschitz.fourier import (
     FourierConv2d,
     apply_response,
@@ -58,7 +68,7 @@ def sandwich_factors(weight: Tensor) -> Tensor:
     return torch.linalg.solve_ex(eye + skew_plus, rhs, check_errors=False).result
 
 
-class _Sandwich(nn.Module):
+class _Sandwich(LipschitzLayer):
     """y = up(relu(down(x) + b)) with down = sqrt(2) Psi^-1 B and up = sqrt(2) A^H Psi:
     matrices (dense) or per-frequency responses (conv)."""
 
@@ -95,13 +105,12 @@ class _Sandwich(nn.Module):
     def _compute_factors(self, size: tuple[int, int] | None) -> Tensor:
         raise NotImplementedError
 
-    def _eval_factors(self, size: tuple[int, int] | None) -> tuple[Tensor, float]:
-        """[A B] divided by s = ||[A B]||_2 where s > 1, and min(s, 1)^2; cached."""
+    def _eval_factors(self, size: tuple[int, int] | None) -> Tensor:
+        """[A B] divided by s = ||[A B]||_2 where s > 1 (see the module docstring); cached."""
 
-        def compute() -> tuple[Tensor, float]:
+        def compute() -> Tensor:
             factors = self._compute_factors(size)
-            norm = spectral_norm_bound(factors)
-            return normalized(factors, norm), min(norm, 1.0) ** 2
+            return normalized(factors, spectral_norm_bound(factors))
 
         return self._cache.get((self.weight, self.alpha), compute, extra=(size,))
 
@@ -111,15 +120,21 @@ class _Sandwich(nn.Module):
         ``evaluated``: the evaluation-mode (cached, normalised) factors; default: in eval mode.
         """
         evaluated = not self.training if evaluated is None else evaluated
-        factors = self._eval_factors(size)[0] if evaluated else self._compute_factors(size)
+        factors = self._eval_factors(size) if evaluated else self._compute_factors(size)
         a, b = factors[..., : self.hidden], factors[..., self.hidden :]
         scale = self.psi.exp()
         return SQRT2 * b / scale.view(-1, 1), SQRT2 * a.mH * scale.view(1, -1)
 
     @torch.no_grad()
-    def lipschitz_bound(self, size: tuple[int, int] | None = None) -> float:
-        """Guaranteed bound on the evaluated layer's Lipschitz constant (see the module docstring)."""
-        return self._eval_factors(size or getattr(self, "input_size", None))[1]
+    def exact_bound(self) -> float:
+        """s^2 for s = ||[A B]||_2 of what evaluation computes (largest over frequencies for the
+        conv), in float64: a guaranteed bound on the evaluated layer, <= 1 up to rounding."""
+        factors = self._eval_factors(getattr(self, "input_size", None))
+        return spectral_norm_bound(factors) ** 2
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        """The Jacobian's norm at ``inputs`` (Lanczos, the default), with ``exact_bound`` as the proof."""
+        return jacobian_norm_report(self, inputs, **lanczos)._replace(upper_bound=self.exact_bound())
 
 
 class SandwichLinear(_Sandwich):
@@ -143,8 +158,8 @@ class SandwichLinear(_Sandwich):
     def export(self) -> nn.Module:
         """Linear -> ReLU -> Linear with the evaluation-mode weights."""
         down, up = self.plain(evaluated=True)
-        first = _filled(nn.Linear(self.in_features, self.hidden, bias=self.bias is not None), down, self.bias)
-        return nn.Sequential(first, nn.ReLU(), _filled(nn.Linear(self.hidden, self.hidden, bias=False), up))
+        first = with_weights(nn.Linear(self.in_features, self.hidden, bias=self.bias is not None), down, self.bias)
+        return nn.Sequential(first, nn.ReLU(), with_weights(nn.Linear(self.hidden, self.hidden, bias=False), up))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -203,11 +218,3 @@ class SandwichConv2d(_Sandwich):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, "
             f"input_size={self.input_size}, padding_mode=circular"
         )
-
-
-def _filled(layer: nn.Module, weight: Tensor, bias: Tensor | None = None) -> nn.Module:
-    layer = layer.to(device=weight.device, dtype=weight.dtype)
-    layer.weight.copy_(weight)
-    if bias is not None:
-        layer.bias.copy_(bias)
-    return layer

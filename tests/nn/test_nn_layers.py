@@ -267,7 +267,17 @@ def test_lanczos_handles_the_identity_without_blowing_up():
     assert abs(float(top) - 1) < 1e-6
 
 
-@pytest.mark.parametrize("layer", [AOLConv2d(3, 3), CPLConv2d(3, input_size=(4, 4)), SLLConv2d(3), SOCConv2d(3)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        AOLConv2d(3, 3),
+        CPLConv2d(3, input_size=(4, 4)),
+        SLLConv2d(3),
+        SOCConv2d(3),
+        SandwichConv2d(3, 3, input_size=(4, 4)),
+        BROConv2d(3, 3, input_size=(4, 4)),
+    ],
+)
 def test_conv_layers_compile_without_graph_breaks_in_training(layer):
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     x = torch.randn(2, 3, 4, 4)

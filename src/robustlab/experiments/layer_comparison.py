@@ -148,7 +148,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
         f"1-Lipschitz layer families under one budget ({setup.dataset})",
         list(table[0]) if table else [],
         table,
-        _notes(setup, table),
+        _notes(setup, rows),
         [figure],
     )
 
@@ -180,13 +180,17 @@ def _time_panels(table: list[dict[str, Any]]) -> list[Panel]:
     return panels
 
 
-def _notes(setup: Setup, table: list[dict[str, Any]]) -> list[str]:
-    params = setup.params
+def _notes(setup: Setup, rows: list[SweepRow]) -> list[str]:
+    """What every run had in common, read from the runs' configs (``--set`` may change them)."""
+    params, configs = setup.params, [row.config for row in rows]
     budget = f"{params['budget_s']:g} s of training" if params["budget_s"] > 0 else f"{params['epochs']:g} epochs"
+    kwargs = sorted({json.dumps(c.model.kwargs, sort_keys=True) for c in configs})
+    lrs = sorted({c.optim.lr for c in configs})
     return [
-        f"every family: {', '.join(params['models'])} with kwargs {params['kwargs'] or '{}'}, {budget} per run, "
-        f"peak lr {params['lr']:g}, seeds {', '.join(map(str, params['seeds']))}; [31] tuned lr and weight decay "
-        "per family, this table does not.",
+        f"every family: {', '.join(params['models'])} with kwargs {', '.join(kwargs)}, {budget} per run, "
+        f"batch {', '.join(sorted({str(c.train.batch_size) for c in configs}))}, peak lr "
+        f"{', '.join(f'{lr:g}' for lr in lrs)}, seeds {', '.join(map(str, params['seeds']))}; "
+        "[31] tuned lr and weight decay per family, this table does not.",
         "s/epoch and train time: the runs' own; parameters and peak memory: a few training steps measured "
         "by robustlab.train.cost (CUDA: allocator peak; CPU: resident-set peak above the process before the model).",
     ]

@@ -40,9 +40,9 @@ from robustlab.nn.lipschitz.base import (
 )
 from robustlab.nn.lipschitz.fourier import (
     FourierConv2d,
+    cached_within_one,
     check_size,
     kernel_response,
-    normalized,
     padded_apply,
     spectral_norm_bound,
 )
@@ -98,12 +98,7 @@ class _BRO(LipschitzLayer):
 
     def _eval_matrix(self, size: tuple[int, int] | None) -> Tensor:
         """W divided by ||W||_2 where that exceeds 1 (see the module docstring); cached."""
-
-        def compute() -> Tensor:
-            matrix = self._compute_matrix(size)
-            return normalized(matrix, spectral_norm_bound(matrix))
-
-        return self._cache.get((self.weight,), compute, extra=(size,))
+        return cached_within_one(self._cache, (self.weight,), lambda: self._compute_matrix(size), size)
 
     def matrix(self, size: tuple[int, int] | None = None, evaluated: bool | None = None) -> Tensor:
         """The used block of W (per frequency for the conv); ``evaluated``: eval mode's (default: in eval mode)."""

@@ -17,9 +17,13 @@ a Fourier-domain layer computes, up to float64 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from robustlab.nn.lipschitz.base import EvalCache
 
 
 def complex_dtype(like: Tensor) -> torch.dtype:
@@ -67,9 +71,17 @@ def spectral_norm_bound(matrices: Tensor) -> float:
     return float(torch.linalg.eigvalsh(gram)[..., -1].amax().clamp_min(0).sqrt())
 
 
-def normalized(response: Tensor, bound: float) -> Tensor:
-    """``response`` divided by ``bound`` where that exceeds 1 (rounding of the transform)."""
-    return response / bound if bound > 1 else response
+def cached_within_one(cache: EvalCache, weights: tuple[Tensor, ...], compute: Callable[[], Tensor], size) -> Tensor:
+    """``compute()`` (matrices or responses), divided by its ``spectral_norm_bound`` where that
+    exceeds 1 (the rounding of a transform), kept in ``cache`` until ``weights`` or ``size`` change:
+    what evaluation uses, 1-Lipschitz by an exact bound rather than by trust in the transform."""
+
+    def within_one() -> Tensor:
+        matrices = compute()
+        bound = spectral_norm_bound(matrices)
+        return matrices / bound if bound > 1 else matrices
+
+    return cache.get(weights, within_one, extra=(size,))
 
 
 def check_size(size: tuple[int, int], expected: tuple[int, int] | None, layer: str) -> None:

@@ -47,9 +47,9 @@ from robustlab.nn.lipschitz.base import (
 from robustlab.nn.lipschitz.fourier import (
     FourierConv2d,
     apply_response,
+    cached_within_one,
     check_size,
     kernel_response,
-    normalized,
     spectral_norm_bound,
 )
 
@@ -107,12 +107,7 @@ class _Sandwich(LipschitzLayer):
 
     def _eval_factors(self, size: tuple[int, int] | None) -> Tensor:
         """[A B] divided by s = ||[A B]||_2 where s > 1 (see the module docstring); cached."""
-
-        def compute() -> Tensor:
-            factors = self._compute_factors(size)
-            return normalized(factors, spectral_norm_bound(factors))
-
-        return self._cache.get((self.weight, self.alpha), compute, extra=(size,))
+        return cached_within_one(self._cache, (self.weight, self.alpha), lambda: self._compute_factors(size), size)
 
     def plain(self, size: tuple[int, int] | None = None, evaluated: bool | None = None) -> tuple[Tensor, Tensor]:
         """(down, up) with every scaling folded in: y = up(relu(down(x) + b)).

@@ -79,7 +79,8 @@ def cached_within_one(cache: EvalCache, weights: tuple[Tensor, ...], compute: Ca
     def within_one() -> Tensor:
         matrices = compute()
         bound = spectral_norm_bound(matrices)
-        return matrices / bound if bound > 1 else matrices
+        # 4 ulps more, so that rounding the division in the layer's precision cannot end above 1
+        return matrices / (bound * (1 + 4 * torch.finfo(matrices.dtype).eps)) if bound > 1 else matrices
 
     return cache.get(weights, within_one, extra=(size,))
 

@@ -34,7 +34,7 @@ from robustlab.experiments.experiment import (
     Setup,
     cra_column,
     mean_over_seeds,
-    summarize,
+    seed_mean_table,
 )
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.files import atomic_write_json
@@ -131,7 +131,7 @@ def training_cost(setup: Setup, config: ExperimentConfig, device_type: str) -> d
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table = []
-    for line in summarize(rows, "architecture", lambda config: config.model.name, REPORT_EPS):
+    for line in seed_mean_table(rows, "architecture", lambda config: config.model.name, REPORT_EPS):
         group = [r for r in rows if r.label == line["model"] and r.config.model.name == line["architecture"]]
         family, architecture, seeds = line.pop("model"), line.pop("architecture"), line.pop("seeds")
         table.append({"family": family, "architecture": architecture, **_costs(setup, group), "seeds": seeds, **line})
@@ -155,14 +155,14 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
 
 def _costs(setup: Setup, group: list[SweepRow]) -> dict[str, Any]:
     """Parameters and peak memory (measured), epochs, seconds per epoch and training time (the runs')."""
-    device = torch.device(group[0].results.get("device", "cpu")).type
+    device = torch.device(group[0].results.device).type
     cost = training_cost(setup, group[0].config, device) or {}
     return {
         "parameters": cost.get("parameters"),
         "peak memory (MB)": cost.get("peak_memory_mb"),
-        "s/epoch": mean_over_seeds([r.results.get("time_per_epoch_s") for r in group]),
-        "epochs": mean_over_seeds([r.results.get("epochs") for r in group]),
-        "train time (s)": mean_over_seeds([r.results.get("train_time_s") for r in group]),
+        "s/epoch": mean_over_seeds([r.results.time_per_epoch_s for r in group]),
+        "epochs": mean_over_seeds([r.results.epochs for r in group]),
+        "train time (s)": mean_over_seeds([r.results.train_time_s for r in group]),
     }
 
 

@@ -14,11 +14,13 @@ learning rate works for a range of them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.config import LossConfig
+from robustlab.config import PAPER_EPS, LossConfig
 from robustlab.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -27,7 +29,7 @@ LOSSES: Registry = Registry("loss")
 class OffsetCrossEntropy(nn.Module):
     """``T * CE((z - offset * onehot(y)) / T, y)``, averaged over the batch."""
 
-    def __init__(self, offset: float = 2**0.5 * 36 / 255, temperature: float = 0.25):
+    def __init__(self, offset: float = math.sqrt(2) * PAPER_EPS, temperature: float = 0.25):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"the loss temperature must be positive, got {temperature}")

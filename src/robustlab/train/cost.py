@@ -50,19 +50,22 @@ class TrainingCost:
         return {**asdict(self), "seconds_per_epoch": self.seconds_per_epoch}
 
 
-def measure_training_cost(config: ExperimentConfig, data: PreparedData, steps: int = 3) -> TrainingCost:
-    """One warm-up step, then ``steps`` timed training steps of ``config``'s model on ``data``."""
+def measure_training_cost(
+    config: ExperimentConfig, data: PreparedData, steps: int = 10, warmup: int = 2
+) -> TrainingCost:
+    """``warmup`` untimed, then ``steps`` timed training steps of ``config``'s model on ``data``;
+    the median step time (one slow step, e.g. another process taking the core, moves it little)."""
     device = resolve_device(config.train.device)
     x, y = _first_batch(data, config.train.batch_size, device)
     with _PeakMemory(device) as memory:
         model = build_model(config, data).to(device)
         optimizer = build_optimizer(model.parameters(), config.optim)
-        schedule = build_schedule(optimizer, config.optim, steps + 1)
+        schedule = build_schedule(optimizer, config.optim, warmup + steps)
         autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
         step = TrainStep(model, build_loss(config.loss), optimizer, schedule, autocast)
         model.train()
         times = []
-        for _ in range(steps + 1):
+        for _ in range(warmup + steps):
             _synchronize(device)
             start = time.perf_counter()
             step(x, y)
@@ -70,7 +73,7 @@ def measure_training_cost(config: ExperimentConfig, data: PreparedData, steps: i
             times.append(time.perf_counter() - start)
     return TrainingCost(
         parameters=sum(p.numel() for p in model.parameters()),
-        seconds_per_step=statistics.median(times[1:]),
+        seconds_per_step=statistics.median(times[warmup:]),
         steps_per_epoch=math.ceil(len(data.y_train) / config.train.batch_size),
         peak_memory_mb=memory.peak_mb,
         device=str(device),

@@ -191,8 +191,8 @@ def _notes(setup: Setup, rows: list[SweepRow]) -> list[str]:
         f"batch {', '.join(sorted({str(c.train.batch_size) for c in configs}))}, peak lr "
         f"{', '.join(f'{lr:g}' for lr in lrs)}, seeds {', '.join(map(str, params['seeds']))}; "
         "[31] tuned lr and weight decay per family, this table does not.",
-        "s/epoch and train time: the runs' own; parameters and peak memory: a few training steps measured "
-        "by robustlab.train.cost (CUDA: allocator peak; CPU: resident-set peak above the process before the model).",
+        "s/epoch and train time: the runs' own; parameters and peak memory: measured over a few training steps "
+        "by robustlab.train.cost (CUDA: allocator peak; CPU: weights and optimizer state plus the resident set's rise).",
     ]
 
 

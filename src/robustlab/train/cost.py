@@ -1,14 +1,17 @@
 """What training a config's model costs: parameters, seconds per step and peak memory.
 
 A few real training steps (the model, loss, optimizer and schedule the training loop would
-build, on a batch of training images) on the config's device. The layer comparison reports
-these numbers and turns a wall-clock budget into epochs with them, as "1-Lipschitz layers
-compared" did (it measured each method's time per epoch, then trained for budget / time).
+build, on a batch of training images) on the config's device, after warm-up steps that pay
+for one-time work (library initialisation, the optimizer's state). The layer comparison
+reports these numbers and turns a wall-clock budget into epochs with them, as "1-Lipschitz
+layers compared" did (it measured each method's time per epoch, then trained for budget /
+time).
 
-Peak memory is the most the steps held above what the process held before the model was
-built: on CUDA the allocator's peak (``max_memory_allocated``); on the CPU (Linux) the
-resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs); elsewhere None.
-Either way it covers the weights, gradients, optimizer state, normalisers and activations.
+Peak memory is the training state at its largest during the timed steps: weights, optimizer
+state, gradients, activations and normalisers. On CUDA the allocator's peak
+(``max_memory_allocated``); on the CPU (Linux) the bytes of the weights and optimizer state
+plus how far the resident set rose above its level before the steps (its high-water mark
+VmHWM, reset through /proc/self/clear_refs); elsewhere None.
 """
 
 from __future__ import annotations
@@ -57,15 +60,17 @@ def measure_training_cost(
     the median step time (one slow step, e.g. another process taking the core, moves it little)."""
     device = resolve_device(config.train.device)
     x, y = _first_batch(data, config.train.batch_size, device)
-    with _PeakMemory(device) as memory:
-        model = build_model(config, data).to(device)
-        optimizer = build_optimizer(model.parameters(), config.optim)
-        schedule = build_schedule(optimizer, config.optim, warmup + steps)
-        autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
-        step = TrainStep(model, build_loss(config.loss), optimizer, schedule, autocast)
-        model.train()
-        times = []
-        for _ in range(warmup + steps):
+    model = build_model(config, data).to(device)
+    optimizer = build_optimizer(model.parameters(), config.optim)
+    schedule = build_schedule(optimizer, config.optim, warmup + steps)
+    autocast = torch.bfloat16 if config.train.precision == "bfloat16" else None
+    step = TrainStep(model, build_loss(config.loss), optimizer, schedule, autocast)
+    model.train()
+    for _ in range(warmup):
+        step(x, y)
+    times = []
+    with _PeakMemory(device, _state_bytes(model, optimizer)) as memory:
+        for _ in range(steps):
             _synchronize(device)
             start = time.perf_counter()
             step(x, y)
@@ -73,11 +78,18 @@ def measure_training_cost(
             times.append(time.perf_counter() - start)
     return TrainingCost(
         parameters=sum(p.numel() for p in model.parameters()),
-        seconds_per_step=statistics.median(times[warmup:]),
+        seconds_per_step=statistics.median(times),
         steps_per_epoch=math.ceil(len(data.y_train) / config.train.batch_size),
         peak_memory_mb=memory.peak_mb,
         device=str(device),
     )
+
+
+def _state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the weights, buffers and optimizer state, which live through every step."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _first_batch(data: PreparedData, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,27 +105,27 @@ def _synchronize(device: torch.device) -> None:
 
 
 class _PeakMemory:
-    """Peak memory above the level at entry, in MB (None where it cannot be measured)."""
+    """Peak training memory in MB over the block (see the module docstring), or None."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.peak_mb = device, None
+    def __init__(self, device: torch.device, state_bytes: int):
+        self.device, self.state_bytes, self.peak_mb = device, state_bytes, None
 
     def __enter__(self) -> _PeakMemory:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
         elif self.device.type == "cpu":
             self.base = _reset_resident_peak()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
-            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         elif self.device.type == "cpu" and self.base is not None:
             peak = _status_kb("VmHWM")
-            self.peak_mb = None if peak is None else (peak - self.base) / 2**10
+            if peak is not None:
+                self.peak_mb = (self.state_bytes + (peak - self.base) * 2**10) / 2**20
 
 
 def _reset_resident_peak() -> int | None:

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.margins import certified_radii, cra
 from robustlab.certify.results import ClassResult, EvalResult, cra_points, dense_curve
 from robustlab.config import DEFAULT_EPS
 from robustlab.data.splits import prepare_data
+from robustlab.progress import progress_bar
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
 
@@ -98,7 +98,7 @@ def certify_points(
         raise ValueError("nothing to evaluate: the image set is empty")
     predictions, radii = [], []
     batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc="certify", unit="batch", disable=not progress, leave=False):
+    for start in progress_bar(batches, "certify", "batch", progress):
         x = _to_float(images[start : start + batch_size], dtype, device)
         y = labels[start : start + batch_size].to(device)
         logits = net(x)

@@ -13,6 +13,7 @@ padding is an isometry. SimpleConvNet skips the pools that would go below 1x1.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -76,6 +77,12 @@ class ImageClassifier(nn.Sequential):
             return None
         return self.builder_lipschitz * layers_lipschitz_bound(self)
 
+    def input_mean(self) -> Tensor:
+        """The per-channel mean the first module (``CenterInputs``) subtracts, shape (C,)."""
+        center = self[0]
+        assert isinstance(center, CenterInputs), "an ImageClassifier starts with CenterInputs"
+        return center.mean.flatten()
+
 
 def create_model(
     name: str, input_shape: Sequence[int], num_classes: int, mean: Sequence[float] | Tensor | None = None, **kwargs
@@ -91,6 +98,11 @@ def create_model(
     _check_kwargs(name, builder, kwargs)
     body, lipschitz = builder(shape, num_classes, **kwargs)
     return ImageClassifier([CenterInputs(mean), *body], shape, num_classes, lipschitz)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style wildcard, e.g. ``list_models("lipconvnet-*")``."""
+    return fnmatch.filter(MODELS.names(), pattern.lower())
 
 
 def architecture_change(model: nn.Module, saved_version: int) -> str | None:
@@ -291,7 +303,7 @@ def _bind(builder: Callable, **fixed) -> Builder:
 
     signature = inspect.signature(builder)
     kept = [p for p in signature.parameters.values() if p.name not in fixed]
-    build.__signature__ = signature.replace(parameters=kept)
+    build.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]  # what inspect reads
     build.__doc__ = builder.__doc__
     return build
 

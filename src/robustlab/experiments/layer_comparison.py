@@ -106,6 +106,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
             base = setup.base_config({**settings, "train.epochs": params["epochs"] or 1.0})
             if params["budget_s"] > 0:
                 cost = training_cost(setup, base, resolve_device(base.train.device).type)
+                assert cost is not None  # on the config's own device it is measured when not kept
                 epochs = float(f"{params['budget_s'] / cost['seconds_per_epoch']:.3g}")
                 base = setup.base_config({**settings, "train.epochs": epochs})
             name = setup.slug(model)
@@ -155,14 +156,14 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
 
 def _costs(setup: Setup, group: list[SweepRow]) -> dict[str, Any]:
     """Parameters and peak memory (measured), epochs, seconds per epoch and training time (the runs')."""
-    device = torch.device(group[0].results.device).type
-    cost = training_cost(setup, group[0].config, device) or {}
+    results = [r.results for r in group if r.results is not None]
+    cost = training_cost(setup, group[0].config, torch.device(results[0].device).type) or {}
     return {
         "parameters": cost.get("parameters"),
         "peak memory (MB)": cost.get("peak_memory_mb"),
-        "s/epoch": mean_over_seeds([r.results.time_per_epoch_s for r in group]),
-        "epochs": mean_over_seeds([r.results.epochs for r in group]),
-        "train time (s)": mean_over_seeds([r.results.train_time_s for r in group]),
+        "s/epoch": mean_over_seeds([r.time_per_epoch_s for r in results]),
+        "epochs": mean_over_seeds([r.epochs for r in results]),
+        "train time (s)": mean_over_seeds([r.train_time_s for r in results]),
     }
 
 
@@ -175,7 +176,7 @@ def _time_panels(table: list[dict[str, Any]]) -> list[Panel]:
         for family in dict.fromkeys(row["family"] for row in table):
             points = sorted((r["train time (s)"], r[column]) for r in table if r["family"] == family)
             if points and all(value is not None for point in points for value in point):
-                curves.append(Curve(family, *zip(*points)))
+                curves.append(Curve(family, [time for time, _ in points], [value for _, value in points]))
         panels.append(Panel(f"{column} (%)", curves))
     return panels
 

@@ -108,7 +108,9 @@ class _PeakMemory:
     """Peak training memory in MB over the block (see the module docstring), or None."""
 
     def __init__(self, device: torch.device, state_bytes: int):
-        self.device, self.state_bytes, self.peak_mb = device, state_bytes, None
+        self.device, self.state_bytes = device, state_bytes
+        self.base: int | None = None
+        self.peak_mb: float | None = None
 
     def __enter__(self) -> _PeakMemory:
         gc.collect()

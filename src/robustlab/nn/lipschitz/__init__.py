@@ -22,10 +22,12 @@ from robustlab.nn.lipschitz.aoc import AOCConv2d
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
 from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, configure_eval, lipschitz_layers
 from robustlab.nn.lipschitz.bcop import BCOPConv2d, BjorckLinear
+from robustlab.nn.lipschitz.bro import BROConv2d, BROLinear
 from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
 from robustlab.nn.lipschitz.lot import LOTConv2d, LOTLinear
 from robustlab.nn.lipschitz.orthogonal import CayleyConv2d, OrthogonalLinear
 from robustlab.nn.lipschitz.residual import ResidualLipschitz
+from robustlab.nn.lipschitz.sandwich import SandwichConv2d, SandwichLinear
 from robustlab.nn.lipschitz.sll import SLLConv2d, SLLLinear
 from robustlab.nn.lipschitz.soc import SOCConv2d
 from robustlab.registry import Registry
@@ -36,6 +38,8 @@ __all__ = [
     "AOLConv2d",
     "AOLLinear",
     "BCOPConv2d",
+    "BROConv2d",
+    "BROLinear",
     "BjorckLinear",
     "CPLConv2d",
     "CPLLinear",
@@ -50,6 +54,8 @@ __all__ = [
     "SLLConv2d",
     "SLLLinear",
     "SOCConv2d",
+    "SandwichConv2d",
+    "SandwichLinear",
     "configure_eval",
     "lipschitz_layers",
 ]
@@ -135,4 +141,20 @@ _register(
         channels, channels, kernel_size, input_size=input_size
     ),
     linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias, iterations=12),
+)
+_register(
+    "sandwich",
+    "sandwich layers: sqrt2 A^T Psi relu(sqrt2 Psi^-1 B x + b), [A B] a Cayley transform (conv: per frequency, circular)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: SandwichConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: SandwichLinear(in_features, out_features, bias),
+)
+_register(
+    "bro",
+    "block reflector orthogonal layers: W = I - 2 V (V^T V)^-1 V^T (conv: per frequency, zero padding)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: BROConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BROLinear(in_features, out_features, bias),
 )

@@ -38,14 +38,15 @@ from robustlab.nn.lipschitz.base import (
     pair,
     with_weights,
 )
-from robustlab.nn.lipschitz.orthogonal_kernels import (
-    OrthogonalizedLinear,
-    apply_response,
-    check_padding_mode,
-    circular_response,
-    divided_by_bound,
+from robustlab.nn.lipschitz.fourier import (
+    CHEAP_BOUND_SLACK,
+    FourierConv2d,
+    kernel_response,
+    padded_apply,
     spectral_norm_bound,
+    within_one,
 )
+from robustlab.nn.lipschitz.orthogonal_kernels import OrthogonalizedLinear, check_padding_mode
 
 
 def newton_schulz_polar(v: Tensor, iterations: int) -> Tensor:
@@ -119,12 +120,14 @@ class LOTConv2d(LipschitzLayer):
 
     def frequency_response(self, grid: tuple[int, int]) -> Tensor:
         """W(f) on the rfft2 grid: (H, W // 2 + 1, c, c) complex; (c, c) real for a 1 x 1 kernel."""
-        v = self.weight[:, :, 0, 0] if self.pointwise else circular_response(self.weight, grid)
+        v = self.weight[:, :, 0, 0] if self.pointwise else kernel_response(self.weight, grid, correlation=True)
         return newton_schulz_polar(v, self.iterations)
 
     def eval_response(self, grid: tuple[int, int]) -> Tensor:
         """W(f) / max(1, bound), cached until the weight changes."""
-        return self._cache.get((self.weight,), lambda: divided_by_bound(self.frequency_response(grid)), extra=grid)
+        return self._cache.get(
+            (self.weight,), lambda: within_one(self.frequency_response(grid), CHEAP_BOUND_SLACK), extra=grid
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.channels, "LOTConv2d")
@@ -144,7 +147,7 @@ class LOTConv2d(LipschitzLayer):
             conv = nn.Conv2d(self.channels, self.channels, 1, bias=self.bias is not None)
             return with_weights(conv, response[:, :, None, None], self.bias)
         padding = self.padding if self.padding_mode == "zeros" else (0, 0)
-        return FourierConv2d(response, tuple(size), padding, self.bias)
+        return FourierConv2d.from_response(response, self.grid(size), self.bias, padding)
 
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         """Lanczos on the Jacobian, and the largest norm of the evaluation-mode W(f) (exact SVD
@@ -153,7 +156,7 @@ class LOTConv2d(LipschitzLayer):
         if self.pointwise:
             return dense_norm_report(response)
         report = super().norm_report(inputs, **lanczos)
-        return report._replace(upper_bound=float(spectral_norm_bound(response)))
+        return report._replace(upper_bound=spectral_norm_bound(response, CHEAP_BOUND_SLACK))
 
     def extra_repr(self) -> str:
         return (
@@ -167,35 +170,8 @@ def apply_lot(response: Tensor, x: Tensor, padding: tuple[int, int], bias: Tenso
     ``padding``, circular convolution on the padded grid, crop."""
     if response.dim() == 2:
         return F.conv2d(x, response[:, :, None, None], bias)
-    ph, pw = padding
-    if ph or pw:
-        x = F.pad(x, (pw, pw, ph, ph))
-    y = apply_response(response, x)
-    if ph or pw:
-        y = y[..., ph : y.shape[-2] - ph, pw : y.shape[-1] - pw]
+    y = padded_apply(response, x, padding)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
-
-
-class FourierConv2d(nn.Module):
-    """A fixed convolution given by its frequency response for one image size (LOT's export):
-    y = crop(irfft2(A(f) rfft2(zero-pad(x)))) + b. Real and imaginary parts are separate
-    buffers, so ``.to(dtype)`` works as for any module."""
-
-    def __init__(self, response: Tensor, size: tuple[int, int], padding: tuple[int, int], bias: Tensor | None):
-        super().__init__()
-        self.size, self.padding = tuple(size), tuple(padding)
-        self.register_buffer("response_real", response.real.detach().clone())
-        self.register_buffer("response_imag", response.imag.detach().clone())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[-2:]) != self.size:
-            raise ValueError(f"FourierConv2d was exported for {self.size} images, got {tuple(x.shape[-2:])}")
-        response = torch.complex(self.response_real, self.response_imag)
-        return apply_lot(response, x, self.padding, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"channels={self.response_real.shape[-1]}, size={self.size}, padding={self.padding}"
 
 
 class LOTLinear(OrthogonalizedLinear):

@@ -9,9 +9,8 @@ divides its operator by max(1, beta), so the evaluated layer is 1-Lipschitz what
 iterations reached (up to float64 rounding of the bound, about 1e-13 relative, far inside
 certification's slack). Training mode uses the iterate as it is (no bound).
 
-Bounds (``spectral_norm_bound``): first Gershgorin's bound ||A||^2 <= max_i sum_j |A^H A|_ij,
-one matrix product, tight (excess ~ rounding) when A is orthogonal; if it leaves more than
-``CHEAP_BOUND_SLACK`` above 1, the exact largest eigenvalue of A^H A (eigvalsh, float64).
+Bounds: ``fourier.spectral_norm_bound`` for matrices and frequency responses (Gershgorin
+first, the exact float64 norm where that is loose), ``conv_norm_bound`` for explicit kernels.
 """
 
 from __future__ import annotations
@@ -31,10 +30,8 @@ from robustlab.nn.lipschitz.base import (
     pair,
     with_weights,
 )
+from robustlab.nn.lipschitz.fourier import CHEAP_BOUND_SLACK, kernel_response, spectral_norm_bound, within_one
 
-# Gershgorin bounds above 1 + this are replaced by the exact norm: dividing a layer by the
-# cheap bound costs at most this much of its scale, and the exact norm is expensive.
-CHEAP_BOUND_SLACK = 1e-4
 PADDING_MODES = ("circular", "zeros")
 
 
@@ -80,58 +77,9 @@ def block_convolution(a: Tensor, b: Tensor) -> Tensor:
     return c.transpose(0, 1)
 
 
-def complex_dtype(like: Tensor) -> torch.dtype:
-    return torch.complex128 if like.dtype == torch.float64 else torch.complex64
-
-
-def circular_response(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """A(f) for the 'same' circular convolution (F.conv2d's cross-correlation, centred taps) with
-    ``kernel`` (out, in, kh, kw) on (H, W) images, on the rfft2 grid: (H, W // 2 + 1, out, in).
-
-    y = irfft2(A(f) rfft2(x)) is that convolution. Summed tap by tap, so that a kernel larger
-    than the image wraps around as circular padding does.
-    """
-    (height, width), (kh, kw) = size, kernel.shape[-2:]
-    phases_h = _phases(height, kh, height, kernel)
-    phases_w = _phases(width, kw, width // 2 + 1, kernel)
-    return torch.einsum("oiab,ha,wb->hwoi", kernel.to(phases_h.dtype), phases_h, phases_w)
-
-
-def _phases(length: int, taps: int, frequencies: int, like: Tensor) -> Tensor:
-    """exp(2 pi i f s / length) for frequencies f and tap offsets s centred at 0."""
-    f = torch.arange(frequencies, device=like.device, dtype=torch.float64)
-    s = torch.arange(taps, device=like.device, dtype=torch.float64) - taps // 2
-    return torch.exp(2j * torch.pi * torch.outer(f, s) / length).to(complex_dtype(like))
-
-
-def apply_response(response: Tensor, x: Tensor) -> Tensor:
-    """irfft2(A(f) rfft2(x)) for a response on the rfft2 grid of x's size."""
-    x_hat = torch.fft.rfft2(x.to(response.real.dtype))
-    y_hat = torch.einsum("hwoi,bihw->bohw", response, x_hat)
-    return torch.fft.irfft2(y_hat, s=tuple(x.shape[-2:])).to(x.dtype)
-
-
 @torch.no_grad()
-def spectral_norm_bound(matrices: Tensor) -> Tensor:
-    """A guaranteed upper bound (float64 scalar) on the largest spectral norm in a batch of
-    (real or complex) matrices; see the module docstring.
-
-    For a circular convolution's response on the rfft2 grid the result bounds the convolution
-    itself: irfft2 projects the output spectrum onto the Hermitian-symmetric ones, a contraction.
-    """
-    a = matrices.to(torch.complex128 if matrices.is_complex() else torch.float64)
-    if a.shape[-2] < a.shape[-1]:
-        a = a.mH  # same norm, smaller Gram matrix
-    gram = a.mH @ a
-    cheap = gram.abs().sum(-1).amax()
-    if cheap <= (1 + CHEAP_BOUND_SLACK) ** 2:
-        return cheap.sqrt()
-    return torch.linalg.eigvalsh(gram)[..., -1].amax().clamp_min(0).sqrt()
-
-
-@torch.no_grad()
-def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: str) -> Tensor:
-    """A guaranteed upper bound (float64 scalar) on the norm of the stride-1 'same' convolution
+def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: str) -> float:
+    """A guaranteed upper bound on the norm of the stride-1 'same' convolution
     with ``kernel`` and ``padding_mode`` on ``size`` images.
 
     First AOL's bound (the largest absolute row sum of the Gram kernel, valid on any image
@@ -140,12 +88,12 @@ def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: 
     (H + kh - 1) x (W + kw - 1) grid, of which the zero-padded one is a restriction.
     """
     kernel = kernel.double()
-    cheap = conv_gram_row_sums(kernel).amax().sqrt()
+    cheap = float(conv_gram_row_sums(kernel).amax().sqrt())
     if cheap <= 1 + CHEAP_BOUND_SLACK or size is None:
         return cheap
     kh, kw = kernel.shape[-2:]
     grid = tuple(size) if padding_mode == "circular" else (size[0] + kh - 1, size[1] + kw - 1)
-    return torch.minimum(cheap, spectral_norm_bound(circular_response(kernel, grid)))
+    return min(cheap, spectral_norm_bound(kernel_response(kernel, grid, correlation=True), CHEAP_BOUND_SLACK))
 
 
 def check_padding_mode(padding_mode: str, layer: str) -> str:
@@ -208,7 +156,8 @@ class ExplicitKernelConv(LipschitzLayer):
         def bounded() -> Tensor:
             kernel = self.kernel()
             bound = conv_norm_bound(kernel, size, self.padding_mode)
-            return kernel / bound.clamp_min(1).to(kernel.dtype)
+            # 4 ulps more, so that rounding the division in the layer's precision cannot end above 1
+            return kernel / (bound * (1 + 4 * torch.finfo(kernel.dtype).eps)) if bound > 1 else kernel
 
         return self._cache.get(self.kernel_parameters(), bounded, extra=(size,))
 
@@ -249,7 +198,7 @@ class ExplicitKernelConv(LipschitzLayer):
 class OrthogonalizedLinear(LipschitzLayer):
     """Like ``nn.Linear``: y = W x + b with W = ``orthogonal_weight()``, an iterative
     orthonormalisation of the free ``weight`` (orthonormal columns if out >= in, else rows).
-    Evaluation mode divides W by max(1, ``spectral_norm_bound(W)``) and caches it."""
+    Evaluation mode divides W by max(1, ``spectral_norm_bound(W, CHEAP_BOUND_SLACK)``), cached."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, iterations: int, device=None, dtype=None):
         super().__init__()
@@ -271,7 +220,7 @@ class OrthogonalizedLinear(LipschitzLayer):
         raise NotImplementedError
 
     def eval_weight(self) -> Tensor:
-        return self._cache.get((self.weight,), lambda: divided_by_bound(self.orthogonal_weight()))
+        return self._cache.get((self.weight,), lambda: within_one(self.orthogonal_weight(), CHEAP_BOUND_SLACK))
 
     def effective_weight(self) -> Tensor:
         return self.orthogonal_weight() if self.training else self.eval_weight()
@@ -291,8 +240,3 @@ class OrthogonalizedLinear(LipschitzLayer):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"iterations={self.iterations}"
         )
-
-
-def divided_by_bound(matrix: Tensor) -> Tensor:
-    """``matrix`` / max(1, a guaranteed bound on its norm): provably of norm <= 1."""
-    return matrix / spectral_norm_bound(matrix).clamp_min(1).to(matrix.dtype)

@@ -59,9 +59,10 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["offset_ce", "ce"] = "offset_ce"
+    name: Literal["offset_ce", "ce", "emma"] = "offset_ce"
     offset: float = math.sqrt(2) * 36 / 255  # OffsetCrossEntropy's u
     temperature: float = 0.25  # T: loss = T * CE((z - u*onehot) / T)
+    eps: float = 36 / 255  # emma: the radius it trains for
 
 
 @dataclass

@@ -8,6 +8,9 @@
 - SOCConv2d -> ``TaylorSeriesConv``: the truncated series sum_j L^j x / j! of one plain
   nn.Conv2d holding the scaled skew kernel (a single composed kernel would differ at the
   borders, because zero padding does not compose).
+- LiResNet's layers (``bounded.py``) -> nn.Conv2d / nn.Linear with the effective weight
+  (I + W for a residual block, unit rows for the head). The exported network cannot
+  compute its bound from plain layers, so it keeps the original's, frozen as a number.
 - CayleyConv2d is kept as it is (a frequency-domain operator; its eval-mode frequency
   response is computed once and cached).
 Everything else (blocks, activations, BatchNorm, plain layers) is copied. The export uses
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.nn.lipschitz import AOLConv2d, AOLLinear, CayleyConv2d, OrthogonalLinear, ResidualLipschitz, SOCConv2d
+from robustlab.nn.lipschitz.bounded import BOUNDED_LAYERS, bounded_layers
 from robustlab.nn.lipschitz.soc import taylor_exp_conv
 
 
@@ -60,6 +64,8 @@ def export_model(model: nn.Module) -> nn.Module:
     model.eval()
     try:
         exported = _export(model)
+        if bounded_layers(model) and getattr(model, "builder_lipschitz", None) is not None:
+            exported.builder_lipschitz = model.lipschitz_constant  # its layers no longer bring their own
     finally:
         model.train(was_training)
     exported.eval()
@@ -84,6 +90,8 @@ def _detached(parameter):
 
 
 def _plain(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, BOUNDED_LAYERS):
+        return module.export()
     if isinstance(module, AOLConv2d):
         conv = nn.Conv2d(
             module.in_channels,

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
-from robustlab.certify.margins import margins
+from robustlab.certify.margins import certified_radii
 from robustlab.config import ConfigError, ExperimentConfig, TrainConfig
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
@@ -113,7 +113,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 
     model = build_model(config, data).to(device)
     architecture = model_architecture(config, data)
-    loss_fn = build_loss(config.loss)
+    loss_fn = build_loss(config.loss, model)
     optimizer = build_optimizer(model.parameters(), config.optim)
     schedule = build_schedule(optimizer, config.optim, steps)
     state = TrainState()
@@ -126,7 +126,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         if resume:
             _forget_metrics_after(run, state.step)
         store.record(run, config, status="running")
-    lipschitz = lipschitz_constant(model)
+    bounds = training_bounds(model)
     step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
     bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
     # A subset's passes over its data are short (one batch when N <= the batch size, and
@@ -139,7 +139,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
             epoch = min(first + passes_per_epoch, passes) - 1  # the group's last pass
             start = time.perf_counter()
             metrics = run_epoch(
-                step, loader, state, steps, range(first, epoch + 1), lipschitz, context, config.train.channels_last, bar
+                step, loader, state, steps, range(first, epoch + 1), bounds, context, config.train.channels_last, bar
             )
             state.train_time_s += time.perf_counter() - start
             state.epoch, state.history = epoch + 1, metrics
@@ -176,9 +176,9 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 # One epoch
 
 
-def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context, channels_last, bar) -> dict:
+def run_epoch(step: TrainStep, loader, state, steps, epochs, bounds, context, channels_last, bar) -> dict:
     """Train on the batches of the loader passes ``epochs`` (or up to ``steps``); returns
-    their training metrics.
+    their training metrics (the CRA with ``bounds()``, see ``training_bounds``).
 
     Per-step statistics stay on the device and are read every ``SYNC_EVERY`` steps, which
     is also when a non-finite loss is detected.
@@ -194,17 +194,17 @@ def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context,
             x = x.contiguous(memory_format=torch.channels_last)
         lr = step.schedule.get_last_lr()[0]
         loss, logits = step(x, y, weight)
-        window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
+        window.append((state.step, lr, _batch_stats(loss, logits, y, bounds)))
         state.step += 1
         bar.update(1)  # host-side only; the statistics below wait for the device
         if len(window) == SYNC_EVERY or state.step >= steps:
             totals += _flush(window, epoch, context)
             window = []
-            bar.set_postfix(_epoch_metrics(totals, lipschitz))
+            bar.set_postfix(_epoch_metrics(totals, bounds))
     if window:
         totals += _flush(window, epoch, context)
     distributed.all_reduce(totals, context)
-    return _epoch_metrics(totals, lipschitz)
+    return _epoch_metrics(totals, bounds)
 
 
 def _batches(loader, epochs):
@@ -215,12 +215,30 @@ def _batches(loader, epochs):
             yield epoch, x, y
 
 
-def _batch_stats(loss, logits, y, lipschitz) -> torch.Tensor:
-    correct = (logits.argmax(dim=1) == y).sum()
+def training_bounds(model: nn.Module) -> Callable[[], float | torch.Tensor] | None:
+    """What the training CRA divides margins by, read at every step: None for a standard
+    network; else the model's pairwise bounds from ``margin_lipschitz(estimate=True)``,
+    which for a bound that moves with the weights (LiResNet) is the cheap training
+    estimate: close to the certificate's bound, but not a certificate."""
+    lipschitz = lipschitz_constant(model)
     if lipschitz is None:
+        return None
+    if not hasattr(model, "margin_lipschitz"):
+        return lambda: lipschitz
+
+    def estimate() -> torch.Tensor:
+        with torch.no_grad():
+            return model.margin_lipschitz(estimate=True)
+
+    return estimate
+
+
+def _batch_stats(loss, logits, y, bounds) -> torch.Tensor:
+    correct = (logits.argmax(dim=1) == y).sum()
+    if bounds is None:
         certified = torch.zeros((), device=y.device)
     else:
-        certified = (margins(logits, y) > math.sqrt(2) * lipschitz * TRAIN_CRA_EPS).sum()
+        certified = (certified_radii(logits, y, bounds()) > TRAIN_CRA_EPS).sum()
     n = torch.full((), len(y), device=y.device)  # not torch.tensor(): on CUDA that copy waits for the device
     return torch.stack([loss.double() * len(y), correct.double(), certified.double(), n.double()])
 
@@ -241,10 +259,10 @@ def _flush(window, epoch, context) -> torch.Tensor:
     return stats.sum(dim=0)
 
 
-def _epoch_metrics(totals: torch.Tensor, lipschitz) -> dict:
+def _epoch_metrics(totals: torch.Tensor, bounds) -> dict:
     loss_sum, correct, certified, n = totals.tolist()
     metrics = {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
-    if lipschitz is not None:
+    if bounds is not None:
         metrics["train_cra"] = certified / max(n, 1)
     return metrics
 

@@ -23,6 +23,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._listeners: list[Callable[[str, T], None]] = []
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register("lipconvnet")``; the object's __name__ by default."""
@@ -38,6 +39,15 @@ class Registry(Generic[T]):
         if key in self._entries:
             raise ValueError(f"{self.kind} '{name}' is registered twice")
         self._entries[key] = obj
+        for callback in self._listeners:
+            callback(key, obj)
+
+    def on_add(self, callback: Callable[[str, T], None]) -> None:
+        """Calls ``callback(name, obj)`` for every entry: those there now and each one added later
+        (the models of a layer family registered after ``nn.models`` was imported)."""
+        self._listeners.append(callback)
+        for key, obj in list(self._entries.items()):
+            callback(key, obj)
 
     def get(self, name: str) -> T:
         try:

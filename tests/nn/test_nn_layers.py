@@ -76,6 +76,19 @@ def test_layer_is_one_lipschitz_at_init_and_after_training(name, mode):
     assert_one_lipschitz(layer, shape)
 
 
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_reset_parameters_reinitialises_a_trained_layer(name):
+    make, shape = LAYERS[name]
+    layer = _scaled(make)
+    train_a_little(layer, shape, steps=2)
+    trained = {key: value.clone() for key, value in layer.named_parameters()}
+    layer.reset_parameters()
+    changed = {key for key, value in layer.named_parameters() if not torch.equal(value, trained[key])}
+    assert changed == set(trained)
+    layer.eval()
+    assert_one_lipschitz(layer, shape)
+
+
 def test_cpl_training_mode_needs_a_converged_vector():
     """The documented caveat of _settle is real: a fresh vector underestimates sigma."""
     layer = _scaled(lambda: CPLConv2d(4, input_size=(5, 5)))

@@ -33,18 +33,12 @@ from robustlab.nn.blocks import (
     ZeroPad,
 )
 from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
-from robustlab.nn.lipschitz.bounded import (
-    BoundedConv2d,
-    BoundedLinear,
-    LiResConv2d,
-    NormalizedLinear,
-    SpectralLayer,
-    bounded_layers,
-)
+from robustlab.nn.lipschitz.base import layers_lipschitz_bound, lipschitz_layers
+from robustlab.nn.lipschitz.bounded import BoundedConv2d, BoundedLinear, LiResConv2d, NormalizedLinear
 from robustlab.registry import Registry
 
-# A builder returns the body's layers and the Lipschitz bound of all but its bounded layers
-# (which bring their own, see ``ImageClassifier.lipschitz_constant``); None: a standard network.
+# A builder returns the body's layers and the Lipschitz bound of all but its Lipschitz layers,
+# which bring their own (``ImageClassifier.lipschitz_constant``); None: a standard network.
 Builder = Callable[..., tuple[list[nn.Module], float | None]]
 MODELS: Registry[Builder] = Registry("model")
 CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
@@ -60,9 +54,9 @@ ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
 class ImageClassifier(nn.Sequential):
     """``CenterInputs`` then the body; takes pixel-scale images (B, C, H, W) in [0, 1].
 
-    ``builder_lipschitz`` is the builder's bound for everything but the bounded layers
-    (``bounded_layers``: LiResNet's, whose constants are computed from their weights); 1.0
-    for the 1-Lipschitz architectures, None for a standard network (certifies nothing).
+    ``builder_lipschitz`` is the builder's bound for everything but the Lipschitz layers
+    (1.0 for the 1-Lipschitz architectures; None for a standard network, which certifies
+    nothing); each ``LipschitzLayer`` brings its own bound (see ``lipschitz_constant``).
     """
 
     def __init__(
@@ -79,11 +73,12 @@ class ImageClassifier(nn.Sequential):
 
     @property
     def lipschitz_constant(self) -> float | None:
-        """The network's guaranteed L2 Lipschitz bound: the builder's bound times every
-        bounded layer's ``lipschitz_bound()`` (float64, cached until the weights change)."""
+        """The network's L2 Lipschitz bound, which certificates use: the builder's bound times
+        the product of the Lipschitz layers' own bounds (all 1 for the 1-Lipschitz families,
+        computed from the weights for LiResNet's)."""
         if self.builder_lipschitz is None:
             return None
-        return self.builder_lipschitz * math.prod(layer.lipschitz_bound() for layer in bounded_layers(self))
+        return self.builder_lipschitz * layers_lipschitz_bound(self)
 
     def margin_lipschitz(self, estimate: bool = False) -> Tensor | None:
         """K (classes x classes): logit i - logit j changes by at most K_ij ||x - x'||.
@@ -105,7 +100,7 @@ class ImageClassifier(nn.Sequential):
             dtype = reference.dtype if estimate else torch.float64
             others = 1 - torch.eye(self.num_classes, dtype=dtype, device=reference.device)
             return math.sqrt(2) * self.lipschitz_constant * others
-        body = [m for m in bounded_layers(self) if m is not head]
+        body = [m for m in lipschitz_layers(self) if m is not head]
         if estimate:
             return self.builder_lipschitz * math.prod(m.lipschitz_estimate() for m in body) * head.pair_norms()
         return self.builder_lipschitz * math.prod(m.lipschitz_bound() for m in body) * head.pair_norms(exact=True)
@@ -375,12 +370,11 @@ def _bind(builder: Callable, **fixed) -> Builder:
     return build
 
 
-def _register_lipschitz_models(family: LayerFamily) -> None:
-    MODELS.add(f"lipconvnet-{family.name}", _bind(lip_conv_net, family=family.name))
-    MODELS.add(f"lipmlp-{family.name}", _bind(lip_mlp, family=family.name))
+def _register_lipschitz_models(name: str, family: LayerFamily) -> None:
+    MODELS.add(f"lipconvnet-{name}", _bind(lip_conv_net, family=name))
+    MODELS.add(f"lipmlp-{name}", _bind(lip_mlp, family=name))
     for size in CONVNET_WIDTHS:
-        MODELS.add(f"convnet-{size}-{family.name}", _bind(conv_net, family=family.name, size=size))
+        MODELS.add(f"convnet-{size}-{name}", _bind(conv_net, family=name, size=size))
 
 
-for _family in LAYER_FAMILIES:
-    _register_lipschitz_models(LAYER_FAMILIES.get(_family))
+LAYER_FAMILIES.on_add(_register_lipschitz_models)  # every family, also those registered later

@@ -1,26 +1,29 @@
 """Checks that a network is 1-Lipschitz: per-layer operator norms and a network lower bound.
 
 Per layer (each module the forward pass runs through, taken whole if it is a known layer):
+- a ``LipschitzLayer`` (every layer family) reports its own norm through
+  ``norm_report`` (exact SVD for dense layers, the all-units-active operator for residual
+  layers, Lanczos plus an FFT upper bound for AOL convolutions, Lanczos on the Jacobian by
+  default; see the families) and is checked against its own ``lipschitz_bound()`` (1 for
+  every family so far);
 - ``analytic``: parameter-free blocks that are 1-Lipschitz by construction (MaxMin,
-  FirstChannels, PixelUnshuffle, ...): 1; BatchNorm in eval mode: max |gamma / std|.
-- ``svd``: dense layers, the exact spectral norm of the effective weight.
-- ``residual``: CPL/SLL layers y = x - up(s * relu(down(x) + b)). Their Jacobian norm is at
-  most max(1, lambda_max(A) - 1) for A = up(s * down(.)) (all units active is the worst
-  case); lambda_max by eigvalsh (dense) or restarted Lanczos (conv).
-- ``lanczos``: everything else (convolutions, SOC, Cayley, unknown modules): the largest
-  singular value of the Jacobian J at the layer's actual inputs, by restarted Lanczos on
-  J^T J through jvp/vjp from random starts; the maximum over inputs and restarts (one of
-  each for the affine convolutions, whose Jacobian does not depend on the input).
-  For plain and AOL convolutions with zero or circular padding, ``upper_bound`` also gives
-  the FFT bound: the layer is a restriction of a circular convolution on an
-  (H + k - 1) x (W + k - 1) grid, whose norm is the largest norm of the per-frequency
-  (out x in) matrices, so this bound is rigorous (up to float rounding).
+  FirstChannels, PixelUnshuffle, ...): 1; BatchNorm in eval mode: max |gamma / std|;
+- ``svd``: ``nn.Linear``, the exact spectral norm of the weight;
+- ``lanczos``: ``nn.Conv2d`` and unknown modules: the largest singular value of the
+  Jacobian J at the layer's actual inputs, by restarted Lanczos on J^T J through jvp/vjp
+  from random starts; the maximum over inputs and restarts (one of each for a
+  convolution, whose Jacobian does not depend on the input). A plain convolution with zero
+  or circular padding also gets the FFT bound as ``upper_bound``: the layer is a
+  restriction of a circular convolution on an (H + k - 1) x (W + k - 1) grid, whose norm is
+  the largest norm of the per-frequency (out x in) matrices, so this bound is rigorous (up
+  to float rounding).
 
 Lanczos and power iteration approach the norm from below, so ``norm`` is an estimate
-(converged to ~1e-6) and ``ok`` means norm <= 1 + tolerance; ``upper_bound``, where
-given, is a proof. For the whole network, gradient ascent on ||g(x) - g(x')|| / ||x - x'||
-gives an empirical *lower* bound on its Lipschitz constant, and the product of the
-per-layer norms an estimate of the upper bound (valid for sequential networks).
+(converged to ~1e-6) and ``ok`` means norm <= bound * (1 + tolerance); ``upper_bound``,
+where given, is a proof. For the whole network, gradient ascent on
+||g(x) - g(x')|| / ||x - x'|| gives an empirical *lower* bound on its Lipschitz constant,
+and the product of the per-layer norms an estimate of the upper bound (valid for
+sequential networks).
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from robustlab.nn.blocks import (
     ZeroChannelConcatenation,
     ZeroPad,
 )
-from robustlab.nn.lipschitz import AOLConv2d, AOLLinear, CayleyConv2d, OrthogonalLinear, ResidualLipschitz, SOCConv2d
-from robustlab.nn.lipschitz.base import conv_norm_upper_bound, top_eigenpair
+from robustlab.nn.lipschitz import LipschitzLayer, NormReport
+from robustlab.nn.lipschitz.base import conv_fft_bound, dense_norm_report, jacobian_norm_report
 
 ONE_LIPSCHITZ_BLOCKS = (
     MaxMin,
@@ -60,16 +63,7 @@ ONE_LIPSCHITZ_BLOCKS = (
     nn.Identity,
     nn.Dropout,
 )
-LINEAR_LAYERS = (AOLConv2d, SOCConv2d, CayleyConv2d, nn.Conv2d)  # affine maps: the Jacobian is constant
-KNOWN_LAYERS = (
-    ResidualLipschitz,
-    AOLLinear,
-    OrthogonalLinear,
-    nn.Linear,
-    nn.BatchNorm2d,
-    *LINEAR_LAYERS,
-    *ONE_LIPSCHITZ_BLOCKS,
-)
+KNOWN_LAYERS = (LipschitzLayer, nn.Linear, nn.Conv2d, nn.BatchNorm2d, *ONE_LIPSCHITZ_BLOCKS)
 
 
 def verify_model(
@@ -103,22 +97,21 @@ def verify_model(
         for name, module in tqdm(units, desc="verify layers", disable=not progress, leave=False):
             if name not in inputs:
                 continue  # not on the forward path
-            row = {
-                "name": name,
-                "type": type(module).__name__,
-                **_layer_norm(module, inputs[name], max_steps, restarts, generator),
-            }
-            row["ok"] = bool(row["norm"] <= 1 + tolerance)
-            layers.append(row)
+            report = _layer_norm(module, inputs[name], max_steps, restarts, generator)
+            bound = module.lipschitz_bound() if isinstance(module, LipschitzLayer) else 1.0
+            row = {"name": name, "type": type(module).__name__, **report._asdict(), "claimed": bound}
+            layers.append({**row, "ok": bool(report.norm <= bound * (1 + tolerance))})
         lower = network_lower_bound(model, shape, attack_steps, attack_restarts, seed, progress)
+        claimed = getattr(model, "lipschitz_constant", None)
     finally:
         model.train(was_training)
     product = math.prod(row["norm"] for row in layers)
+    network_ok = lower <= (1.0 if claimed is None else claimed) * (1 + tolerance)
     return {
-        "ok": all(row["ok"] for row in layers) and lower <= 1 + tolerance,
+        "ok": all(row["ok"] for row in layers) and network_ok,
         "tolerance": tolerance,
         "input_shape": list(shape),
-        "claimed_lipschitz": getattr(model, "lipschitz_constant", None),
+        "claimed_lipschitz": claimed,
         "layers": layers,
         "network": {"lower_bound": lower, "layer_product": product},
     }
@@ -171,28 +164,20 @@ def _recorder(inputs: dict[str, Tensor], name: str):
 # Per-layer norms
 
 
-def _layer_norm(
-    module: nn.Module, x: Tensor, max_steps: int, restarts: int, generator: torch.Generator
-) -> dict[str, Any]:
+def _layer_norm(module: nn.Module, x: Tensor, max_steps: int, restarts: int, generator: torch.Generator) -> NormReport:
+    if isinstance(module, LipschitzLayer):
+        return module.norm_report(x, max_steps=max_steps, restarts=restarts, generator=generator)
     if isinstance(module, ONE_LIPSCHITZ_BLOCKS):
-        return {"method": "analytic", "norm": 1.0, "upper_bound": 1.0}
+        return NormReport("analytic", 1.0, 1.0)
     if isinstance(module, nn.BatchNorm2d):
         norm = _batchnorm_norm(module)
-        return {"method": "analytic", "norm": norm, "upper_bound": norm}
-    if isinstance(module, ResidualLipschitz):
-        return _residual_norm(module, x[:1], max_steps, restarts, generator)
-    if isinstance(module, (AOLLinear, OrthogonalLinear, nn.Linear)):
-        weight = module.effective_weight() if hasattr(module, "effective_weight") else module.weight
-        norm = _spectral_norm(weight.detach())
-        return {"method": "svd", "norm": norm, "upper_bound": norm}
-    if isinstance(module, LINEAR_LAYERS):  # a linear map: one input point and one Krylov space suffice
-        x, restarts = x[:1], 1
-    norm = max(_jacobian_norm(module, point, max_steps, generator) for point in x.split(1) for _ in range(restarts))
-    return {"method": "lanczos", "norm": norm, "upper_bound": _conv_fft_bound(module, x.shape[-2:])}
-
-
-def _spectral_norm(matrix: Tensor) -> float:
-    return float(torch.linalg.matrix_norm(matrix.double(), ord=2))
+        return NormReport("analytic", norm, norm)
+    if isinstance(module, nn.Linear):
+        return dense_norm_report(module.weight)
+    if isinstance(module, nn.Conv2d):  # a linear map: one input point and one Krylov space suffice
+        report = jacobian_norm_report(module, x, max_steps=max_steps, generator=generator, affine=True)
+        return report._replace(upper_bound=_conv_fft_bound(module, x.shape[-2:]))
+    return jacobian_norm_report(module, x, max_steps=max_steps, restarts=restarts, generator=generator)
 
 
 def _batchnorm_norm(module: nn.BatchNorm2d) -> float:
@@ -204,51 +189,12 @@ def _batchnorm_norm(module: nn.BatchNorm2d) -> float:
     return float(scale.detach().max())
 
 
-@torch.no_grad()
-def _residual_norm(module: ResidualLipschitz, x: Tensor, max_steps: int, restarts: int, generator) -> dict[str, Any]:
-    scaled_weight = module.scaled_weight()
-
-    def all_active(v: Tensor) -> Tensor:  # the forward pass's operator with every unit active
-        return module.up(module.down(v), scaled_weight)
-
-    if x.dim() == 2:  # dense: A is an explicit features x features matrix
-        weight = module.weight.double()
-        matrix = weight.t() @ (module.scale().double().view(-1, 1) * weight)
-        top = float(torch.linalg.eigvalsh(matrix)[-1])
-        method = "residual (eigvalsh)"
-    else:
-        starts = [torch.randn(x.shape, generator=generator).to(x) for _ in range(restarts)]
-        top = max(float(top_eigenpair(all_active, start, max_steps).value) for start in starts)
-        method = "residual (lanczos)"
-    return {"method": method, "norm": max(1.0, top - 1.0), "upper_bound": None}
-
-
-def _jacobian_norm(module: nn.Module, x: Tensor, max_steps: int, generator: torch.Generator) -> float:
-    """Largest singular value of the Jacobian of ``module`` at ``x``."""
-    _, vjp = torch.func.vjp(module, x)
-
-    def gram(v: Tensor) -> Tensor:
-        _, jv = torch.func.jvp(module, (x,), (v,))
-        return vjp(jv)[0]
-
-    start = torch.randn(x.shape, generator=generator).to(x)
-    with torch.no_grad():
-        top = top_eigenpair(gram, start, max_steps).value
-    return float(top.clamp_min(0).sqrt())
-
-
-@torch.no_grad()
-def _conv_fft_bound(module: nn.Module, size: Sequence[int]) -> float | None:
-    """Rigorous bound for zero/circular padded convolutions (see module docstring)."""
-    if isinstance(module, AOLConv2d):
-        kernel, mode = module.effective_weight(), module.padding_mode
-    elif type(module) is nn.Conv2d and module.groups == 1 and module.dilation == (1, 1):
-        kernel, mode = module.weight, module.padding_mode
-    else:
+def _conv_fft_bound(module: nn.Conv2d, size: Sequence[int]) -> float | None:
+    """Rigorous bound for zero/circular padded plain convolutions (see module docstring)."""
+    plain = type(module) is nn.Conv2d and module.groups == 1 and module.dilation == (1, 1)
+    if not plain or module.padding_mode not in ("zeros", "circular"):
         return None
-    if mode not in ("zeros", "circular"):
-        return None
-    return float(conv_norm_upper_bound(kernel.double(), size))
+    return conv_fft_bound(module.weight, size)
 
 
 # ---------------------------------------------------------------------------------------

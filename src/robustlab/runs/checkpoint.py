@@ -22,6 +22,7 @@ from torch import nn
 from robustlab.config import ExperimentConfig
 from robustlab.data.splits import PreparedData
 from robustlab.files import atomic_torch_save, safe_torch_load
+from robustlab.nn.lipschitz import configure_eval
 from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
 from robustlab.runs.store import Run
 
@@ -63,10 +64,7 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Mo
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
         **architecture["kwargs"],
     )
-    for module in model.modules():  # CPL layers: power-iteration steps when evaluating
-        if hasattr(module, "eval_iterations"):
-            module.eval_iterations = power_iterations
-    return model
+    return configure_eval(model, power_iterations=power_iterations)
 
 
 def rng_states() -> dict:

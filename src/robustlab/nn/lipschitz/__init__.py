@@ -1,5 +1,7 @@
 """1-Lipschitz layer families and the LAYER_FAMILIES registry.
 
+Every layer is a ``LipschitzLayer`` (``base.py``): a new family is one file with its
+layers plus one ``_register`` line below (CONTRIBUTING.md, "Adding a layer family").
 A family gives two factories, so that any family plugs into any architecture:
 ``conv(channels, kernel_size=3, *, input_size=None)`` (channels -> channels, 'same' size;
 ``input_size`` (H, W) lets CPL size its power-iteration vector up front) and
@@ -17,9 +19,10 @@ from torch import nn
 
 from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
-from robustlab.nn.lipschitz.base import ResidualLipschitz
+from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, configure_eval, lipschitz_layers
 from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
 from robustlab.nn.lipschitz.orthogonal import CayleyConv2d, OrthogonalLinear
+from robustlab.nn.lipschitz.residual import ResidualLipschitz
 from robustlab.nn.lipschitz.sll import SLLConv2d, SLLLinear
 from robustlab.nn.lipschitz.soc import SOCConv2d
 from robustlab.registry import Registry
@@ -32,11 +35,15 @@ __all__ = [
     "CPLLinear",
     "CayleyConv2d",
     "LayerFamily",
+    "LipschitzLayer",
+    "NormReport",
     "OrthogonalLinear",
     "ResidualLipschitz",
     "SLLConv2d",
     "SLLLinear",
     "SOCConv2d",
+    "configure_eval",
+    "lipschitz_layers",
 ]
 
 

@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, pair
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    conv_fft_bound,
+    dense_norm_report,
+    pair,
+    with_weights,
+)
 
 AOL_EPS = 1e-6
 
@@ -52,7 +61,7 @@ def aol_conv_rescaling(kernel: Tensor) -> Tensor:
     return (row_sums + AOL_EPS).rsqrt()
 
 
-class AOLLinear(nn.Module):
+class AOLLinear(LipschitzLayer):
     """Like ``nn.Linear``, 1-Lipschitz: y = W diag(d) x + b."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
@@ -83,16 +92,25 @@ class AOLLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
 
+    def export(self) -> nn.Module:
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        return with_weights(linear, self.effective_weight(), self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        return dense_norm_report(self.effective_weight())
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class AOLConv2d(nn.Module):
+class AOLConv2d(LipschitzLayer):
     """Like ``nn.Conv2d``, 1-Lipschitz: the kernel's input channels are rescaled by d.
 
     ``padding`` defaults to k // 2 (the output keeps the input size); only zero and
     circular padding keep the bound (reflection would copy pixels).
     """
+
+    affine = True
 
     def __init__(
         self,
@@ -146,6 +164,23 @@ class AOLConv2d(nn.Module):
             x = F.pad(x, (pw, pw, ph, ph), mode="circular")
             return F.conv2d(x, weight, self.bias, self.stride)
         return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+    def export(self) -> nn.Module:
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+        )
+        return with_weights(conv, self.effective_weight(), self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        """Lanczos on the Jacobian, and the rigorous FFT bound (see ``conv_norm_upper_bound``)."""
+        report = super().norm_report(inputs, **lanczos)
+        return report._replace(upper_bound=conv_fft_bound(self.effective_weight(), inputs.shape[-2:]))
 
     def extra_repr(self) -> str:
         return (

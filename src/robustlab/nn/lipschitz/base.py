@@ -1,4 +1,9 @@
-"""Pieces shared by the 1-Lipschitz layer families.
+"""The Lipschitz layer protocol and the pieces the layer families share.
+
+``LipschitzLayer`` is the one interface that verification (``nn/verify.py``), export
+(``nn/export.py``), model building and certification use: a new family subclasses it in
+one file and registers itself in ``LAYER_FAMILIES`` (``nn/lipschitz/__init__.py``), and
+nothing central changes. See docs/layers.md ("The layer protocol").
 
 Every family turns its free parameters into a constrained operator with a *normaliser*
 computed from the weights (AOL's rescaling d, CPL's 2/sigma^2, SLL's T^-1, SOC's kernel
@@ -12,12 +17,160 @@ cached normaliser.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+PlainLayer = TypeVar("PlainLayer", bound=nn.Module)
+
+# ---------------------------------------------------------------------------------------
+# The protocol
+
+
+class NormReport(NamedTuple):
+    """What a layer tells ``verify`` about its operator norm (its L2 Lipschitz constant)."""
+
+    method: str  # how ``norm`` was found: "svd", "lanczos", "residual (eigvalsh)", ...
+    norm: float  # exact, or an estimate from below (Lanczos, converged to ~1e-6)
+    upper_bound: float | None  # a guaranteed bound (a proof, up to float rounding), or None
+
+
+class LipschitzLayer(nn.Module):
+    """Base class of every Lipschitz layer family.
+
+    A family implements ``forward``, ``reset_parameters`` (called at the end of
+    ``__init__``, as torch's own layers do) and ``export``; it overrides ``norm_report``,
+    ``lipschitz_bound`` and ``configure_eval`` where it knows better than the defaults, and
+    sets ``affine = True`` when the layer is an affine map. Verification, export and
+    certification take a ``LipschitzLayer`` whole and look at nothing else in it.
+    """
+
+    affine: bool = False  # an affine map: its Jacobian is the same at every input
+
+    def reset_parameters(self) -> None:
+        """(Re)initialises every parameter."""
+        raise NotImplementedError(f"{type(self).__name__} must implement reset_parameters()")
+
+    def export(self) -> nn.Module:
+        """Plain modules (``nn.Conv2d``, ``nn.Linear``, ... or a small helper holding plain
+        tensors) with this layer's eval-mode outputs. ``export_model`` calls it in eval mode
+        under ``torch.no_grad`` and then freezes the result."""
+        raise NotImplementedError(f"{type(self).__name__} must implement export()")
+
+    def lipschitz_bound(self) -> float:
+        """A guaranteed upper bound on the L2 Lipschitz constant of the eval-mode layer.
+
+        ``verify`` checks the measured norm against it, and a model's
+        ``lipschitz_constant`` (hence every certificate) multiplies the bounds of its
+        layers. 1 for the 1-Lipschitz families; a layer with a larger constant (a residual
+        block x + f(x), ...) computes it from its weights, and must never return an
+        estimate that can fall below the truth (a truncated power iteration).
+        """
+        return 1.0
+
+    def lipschitz_estimate(self) -> Tensor | float:
+        """A cheap estimate of the same constant for training losses that use it (EMMA), with
+        gradients to the weights where it depends on them; never used for a certificate.
+        Default: the bound itself (a constant)."""
+        return self.lipschitz_bound()
+
+    def norm_report(
+        self, inputs: Tensor, *, max_steps: int = 300, restarts: int = 2, generator: torch.Generator | None = None
+    ) -> NormReport:
+        """The operator norm of the eval-mode layer around ``inputs`` (a batch of what it sees
+        in the network). Default: the largest singular value of the Jacobian by restarted
+        Lanczos on J^T J, the maximum over the inputs and ``restarts`` random starts (one of
+        each for an affine layer), with no upper bound."""
+        return jacobian_norm_report(
+            self, inputs, max_steps=max_steps, restarts=restarts, generator=generator, affine=self.affine
+        )
+
+    def configure_eval(self, **settings: Any) -> None:
+        """Takes the evaluation settings this layer uses (names of the config's ``eval``
+        section, e.g. ``power_iterations``) and ignores the others."""
+
+
+def lipschitz_layers(module: nn.Module) -> Iterator[LipschitzLayer]:
+    """The Lipschitz layers in ``module``, each taken whole (none inside another one)."""
+    if isinstance(module, LipschitzLayer):
+        yield module
+        return
+    for child in module.children():
+        yield from lipschitz_layers(child)
+
+
+def layers_lipschitz_bound(model: nn.Module) -> float:
+    """The product of the model's Lipschitz layers' bounds (an upper bound on the model's
+    constant when the layers are composed in sequence and everything else is 1-Lipschitz)."""
+    return math.prod(layer.lipschitz_bound() for layer in lipschitz_layers(model))
+
+
+def configure_eval(model: nn.Module, **settings: Any) -> nn.Module:
+    """Hands the evaluation ``settings`` to every Lipschitz layer of ``model``; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, LipschitzLayer):
+            module.configure_eval(**settings)
+    return model
+
+
+def jacobian_norm_report(
+    module: nn.Module,
+    inputs: Tensor,
+    *,
+    max_steps: int = 300,
+    restarts: int = 2,
+    generator: torch.Generator | None = None,
+    affine: bool = False,
+) -> NormReport:
+    """The largest Jacobian singular value of ``module`` over the batch ``inputs`` (see
+    ``LipschitzLayer.norm_report``); any module, in its current mode."""
+    if affine:  # one input point and one Krylov space suffice for a fixed linear map
+        inputs, restarts = inputs[:1], 1
+    norm = max(jacobian_norm(module, point, max_steps, generator) for point in inputs.split(1) for _ in range(restarts))
+    return NormReport("lanczos", norm, None)
+
+
+def jacobian_norm(module: nn.Module, x: Tensor, max_steps: int, generator: torch.Generator | None = None) -> float:
+    """Largest singular value of the Jacobian of ``module`` at ``x``."""
+    _, vjp = torch.func.vjp(module, x)
+
+    def gram(v: Tensor) -> Tensor:
+        _, jv = torch.func.jvp(module, (x,), (v,))
+        return vjp(jv)[0]
+
+    start = torch.randn(x.shape, generator=generator).to(x)
+    with torch.no_grad():
+        top = top_eigenpair(gram, start, max_steps).value
+    return float(top.clamp_min(0).sqrt())
+
+
+def dense_norm_report(weight: Tensor) -> NormReport:
+    """The exact spectral norm of a dense layer's (effective) weight."""
+    norm = float(torch.linalg.matrix_norm(weight.detach().double(), ord=2))
+    return NormReport("svd", norm, norm)
+
+
+def conv_fft_bound(kernel: Tensor, size: Sequence[int]) -> float:
+    """``conv_norm_upper_bound`` in float64, as a float: a proof for verification reports."""
+    return float(conv_norm_upper_bound(kernel.detach().double(), size))
+
+
+def with_weights(layer: PlainLayer, weight: Tensor, bias: Tensor | None = None) -> PlainLayer:
+    """``layer`` (a new ``nn.Linear``, ``nn.Conv2d``, ...) holding copies of ``weight`` and
+    ``bias``, on their device and in their dtype: the usual body of ``export``."""
+    layer = layer.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer
+
+
+# ---------------------------------------------------------------------------------------
+# Shared numerics
 
 
 def weights_key(*tensors: Tensor) -> tuple:
@@ -75,75 +228,6 @@ def odd_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
 def check_channels(x: Tensor, channels: int, layer: str) -> None:
     if x.dim() < 2 or x.shape[1] != channels:
         raise ValueError(f"{layer} expects inputs of shape (batch, {channels}, ...), got {tuple(x.shape)}")
-
-
-class ResidualLipschitz(nn.Module):
-    """y = x - up(scale * relu(down(x) + bias)) with ``up`` the adjoint of ``down``.
-
-    CPL (scale = 2 / sigma^2) and SLL (scale = 2 / T, per hidden unit) share this form.
-    The Jacobian is I - up(scale * D * down(.)) with D in [0, 1]; its norm is largest when
-    every unit is active, which is what ``verify`` checks.
-    """
-
-    weight: Tensor
-    bias: Tensor | None
-
-    def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
-
-    def up(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
-        """The adjoint of ``down``, with ``weight`` in place of ``self.weight`` when given."""
-        raise NotImplementedError
-
-    def scale(self) -> Tensor:
-        """The normaliser: a scalar, or one value per hidden unit (cached in eval mode)."""
-        raise NotImplementedError
-
-    def preactivation(self, x: Tensor) -> Tensor:
-        return self.down(x, self.bias)
-
-    def scaled_weight(self) -> Tensor:
-        """W with the normaliser s folded into its hidden units: ``up(s * z) == up(z, scaled_weight())``.
-
-        Scaling the small weight instead of the activations saves two passes over the
-        activations per layer (the product and, in the backward pass, its reduction).
-        """
-        return self.weight * self.scale().reshape(-1, *[1] * (self.weight.dim() - 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x - self.up(F.relu(self.preactivation(x)), self.scaled_weight())
-
-
-class DenseResidual(ResidualLipschitz):
-    """``down`` = W (hidden_features x features), ``up`` = W^T."""
-
-    features: int
-    hidden_features: int
-
-    def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        return F.linear(x, self.weight, bias)
-
-    def up(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
-        return F.linear(z, (self.weight if weight is None else weight).t())
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_channels(x, self.features, type(self).__name__)
-        return super().forward(x)
-
-    def extra_repr(self) -> str:
-        return f"features={self.features}, hidden_features={self.hidden_features}, bias={self.bias is not None}"
-
-
-class ConvResidual(ResidualLipschitz):
-    """``down`` = the 'same' convolution with W, ``up`` = its transpose (the exact adjoint for odd kernels)."""
-
-    padding: tuple[int, int]
-
-    def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        return F.conv2d(x, self.weight, bias, padding=self.padding)
-
-    def up(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
-        return F.conv_transpose2d(z, self.weight if weight is None else weight, padding=self.padding)
 
 
 class Eigenpair(NamedTuple):

@@ -35,7 +35,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, pair
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    dense_norm_report,
+    jacobian_norm_report,
+    odd_kernel_size,
+    pair,
+    with_weights,
+)
 
 WARMUP_STEPS = 50  # power-iteration steps at initialisation, so that training starts near the bound
 
@@ -73,7 +83,7 @@ def power_estimate(matrices: Tensor, vectors: Tensor) -> Tensor:
     return (matrices @ vectors.unsqueeze(-1)).squeeze(-1).norm(dim=-1).amax()
 
 
-class SpectralLayer(nn.Module):
+class SpectralLayer(LipschitzLayer):
     """A linear (conv or dense) layer with a bias, whose norm is bounded through the
     matrices of ``frequency_matrices``.
 
@@ -84,6 +94,7 @@ class SpectralLayer(nn.Module):
     and state dicts treat it as every other buffer), or (1, in) for one real matrix.
     """
 
+    affine = True
     weight: Tensor
     bias: Tensor | None
     u: Tensor
@@ -111,6 +122,13 @@ class SpectralLayer(nn.Module):
         """The training estimate of the same norm, with gradients (never above the bound,
         up to rounding)."""
         return power_estimate(self.matrices(), self._vectors())
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        """Dense: the exact norm. Convolutions: Lanczos on the Jacobian, and the bound."""
+        if self.weight.dim() == 2:
+            return dense_norm_report(self.kernel(torch.float64))
+        report = jacobian_norm_report(self, inputs, affine=True, **lanczos)
+        return report._replace(upper_bound=self.lipschitz_bound())
 
     @torch.no_grad()
     def update_vectors(self, steps: int = 1) -> None:
@@ -175,7 +193,7 @@ class _BoundedConv(SpectralLayer):
         conv = nn.Conv2d(
             self.in_channels, self.out_channels, self.kernel_size, padding=self.padding, bias=self.bias is not None
         )
-        return _with_weights(conv, self.kernel(), self.bias)
+        return with_weights(conv, self.kernel(), self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -281,19 +299,21 @@ class BoundedLinear(SpectralLayer):
 
     def export(self) -> nn.Module:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return _with_weights(linear, self.weight, self.bias)
+        return with_weights(linear, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class NormalizedLinear(nn.Module):
+class NormalizedLinear(LipschitzLayer):
     """The last layer: a dense layer whose rows are scaled to unit L2 norm, plus a bias.
 
     ``pair_norms()[i, j] = ||w_i - w_j||`` bounds how much logit i - logit j changes per
     unit change of the input (at most 2), cheaply and exactly; ``lipschitz_bound()`` is the
     spectral norm of the normalised weight (at most sqrt(classes)).
     """
+
+    affine = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__()
@@ -336,30 +356,16 @@ class NormalizedLinear(nn.Module):
     def lipschitz_estimate(self) -> Tensor:
         return torch.linalg.matrix_norm(self.kernel(), ord=2)
 
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        return dense_norm_report(self.kernel(torch.float64))
+
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_features, "NormalizedLinear")
         return F.linear(x, self.kernel(), self.bias)
 
     def export(self) -> nn.Module:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return _with_weights(linear, self.kernel(), self.bias)
+        return with_weights(linear, self.kernel(), self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def _with_weights(layer: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
-    layer = layer.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer
-
-
-BOUNDED_LAYERS = (SpectralLayer, NormalizedLinear)
-
-
-def bounded_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers of ``model`` whose constants come from their weights (``lipschitz_bound``)."""
-    return [m for m in model.modules() if isinstance(m, BOUNDED_LAYERS)]

@@ -29,10 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.nn.lipschitz.base import (
-    ConvResidual,
-    DenseResidual,
     EvalCache,
-    ResidualLipschitz,
     check_channels,
     conv_norm_upper_bound,
     normalize,
@@ -40,23 +37,30 @@ from robustlab.nn.lipschitz.base import (
     pair,
     top_eigenpair,
 )
+from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
 
 EVAL_SAFETY = 1e-3
-
-
-def _init_weight_and_bias(weight: Tensor, bias: Tensor | None) -> None:
-    # As the paper's reference code: torch's default weight init, zero bias. Scaling W and b
-    # together leaves the layer unchanged, so the weight's scale only sets SGD's effective
-    # step size: Xavier-normal weights would be sqrt(3) larger at equal fan-in and fan-out,
-    # and their relative steps 3x smaller at the same lr.
-    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-    if bias is not None:
-        nn.init.zeros_(bias)
 
 
 class _CPL(ResidualLipschitz):
     eval_iterations: int
     u: Tensor
+    _cache: EvalCache
+
+    def reset_parameters(self) -> None:
+        # As the paper's reference code: torch's default weight init, zero bias. Scaling W and b
+        # together leaves the layer unchanged, so the weight's scale only sets SGD's effective
+        # step size: Xavier-normal weights would be sqrt(3) larger at equal fan-in and fan-out,
+        # and their relative steps 3x smaller at the same lr.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def configure_eval(self, *, power_iterations: int | None = None, **settings) -> None:
+        """``power_iterations``: the most Lanczos matvecs for the eval-mode sigma (conv)."""
+        if power_iterations is not None:
+            self.eval_iterations = power_iterations
+            self._cache.clear()
 
     def scale(self) -> Tensor:
         if self.training:
@@ -92,7 +96,7 @@ class CPLLinear(_CPL, DenseResidual):
         self.bias = nn.Parameter(torch.empty(self.hidden_features, **factory)) if bias else None
         self.register_buffer("u", normalize(torch.randn(features, **factory)))
         self._cache = EvalCache()
-        _init_weight_and_bias(self.weight, self.bias)
+        self.reset_parameters()
 
     def eval_sigma(self) -> Tensor:
         weight = self.weight.to(torch.promote_types(self.weight.dtype, torch.float32))
@@ -131,7 +135,7 @@ class CPLConv2d(_CPL, ConvResidual):
         size = pair(input_size, "input_size") if input_size is not None else (0, 0)
         self.register_buffer("u", self._random_vector(size, self.weight))
         self._cache = EvalCache()
-        _init_weight_and_bias(self.weight, self.bias)
+        self.reset_parameters()
 
     def _random_vector(self, size: tuple[int, int], like: Tensor) -> Tensor:
         u = torch.randn(1, self.channels, *size, device=like.device, dtype=like.dtype)

@@ -10,14 +10,25 @@ kernel. Costs one batched complex solve per forward (cached in eval mode).
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrizations
+from torch.nn.utils import parametrizations, parametrize
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    dense_norm_report,
+    odd_kernel_size,
+    with_weights,
+)
 
 
-class OrthogonalLinear(nn.Linear):
+class OrthogonalLinear(nn.Linear, LipschitzLayer):
     """``nn.Linear`` whose weight is (semi-)orthogonal: W^T W = I if out >= in, else W W^T = I.
 
     ``weight`` is the orthogonal matrix (a parametrization of ``weight.original``); in eval
@@ -25,9 +36,7 @@ class OrthogonalLinear(nn.Linear):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
-        super().__init__(in_features, out_features, bias, device, dtype)
-        if bias:
-            nn.init.zeros_(self.bias)
+        super().__init__(in_features, out_features, bias, device, dtype)  # calls reset_parameters
         # torch's default map: matrix_exp for square weights, Householder products for
         # rectangular ones (matrix_exp would cost a max(in, out)^2 exponential). The
         # Householder map multiplies by the integer part of the raw parameter's diagonal,
@@ -36,6 +45,18 @@ class OrthogonalLinear(nn.Linear):
         # which `verify` would report.
         parametrizations.orthogonal(self, "weight")
         self._cache = EvalCache()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s weight init (orthogonalised by the parametrization), zero bias."""
+        if not parametrize.is_parametrized(self, "weight"):  # from nn.Linear.__init__
+            super().reset_parameters()
+        else:  # assigning goes through the parametrization's right inverse, as registering it did
+            weight = torch.empty_like(self.parametrizations.weight.original)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            with torch.no_grad():
+                self.weight = weight
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def effective_weight(self) -> Tensor:
         if self.training:
@@ -46,13 +67,22 @@ class OrthogonalLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.linear(x, self.effective_weight(), self.bias)
 
+    def export(self) -> nn.Module:
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        return with_weights(linear, self.effective_weight(), self.bias)
+
+    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+        return dense_norm_report(self.effective_weight())
+
 
 def _complex(like: Tensor) -> torch.dtype:
     return torch.complex128 if like.dtype == torch.float64 else torch.complex64
 
 
-class CayleyConv2d(nn.Module):
+class CayleyConv2d(LipschitzLayer):
     """Orthogonal channels -> channels convolution with circular padding (any image size)."""
+
+    affine = True
 
     def __init__(
         self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True, device=None, dtype=None
@@ -64,7 +94,12 @@ class CayleyConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.zeros(channels, **factory)) if bias else None
         self._cache = EvalCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def _phases(self, length: int, kernel: int, frequencies: int) -> Tensor:
         """exp(-2 pi i f s / length) for frequencies f and kernel offsets s centred at 0."""
@@ -98,6 +133,11 @@ class CayleyConv2d(nn.Module):
         y_hat = torch.einsum("hwoi,bihw->bohw", q, x_hat)
         y = torch.fft.irfft2(y_hat, s=size).to(x.dtype)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def export(self) -> nn.Module:
+        """Itself: a frequency-domain operator with no plain torch equivalent (its eval-mode
+        frequency response is computed once and cached)."""
+        return copy.deepcopy(self)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}, padding_mode=circular"

@@ -17,14 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import (
-    ConvResidual,
-    DenseResidual,
-    EvalCache,
-    ResidualLipschitz,
-    check_channels,
-    odd_kernel_size,
-)
+from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size
+from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
 
 SLL_EPS = 1e-6
 
@@ -57,7 +51,7 @@ class _SLL(ResidualLipschitz):
         t = self._t() if self.training else self._cache.get((self.weight, self.log_q), self._t)
         return 2 / t
 
-    def _init_parameters(self) -> None:
+    def reset_parameters(self) -> None:
         nn.init.xavier_normal_(self.weight)
         nn.init.normal_(self.log_q)
         if self.bias is not None:
@@ -77,7 +71,7 @@ class SLLLinear(_SLL, DenseResidual):
         self.bias = nn.Parameter(torch.empty(self.hidden_features, **factory)) if bias else None
         self.log_q = nn.Parameter(torch.empty(self.hidden_features, **factory))
         self._cache = EvalCache()
-        self._init_parameters()
+        self.reset_parameters()
 
     def _t(self) -> Tensor:
         return sll_dense_t(self.weight, self.log_q)
@@ -105,7 +99,7 @@ class SLLConv2d(_SLL, ConvResidual):
         self.bias = nn.Parameter(torch.empty(self.hidden_channels, **factory)) if bias else None
         self.log_q = nn.Parameter(torch.empty(self.hidden_channels, **factory))
         self._cache = EvalCache()
-        self._init_parameters()
+        self.reset_parameters()
 
     def _t(self) -> Tensor:
         return sll_conv_t(self.weight, self.log_q)

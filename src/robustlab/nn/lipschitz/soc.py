@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, normalize, odd_kernel_size
+from robustlab.nn.lipschitz.base import (
+    EvalCache,
+    LipschitzLayer,
+    check_channels,
+    normalize,
+    odd_kernel_size,
+    with_weights,
+)
 
 # Evaluation is certified as exactly 1-Lipschitz, so its truncation must be negligible
 # next to the certificates' float-error slack (1e-6 relative).
@@ -49,8 +56,28 @@ def taylor_exp_conv(x: Tensor, kernel: Tensor, terms: int, padding: tuple[int, i
     return total
 
 
-class SOCConv2d(nn.Module):
+class TaylorSeriesConv(nn.Module):
+    """y = sum_{j<=terms} conv^j(x) / j! + bias, with ``conv`` a plain bias-free nn.Conv2d:
+    the exported SOC layer (a single composed kernel would differ at the borders, because
+    zero padding does not compose)."""
+
+    def __init__(self, conv: nn.Conv2d, terms: int, bias: Tensor | None):
+        super().__init__()
+        self.conv, self.terms = conv, terms
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = taylor_exp_conv(x, self.conv.weight, self.terms, self.conv.padding)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"terms={self.terms}"
+
+
+class SOCConv2d(LipschitzLayer):
     """Orthogonal channels -> channels convolution (kernel ``kernel_size``, 'same' padding)."""
+
+    affine = True
 
     def __init__(
         self,
@@ -82,7 +109,12 @@ class SOCConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels, **factory)) if bias else None
         self.register_buffer("u", normalize(torch.randn(channels, **factory)))
         self._cache = EvalCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.xavier_normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def _patch_matrix(self, skew: Tensor) -> Tensor:
         return skew.reshape(self.channels, -1)
@@ -115,6 +147,11 @@ class SOCConv2d(nn.Module):
         terms = self.train_terms if self.training else self.eval_terms
         y = taylor_exp_conv(x, self.scaled_kernel(), terms, self.padding)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def export(self) -> nn.Module:
+        """The eval-mode series over one plain ``nn.Conv2d`` holding the scaled skew kernel."""
+        conv = nn.Conv2d(self.channels, self.channels, self.kernel_size, padding=self.padding, bias=False)
+        return TaylorSeriesConv(with_weights(conv, self.scaled_kernel()), self.eval_terms, self.bias)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,141 @@
+"""The residual form y = x - up(s * relu(down(x) + b)) shared by CPL and SLL.
+
+``up`` is the adjoint of ``down`` and s > 0 the normaliser (CPL: 2 / sigma^2, SLL: 2 / t
+per hidden unit). The Jacobian is I - up(s * D * down(.)) with D diagonal in [0, 1]; it is
+symmetric, and its norm is largest when every unit is active (D = I), where it is
+max(1, lambda_max(A) - 1) for A = up(s * down(.)). ``norm_report`` computes exactly that.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, check_channels, top_eigenpair, with_weights
+
+
+class ResidualSubtract(nn.Module):
+    """y = x - branch(x): the exported form of a residual layer."""
+
+    def __init__(self, branch: nn.Module):
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x - self.branch(x)
+
+
+class ResidualLipschitz(LipschitzLayer):
+    """y = x - up(scale * relu(down(x) + bias)) with ``up`` the adjoint of ``down``."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def up(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The adjoint of ``down``, with ``weight`` in place of ``self.weight`` when given."""
+        raise NotImplementedError
+
+    def scale(self) -> Tensor:
+        """The normaliser: a scalar, or one value per hidden unit (cached in eval mode)."""
+        raise NotImplementedError
+
+    def preactivation(self, x: Tensor) -> Tensor:
+        return self.down(x, self.bias)
+
+    def scaled_weight(self) -> Tensor:
+        """W with the normaliser s folded into its hidden units: ``up(s * z) == up(z, scaled_weight())``.
+
+        Scaling the small weight instead of the activations saves two passes over the
+        activations per layer (the product and, in the backward pass, its reduction).
+        """
+        return self.weight * self.scale().reshape(-1, *[1] * (self.weight.dim() - 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x - self.up(F.relu(self.preactivation(x)), self.scaled_weight())
+
+    def export(self) -> nn.Module:
+        return ResidualSubtract(nn.Sequential(self._plain_down(), nn.ReLU(), self._plain_up()))
+
+    def _plain_down(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _plain_up(self) -> nn.Module:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def norm_report(
+        self, inputs: Tensor, *, max_steps: int = 300, restarts: int = 2, generator: torch.Generator | None = None
+    ) -> NormReport:
+        """max(1, lambda_max(A) - 1), A the operator with every unit active: by ``eigvalsh``
+        of the explicit matrix (dense), by restarted Lanczos (conv)."""
+        if self.weight.dim() == 2:
+            weight = self.weight.double()
+            matrix = weight.t() @ (self.scale().double().view(-1, 1) * weight)
+            top = float(torch.linalg.eigvalsh(matrix)[-1])
+            method = "residual (eigvalsh)"
+        else:
+            scaled_weight = self.scaled_weight()
+
+            def all_active(v: Tensor) -> Tensor:  # the forward pass's operator with every unit active
+                return self.up(self.down(v), scaled_weight)
+
+            shape = inputs[:1].shape
+            starts = [torch.randn(shape, generator=generator).to(inputs) for _ in range(restarts)]
+            top = max(float(top_eigenpair(all_active, start, max_steps).value) for start in starts)
+            method = "residual (lanczos)"
+        return NormReport(method, max(1.0, top - 1.0), None)
+
+
+class DenseResidual(ResidualLipschitz):
+    """``down`` = W (hidden_features x features), ``up`` = W^T."""
+
+    features: int
+    hidden_features: int
+
+    def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        return F.linear(x, self.weight, bias)
+
+    def up(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        return F.linear(z, (self.weight if weight is None else weight).t())
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_channels(x, self.features, type(self).__name__)
+        return super().forward(x)
+
+    def _plain_down(self) -> nn.Module:
+        return with_weights(
+            nn.Linear(self.features, self.hidden_features, self.bias is not None), self.weight, self.bias
+        )
+
+    def _plain_up(self) -> nn.Module:
+        return with_weights(nn.Linear(self.hidden_features, self.features, bias=False), self.scaled_weight().t())
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, hidden_features={self.hidden_features}, bias={self.bias is not None}"
+
+
+class ConvResidual(ResidualLipschitz):
+    """``down`` = the 'same' convolution with W, ``up`` = its transpose (the exact adjoint for odd kernels)."""
+
+    kernel_size: tuple[int, int]
+    padding: tuple[int, int]
+
+    def down(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        return F.conv2d(x, self.weight, bias, padding=self.padding)
+
+    def up(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        return F.conv_transpose2d(z, self.weight if weight is None else weight, padding=self.padding)
+
+    def _plain_down(self) -> nn.Module:
+        hidden, channels = self.weight.shape[:2]
+        conv = nn.Conv2d(channels, hidden, self.kernel_size, padding=self.padding, bias=self.bias is not None)
+        return with_weights(conv, self.weight, self.bias)
+
+    def _plain_up(self) -> nn.Module:
+        hidden, channels = self.weight.shape[:2]
+        conv = nn.ConvTranspose2d(hidden, channels, self.kernel_size, padding=self.padding, bias=False)
+        return with_weights(conv, self.scaled_weight())

@@ -74,6 +74,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     schedule: Literal["onecycle", "constant"] = "onecycle"
     cycle_momentum: bool = False  # onecycle: momentum 0.95 -> 0.85 -> 0.95 against the lr (torch's default)
+    grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step (LiResNet)
 
 
 @dataclass

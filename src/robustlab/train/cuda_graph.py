@@ -52,6 +52,7 @@ class GraphedTrainStep(TrainStep):
             self.static_x.copy_(x)
             self.static_y.copy_(y)
         self.graph.replay()
+        self.clip_gradients()
         self.optimizer.step()
         self.schedule.step()
         return self.static_loss.clone(), self.static_logits.clone()

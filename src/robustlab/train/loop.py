@@ -127,7 +127,9 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
             _forget_metrics_after(run, state.step)
         store.record(run, config, status="running")
     bounds = training_bounds(model)
-    step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
+    step = make_train_step(
+        train_model, loss_fn, optimizer, schedule, config.train, context, device, grad_clip=config.optim.grad_clip
+    )
     bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
     # A subset's passes over its data are short (one batch when N <= the batch size, and
     # 3000 * 50000 / 48 of them in the paper's smallest run): group them so that logging,
@@ -292,7 +294,9 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
     return model
 
 
-def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device) -> TrainStep:
+def make_train_step(
+    model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device, grad_clip: float | None = None
+) -> TrainStep:
     """The step the loop calls: eager, or replayed from a CUDA graph with ``train.cuda_graph``."""
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
     if cfg.compile and autocast is not None and device.type == "cuda":
@@ -302,7 +306,7 @@ def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, conte
             "Use train.cuda_graph=true with bfloat16 (the fast path), or train.compile with float32"
         )
     if not cfg.cuda_graph:
-        return TrainStep(model, loss_fn, optimizer, schedule, autocast)
+        return TrainStep(model, loss_fn, optimizer, schedule, autocast, grad_clip)
     if device.type != "cuda":
         raise ConfigError(
             f"train.cuda_graph replays CUDA graphs and needs a CUDA device, but training runs on "
@@ -313,7 +317,7 @@ def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, conte
             "train.cuda_graph does not combine with multi-process (DDP) training: its gradient "
             "all-reduce runs outside the graph; set train.cuda_graph=false under torchrun"
         )
-    return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast)
+    return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast, grad_clip)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 import torch
 import yaml
 from train_helpers import tiny_overrides

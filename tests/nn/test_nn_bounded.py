@@ -21,6 +21,7 @@ from robustlab.nn.lipschitz.bounded import (
     SpectralLayer,
 )
 from robustlab.nn.models import create_model
+from robustlab.nn.verify import verify_model
 
 SIZE = (5, 5)
 DIGITS = (1, 8, 8)
@@ -189,3 +190,15 @@ def test_float64_copy_has_the_same_bound():
     wide = copy.deepcopy(model).double()
     assert wide.lipschitz_constant == pytest.approx(model.lipschitz_constant, rel=1e-12)
     assert jacobian_norm(wide, torch.rand(1, *DIGITS, dtype=torch.float64)) <= wide.lipschitz_constant
+
+
+def test_verify_checks_each_layer_and_the_network_against_its_claimed_bound():
+    model = trained_liresnet(steps=5)
+    report = verify_model(model, DIGITS, attack_steps=10)
+    assert report["ok"] and report["claimed_lipschitz"] == model.lipschitz_constant > 1
+    blocks = [row for row in report["layers"] if row["type"] == "LiResConv2d"]
+    assert all(row["norm"] <= row["upper_bound"] == row["claimed"] for row in blocks)
+    stem = model[1]
+    stem.lipschitz_bound = lambda: 0.5  # a layer that under-reports its constant is caught
+    report = verify_model(model, DIGITS, attack_steps=10)
+    assert not report["ok"] and [row["name"] for row in report["layers"] if not row["ok"]] == ["1"]

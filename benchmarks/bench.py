@@ -50,7 +50,7 @@ import torch
 
 from robustlab.certify import smoothing
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, load_config
+from robustlab.config import PAPER_EPS, SPEED_OPTIONS, ConfigError, ExperimentConfig, load_config
 from robustlab.data.datasets import DATASETS
 from robustlab.data.splits import prepare_data
 from robustlab.registry import UnknownNameError
@@ -321,14 +321,14 @@ def train_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         results = run.load_results()
         epoch_seconds = statistics.median(np.diff(marks)[: bench.size.timed_epochs].tolist())
         warmup_seconds = marks[WARMUP_EPOCHS - 1] - start  # data, model, compilation, autotuning
-        rate = results["n_train"] / epoch_seconds
+        rate = results.n_train / epoch_seconds
         met = rate >= recipe.min_rate if recipe.min_rate and bench.gpu_full else None
         rows.append(
             row(
                 "train",
                 recipe.model,
                 setting=setting(config, bench),
-                images=results["n_train"],
+                images=results.n_train,
                 seconds=epoch_seconds,
                 rate=rate,
                 unit="img/s",
@@ -343,10 +343,10 @@ def train_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
             row(
                 "certify",
                 recipe.model,
-                setting="float64" if results["lipschitz_constant"] else "float32",
-                images=results["n_eval"],
-                seconds=results["eval_time_s"],
-                rate=results["n_eval"] / results["eval_time_s"],
+                setting="float64" if results.lipschitz_constant else "float32",
+                images=results.n_eval,
+                seconds=results.eval_time_s,
+                rate=results.n_eval / results.eval_time_s,
                 unit="img/s",
                 result="certified evaluation",
                 target="-",
@@ -388,7 +388,7 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
             model = torch.compile(model)  # compiled by the warm-up below
         status(bench, f"smoothing estimate {config.model.name} ({label}), {n_images} images x {samples} samples")
 
-        def estimate(count: int, progress: bool = False) -> dict:
+        def estimate(count: int, progress: bool = False) -> smoothing.SmoothingResult:
             return smoothing.estimate(
                 model,
                 images[:count],
@@ -409,8 +409,8 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - start
         rate = n_images * samples / seconds
         met = rate >= min_rate if bench.gpu_full else None
-        cra = next(c["cra"] for c in result["cra"] if c["label"] == "36/255")
-        predictions = [record["prediction"] for record in result["records"]]
+        cra = result.cra_at(PAPER_EPS)
+        predictions = [record["prediction"] for record in result.records]
         agreement = ""
         if first is None:
             first = (label, predictions)
@@ -426,7 +426,7 @@ def smoothing_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
                 rate=rate,
                 unit="samples/s",
                 peak_gib=peak_memory_gib(bench.device),
-                result=f"estimate, sigma {sigma:g}, acc {result['accuracy']:.1%}, CRA(36/255) {cra:.1%}{agreement}",
+                result=f"estimate, sigma {sigma:g}, acc {result.accuracy:.1%}, CRA(36/255) {cra:.1%}{agreement}",
                 target=text,
                 reference=reference,
                 meets=verdict(met),
@@ -459,7 +459,7 @@ def syncs_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
                 run = train(config, run_dir=bench.run_dir(f"syncs-{recipe.model}"), progress=False, on_epoch_end=watch)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        steps = math.ceil(run.load_results()["n_train"] / config.train.batch_size)
+        steps = math.ceil(run.load_results().n_train / config.train.batch_size)
         per_step = counted[0] / steps
         rows.append(
             row(
@@ -492,17 +492,17 @@ def accuracy_job(bench: Bench, models: set[str]) -> list[dict[str, Any]]:
         reset_peak_memory(bench.device)
         run = train(config, run_dir=bench.run_dir(f"accuracy-{spec.preset}"), progress=bench.progress)
         results = run.load_results()
-        accuracy, seconds = results["accuracy"], results["train_time_s"]
-        cra = next((c["cra"] for c in results["cra"] if c["label"] == "36/255"), None)
-        result = f"{results['eval_split']} acc {accuracy:.1%}" + (f", CRA(36/255) {cra:.1%}" if cra is not None else "")
+        accuracy, seconds = results.accuracy, results.train_time_s
+        cra = results.cra_at(PAPER_EPS)
+        result = f"{results.eval_split} acc {accuracy:.1%}" + (f", CRA(36/255) {cra:.1%}" if cra is not None else "")
         rows.append(
             row(
                 "accuracy",
                 config.model.name,
                 setting=recipe,
-                images=results["n_train"],
+                images=results.n_train,
                 seconds=seconds,
-                rate=results["n_train"] * results["epochs"] / seconds,
+                rate=results.n_train * results.epochs / seconds,
                 unit="img/s",
                 peak_gib=peak_memory_gib(bench.device),
                 result=result,

@@ -68,7 +68,9 @@ def main() -> None:
     bound = model.lipschitz_constant
     lower = network_lower_bound(model, model.input_shape, steps=100, restarts=8)
     pairs = model.margin_lipschitz()
-    print(f"network bound L = {bound:.4f}; product of exact layer norms = {exact_product:.4f} ({bound / exact_product:.4f}x)")
+    print(
+        f"network bound L = {bound:.4f}; product of exact layer norms = {exact_product:.4f} ({bound / exact_product:.4f}x)"
+    )
     print(f"gradient-ascent lower bound on the constant = {lower:.4f} (L / lower = {bound / lower:.1f})")
     print(f"largest pairwise bound = {pairs.max():.4f} = {pairs.max() / (math.sqrt(2) * bound):.3f} x sqrt(2) L")
 

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
-DEFAULT_EPS = (36 / 255, 72 / 255, 108 / 255, 1.0)
+PAPER_EPS = 36 / 255  # the L2 radius the paper reports unless it says otherwise
+DEFAULT_EPS = (PAPER_EPS, 72 / 255, 108 / 255, 1.0)  # radii certified by default
 
 
 class ConfigError(ValueError):
@@ -60,9 +61,9 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     name: Literal["offset_ce", "ce", "emma"] = "offset_ce"
-    offset: float = math.sqrt(2) * 36 / 255  # OffsetCrossEntropy's u
+    offset: float = math.sqrt(2) * PAPER_EPS  # OffsetCrossEntropy's u: a margin for radius PAPER_EPS
     temperature: float = 0.25  # T: loss = T * CE((z - u*onehot) / T)
-    eps: float = 36 / 255  # emma: the radius it trains for
+    eps: float = PAPER_EPS  # emma: the radius it trains for
 
 
 @dataclass

@@ -44,6 +44,15 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's data; a file that is not JSON is a ValueError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-create it") from None
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)

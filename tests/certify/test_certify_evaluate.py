@@ -5,7 +5,8 @@ import pytest
 import torch
 from certify_helpers import LinearClassifier, linear_problem
 
-from robustlab.certify.evaluate import certify_points, eps_label, evaluate
+from robustlab.certify.evaluate import certify_points, evaluate
+from robustlab.certify.results import eps_label
 
 
 def brute_force_radii(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -24,7 +25,7 @@ def test_cra_equals_brute_force_on_a_linear_classifier():
     exact = brute_force_radii(weight, x, y)
     eps_grid = [0.0, 0.01, 0.05, 36 / 255, 0.2]
     result = evaluate(model, x, y, eps=eps_grid)
-    assert [entry["cra"] for entry in result["cra"]] == pytest.approx([(exact > e).mean() for e in eps_grid])
+    assert [point.cra for point in result.cra] == pytest.approx([(exact > e).mean() for e in eps_grid])
     radii = certify_points(model, x, y).radii.numpy()
     assert np.all(radii <= exact)  # never more than the truth
     assert np.allclose(radii, exact, atol=1e-4)  # and the float-error slack is tiny
@@ -33,11 +34,11 @@ def test_cra_equals_brute_force_on_a_linear_classifier():
 def test_summary_contents():
     model, _, x, y = linear_problem()
     result = evaluate(model, x, y, eps=[36 / 255, 1.0])
-    assert result["n"] == 300 and result["accuracy"] == pytest.approx(0.9)
-    assert [e["label"] for e in result["cra"]] == ["36/255", "1"]
-    assert result["curve"]["eps"][0] == 0 and result["curve"]["cra"][0] <= result["accuracy"]
-    assert sum(c["n"] for c in result["per_class"]) == 300
-    per_class_correct = sum(c["accuracy"] * c["n"] for c in result["per_class"])
+    assert result.n == 300 and result.accuracy == pytest.approx(0.9)
+    assert [point.label for point in result.cra] == ["36/255", "1"]
+    assert result.curve.eps[0] == 0 and result.curve.cra[0] <= result.accuracy
+    assert sum(c.n for c in result.per_class) == 300
+    per_class_correct = sum(c.accuracy * c.n for c in result.per_class)
     assert per_class_correct == pytest.approx(270)
 
 
@@ -45,7 +46,7 @@ def test_standard_network_gets_accuracy_only():
     model, _, x, y = linear_problem()
     model.lipschitz_constant = None
     result = evaluate(model, x, y)
-    assert result["cra"] == [] and result["curve"] is None and result["lipschitz_constant"] is None
+    assert result.cra == [] and result.curve is None and result.lipschitz_constant is None
 
 
 def test_lipschitz_constant_scales_radii():

@@ -25,7 +25,7 @@ def _tiny_sweep(sizes=(48, 97)):
 def test_sweep_trains_what_is_missing_and_skips_what_is_done(tmp_path):
     store = RunStore(tmp_path)
     first = run_sweep(_tiny_sweep((48,)), store, progress=False)
-    assert [r.status for r in first] == ["trained"] and first[0].results["n_train"] == 48
+    assert [r.status for r in first] == ["trained"] and first[0].results.n_train == 48
     rows = run_sweep(_tiny_sweep((48, 97)), store, progress=False)
     assert [r.status for r in rows] == ["done", "trained"]
     assert rows[0].run == first[0].run  # the finished run is reused, not retrained
@@ -48,13 +48,13 @@ def test_an_interrupted_sweep_resumes_the_interrupted_run(tmp_path):
     with pytest.raises(_Killed):  # the sweep process dies during training
         train(config, store=store, progress=False, on_epoch_end=kill_after_first_epoch)
     (killed,) = store.query()
-    assert killed["status"] == "failed"
+    assert killed.status == "failed"
     assert [r.status for r in collect(sweep, store)] == ["resume"]
     (row,) = run_sweep(sweep, store, progress=False)
-    assert row.status == "trained" and row.run == killed["path"]  # continued in the same folder
-    epochs = [m["epoch"] for m in Run(killed["path"]).metrics() if "final" not in m]
+    assert row.status == "trained" and row.run == killed.path  # continued in the same folder
+    epochs = [m["epoch"] for m in Run(killed.path).metrics() if "final" not in m]
     assert epochs == list(range(1, len(epochs) + 1))  # no epoch trained twice, none skipped
-    assert [r["status"] for r in find_runs(store, config)] == ["done"]
+    assert [r.status for r in find_runs(store, config)] == ["done"]
 
 
 def test_data_scaling_smoke_runs_and_reports(tmp_path):
@@ -120,7 +120,7 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     assert "doubling the training data adds" in report.notes[0] and "1437 real images" in report.notes[0]
     assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds
     assert [r["N"] for r in report.rows] == [1437, 1467, 1557]
-    steps = [r.results["steps"] for r in rows]
+    steps = [r.results.steps for r in rows]
     assert max(steps) - min(steps) <= 2  # the same number of steps for every size
 
 

@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from results_helpers import OLD_RESULTS_JSON, run_results
 from robustlab.config import ConfigError, load_config
 from robustlab.experiments.sweep import (
     Sweep,
@@ -15,7 +16,6 @@ from robustlab.experiments.sweep import (
     run_sweep,
     with_overrides,
 )
-from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.store import RunStore
 
 
@@ -76,21 +76,17 @@ def test_execution_settings_do_not_change_which_run_matches():
     assert result_key(config) != result_key(with_overrides(config, {"train.precision": "bfloat16"}))
 
 
-def _results(**metrics) -> dict:
-    return {**metrics, "architecture_version": ARCHITECTURE_VERSION}
-
-
 def test_collect_finds_done_runs_and_only_done_ones(tmp_path):
     store = RunStore(tmp_path / "runs")
     sweep = Sweep("s", load_config(), {"data.subset_size": [48, 97, 195]})
     first, second, _ = sweep.points()
     done = store.create(first.config)
-    done.save_results(_results(accuracy=0.5))
-    store.record(done, first.config, "done", _results(accuracy=0.5))
+    done.save_results(run_results(accuracy=0.5))
+    store.record(done, first.config, "done", run_results(accuracy=0.5))
     started = store.create(second.config)  # created, never finished, no checkpoint
     rows = collect(sweep, store)
     assert [r.status for r in rows] == ["done", "train", "train"]
-    assert rows[0].results == _results(accuracy=0.5) and rows[0].run == str(done.path.resolve())
+    assert rows[0].results == run_results(accuracy=0.5) and rows[0].run == str(done.path.resolve())
     # a checkpoint left by a killed run makes the point resumable
     started.checkpoint_path.write_bytes(b"")
     assert [r.status for r in collect(sweep, store)] == ["done", "resume", "train"]
@@ -103,7 +99,7 @@ def test_a_run_done_on_another_device_counts_as_done(tmp_path):
     store = RunStore(tmp_path)
     config = with_overrides(load_config(), {"train.device": "cuda"})
     run = store.create(config)
-    store.record(run, config, "done", _results())
+    store.record(run, config, "done", run_results())
     assert find_done(store, with_overrides(config, {"train.device": "cpu"})) is not None
     assert find_done(store, with_overrides(config, {"seed": 1})) is None
 
@@ -117,7 +113,7 @@ def test_a_run_stored_before_a_config_key_existed_takes_its_default(tmp_path):
     store = RunStore(tmp_path)
     config = load_config()
     run = store.create(config)
-    store.record(run, config, "done", _results())
+    store.record(run, config, "done", run_results())
     older = config.to_dict()
     del older["data"]["split"]  # as a robustlab from before data.split stored it
     _rewrite_stored_config(store, older)
@@ -132,7 +128,9 @@ def test_a_run_of_an_older_architecture_version_is_trained_again(tmp_path):
     store = RunStore(tmp_path)
     config = load_config()
     run = store.create(config)
-    store.record(run, config, "done", {"accuracy": 0.5})  # results from before architecture versions
+    store.record(run, config, "done", run_results())
+    with sqlite3.connect(store.index_path) as db:  # results from before architecture versions
+        db.execute("UPDATE runs SET results = ?", (json.dumps(OLD_RESULTS_JSON),))
     assert find_done(store, config) is None
-    store.record(run, config, "done", _results(accuracy=0.5))
+    store.record(run, config, "done", run_results(accuracy=0.5))
     assert find_done(store, config) is not None

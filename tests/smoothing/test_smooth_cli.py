@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -133,12 +134,23 @@ def test_compare_puts_smoothing_next_to_lipschitz_certificates(runs, capsys):
     rows = {(row["run"], row["method"].split(" (")[0]): row for row in table}
     certified = rows[("lipschitz", "lipschitz margin")]
     assert certified["guarantee"] == "deterministic"
-    assert [certified[point["label"]] for point in lipschitz["cra"]] == [point["cra"] for point in lipschitz["cra"]]
+    assert [certified[point.label] for point in lipschitz.cra] == [point.cra for point in lipschitz.cra]
     assert rows[("base", "standard net")]["36/255"] is None  # a standard net certifies nothing
     estimate = rows[("base", "smoothing estimate")]
     assert estimate["guarantee"] == "estimate" and estimate["images"] == 6
     status, out, _ = smooth(capsys, "--compare", runs["lipschitz"], runs["base"])
     assert status == 0 and "not a guarantee" in out and "lipschitz margin" in out
+
+
+def test_compare_reads_results_written_by_an_older_robustlab(runs, capsys, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(runs["lipschitz"], old, ignore=shutil.ignore_patterns("smoothing-*"))
+    results = json.loads((old / "results.json").read_text())
+    del results["architecture_version"]  # as written before architecture versions
+    (old / "results.json").write_text(json.dumps(results))
+    (row,) = smooth_json(capsys, "--compare", old)["rows"]
+    assert (row["method"], row["images"], row["split"]) == ("lipschitz margin", results["n_eval"], "test")
+    assert row["36/255"] == results["cra"][0]["cra"]
 
 
 def test_compare_explains_a_run_without_results(tmp_path, capsys):

@@ -63,20 +63,20 @@ def test_estimate_converges_to_the_exact_radius(linear):
     radii = [0.1, 0.3, -0.2]  # the last one lies on the class-0 side but is labelled 1
     n = 20_000
     result = smoothing.estimate(linear, points_at(linear, radii), [1, 1, 1], SIGMA, n=n, batch_size=8192)
-    for record, r in zip(result["records"], radii):
+    for record, r in zip(result.records, radii):
         assert record["radius"] == pytest.approx(r, abs=radius_tolerance(r, n))
         assert record["correct"] == (r > 0)
-    assert result["accuracy"] == pytest.approx(2 / 3)
-    assert "not a certificate" in result["guarantee"]
+    assert result.accuracy == pytest.approx(2 / 3)
+    assert "not a certificate" in result.guarantee
 
 
 def test_bfloat16_estimate_also_converges_and_is_labelled(linear):
     radii = [0.1, -0.2]
     n = 20_000
     result = smoothing.estimate(linear, points_at(linear, radii), [1, 1], SIGMA, n=n, precision="bfloat16")
-    for record, r in zip(result["records"], radii):
+    for record, r in zip(result.records, radii):
         assert record["radius"] == pytest.approx(r, abs=radius_tolerance(r, n) + 0.01)  # + bf16 rounding
-    assert result["precision"] == "bfloat16"
+    assert result.params.precision == "bfloat16"
     with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
         smoothing.estimate(linear, points_at(linear, radii), [1, 1], SIGMA, precision="float16")
 
@@ -96,11 +96,11 @@ def test_certified_radius_is_below_the_exact_radius_and_close_to_it(linear):
     radii = [0.1, 0.3]
     n = 20_000
     result = smoothing.certify(linear, points_at(linear, radii), [1, 1], SIGMA, n0=100, n=n, alpha=0.001)
-    for record, r in zip(result["records"], radii):
+    for record, r in zip(result.records, radii):
         assert record["prediction"] == 1 and record["correct"]
         # the Clopper-Pearson bound sits about z_alpha = 3.09 standard errors below the estimate
         assert r - radius_tolerance(r, n, z=3.09 + 4) < record["radius"] < r
-    assert result["abstain_rate"] == 0.0
+    assert result.abstain_rate == 0.0
 
 
 def test_certify_and_predict_abstain_on_the_decision_boundary(linear):
@@ -108,17 +108,17 @@ def test_certify_and_predict_abstain_on_the_decision_boundary(linear):
     certified = smoothing.certify(linear, x, [1, 0, 1], SIGMA, n=20_000)
     predicted = smoothing.predict(linear, x, [1, 0, 1], SIGMA, n=20_000)
     for result in (certified, predicted):
-        assert [r["prediction"] for r in result["records"]] == [smoothing.ABSTAIN, smoothing.ABSTAIN, 1]
-        assert [r["correct"] for r in result["records"]] == [False, False, True]
-        assert result["abstain_rate"] == pytest.approx(2 / 3)
+        assert [r["prediction"] for r in result.records] == [smoothing.ABSTAIN, smoothing.ABSTAIN, 1]
+        assert [r["correct"] for r in result.records] == [False, False, True]
+        assert result.abstain_rate == pytest.approx(2 / 3)
     # abstentions count as failures in the certified accuracy curve
-    assert certified["cra"][0]["cra"] == pytest.approx(1 / 3)
+    assert certified.cra[0].cra == pytest.approx(1 / 3)
 
 
 def test_estimate_is_near_zero_on_the_boundary_and_negative_when_misclassified(linear):
     n = 20_000
     result = smoothing.estimate(linear, points_at(linear, [0.0, 0.2]), [1, 0], SIGMA, n=n)
-    on_boundary, wrong = result["records"]
+    on_boundary, wrong = result.records
     assert abs(on_boundary["radius"]) < radius_tolerance(0.0, n)
     assert wrong["radius"] == pytest.approx(-0.2, abs=radius_tolerance(0.2, n))
     assert not wrong["correct"] and wrong["prediction"] == 1
@@ -127,10 +127,10 @@ def test_estimate_is_near_zero_on_the_boundary_and_negative_when_misclassified(l
 def test_curve_counts_points_whose_radius_exceeds_eps(linear):
     radii = [0.05, 0.2, 0.35, 0.5, -0.3]
     result = smoothing.estimate(linear, points_at(linear, radii), [1] * 5, SIGMA, n=20_000, eps=[0.1, 0.3, 0.45])
-    assert [p["cra"] for p in result["cra"]] == pytest.approx([3 / 5, 2 / 5, 1 / 5])
-    assert [p["label"] for p in result["cra"]] == ["0.1", "0.3", "0.45"]
+    assert [p.cra for p in result.cra] == pytest.approx([3 / 5, 2 / 5, 1 / 5])
+    assert [p.label for p in result.cra] == ["0.1", "0.3", "0.45"]
     # the dense curve: CRA falls from the accuracy to 0 as the radius grows past the largest
-    curve = dict(zip(result["curve"]["eps"], result["curve"]["cra"]))
+    curve = dict(zip(result.curve.eps, result.curve.cra))
     assert curve[0.0] == pytest.approx(4 / 5) and curve[max(curve)] == 0.0
     assert list(curve.values()) == sorted(curve.values(), reverse=True)
 
@@ -144,8 +144,8 @@ def test_same_seed_same_result_and_other_seed_other_noise(linear):
     first = smoothing.estimate(linear, x, [1, 1, 1], SIGMA, n=3000, seed=5)
     again = smoothing.estimate(linear, x, [1, 1, 1], SIGMA, n=3000, seed=5)
     other = smoothing.estimate(linear, x, [1, 1, 1], SIGMA, n=3000, seed=6)
-    assert first["records"] == again["records"]
-    assert first["records"] != other["records"]
+    assert first.records == again.records
+    assert first.records != other.records
 
 
 def test_result_does_not_depend_on_batch_size_or_chunking(linear):
@@ -153,14 +153,14 @@ def test_result_does_not_depend_on_batch_size_or_chunking(linear):
     labels = [1, 1, 0, 1]
     wide = smoothing.certify(linear, x, labels, SIGMA, n=2500, batch_size=10_000)
     narrow = smoothing.certify(linear, x, labels, SIGMA, n=2500, batch_size=300, chunk_size=1)
-    assert wide["records"] == narrow["records"]
+    assert wide.records == narrow.records
 
 
 def test_noise_depends_on_the_image_index_not_its_position(linear):
     x = points_at(linear, [0.0, 0.02])
     together = smoothing.estimate(linear, x, [1, 1], SIGMA, n=2000, indices=[10, 11])
     alone = smoothing.estimate(linear, x[1:], [1], SIGMA, n=2000, indices=[11])
-    assert together["records"][1] == alone["records"][0]
+    assert together.records[1] == alone.records[0]
 
 
 def test_uint8_nhwc_arrays_give_the_same_counts_as_float_tensors(linear):
@@ -168,7 +168,7 @@ def test_uint8_nhwc_arrays_give_the_same_counts_as_float_tensors(linear):
     as_tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     from_array = smoothing.estimate(linear, pixels, [0, 1, 0], SIGMA, n=1000)
     from_tensor = smoothing.estimate(linear, as_tensor, [0, 1, 0], SIGMA, n=1000)
-    assert from_array["records"] == from_tensor["records"]
+    assert from_array.records == from_tensor.records
 
 
 def test_counts_match_a_plain_loop_over_the_same_noise(linear):

@@ -37,8 +37,8 @@ def interrupt_after(model: torch.nn.Module, calls: int):
     return model.register_forward_pre_hook(hook)
 
 
-def without_timing(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "timing"}
+def without_timing(result: smoothing.SmoothingResult) -> dict:
+    return {k: v for k, v in result.to_dict().items() if k != "timing"}
 
 
 @pytest.mark.parametrize("method", ["estimate", "certify", "predict"])
@@ -110,7 +110,7 @@ def test_a_torn_last_line_is_dropped_and_redone(tmp_path):
     output.write_text("".join(lines[:-1]) + lines[-1][:17])  # the kill hit the last write
     resumed = smoothing.estimate(model, x, LABELS[:3], SIGMA, n=500, chunk_size=1, output=output)
     assert without_timing(resumed) == without_timing(complete)
-    assert [json.loads(line) for line in output.read_text().splitlines()][1:] == complete["records"]
+    assert [json.loads(line) for line in output.read_text().splitlines()][1:] == complete.records
 
 
 def test_more_images_later_extend_the_same_file(tmp_path):
@@ -143,8 +143,8 @@ def test_a_batch_size_change_may_resume(tmp_path):
     output = tmp_path / "batch.jsonl"
     first = smoothing.estimate(model, x[:4], LABELS[:4], SIGMA, n=1500, batch_size=10_000, output=output)
     resumed = smoothing.estimate(model, x, LABELS, SIGMA, n=1500, batch_size=700, output=output)
-    assert resumed["records"][:4] == first["records"]
-    assert resumed["records"] == smoothing.estimate(model, x, LABELS, SIGMA, n=1500)["records"]
+    assert resumed.records[:4] == first.records
+    assert resumed.records == smoothing.estimate(model, x, LABELS, SIGMA, n=1500).records
 
 
 def test_results_of_other_data_are_refused(tmp_path):

@@ -11,7 +11,7 @@ from robustlab.theory.hypercube import (
     bits_to_index,
     build_classifier,
     dimension_for,
-    evaluate,
+    evaluate_predictor,
     index_to_bits,
     memorisation_ceiling,
     paper_attack,
@@ -72,13 +72,13 @@ def test_oracle_is_robust_and_sign_of_x_d_is_accurate_but_not_robust():
     x, y = problem.sample(400)
     sign = build_classifier("sign", problem, x, y)
     oracle = build_classifier("oracle", problem, x, y)
-    assert evaluate(sign, x, y, eps=0.1) == {"clean": 1.0, "robust": 0.0, "certified": 0.0}
+    assert evaluate_predictor(sign, x, y, eps=0.1) == {"clean": 1.0, "robust": 0.0, "certified": 0.0}
     # below delta the move cannot reach x_d = 0: sign(x_d) is then robust (and certified)
-    assert evaluate(sign, x, y, eps=0.099) == {"clean": 1.0, "robust": 1.0, "certified": 1.0}
+    assert evaluate_predictor(sign, x, y, eps=0.099) == {"clean": 1.0, "robust": 1.0, "certified": 1.0}
     for eps in (0.1, 0.5, 0.999):
-        assert evaluate(oracle, x, y, eps=eps) == {"clean": 1.0, "robust": 1.0, "certified": 1.0}
+        assert evaluate_predictor(oracle, x, y, eps=eps) == {"clean": 1.0, "robust": 1.0, "certified": 1.0}
     # at eps = 1 a robust feature can be moved to 0: the oracle's certificate stops there
-    assert evaluate(oracle, x, y, eps=1.0, pgd_steps=0)["certified"] == 0.0
+    assert evaluate_predictor(oracle, x, y, eps=1.0, pgd_steps=0)["certified"] == 0.0
 
 
 class _Linear(Predictor):

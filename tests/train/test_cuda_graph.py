@@ -98,8 +98,8 @@ def test_a_graphed_run_trains_to_the_eager_runs_weights(tmp_path):
         config = tiny_config("train.device=cuda", f"train.cuda_graph={str(graphed).lower()}")
         runs[graphed] = train(config, tmp_path / f"graphed-{graphed}", progress=False)
     results = {graphed: run.load_results() for graphed, run in runs.items()}
-    assert results[True]["steps"] == results[False]["steps"] > STEPS
-    assert results[True]["train_loss"] == pytest.approx(results[False]["train_loss"], rel=1e-4)
+    assert results[True].steps == results[False].steps > STEPS
+    assert results[True].train_loss == pytest.approx(results[False].train_loss, rel=1e-4)
     eager_model, _ = load_run_model(runs[False].path)
     graphed_model, _ = load_run_model(runs[True].path)
     for want, got in zip(eager_model.state_dict().values(), graphed_model.state_dict().values()):

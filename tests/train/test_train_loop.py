@@ -22,16 +22,16 @@ def test_training_writes_a_complete_run(tmp_path):
     run = train(config, run_dir=tmp_path / "runs" / "a", store=store, progress=False)
 
     results = run.load_results()
-    assert results["steps"] == 24 and results["epochs"] == 2  # 1437 images in batches of 128
-    assert results["accuracy"] > 0.3 and results["lipschitz_constant"] == 1.0  # chance 0.1; 24 steps
-    assert [entry["label"] for entry in results["cra"]] == ["36/255", "72/255", "108/255", "1"]
-    assert results["torch_version"] == torch.__version__ and results["device"] == "cpu"
-    assert results["architecture_version"] == ARCHITECTURE_VERSION
+    assert results.steps == 24 and results.epochs == 2  # 1437 images in batches of 128
+    assert results.accuracy > 0.3 and results.lipschitz_constant == 1.0  # chance 0.1; 24 steps
+    assert [point.label for point in results.cra] == ["36/255", "72/255", "108/255", "1"]
+    assert results.torch_version == torch.__version__ and results.device == "cpu"
+    assert results.architecture_version == ARCHITECTURE_VERSION
     metrics = run.metrics()
     assert [m["epoch"] for m in metrics] == [1, 2, 2]
     assert "test_cra_36/255" in metrics[0] and metrics[-1]["final"]
-    assert metrics[-1]["test_accuracy"] == results["accuracy"]
-    assert store.query(status="done")[0]["results"]["accuracy"] == results["accuracy"]
+    assert metrics[-1]["test_accuracy"] == results.accuracy
+    assert store.query(status="done")[0].results.accuracy == results.accuracy
 
     checkpoint = safe_torch_load(run.checkpoint_path)  # weights_only=True
     assert checkpoint["state"]["step"] == 24 and checkpoint["architecture"]["name"] == "lipmlp-aol"
@@ -40,16 +40,16 @@ def test_training_writes_a_complete_run(tmp_path):
     assert loaded_config == config and not model.training
     data = prepare_data(config.data)
     again = evaluate(model, data.x_eval, data.y_eval, config.eval.eps)
-    assert again["accuracy"] == results["accuracy"]
-    assert [e["cra"] for e in again["cra"]] == [e["cra"] for e in results["cra"]]
+    assert again.accuracy == results.accuracy
+    assert [point.cra for point in again.cra] == [point.cra for point in results.cra]
 
 
 def test_subsets_train_for_the_same_number_of_images_and_epochs_may_be_fractional(tmp_path):
     scaled = train(tiny_config("data.subset_size=200", "train.epochs=0.5"), tmp_path / "s", progress=False)
     # 0.5 * 1437 / 200 = 3.59 epochs of 2 batches each
-    assert scaled.load_results()["steps"] == 8
+    assert scaled.load_results().steps == 8
     fractional = train(tiny_config("train.epochs=1.5"), tmp_path / "f", progress=False)
-    assert fractional.load_results()["steps"] == 18  # 1.5 epochs of 12 batches
+    assert fractional.load_results().steps == 18  # 1.5 epochs of 12 batches
     assert [m["step"] for m in fractional.metrics() if not m.get("final")] == [12, 18]
 
 
@@ -67,7 +67,7 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_pat
     assert diverged_epoch >= 2 and checkpoint["state"]["epoch"] == diverged_epoch - 1
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
     assert not run.model_path.exists() and not run.results_path.exists()
-    assert store.query()[0]["status"] == "failed"
+    assert store.query()[0].status == "failed"
 
 
 def test_a_subset_logs_and_checkpoints_once_per_full_set_epoch_not_per_pass(tmp_path):
@@ -82,7 +82,7 @@ def test_a_run_that_fails_before_training_is_indexed_as_failed(tmp_path):
     store = RunStore(tmp_path)
     with pytest.raises(ValueError, match="missing.npz"):
         train(tiny_config(f"data.name={tmp_path / 'missing.npz'}"), tmp_path / "bad", store=store, progress=False)
-    assert [row["status"] for row in store.query()] == ["failed"]
+    assert [row.status for row in store.query()] == ["failed"]
 
 
 def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path):
@@ -144,5 +144,5 @@ def test_bfloat16_and_channels_last_train_while_certification_stays_float64(tmp_
     model, _ = load_run_model(run.path)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     data = prepare_data(config.data)
-    assert evaluate(model, data.x_eval, data.y_eval)["cra"] == results["cra"]
+    assert evaluate(model, data.x_eval, data.y_eval).cra == results.cra
     assert json.loads(run.results_path.read_text())["steps"] == 12

@@ -59,16 +59,16 @@ def test_killed_and_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_
         child.wait()
     assert child.returncode == -signal.SIGKILL
     store = RunStore(tmp_path)
-    assert store.query()[0]["status"] == "running"  # what a kill leaves behind
+    assert store.query()[0].status == "running"  # what a kill leaves behind
     assert safe_torch_load(Run(run_dir).checkpoint_path)["state"]["epoch"] == 1
 
     resumed = train(None, run_dir, store=store, resume=True, progress=False)
     uninterrupted = train(tiny_config(*RESUME_SETTINGS), tmp_path / "whole", progress=False)
     a, b = _weights(resumed), _weights(uninterrupted)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.load_results()["cra"] == uninterrupted.load_results()["cra"]
+    assert resumed.load_results().cra == uninterrupted.load_results().cra
     assert [m["epoch"] for m in resumed.metrics()] == [1, 2, 3, 3]  # no epoch logged twice
-    assert store.query(status="done")[0]["path"] == str(run_dir.resolve())
+    assert store.query(status="done")[0].path == str(run_dir.resolve())
 
 
 def _free_port() -> int:
@@ -120,8 +120,8 @@ def test_two_process_gloo_ddp_matches_single_process(tmp_path):
         progress=False,
     )
     distributed_run = Run(tmp_path / "ddp")
-    assert distributed_run.load_results()["world_size"] == 2
+    assert distributed_run.load_results().world_size == 2
     a, b = _weights(distributed_run), _weights(single)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert distributed_run.load_results()["steps"] == single.load_results()["steps"] == 15
-    assert distributed_run.load_results()["accuracy"] == single.load_results()["accuracy"] > 0.2  # it learned
+    assert distributed_run.load_results().steps == single.load_results().steps == 15
+    assert distributed_run.load_results().accuracy == single.load_results().accuracy > 0.2  # it learned

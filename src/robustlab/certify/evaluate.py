@@ -27,12 +27,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.certify.margins import certified_radii, cra, cra_curve
+from robustlab.certify.margins import certified_radii, cra
+from robustlab.certify.results import ClassResult, EvalResult, cra_points, dense_curve
 from robustlab.config import DEFAULT_EPS
 from robustlab.data.splits import prepare_data
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
-CURVE_POINTS = 101
 
 
 @dataclass
@@ -127,28 +127,26 @@ def certify_points(
     )
 
 
-def summarize(
+def summarize_certificates(
     certificates: Certificates,
     eps: Sequence[float] = DEFAULT_EPS,
     num_classes: int | None = None,
-) -> dict:
-    """Accuracy, CRA at each eps, the CRA curve and per-class numbers, as plain data."""
+) -> EvalResult:
+    """Accuracy, CRA at each eps, the CRA curve and per-class numbers of certified points."""
     c = certificates
     num_classes = num_classes or int(max(c.labels.max(), c.predictions.max())) + 1
-    result: dict = {
-        "n": len(c.labels),
-        "accuracy": c.correct.double().mean().item(),
-        "lipschitz_constant": c.lipschitz,
-        "cra": [],
-        "curve": None,
-    }
+    result = EvalResult(
+        n=len(c.labels),
+        accuracy=c.correct.double().mean().item(),
+        lipschitz_constant=c.lipschitz,
+        cra=[],
+        curve=None,
+        per_class=[_class_summary(c, k, eps) for k in range(num_classes)],
+    )
     if c.radii is not None:
-        result["cra"] = [{"eps": e, "label": eps_label(e), "cra": cra(c.radii, e)} for e in eps]
-        top = max(1.0, *eps, c.radii.max().item())
-        grid = torch.linspace(0, top, CURVE_POINTS).tolist()
-        result["curve"] = {"eps": grid, "cra": cra_curve(c.radii, grid)}
-        result["median_radius"] = c.radii.median().item()
-    result["per_class"] = [_class_summary(c, k, eps) for k in range(num_classes)]
+        result.cra = cra_points(c.radii, eps)
+        result.curve = dense_curve(c.radii, eps)
+        result.median_radius = c.radii.median().item()
     return result
 
 
@@ -161,29 +159,21 @@ def evaluate(
     device: torch.device | str = "cpu",
     num_classes: int | None = None,
     progress: bool = False,
-) -> dict:
-    """Certify every point and summarize (see ``summarize``); adds the time taken."""
+) -> EvalResult:
+    """Certify every point and summarize (``summarize_certificates``), with the time taken."""
     start = time.perf_counter()
     certificates = certify_points(model, images, labels, batch_size, device, progress)
-    result = summarize(certificates, eps, num_classes)
-    result["time_s"] = time.perf_counter() - start
+    result = summarize_certificates(certificates, eps, num_classes)
+    result.time_s = time.perf_counter() - start
     return result
 
 
-def eps_label(eps: float) -> str:
-    """``36/255`` for radii on the 1/255 grid (as the paper writes them), else the number."""
-    steps = eps * 255
-    if abs(steps - round(steps)) < 1e-6 and eps not in (0.0, 1.0):
-        return f"{round(steps)}/255"
-    return f"{eps:g}"
-
-
-def _class_summary(c: Certificates, k: int, eps: Sequence[float]) -> dict:
+def _class_summary(c: Certificates, k: int, eps: Sequence[float]) -> ClassResult:
     members = c.labels == k
     n = int(members.sum())
-    summary = {"class": k, "n": n, "accuracy": c.correct[members].double().mean().item() if n else None}
+    summary = ClassResult(k, n, c.correct[members].double().mean().item() if n else None)
     if c.radii is not None:
-        summary["cra"] = [cra(c.radii[members], e) if n else None for e in eps]
+        summary.cra = [cra(c.radii[members], e) if n else None for e in eps]
     return summary
 
 

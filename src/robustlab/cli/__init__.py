@@ -3,7 +3,9 @@
 Each subcommand lives in its own module here with an ``add_parser(subparsers)`` function
 that registers its arguments and sets ``func`` to a callable taking the parsed
 arguments and returning an exit status. Errors a user can fix (bad config, missing data
-files, unknown names) are printed as one line, never as a traceback.
+files, unknown names) are printed as one line, never as a traceback. A subcommand imports
+the engine it runs (training, certification, experiments) inside its ``run`` function, so
+that ``robustlab --help`` does not load them.
 """
 
 from __future__ import annotations

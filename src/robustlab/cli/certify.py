@@ -45,9 +45,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.certify.attacks import check_soundness, ensure_available
-    from robustlab.certify.evaluate import certify_points, split_images, summarize
+    from robustlab.certify.evaluate import certify_points, split_images, summarize_certificates
     from robustlab.runs.checkpoint import load_run_model
+    from robustlab.runs.results import CERTIFY_FILE, CertifyReport
     from robustlab.runs.store import Run
     from robustlab.runtime import resolve_device
 
@@ -62,24 +64,20 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or config.eval.batch_size
     start = time.perf_counter()
     certificates = certify_points(model, images, labels, batch_size, device, progress=not args.quiet)
-    result = {
-        "run_dir": args.run_dir,
-        "split": split,
-        "model": config.model.name,
-        **summarize(certificates, eps, num_classes),
-        "time_s": time.perf_counter() - start,
-    }
+    evaluation = summarize_certificates(certificates, eps, num_classes)
+    evaluation.time_s = time.perf_counter() - start
+    report = CertifyReport(args.run_dir, split, config.model.name, evaluation)
     if args.check_soundness:
         start = time.perf_counter()
         options = {"steps": args.attack_steps, "restarts": args.attack_restarts} if args.attack == "pgd" else {}
-        result["soundness"] = check_soundness(
+        report.soundness = check_soundness(
             model, images, certificates, args.attack, batch_size, device, progress=not args.quiet, **options
         )
-        result["soundness"]["time_s"] = time.perf_counter() - start
-    Run(args.run_dir).write_json("certify.json", result)
-    emit(args, result, _render)
-    if args.check_soundness and not result["soundness"]["sound"]:
-        found = result["soundness"]["counterexamples"]
+        report.soundness["time_s"] = time.perf_counter() - start
+    Run(args.run_dir).write_json(CERTIFY_FILE, report.to_dict())
+    emit(args, report.to_dict(), _render)
+    if report.soundness is not None and not report.soundness["sound"]:
+        found = report.soundness["counterexamples"]
         print(
             f"robustlab certify: UNSOUND: {len(found)} certified image(s) were flipped inside their "
             f"certified radius (first: {found[0]}); the model's Lipschitz bound does not hold",

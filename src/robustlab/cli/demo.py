@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments.data_scaling import run_demo
 
     if args.epochs is not None and args.epochs <= 0:

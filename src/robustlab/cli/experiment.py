@@ -55,6 +55,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_from_args(args: argparse.Namespace):
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import get_experiment
 
     experiment = get_experiment(args.name)
@@ -87,6 +88,7 @@ def parse_param(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if not args.name:
         return list_experiments(args)
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import run_experiment
 
     setup = setup_from_args(args)
@@ -114,6 +116,7 @@ def render_report(data: dict[str, Any]) -> str:
 
 
 def list_experiments(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import EXPERIMENTS
 
     rows = [

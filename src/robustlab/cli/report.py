@@ -21,6 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import report_experiment
 
     report = report_experiment(setup_from_args(args), RunStore(args.runs_root), out_dir=args.out)

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.experiments.smoothing_runs import comparison_table, smooth_run
 
     if args.compare:
-        emit(args, {"rows": comparison_table(args.run_dirs)}, _render_comparison)
+        emit(args, {"rows": [row.to_dict() for row in comparison_table(args.run_dirs)]}, _render_comparison)
         return 0
     if len(args.run_dirs) != 1:
         raise ValueError("smoothing runs on one RUN_DIR at a time; give several only with --compare")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         restart=args.restart,
         progress=not args.quiet,
     )
-    emit(args, result, _render_result)
+    emit(args, result.to_dict(), _render_result)
     return 0
 
 

@@ -44,8 +44,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.train import distributed
-    from robustlab.train.loop import train  # torch models load only when training
+    from robustlab.train.loop import train
 
     overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
     store = RunStore(args.runs_root) if args.runs_root else None
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(run: Run) -> dict:
-    return {"run_dir": str(run.path), **run.load_results()}
+    return {"run_dir": str(run.path), **run.load_results().to_dict()}
 
 
 def _render(data: dict) -> str:

@@ -7,6 +7,9 @@ import argparse
 import sys
 
 from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.config import parse_override
+from robustlab.data.datasets import DATASETS
+from robustlab.runtime import resolve_device, seed_everything
 
 
 def add_parser(subparsers) -> None:
@@ -44,8 +47,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.nn.verify import verify_model
-    from robustlab.runtime import resolve_device, seed_everything
 
     seed_everything(args.seed)
     device = resolve_device(args.device)
@@ -83,7 +86,7 @@ def _load(args: argparse.Namespace, device):
     if args.run_dir and (args.model or args.dataset):
         raise ValueError("give either RUN_DIR or --model with --dataset, not both")
     if args.run_dir:
-        from robustlab.runs.checkpoint import load_run_model
+        from robustlab.runs.checkpoint import load_run_model  # lazy, as in run()
 
         model, config = load_run_model(args.run_dir, device)
         return model, f"{config.model.name} ({args.run_dir})"
@@ -91,7 +94,7 @@ def _load(args: argparse.Namespace, device):
         raise ValueError(
             "give a RUN_DIR, or --model NAME together with --dataset NAME (e.g. --model lipconvnet-cpl --dataset cifar10)"
         )
-    from robustlab.nn.models import create_model
+    from robustlab.nn.models import create_model  # lazy, as in run()
 
     shape, num_classes = dataset_shape(args.dataset)
     return create_model(args.model, shape, num_classes, **_model_kwargs(args.model_arg)).to(device), args.model
@@ -99,8 +102,6 @@ def _load(args: argparse.Namespace, device):
 
 def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
     """(C, H, W) and class count of a named dataset, from its registry entry (no files read)."""
-    from robustlab.data.datasets import DATASETS
-
     spec = DATASETS.get(name)
     if spec.image_shape is None:
         raise ValueError(
@@ -111,8 +112,6 @@ def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
 
 
 def _model_kwargs(texts: list[str]) -> dict:
-    from robustlab.config import parse_override
-
     kwargs = {}
     for text in texts:
         path, value = parse_override(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, metric_panels, summarize
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, metric_panels, seed_mean_table
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels
@@ -49,7 +49,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table = summarize(rows, "epochs", lambda config: config.train.epochs)
+    table = seed_mean_table(rows, "epochs", lambda config: config.train.epochs)
     figure = plot_panels(
         metric_panels(table, "epochs"),
         out_dir / f"{setup.slug()}.png",

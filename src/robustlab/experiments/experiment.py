@@ -9,25 +9,24 @@ time, also while a sweep is still running (missing points are left out and count
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlab.certify.evaluate import eps_label, evaluate
-from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from robustlab.certify.evaluate import evaluate
+from robustlab.certify.results import EvalResult, eps_label
+from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, config_from_dict, load_config
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
+from robustlab.files import read_json
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
 from robustlab.report.tables import write_table
 from robustlab.runs.checkpoint import load_run_model
+from robustlab.runs.results import RunResults
 from robustlab.runs.store import Run, RunStore
 from robustlab.runtime import resolve_device
-
-DEFAULT_EPS = 36 / 255  # the radius the paper reports unless it says otherwise
 
 
 @dataclass
@@ -172,33 +171,32 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
 
 
 # ---------------------------------------------------------------------------------------
-# Reading results (results.json of the training engine, or robustlab.certify.evaluate's
-# dict, which share the keys used here) in one place
+# Reading results (a run's RunResults, or the EvalResult of certifying its training set) in
+# one place; reports show percentages, the results hold fractions
+
+Results = RunResults | EvalResult
 
 
-def accuracy(results: dict[str, Any] | None) -> float | None:
-    """Accuracy in percent."""
-    return None if not results or results.get("accuracy") is None else 100 * results["accuracy"]
+def accuracy_percent(results: Results | None) -> float | None:
+    return None if results is None else 100 * results.accuracy
 
 
-def cra(results: dict[str, Any] | None, eps: float = DEFAULT_EPS) -> float | None:
+def cra_percent(results: Results | None, eps: float = PAPER_EPS) -> float | None:
     """Certified robust accuracy in percent at radius ``eps``; None for standard nets."""
-    for entry in (results or {}).get("cra") or []:
-        if math.isclose(entry["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
-            return 100 * entry["cra"]
-    return None
+    value = None if results is None else results.cra_at(eps)
+    return None if value is None else 100 * value
 
 
-def cra_curve(results: dict[str, Any] | None) -> tuple[list[float], list[float]] | None:
+def cra_curve_percent(results: Results | None) -> tuple[list[float], list[float]] | None:
     """(radii, CRA in percent) at every radius the run was certified at; None for standard nets."""
-    entries = (results or {}).get("cra") or []
-    return ([e["eps"] for e in entries], [100 * e["cra"] for e in entries]) if entries else None
+    points = [] if results is None else results.cra
+    return ([p.eps for p in points], [100 * p.cra for p in points]) if points else None
 
 
 TRAIN_EVAL_FILE = "train_eval.json"
 
 
-def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
+def training_set_evaluation(row: SweepRow) -> EvalResult:
     """Certified evaluation of the very images a run trained on (no augmentation).
 
     results.json has only running training metrics of the last epoch, so this loads the
@@ -207,14 +205,14 @@ def training_set_evaluation(row: SweepRow) -> dict[str, Any]:
     run = Run(row.run)
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
-        return json.loads(cached.read_text())
+        return EvalResult.from_dict(read_json(cached))
     device = resolve_device("auto")
     model, config = load_run_model(run.path, device)
     data = prepare_data(config.data)
     result = evaluate(
         model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size, device, data.num_classes
     )
-    run.write_json(TRAIN_EVAL_FILE, result)
+    run.write_json(TRAIN_EVAL_FILE, result.to_dict())
     return result
 
 
@@ -227,10 +225,11 @@ def cra_column(eps: float) -> str:
     return f"CRA {eps_label(eps)}"
 
 
-def summarize(
-    rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any], eps: Sequence[float] = (DEFAULT_EPS,)
+def seed_mean_table(
+    rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], Any], eps: Sequence[float] = (PAPER_EPS,)
 ) -> list[dict[str, Any]]:
-    """One table row per (sweep label, x): accuracy and CRA at each ``eps``, averaged over seeds."""
+    """One table row per (sweep label, x): accuracy and CRA (percent) at each ``eps``, averaged
+    over seeds. Rows are dicts because their columns depend on ``x_name`` and ``eps``."""
     groups: dict[tuple[str, Any], list[SweepRow]] = {}
     for row in rows:
         groups.setdefault((row.label, x_of(row.config)), []).append(row)
@@ -239,8 +238,8 @@ def summarize(
             "model": label,
             x_name: x,
             "seeds": len(group),
-            "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
-            **{cra_column(e): mean_over_seeds([cra(r.results, e) for r in group]) for e in eps},
+            "accuracy": mean_over_seeds([accuracy_percent(r.results) for r in group]),
+            **{cra_column(e): mean_over_seeds([cra_percent(r.results, e) for r in group]) for e in eps},
         }
         for (label, x), group in sorted(groups.items())
     ]

@@ -22,7 +22,7 @@ from robustlab.experiments.experiment import (
     Report,
     Setup,
     metric_panels,
-    summarize,
+    seed_mean_table,
 )
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -95,7 +95,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     real = training_set_size(setup)
-    table = summarize(rows, "extra", lambda config: config.data.extra_size)
+    table = seed_mean_table(rows, "extra", lambda config: config.data.extra_size)
     for line in table:
         line["N"] = real + line["extra"]
     panels = metric_panels(table, "N")

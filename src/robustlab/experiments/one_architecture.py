@@ -12,21 +12,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from robustlab.config import DEFAULT_EPS
 from robustlab.experiments.experiment import (
     EXPERIMENTS,
     Experiment,
     Report,
     Setup,
-    accuracy,
-    cra,
+    accuracy_percent,
     cra_column,
+    cra_percent,
     mean_over_seeds,
 )
 from robustlab.experiments.recipes import OFFSET_CE
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_bars
 
-REPORT_EPS = (36 / 255, 72 / 255, 108 / 255)  # the radii of the table and the bars
+REPORT_EPS = DEFAULT_EPS[:3]  # the radii of the table and the bars: 36/255, 72/255, 108/255
 
 # The two losses. Cross-entropy with temperature 1/16 saturates at small margins, so the
 # gradient goes to getting points right rather than to pushing margins out (robustness).
@@ -84,10 +85,10 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             "loss": loss,
             "model": setup.params["model"],
             "seeds": len(group),
-            "accuracy": mean_over_seeds([accuracy(r.results) for r in group]),
+            "accuracy": mean_over_seeds([accuracy_percent(r.results) for r in group]),
         }
         for eps in REPORT_EPS:
-            line[cra_column(eps)] = mean_over_seeds([cra(r.results, eps) for r in group])
+            line[cra_column(eps)] = mean_over_seeds([cra_percent(r.results, eps) for r in group])
         table.append(line)
     columns = list(table[0])
     figure = plot_bars(

@@ -19,8 +19,8 @@ from robustlab.experiments.experiment import (
     Experiment,
     Report,
     Setup,
-    accuracy,
-    cra,
+    accuracy_percent,
+    cra_percent,
     mean_over_seeds,
     training_set_evaluation,
 )
@@ -97,11 +97,14 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     for name in setup.params["recipes"]:
         runs = [r for r in rows if r.label == name]
         metrics = [
-            ("train acc", lambda r: accuracy(training_set_evaluation(r))),
-            ("acc", lambda r: accuracy(r.results)),
+            ("train acc", lambda r: accuracy_percent(training_set_evaluation(r))),
+            ("acc", lambda r: accuracy_percent(r.results)),
         ]
-        if any(r.results.get("lipschitz_constant") is not None for r in runs):
-            metrics += [("train CRA", lambda r: cra(training_set_evaluation(r))), ("CRA", lambda r: cra(r.results))]
+        if any(r.results.lipschitz_constant is not None for r in runs):
+            metrics += [
+                ("train CRA", lambda r: cra_percent(training_set_evaluation(r))),
+                ("CRA", lambda r: cra_percent(r.results)),
+            ]
         for metric, read in metrics:
             column = f"{name} {metric}"
             columns.append(column)

@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from robustlab.certify.evaluate import eps_label
+from robustlab.certify.results import eps_label
+from robustlab.config import DEFAULT_EPS, PAPER_EPS
 from robustlab.experiments.experiment import (
     EXPERIMENTS,
     Experiment,
     Report,
     Setup,
-    accuracy,
-    cra,
-    cra_curve,
+    accuracy_percent,
+    cra_curve_percent,
+    cra_percent,
     training_set_evaluation,
 )
 from robustlab.experiments.recipes import recipe
@@ -27,7 +28,7 @@ from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import Curve, Panel, plot_panels
 from robustlab.runs.store import Run
 
-TABLE_EPS = (36 / 255, 72 / 255, 108 / 255, 0.5, 1.0)
+TABLE_EPS = (*DEFAULT_EPS[:3], 0.5, 1.0)  # 36/255, 72/255, 108/255, 0.5, 1
 CURVE_EPS = sorted({*TABLE_EPS, *(k / 20 for k in range(1, 21))})  # certified at all of these
 SETTINGS = {
     "augment.crop_padding": 0,
@@ -64,9 +65,9 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, curves, epoch_curves = [], [], []
     for row in rows:
         for split, results in (("train", training_set_evaluation(row)), ("eval", row.results)):
-            line = {"model": row.label, "split": split, "accuracy": accuracy(results)}
-            table.append(line | {f"CRA {eps_label(e)}": cra(results, e) for e in TABLE_EPS})
-            curve = cra_curve(results)
+            line = {"model": row.label, "split": split, "accuracy": accuracy_percent(results)}
+            table.append(line | {f"CRA {eps_label(e)}": cra_percent(results, e) for e in TABLE_EPS})
+            curve = cra_curve_percent(results)
             if curve:
                 curves.append(Curve(f"{row.label} {split}", *curve, dashed=split == "eval"))
         epoch_curves += _epoch_curves(row)
@@ -103,12 +104,11 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
 
 def _epoch_curves(row: SweepRow) -> list[Curve]:
     """CRA at 36/255 over epochs, from the evaluations logged in metrics.jsonl (``eval_every``)."""
-    split = row.results.get("eval_split", "test")
-    key = f"{split}_cra_{eps_label(36 / 255)}"
+    key = f"{row.results.eval_split}_cra_{eps_label(PAPER_EPS)}"
     points = [(m["epoch"], 100 * m[key]) for m in Run(row.run).metrics() if key in m]
-    final = cra(row.results)
+    final = cra_percent(row.results)
     if points and final is not None:
-        points.append((row.results["epochs"], final))
+        points.append((row.results.epochs, final))
     return [Curve(row.label, *zip(*points))] if points else []
 
 

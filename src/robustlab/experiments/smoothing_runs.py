@@ -7,21 +7,88 @@ evaluation images (``robustlab smooth``), resumably, into the run folder;
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustlab.certify import smoothing
-from robustlab.certify.evaluate import eps_label, split_images
+from robustlab.certify.evaluate import split_images
+from robustlab.certify.results import CRAPoint, cra_at, eps_label
+from robustlab.certify.smoothing import SmoothingResult
 from robustlab.config import DEFAULT_EPS
+from robustlab.files import read_json
 from robustlab.runs.checkpoint import load_run_model
+from robustlab.runs.results import CERTIFY_FILE, CertifyReport, RunResults
 from robustlab.runs.store import Run
 from robustlab.runtime import resolve_device
 
 DEFAULT_SAMPLES = {"estimate": 1000, "certify": 100_000, "predict": 100_000}
+
+
+@dataclass
+class SmoothedRun:
+    """A run's smoothing summary (``smoothing-<method>.json``): the result without its
+    per-image records (they are in ``results_file``) and where it came from."""
+
+    result: SmoothingResult
+    run: str
+    split: str
+    skip: int  # every skip-th image of the split
+    limit: int | None  # at most this many images
+    train_noise_std: float  # the noise the base classifier was trained with
+    results_file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.result.to_dict(records=False),
+            "run": self.run,
+            "split": self.split,
+            "skip": self.skip,
+            "limit": self.limit,
+            "train_noise_std": self.train_noise_std,
+            "results_file": self.results_file,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SmoothedRun:
+        return cls(
+            SmoothingResult.from_dict(data),
+            str(data["run"]),
+            str(data["split"]),
+            int(data["skip"]),
+            data["limit"],
+            float(data["train_noise_std"]),
+            str(data["results_file"]),
+        )
+
+
+@dataclass
+class ComparisonRow:
+    """One result of one run in the comparison table; ``cra`` by radius label (a fraction)."""
+
+    run: str
+    model: str
+    method: str
+    guarantee: str  # deterministic | p >= 1 - alpha | estimate | none
+    split: str
+    images: int
+    accuracy: float
+    cra: dict[str, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "model": self.model,
+            "method": self.method,
+            "guarantee": self.guarantee,
+            "split": self.split,
+            "images": self.images,
+            "accuracy": self.accuracy,
+            **self.cra,
+        }
 
 
 def results_paths(run_dir: str | Path, method: str) -> tuple[Path, Path]:
@@ -48,7 +115,7 @@ def smooth_run(
     compile: bool = False,
     restart: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> SmoothedRun:
     """Smooth the model of a trained run over its evaluation images; resumable.
 
     sigma defaults to the noise the base classifier was trained with (augment.noise_std);
@@ -87,17 +154,10 @@ def smooth_run(
         result = smoothing.certify(model, x, y, sigma, n0, n, alpha, **options)
     else:
         result = smoothing.predict(model, x, y, sigma, n, alpha, **options)
-    result.pop("records")  # per-image records are in the JSONL file
-    result.update(
-        run=str(run.path),
-        split=split,
-        skip=skip,
-        limit=limit,
-        train_noise_std=config.augment.noise_std,
-        results_file=str(jsonl),
-    )
-    run.write_json(summary_path.name, result)
-    return result
+    result.records = []  # they are in the JSONL file
+    smoothed = SmoothedRun(result, str(run.path), split, skip, limit, config.augment.noise_std, str(jsonl))
+    run.write_json(summary_path.name, smoothed.to_dict())
+    return smoothed
 
 
 def _noise_level(sigma: float | None, train_noise: float) -> float:
@@ -111,57 +171,65 @@ def _noise_level(sigma: float | None, train_noise: float) -> float:
     return sigma
 
 
-def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFAULT_EPS) -> list[dict[str, Any]]:
+def comparison_table(run_dirs: Sequence[str | Path], eps: Sequence[float] = DEFAULT_EPS) -> list[ComparisonRow]:
     """Accuracy and CRA at the same radii for every result found in the run directories.
 
     The deterministic certificate of a run comes from ``certify.json`` (``robustlab
     certify``), or else from the ``results.json`` that training wrote; smoothing from
     ``smoothing-<method>.json``. Each row says what kind of guarantee its numbers carry.
     """
-
     rows = []
     for run_dir in run_dirs:
         run = Run(run_dir)
-        config = run.load_config()
-        deterministic = next((p for p in (run.path / "certify.json", run.results_path) if p.exists()), None)
+        model = run.load_config().model.name
+        certified = run.path / CERTIFY_FILE
         smoothed = [path for method in smoothing.METHODS if (path := results_paths(run.path, method)[1]).exists()]
-        if deterministic is None and not smoothed:
+        if certified.exists():
+            rows.append(_certify_row(run.id, model, CertifyReport.from_dict(read_json(certified)), eps))
+        elif run.results_path.exists():
+            rows.append(_training_row(run.id, model, run.load_results(), eps))
+        elif not smoothed:
             raise FileNotFoundError(
                 f"{run.path} has no results yet (no results.json, certify.json or smoothing-*.json); "
                 "train it, or run `robustlab certify` / `robustlab smooth` on it first"
             )
-        sources = ([deterministic] if deterministic else []) + smoothed
-        rows += [_comparison_row(run.id, config.model.name, _read_json(path), eps) for path in sources]
+        rows += [_smoothing_row(run.id, model, SmoothedRun.from_dict(read_json(path)), eps) for path in smoothed]
     return rows
 
 
-def _comparison_row(run_id: str, model: str, data: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
-    method = data.get("method")
-    if method in smoothing.METHODS:
-        guarantee = f"p >= 1 - {data['alpha']:g}" if method == "certify" else method.replace("predict", "none")
-        method, images, split = f"smoothing {method} (sigma {data['sigma']:g})", data["num_images"], data["split"]
-    elif data.get("lipschitz_constant") is not None:
-        method, guarantee = "lipschitz margin", "deterministic"
-        images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
-    else:
-        method, guarantee = "standard net", "none"
-        images, split = data.get("n_eval", data.get("n")), data.get("eval_split", data.get("split"))
-    row = {
-        "run": run_id,
-        "model": model,
-        "method": method,
-        "guarantee": guarantee,
-        "split": split,
-        "images": images,
-        "accuracy": data.get("accuracy"),
-    }
-    measured = {round(point["eps"], 9): point["cra"] for point in data.get("cra") or []}
-    row.update({eps_label(e): measured.get(round(e, 9)) for e in eps})
-    return row
+def _deterministic(lipschitz_constant: float | None) -> tuple[str, str]:
+    """(method, guarantee) of a Lipschitz or a standard net's own certificate."""
+    return ("lipschitz margin", "deterministic") if lipschitz_constant is not None else ("standard net", "none")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); re-create it") from None
+def _certify_row(run_id: str, model: str, report: CertifyReport, eps: Sequence[float]) -> ComparisonRow:
+    evaluation = report.evaluation
+    method, guarantee = _deterministic(evaluation.lipschitz_constant)
+    return ComparisonRow(
+        run_id,
+        model,
+        method,
+        guarantee,
+        report.split,
+        evaluation.n,
+        evaluation.accuracy,
+        _by_label(evaluation.cra, eps),
+    )
+
+
+def _training_row(run_id: str, model: str, results: RunResults, eps: Sequence[float]) -> ComparisonRow:
+    method, guarantee = _deterministic(results.lipschitz_constant)
+    cra = _by_label(results.cra, eps)
+    return ComparisonRow(run_id, model, method, guarantee, results.eval_split, results.n_eval, results.accuracy, cra)
+
+
+def _smoothing_row(run_id: str, model: str, smoothed: SmoothedRun, eps: Sequence[float]) -> ComparisonRow:
+    result, params = smoothed.result, smoothed.result.params
+    guarantee = f"p >= 1 - {params.alpha:g}" if result.method == "certify" else result.method.replace("predict", "none")
+    method = f"smoothing {result.method} (sigma {params.sigma:g})"
+    cra = _by_label(result.cra or [], eps)
+    return ComparisonRow(run_id, model, method, guarantee, smoothed.split, result.num_images, result.accuracy, cra)
+
+
+def _by_label(points: list[CRAPoint], eps: Sequence[float]) -> dict[str, float | None]:
+    return {eps_label(e): cra_at(points, e) for e in eps}

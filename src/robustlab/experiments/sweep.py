@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.nn.models import ARCHITECTURE_VERSION
-from robustlab.runs.store import Run, RunStore
+from robustlab.runs.results import RunResults
+from robustlab.runs.store import Run, RunStore, StoredRun
 from robustlab.train.loop import train
 
 Overrides = dict[str, Any]  # dotted config key -> value, e.g. {"data.subset_size": 390}
@@ -88,7 +89,7 @@ class SweepRow:
     config: ExperimentConfig
     status: str  # done | trained | resume | train (the last two: dry run, not yet run)
     run: str | None = None
-    results: dict[str, Any] | None = None
+    results: RunResults | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +98,7 @@ class SweepRow:
             "overrides": self.overrides,
             "status": self.status,
             "run": self.run,
-            "results": self.results,
+            "results": None if self.results is None else self.results.to_dict(),
         }
 
 
@@ -117,11 +118,11 @@ def result_key(config: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[dict]:
+def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
     """Store rows (oldest first) of runs with the same result-relevant config."""
     key = result_key(config)
     candidates = store.query(status=status, **{"model.name": config.model.name, "data.name": config.data.name})
-    return [row for row in candidates if _stored_result_key(row["config"]) == key and _current_architecture(row)]
+    return [row for row in candidates if _stored_result_key(row.config) == key and _current_architecture(row)]
 
 
 def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
@@ -133,22 +134,22 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _current_architecture(row: dict[str, Any]) -> bool:
+def _current_architecture(row: StoredRun) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
-    results = row["results"] or {}
-    return row["status"] != DONE or results.get("architecture_version", 1) == ARCHITECTURE_VERSION
+    version = row.results.architecture_version if row.results else 1
+    return row.status != DONE or version == ARCHITECTURE_VERSION
 
 
-def find_done(store: RunStore, config: ExperimentConfig) -> dict | None:
+def find_done(store: RunStore, config: ExperimentConfig) -> StoredRun | None:
     done = find_runs(store, config, status=DONE)
     return done[-1] if done else None
 
 
-def find_unfinished(store: RunStore, config: ExperimentConfig) -> dict | None:
+def find_unfinished(store: RunStore, config: ExperimentConfig) -> StoredRun | None:
     """The newest interrupted run of this config that left a checkpoint to resume from."""
     for row in reversed(find_runs(store, config)):
-        if row["status"] != DONE and Run(row["path"]).checkpoint_path.exists():
+        if row.status != DONE and Run(row.path).checkpoint_path.exists():
             return row
     return None
 
@@ -164,7 +165,7 @@ def collect(sweep: Sweep, store: RunStore) -> list[SweepRow]:
         row = SweepRow(sweep.name, sweep.label or sweep.name, point.overrides, point.config, "train")
         done = find_done(store, point.config)
         if done:
-            row.status, row.run, row.results = DONE, done["path"], _results(done)
+            row.status, row.run, row.results = DONE, done.path, _results(done)
         elif find_unfinished(store, point.config):
             row.status = "resume"
         rows.append(row)
@@ -192,7 +193,7 @@ def run_sweep(
         bar.set_postfix_str(_describe(row.overrides))
         unfinished = find_unfinished(store, row.config)
         if unfinished:  # continues with the config saved in the run folder (its device too)
-            run = train(None, run_dir=unfinished["path"], store=store, resume=True, progress=progress)
+            run = train(None, run_dir=unfinished.path, store=store, resume=True, progress=progress)
         else:
             config = row.config if device is None else with_overrides(row.config, {"train.device": device})
             run = train(config, store=store, progress=progress)
@@ -200,11 +201,11 @@ def run_sweep(
     return rows
 
 
-def _results(row: dict) -> dict[str, Any] | None:
-    if row["results"] is not None:
-        return row["results"]
+def _results(row: StoredRun) -> RunResults | None:
+    if row.results is not None:
+        return row.results
     try:  # the index keeps results, but the run folder is the source of truth
-        return Run(row["path"]).load_results()
+        return Run(row.path).load_results()
     except FileNotFoundError:
         return None
 

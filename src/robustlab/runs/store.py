@@ -22,13 +22,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from robustlab.config import ConfigError, ExperimentConfig, from_dict
-from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default
+from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
+from robustlab.runs.results import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -85,13 +87,13 @@ class Run:
                 continue
         return records
 
-    def save_results(self, results: dict[str, Any]) -> None:
-        atomic_write_json(self.results_path, results)
+    def save_results(self, results: RunResults) -> None:
+        atomic_write_json(self.results_path, results.to_dict())
 
-    def load_results(self) -> dict[str, Any]:
+    def load_results(self) -> RunResults:
         if not self.results_path.exists():
             raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
-        return json.loads(self.results_path.read_text())
+        return RunResults.from_dict(read_json(self.results_path))
 
     def write_json(self, name: str, data: Any) -> Path:
         """An extra result file of this run (e.g. certify.json), written atomically."""
@@ -102,6 +104,17 @@ class Run:
 
 # ---------------------------------------------------------------------------------------
 # The store: creates runs and keeps the SQLite index
+
+
+@dataclass
+class StoredRun:
+    """One run as the index knows it."""
+
+    path: str
+    name: str
+    status: str  # created | running | failed | done
+    config: dict[str, Any]  # the config as stored (``config.config_from_dict`` parses it)
+    results: RunResults | None  # None until the run is done
 
 
 class RunStore:
@@ -143,7 +156,7 @@ class RunStore:
         run: Run,
         config: ExperimentConfig,
         status: str,
-        results: dict[str, Any] | None = None,
+        results: RunResults | None = None,
     ) -> None:
         now = time.time()
         with self._connect() as db:
@@ -161,11 +174,11 @@ class RunStore:
                     now,
                     now,
                     json.dumps(config.to_dict()),
-                    None if results is None else json.dumps(results, default=json_default),
+                    None if results is None else json.dumps(results.to_dict(), default=json_default),
                 ),
             )
 
-    def query(self, status: str | None = None, **where: Any) -> list[dict[str, Any]]:
+    def query(self, status: str | None = None, **where: Any) -> list[StoredRun]:
         """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``."""
         sql, args = "SELECT path, name, status, config, results FROM runs WHERE 1=1", []
         if status is not None:
@@ -177,12 +190,8 @@ class RunStore:
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY created", args).fetchall()
         return [
-            {
-                "path": path,
-                "name": name,
-                "status": state,
-                "config": json.loads(config),
-                "results": json.loads(results) if results else None,
-            }
+            StoredRun(
+                path, name, state, json.loads(config), RunResults.from_dict(json.loads(results)) if results else None
+            )
             for path, name, state, config, results in rows
         ]

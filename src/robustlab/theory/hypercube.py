@@ -365,7 +365,7 @@ def pgd_attack(
     return (predictor.predict(x + offset.detach()) != y) | (predictor.predict(best) != y)
 
 
-def evaluate(
+def evaluate_predictor(
     predictor: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float, pgd_steps: int = 20, batch_size: int = 512
 ) -> dict[str, float | None]:
     """Clean, attacked (robust) and certified accuracy of one classifier on (x, y)."""
@@ -436,7 +436,7 @@ def theorem1_sweep(
             classifier = build_classifier(
                 name, problem, x_train, y_train, seed=seed + trial, **learner_options.get(name, {})
             )
-            scores.setdefault((n, name), []).append(evaluate(classifier, x_test, y_test, eps, pgd_steps))
+            scores.setdefault((n, name), []).append(evaluate_predictor(classifier, x_test, y_test, eps, pgd_steps))
     rows = []
     for n in ns:
         dim = dimension_for(n) if d is None else d

@@ -1,8 +1,8 @@
 """A training step replayed from a CUDA graph (``train.cuda_graph: true``).
 
 Why: one step of these networks is hundreds of small kernels, and a fast GPU runs them
-faster than the host can launch them one by one. On an H200, an eager SimpleConvNet step
-took 8.4 ms for 2.9 ms of GPU work; replaying a captured graph launches the whole forward
+faster than the host can launch them one by one, so an eager step waits on its launches
+(docs/performance.md has the profile). Replaying a captured graph launches the whole forward
 and backward pass at once.
 
 How: the first ``WARMUP_STEPS`` steps run eagerly on a side stream (cuDNN picks its

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import certified_radii
-from robustlab.config import ConfigError, ExperimentConfig, TrainConfig
+from robustlab.certify.results import EvalResult
+from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, TrainConfig
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
@@ -43,6 +44,7 @@ from robustlab.runs.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from robustlab.runs.results import RunResults
 from robustlab.runs.store import Run, RunStore
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed
@@ -51,7 +53,6 @@ from robustlab.train.losses import build_loss
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
 from robustlab.train.step import TrainStep
 
-TRAIN_CRA_EPS = 36 / 255  # the progress bar's CRA of the training batches
 SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence check)
 
 
@@ -149,7 +150,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
             logical_epoch = math.ceil((epoch + 1) / passes_per_epoch)
             record = {"epoch": logical_epoch, "step": state.step, "lr": schedule.get_last_lr()[0], **metrics}
             if main and config.train.eval_every and logical_epoch % config.train.eval_every == 0 and not finished:
-                record.update(_evaluation_metrics(_evaluate(model, data, config, device), data.eval_split))
+                record.update(_evaluation_metrics(_certify_eval_split(model, data, config, device), data.eval_split))
             if main:
                 run.log_metrics(record)
                 if finished or logical_epoch % max(config.train.checkpoint_every, 1) == 0:
@@ -240,7 +241,7 @@ def _batch_stats(loss, logits, y, bounds) -> torch.Tensor:
     if bounds is None:
         certified = torch.zeros((), device=y.device)
     else:
-        certified = (certified_radii(logits, y, bounds()) > TRAIN_CRA_EPS).sum()
+        certified = (certified_radii(logits, y, bounds()) > PAPER_EPS).sum()
     n = torch.full((), len(y), device=y.device)  # not torch.tensor(): on CUDA that copy waits for the device
     return torch.stack([loss.double() * len(y), correct.double(), certified.double(), n.double()])
 
@@ -358,40 +359,42 @@ def _forget_metrics_after(run: Run, step: int) -> None:
     atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
-def _evaluate(model, data: PreparedData, config: ExperimentConfig, device, progress: bool = False) -> dict:
+def _certify_eval_split(
+    model, data: PreparedData, config: ExperimentConfig, device, progress: bool = False
+) -> EvalResult:
     return evaluate(
         model, data.x_eval, data.y_eval, config.eval.eps, config.eval.batch_size, device, data.num_classes, progress
     )
 
 
-def _evaluation_metrics(result: dict, split: str) -> dict:
+def _evaluation_metrics(result: EvalResult | RunResults, split: str) -> dict:
     """Flat metrics.jsonl keys: ``val_accuracy``, ``val_cra_36/255``, ... (``test_`` without a validation split)."""
-    metrics = {f"{split}_accuracy": result["accuracy"]}
-    for entry in result["cra"]:
-        metrics[f"{split}_cra_{entry['label']}"] = entry["cra"]
+    metrics = {f"{split}_accuracy": result.accuracy}
+    for point in result.cra:
+        metrics[f"{split}_cra_{point.label}"] = point.cra
     return metrics
 
 
 def final_results(
     model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context, progress: bool = False
-) -> dict:
-    evaluation = _evaluate(model, data, config, device, progress)
+) -> RunResults:
+    evaluation = _certify_eval_split(model, data, config, device, progress)
     epochs_done = state.step / math.ceil(len(data.y_train) / config.train.batch_size)
-    return {
-        "accuracy": evaluation["accuracy"],
-        "cra": evaluation["cra"],
-        "eval_split": data.eval_split,
-        "n_eval": evaluation["n"],
-        "n_train": len(data.y_train),
-        "lipschitz_constant": evaluation["lipschitz_constant"],
-        "epochs": epochs_done,
-        "steps": state.step,
+    return RunResults(
+        accuracy=evaluation.accuracy,
+        cra=evaluation.cra,
+        eval_split=data.eval_split,
+        n_eval=evaluation.n,
+        n_train=len(data.y_train),
+        lipschitz_constant=evaluation.lipschitz_constant,
+        epochs=epochs_done,
+        steps=state.step,
         **state.history,
-        "train_time_s": state.train_time_s,
-        "time_per_epoch_s": state.train_time_s / max(epochs_done, 1e-9),
-        "eval_time_s": evaluation["time_s"],
-        "device": str(device),
-        "world_size": context.world_size,
-        "torch_version": torch.__version__,
-        "architecture_version": ARCHITECTURE_VERSION,
-    }
+        train_time_s=state.train_time_s,
+        time_per_epoch_s=state.train_time_s / max(epochs_done, 1e-9),
+        eval_time_s=evaluation.time_s or 0.0,
+        device=str(device),
+        world_size=context.world_size,
+        torch_version=torch.__version__,
+        architecture_version=ARCHITECTURE_VERSION,
+    )

@@ -24,13 +24,14 @@ learning rate works for a range of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.config import ConfigError, LossConfig
+from robustlab.config import PAPER_EPS, ConfigError, LossConfig
 from robustlab.registry import Registry
 
 EMMA_FLOOR = 0.01  # eps_j >= EMMA_FLOOR * eps, as the reference code
@@ -41,7 +42,7 @@ LOSSES: Registry = Registry("loss")
 class OffsetCrossEntropy(nn.Module):
     """``T * CE((z - offset * onehot(y)) / T, y)``, averaged over the batch."""
 
-    def __init__(self, offset: float = 2**0.5 * 36 / 255, temperature: float = 0.25):
+    def __init__(self, offset: float = math.sqrt(2) * PAPER_EPS, temperature: float = 0.25):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"the loss temperature must be positive, got {temperature}")
@@ -65,7 +66,7 @@ class EMMA(nn.Module):
     called on every forward, as the bounds change with the weights.
     """
 
-    def __init__(self, pair_bounds: Callable[[], torch.Tensor], eps: float = 36 / 255, temperature: float = 1.0):
+    def __init__(self, pair_bounds: Callable[[], torch.Tensor], eps: float = PAPER_EPS, temperature: float = 1.0):
         super().__init__()
         if temperature <= 0 or eps <= 0:
             raise ValueError(f"EMMA needs a positive eps and temperature, got eps={eps}, temperature={temperature}")

@@ -22,18 +22,27 @@ seeded from (seed, image index, purpose), so a result depends neither on the bat
 nor on which other images share a chunk, and a resumed run replays exactly. With an
 ``output`` path every chunk's results are appended to a JSONL file (flushed and fsynced);
 running again with the same file skips the images already there.
+
+Modules: ``statistics`` (host-side bounds and radii), ``sampling`` (noise and vote counting on
+the device), ``methods`` (the three methods and the resumable records file), ``results``
+(``SmoothingParams`` and ``SmoothingResult``, with their JSON).
 """
 
 from robustlab.certify.smoothing.methods import (
-    ABSTAIN,
-    GUARANTEES,
-    METHODS,
     certify,
     estimate,
     model_fingerprint,
     predict,
     smooth,
-    summarize,
+    summarize_records,
+)
+from robustlab.certify.smoothing.results import (
+    ABSTAIN,
+    GUARANTEES,
+    METHODS,
+    SmoothingParams,
+    SmoothingResult,
+    SmoothingTiming,
 )
 from robustlab.certify.smoothing.sampling import count_predictions, noise_seed
 from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
@@ -42,6 +51,9 @@ __all__ = [
     "ABSTAIN",
     "GUARANTEES",
     "METHODS",
+    "SmoothingParams",
+    "SmoothingResult",
+    "SmoothingTiming",
     "certified_radius",
     "certify",
     "clopper_pearson_lower",
@@ -52,5 +64,5 @@ __all__ = [
     "noise_seed",
     "predict",
     "smooth",
-    "summarize",
+    "summarize_records",
 ]

@@ -8,6 +8,7 @@ end, summarises all records. A rerun with the same file skips the images already
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -22,21 +23,12 @@ from scipy.stats import binomtest
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.certify.evaluate import CURVE_POINTS, eps_label
-from robustlab.certify.margins import cra, cra_curve
+from robustlab.certify.results import cra_points, dense_curve
+from robustlab.certify.smoothing.results import ABSTAIN, SmoothingParams, SmoothingResult, SmoothingTiming
 from robustlab.certify.smoothing.sampling import count_predictions, noise_seed
 from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
 from robustlab.config import DEFAULT_EPS
 from robustlab.files import append_json_lines
-
-METHODS = ("estimate", "certify", "predict")
-ABSTAIN = -1
-GUARANTEES = {
-    "estimate": "none: a Monte-Carlo ESTIMATE of the smoothed classifier's radius (Prach & Lampert), not a certificate",
-    "certify": "certified: each radius holds with probability >= 1 - alpha (Cohen et al. 2019, CERTIFY)",
-    "predict": "prediction only: wrong with probability <= alpha when not abstaining "
-    "(Cohen et al. 2019, PREDICT); no radius",
-}
 
 # (noise stream, sample-count parameter) per method; certify selects with n0, then certifies with n
 _DRAWS = {
@@ -46,32 +38,32 @@ _DRAWS = {
 }
 
 
-def _launch(method: str, model: nn.Module, x: torch.Tensor, indices: list[int], p: dict[str, Any]) -> torch.Tensor:
+def _launch(model: nn.Module, x: torch.Tensor, indices: list[int], p: SmoothingParams) -> torch.Tensor:
     """Queue the counting of one chunk on the device: (draws, images, classes), not yet on the host."""
     return torch.stack(
         [
             count_predictions(
                 model,
                 x,
-                [noise_seed(p["seed"], i, stream) for i in indices],
-                p[samples],
-                p["sigma"],
-                p["batch_size"],
-                p.get("precision", "float32"),
+                [noise_seed(p.seed, i, stream) for i in indices],
+                getattr(p, samples),
+                p.sigma,
+                p.batch_size,
+                p.precision or "float32",
             )
-            for stream, samples in _DRAWS[method]
+            for stream, samples in _DRAWS[p.method]
         ]
     )
 
 
-def _estimate_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
+def _estimate_records(counts: np.ndarray, labels: list[int], indices: list[int], p: SmoothingParams) -> list[dict]:
     (counts,) = counts
     rows, labels_ = np.arange(len(labels)), np.asarray(labels)
     true_counts = counts[rows, labels_]
     others = counts.copy()
     others[rows, labels_] = -1
     other_counts = others.max(axis=1)
-    radii = estimated_radius(true_counts / p["n"], other_counts / p["n"], p["sigma"], p["clip"])
+    radii = estimated_radius(true_counts / p.n, other_counts / p.n, p.sigma, tuple(p.clip or (0.01, 0.99)))
     return [
         {
             "index": index,
@@ -88,13 +80,13 @@ def _estimate_records(counts: np.ndarray, labels: list[int], indices: list[int],
     ]
 
 
-def _certify_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
+def _certify_records(counts: np.ndarray, labels: list[int], indices: list[int], p: SmoothingParams) -> list[dict]:
     selection, counts = counts
     tops = selection.argmax(axis=1)
     top_counts = counts[np.arange(len(tops)), tops]
-    p_lower = np.atleast_1d(clopper_pearson_lower(top_counts, p["n"], p["alpha"]))
+    p_lower = np.atleast_1d(clopper_pearson_lower(top_counts, p.n, p.alpha))
     abstain = p_lower < 0.5
-    radii = np.atleast_1d(certified_radius(np.where(abstain, 0.5, p_lower), p["sigma"]))
+    radii = np.atleast_1d(certified_radius(np.where(abstain, 0.5, p_lower), p.sigma))
     return [
         {
             "index": index,
@@ -111,13 +103,13 @@ def _certify_records(counts: np.ndarray, labels: list[int], indices: list[int], 
     ]
 
 
-def _predict_records(counts: np.ndarray, labels: list[int], indices: list[int], p: dict[str, Any]) -> list[dict]:
+def _predict_records(counts: np.ndarray, labels: list[int], indices: list[int], p: SmoothingParams) -> list[dict]:
     records = []
     for index, label, row in zip(indices, labels, counts[0]):
         second, top = np.argsort(row, kind="stable")[-2:]
         top_count, second_count = int(row[top]), int(row[second])
         p_value = binomtest(top_count, top_count + second_count, 0.5).pvalue
-        abstain = p_value > p["alpha"]
+        abstain = p_value > p.alpha
         records.append(
             {
                 "index": index,
@@ -151,14 +143,10 @@ def estimate(
     seed: int = 0,
     precision: str = "float32",
     **run_options: Any,
-) -> dict[str, Any]:
+) -> SmoothingResult:
     """The paper's ESTIMATE of smoothed robustness (not a guarantee). See ``smooth`` for options."""
-    if not 0 < clip[0] < clip[1] < 1:
-        raise ValueError(f"clip must be two frequencies 0 < low < high < 1, got {clip}")
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be 'float32' or 'bfloat16', got '{precision}'")
-    params = dict(sigma=sigma, n=n, clip=list(clip), batch_size=batch_size, seed=seed, precision=precision)
-    return smooth("estimate", model, images, labels, params, **run_options)
+    params = SmoothingParams("estimate", sigma, n, batch_size, seed, clip=list(clip), precision=precision)
+    return smooth(model, images, labels, params, **run_options)
 
 
 def certify(
@@ -173,10 +161,10 @@ def certify(
     batch_size: int = 10_000,
     seed: int = 0,
     **run_options: Any,
-) -> dict[str, Any]:
+) -> SmoothingResult:
     """Cohen et al.'s CERTIFY: certified radii, sound with probability >= 1 - alpha each."""
-    params = dict(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
-    return smooth("certify", model, images, labels, params, **run_options)
+    params = SmoothingParams("certify", sigma, n, batch_size, seed, n0=n0, alpha=alpha)
+    return smooth(model, images, labels, params, **run_options)
 
 
 def predict(
@@ -190,26 +178,25 @@ def predict(
     batch_size: int = 10_000,
     seed: int = 0,
     **run_options: Any,
-) -> dict[str, Any]:
+) -> SmoothingResult:
     """Cohen et al.'s PREDICT: the smoothed prediction, or abstain when the vote is too close."""
-    params = dict(sigma=sigma, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
-    return smooth("predict", model, images, labels, params, **run_options)
+    params = SmoothingParams("predict", sigma, n, batch_size, seed, alpha=alpha)
+    return smooth(model, images, labels, params, **run_options)
 
 
 def smooth(
-    method: str,
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
     labels: Sequence[int],
-    params: dict[str, Any],
+    params: SmoothingParams,
     *,
     indices: Sequence[int] | None = None,
     output: str | Path | None = None,
     eps: Sequence[float] = DEFAULT_EPS,
     chunk_size: int | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
-    """Run ``method`` over a set of images and summarise it; the three functions above call this.
+) -> SmoothingResult:
+    """Run ``params.method`` over a set of images and summarise it; the three functions above call this.
 
     images: a tensor of float NCHW pixels in [0, 1] (the model's input), or an NHWC array,
         uint8 or float32 in [0, 1] (the dataset format); moved to the device a chunk at a time.
@@ -219,16 +206,16 @@ def smooth(
     chunk_size: images per chunk (one host sync and one file append each).
     Returns the summary (accuracy, CRA at ``eps``, curve, timing) with ``records`` per image.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown smoothing method '{method}'; choose one of: {', '.join(METHODS)}")
+    params.check()
+    method = params.method
     labels = [int(y) for y in labels]
     indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
-    _check_inputs(images, labels, indices, params)
-    params = {"method": method, **params, "model_hash": model_fingerprint(model)}
+    _check_inputs(images, labels, indices)
+    params = dataclasses.replace(params, model_hash=model_fingerprint(model))
     done = _resume(output, params) if output else {}
     _check_labels(done, indices, labels)
     todo = [k for k, index in enumerate(indices) if index not in done]
-    chunk_size = chunk_size or max(1, 4 * params["batch_size"] // params["n"])
+    chunk_size = chunk_size or max(1, 4 * params.batch_size // params.n)
     device = _device_of(model)
     started = time.perf_counter()
     was_training = model.training
@@ -259,7 +246,7 @@ def smooth(
             pending = None
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start : start + chunk_size]
-                counts = _launch(method, model, _to_device(images, chunk, device), [indices[k] for k in chunk], params)
+                counts = _launch(model, _to_device(images, chunk, device), [indices[k] for k in chunk], params)
                 if pending:
                     finish(*pending)
                 pending = (chunk, counts)
@@ -268,45 +255,33 @@ def smooth(
     finally:
         model.train(was_training)
     records = [done[index] for index in indices]
-    summary = summarize(records, method, params, eps)
-    summary["timing"] = _timing(time.perf_counter() - started, len(todo), params)
-    summary["records"] = records
-    return summary
+    result = summarize_records(records, params, eps)
+    result.timing = _timing(time.perf_counter() - started, len(todo), params)
+    return result
 
 
-def _timing(seconds: float, images: int, params: dict[str, Any]) -> dict[str, Any]:
+def _timing(seconds: float, images: int, params: SmoothingParams) -> SmoothingTiming:
     """Speed of this call: only the images it computed (not those a resume reused)."""
-    samples = images * (params["n"] + params.get("n0", 0))
-    return {"seconds": seconds, "images_computed": images, "samples_per_second": samples / seconds if images else None}
+    samples = images * (params.n + (params.n0 or 0))
+    return SmoothingTiming(seconds, images, samples / seconds if images else None)
 
 
-def summarize(
-    records: list[dict[str, Any]], method: str, params: dict[str, Any], eps: Sequence[float] = DEFAULT_EPS
-) -> dict[str, Any]:
-    """Accuracy, CRA at ``eps`` and the CRA-vs-radius curve; abstentions count as failures.
-
-    The keys follow ``certify.evaluate.summarize`` (``accuracy``, ``cra``, ``curve``), so
-    smoothing and Lipschitz results read the same way.
-    """
+def summarize_records(
+    records: list[dict[str, Any]], params: SmoothingParams, eps: Sequence[float] = DEFAULT_EPS
+) -> SmoothingResult:
+    """Accuracy, CRA at ``eps`` and the CRA-vs-radius curve of per-image records; abstentions
+    count as failures."""
     if not records:
         raise ValueError("nothing to summarise: no images were selected")
     correct = torch.tensor([r["correct"] for r in records])
-    summary = {
-        "method": method,
-        "guarantee": GUARANTEES[method],
-        **{k: v for k, v in params.items() if k not in ("method", "batch_size")},
-        "num_images": len(records),
-        "accuracy": correct.double().mean().item(),
-    }
-    if method != "estimate":
+    result = SmoothingResult(params, len(records), correct.double().mean().item(), records=records)
+    if params.method != "estimate":
         abstained = torch.tensor([r["prediction"] == ABSTAIN for r in records])
-        summary["abstain_rate"] = abstained.double().mean().item()
-    if method != "predict":
+        result.abstain_rate = abstained.double().mean().item()
+    if params.method != "predict":
         radii = torch.tensor([r["radius"] if r["correct"] else -math.inf for r in records], dtype=torch.float64)
-        summary["cra"] = [{"eps": e, "label": eps_label(e), "cra": cra(radii, e)} for e in eps]
-        grid = torch.linspace(0, max(1.0, *eps, radii.max().item()), CURVE_POINTS).tolist()
-        summary["curve"] = {"eps": grid, "cra": cra_curve(radii, grid)}
-    return summary
+        result.cra, result.curve = cra_points(radii, eps), dense_curve(radii, eps)
+    return result
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -322,7 +297,7 @@ def model_fingerprint(model: nn.Module) -> str:
 # Inputs, devices and the resumable results file
 
 
-def _check_inputs(images, labels, indices, params) -> None:
+def _check_inputs(images, labels, indices) -> None:
     if len(images) != len(labels) or len(indices) != len(labels):
         raise ValueError(
             f"got {len(images)} images, {len(labels)} labels and {len(indices)} indices; "
@@ -337,13 +312,6 @@ def _check_inputs(images, labels, indices, params) -> None:
         )
     if isinstance(images, torch.Tensor) and (not images.is_floating_point() or images.ndim != 4):
         raise ValueError(f"image tensors must be float NCHW in [0, 1], got {images.dtype} {tuple(images.shape)}")
-    if not params["sigma"] > 0:
-        raise ValueError(f"sigma must be > 0 (the noise standard deviation), got {params['sigma']}")
-    for key in ("n", "n0", "batch_size"):
-        if key in params and not (isinstance(params[key], int) and params[key] >= 1):
-            raise ValueError(f"{key} must be a positive integer, got {params[key]!r}")
-    if "alpha" in params and not 0 < params["alpha"] < 1:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {params['alpha']}")
 
 
 def _check_labels(done, indices, labels) -> None:
@@ -369,11 +337,11 @@ def _to_device(images, rows: list[int], device: torch.device) -> torch.Tensor:
     return images[rows].to(device, dtype=torch.float32, non_blocking=True)
 
 
-def _resume(path: str | Path, params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def _resume(path: str | Path, params: SmoothingParams) -> dict[int, dict[str, Any]]:
     """Records already in ``path`` (after checking they were made with ``params``)."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        append_json_lines(path, [{"header": params}])
+        append_json_lines(path, [{"header": params.to_dict()}])
         return {}
     text = path.read_text()
     if not text.endswith("\n"):  # a write torn by a kill: drop the partial line
@@ -386,7 +354,7 @@ def _resume(path: str | Path, params: dict[str, Any]) -> dict[int, dict[str, Any
         records = [json.loads(line) for line in lines[1:]]
     except (json.JSONDecodeError, KeyError, TypeError, IndexError):
         raise ValueError(f"{path} is not a robustlab smoothing results file; move it away to start afresh") from None
-    changed = {k: (header.get(k), v) for k, v in params.items() if k != "batch_size" and header.get(k) != v}
+    changed = {k: (header.get(k), v) for k, v in params.to_dict().items() if k != "batch_size" and header.get(k) != v}
     if changed:
         diff = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
         raise ValueError(

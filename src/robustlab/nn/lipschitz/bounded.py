@@ -165,10 +165,23 @@ class SpectralLayer(LipschitzLayer):
             )
 
 
-class _BoundedConv(SpectralLayer):
-    """Shared by the convolutions: 'same' zero padding, stride 1, odd kernels."""
+class BoundedConv2d(SpectralLayer):
+    """An unconstrained 'same' convolution (stride 1, zero padding, odd kernel), like
+    ``nn.Conv2d``. ``input_size`` (H, W) is required unless the kernel is 1x1."""
 
-    def _setup(self, in_channels, out_channels, kernel_size, input_size, bias, factory) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        *,
+        input_size: int | tuple[int, int] | None = None,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = tuple(k // 2 for k in self.kernel_size)
@@ -182,6 +195,16 @@ class _BoundedConv(SpectralLayer):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self._register_vectors(complex_=not one_by_one)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self._init_vectors()
+
+    def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
+        return self.weight.to(dtype or self.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_channels, type(self).__name__)
@@ -202,40 +225,10 @@ class _BoundedConv(SpectralLayer):
         )
 
 
-class BoundedConv2d(_BoundedConv):
-    """An unconstrained 'same' convolution (stride 1, zero padding), like ``nn.Conv2d``."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int] = 3,
-        *,
-        input_size: int | tuple[int, int] | None = None,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self._setup(in_channels, out_channels, kernel_size, input_size, bias, {"device": device, "dtype": dtype})
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self._init_vectors()
-
-    def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
-        return self.weight.to(dtype or self.weight.dtype)
-
-
-class LiResConv2d(_BoundedConv):
+class LiResConv2d(BoundedConv2d):
     """The linear residual block y = x + conv_W(x) + b (channels -> channels), one
-    convolution with the kernel I + W. W starts at zero: the block starts as the identity,
-    with norm 1."""
-
-    identity: Tensor
+    convolution with the kernel I + W (I: the Dirac kernel). W starts at zero: the block
+    starts as the identity, with norm 1."""
 
     def __init__(
         self,
@@ -247,13 +240,7 @@ class LiResConv2d(_BoundedConv):
         device=None,
         dtype=None,
     ):
-        super().__init__()
-        self._setup(channels, channels, kernel_size, input_size, bias, {"device": device, "dtype": dtype})
-        self.channels = channels
-        dirac = torch.zeros_like(self.weight)
-        nn.init.dirac_(dirac)
-        self.register_buffer("identity", dirac, persistent=False)  # rebuilt on construction, never loaded
-        self.reset_parameters()
+        super().__init__(channels, channels, kernel_size, input_size=input_size, bias=bias, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight)
@@ -262,11 +249,10 @@ class LiResConv2d(_BoundedConv):
         self._init_vectors()
 
     def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
-        dtype = dtype or self.weight.dtype
-        return self.identity.to(dtype) + self.weight.to(dtype)
-
-    def extra_repr(self) -> str:
-        return f"{self.channels}, kernel_size={self.kernel_size}, input_size={self.input_size}, bias={self.bias is not None}"
+        weight = super().kernel(dtype)
+        (kh, kw), channels = self.kernel_size, self.in_channels
+        identity = torch.eye(channels, device=weight.device, dtype=weight.dtype).view(channels, channels, 1, 1)
+        return weight + F.pad(identity, (kw // 2, kw // 2, kh // 2, kh // 2))
 
 
 class BoundedLinear(SpectralLayer):

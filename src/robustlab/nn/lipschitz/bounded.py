@@ -87,7 +87,8 @@ class SpectralLayer(LipschitzLayer):
     """A linear (conv or dense) layer with a bias, whose norm is bounded through the
     matrices of ``frequency_matrices``.
 
-    Subclasses give ``kernel()`` (the effective weight) and ``forward``; ``input_size`` is
+    Subclasses give ``forward`` and ``export`` (and ``kernel()`` when the effective weight
+    is not the parameter itself); ``input_size`` is
     the image size the bound is for (None for dense layers and 1x1 convolutions, whose norm
     does not depend on it). The power-iteration vectors are the buffer ``u``: (F, in, 2)
     holding complex vectors as (real, imaginary) pairs (a real buffer, so that ``.double()``
@@ -100,9 +101,17 @@ class SpectralLayer(LipschitzLayer):
     u: Tensor
     input_size: tuple[int, int] | None
 
+    def reset_parameters(self) -> None:
+        """torch's default for ``nn.Conv2d`` / ``nn.Linear`` weights, a zero bias, and
+        power-iteration vectors that start near the top singular vectors."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self._init_vectors()
+
     def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
         """The effective weight, computed in ``dtype`` (the parameters' by default)."""
-        raise NotImplementedError
+        return self.weight.to(dtype or self.weight.dtype)
 
     def matrices(self, kernel: Tensor | None = None) -> Tensor:
         kernel = self.kernel() if kernel is None else kernel
@@ -197,15 +206,6 @@ class BoundedConv2d(SpectralLayer):
         self._register_vectors(complex_=not one_by_one)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self._init_vectors()
-
-    def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
-        return self.weight.to(dtype or self.weight.dtype)
-
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_channels, type(self).__name__)
         self._check_size(x)
@@ -269,29 +269,20 @@ class BoundedLinear(SpectralLayer):
         self._register_vectors(complex_=False)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self._init_vectors()
-
-    def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
-        return self.weight.to(dtype or self.weight.dtype)
-
     def forward(self, x: Tensor) -> Tensor:
-        check_channels(x, self.in_features, "BoundedLinear")
+        check_channels(x, self.in_features, type(self).__name__)
         self._train_step()
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.kernel(), self.bias)
 
     def export(self) -> nn.Module:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.weight, self.bias)
+        return with_weights(linear, self.kernel(), self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class NormalizedLinear(LipschitzLayer):
+class NormalizedLinear(BoundedLinear):
     """The last layer: a dense layer whose rows are scaled to unit L2 norm, plus a bias.
 
     ``pair_norms()[i, j] = ||w_i - w_j||`` bounds how much logit i - logit j changes per
@@ -299,21 +290,9 @@ class NormalizedLinear(LipschitzLayer):
     spectral norm of the normalised weight (at most sqrt(classes)).
     """
 
-    affine = True
-
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        self._bound_cache, self._pairs_cache = EvalCache(), EvalCache()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._pairs_cache = EvalCache()
 
     def kernel(self, dtype: torch.dtype | None = None) -> Tensor:
         return F.normalize(self.weight.to(dtype or self.weight.dtype), dim=1)
@@ -334,24 +313,3 @@ class NormalizedLinear(LipschitzLayer):
     def _exact_pair_norms(self) -> Tensor:
         rows = self.kernel(torch.float64).unsqueeze(0)
         return torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
-
-    def lipschitz_bound(self) -> float:
-        bound = self._bound_cache.get((self.weight,), lambda: spectral_bound(self.kernel(torch.float64).unsqueeze(0)))
-        return float(bound)
-
-    def lipschitz_estimate(self) -> Tensor:
-        return torch.linalg.matrix_norm(self.kernel(), ord=2)
-
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
-        return dense_norm_report(self.kernel(torch.float64))
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_channels(x, self.in_features, "NormalizedLinear")
-        return F.linear(x, self.kernel(), self.bias)
-
-    def export(self) -> nn.Module:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.kernel(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

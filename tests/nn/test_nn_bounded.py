@@ -162,6 +162,8 @@ def test_liresnet_sizes_for_mnist_and_cifar(shape):
     assert model(torch.rand(2, *shape)).shape == (2, 10)
     blocks = [m for m in model.modules() if isinstance(m, LiResConv2d)]
     assert [b.input_size for b in blocks] == [(shape[1] // 2, shape[2] // 2)]
+    with pytest.raises(ValueError, match="must be even for MaxMin"):
+        create_model("liresnet", shape, 10, width=5)
 
 
 def test_state_dict_round_trip_keeps_outputs_bound_and_vectors():

@@ -60,7 +60,8 @@ def _pairwise_radii(
     logits: torch.Tensor, labels: torch.Tensor, pair_bounds: torch.Tensor, slack: torch.Tensor | float
 ) -> torch.Tensor:
     """min over j != y of (z_y - z_j - slack) / K_yj, and 0 where any of them is not positive."""
-    gaps = logits.gather(1, labels[:, None]) - logits - torch.as_tensor(slack, dtype=logits.dtype).reshape(-1, 1)
+    slack = torch.as_tensor(slack, dtype=logits.dtype, device=logits.device).reshape(-1, 1)
+    gaps = logits.gather(1, labels[:, None]) - logits - slack
     bounds = pair_bounds.to(logits.dtype)[labels]
     radii = torch.where(gaps > 0, gaps / bounds, torch.zeros_like(gaps))  # K_yj = 0: that pair cannot flip
     return radii.scatter(1, labels[:, None], float("inf")).amin(dim=1)

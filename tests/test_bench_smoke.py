@@ -60,6 +60,7 @@ def assert_measured(row: dict) -> None:
     assert row["peak_gib"] is None, row  # GPU memory only
 
 
+@pytest.mark.slow
 def test_smoke_run_has_every_row_as_json_and_markdown(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# earlier results\n")
@@ -89,6 +90,7 @@ def test_smoke_run_has_every_row_as_json_and_markdown(tmp_path):
     assert sorted((cells[0], cells[1]) for cells in table) == sorted((job, model) for job, model, _ in expected)
 
 
+@pytest.mark.slow
 def test_fast_path_options_train_and_accuracy_rows(tmp_path):
     """bf16 autocast and channels_last run real training steps; certification stays float64."""
     args = [
@@ -117,6 +119,7 @@ def test_fast_path_options_train_and_accuracy_rows(tmp_path):
     assert report["meta"]["overrides"] == ["train.precision=bfloat16", "train.channels_last=true"]
 
 
+@pytest.mark.slow
 def test_smoothing_of_a_trained_base_net_compares_predictions_across_settings(tmp_path):
     args = ["--jobs", "smoothing", "--smoothing", "float32,bfloat16", "--smoothing-train-epochs", "1"]
     rows = json.loads(run_bench(tmp_path, "--json", *args).stdout)["rows"]
@@ -127,6 +130,7 @@ def test_smoothing_of_a_trained_base_net_compares_predictions_across_settings(tm
     assert "same predictions as float32" in rows[1]["result"] and "same predictions" not in rows[0]["result"]
 
 
+@pytest.mark.slow
 def test_profile_step_times_the_loaders_and_the_steps(tmp_path):
     command = [
         sys.executable,

@@ -89,14 +89,14 @@ def test_no_two_modules_import_each_other():
 
 # The pipeline's stages, first to last: a module imports from its own stage or earlier ones.
 STAGES = [
-    ("errors", "registry", "config", "files", "runtime"),  # shared by every stage
+    ("errors", "registry", "config", "files", "runtime", "progress"),  # shared by every stage
     ("data", "nn"),
     ("certify",),
     ("runs",),
     ("train",),
     ("theory", "report"),
     ("experiments",),
-    ("cli", "__main__", ""),  # "": robustlab/__init__.py, the researcher's entry points
+    ("cli", "__main__", "hub", ""),  # "": robustlab/__init__.py, the researcher's entry points; hub: hubconf.py's
 ]
 
 

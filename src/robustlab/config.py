@@ -22,10 +22,50 @@ import yaml
 PRESET_DIR = Path(__file__).parent / "presets"
 PAPER_EPS = 36 / 255  # the L2 radius the paper reports unless it says otherwise
 DEFAULT_EPS = (PAPER_EPS, 72 / 255, 108 / 255, 1.0)  # radii certified by default
+MAX_EPS = 1.0  # a larger radius is almost always a radius in 0-255 units (36 meant as 36/255)
 
 
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config key: ``low``/``high`` bounds, each closed unless ``*_open``.
+
+    Every int or float key of the schema declares one (``tests/test_bad_input.py`` walks the
+    schema), so a value out of range is refused before any training, naming the range. NaN and
+    infinities are never in range.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def __str__(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        return f"{left}{low}, {high}{right}"
+
+
+def ranged(default: Any, **bounds: Any) -> Any:
+    """A dataclass field whose value must lie in ``Range(**bounds)`` (metadata ``range``; None passes)."""
+    return field(default=default, metadata={"range": Range(**bounds)})
+
+
+NON_NEGATIVE = {"low": 0}
+POSITIVE = {"low": 0, "low_open": True}
+COUNT = {"low": 1}  # a size or number of steps: 1 or more
 
 
 @dataclass
@@ -33,22 +73,27 @@ class DataConfig:
     name: str = "digits"  # a dataset registry name, or a path to an .npz file
     data_dir: str | None = None  # folder with the official files; $ROBUSTLAB_DATA by default
     download: bool = False  # allow fetching official files (checksum-verified)
-    val_size: int = 0  # >0: hold out this many training images (seeded) and evaluate on them
-    split_seed: int = 1111  # the reference code's validation-split seed
+    val_size: int = ranged(0, **NON_NEGATIVE)  # >0: hold out this many training images (seeded) and evaluate on them
+    split_seed: int = ranged(1111, low=0, high=2**32 - 1)  # the reference code's validation-split seed
     split: Literal["stratified", "reference"] = "stratified"  # how val_size images are drawn (docs/data.md)
-    subset_size: int | None = None  # class-balanced training subset of this size
-    subset_seed: int = 0
+    subset_size: int | None = ranged(None, **COUNT)  # class-balanced training subset of this size
+    subset_seed: int = ranged(0, low=0, high=2**32 - 1)
     extra_path: str | None = None  # generated data (.npz with image/label) added to training
-    extra_size: int = 0  # how many extra images to add (0: none, -1: all)
+    extra_size: int = ranged(0, low=-1)  # how many extra images to add (0: none, -1: all)
     pca_components: str | None = None  # e.g. "0-15,512-3071": keep these principal components
+
+    def __post_init__(self) -> None:
+        # Registry names are case-insensitive; one spelling keeps runs of MNIST and mnist one set.
+        if not self.name.endswith(".npz") and "/" not in self.name:
+            self.name = self.name.lower()
 
 
 @dataclass
 class AugmentConfig:
-    crop_padding: int = 4  # random crop with reflect padding; 0 turns it off
+    crop_padding: int = ranged(4, **NON_NEGATIVE)  # random crop with reflect padding; 0 turns it off
     flip: bool = True  # random horizontal flip
-    cutout: int = 8  # side of one square cutout; 0 turns it off
-    noise_std: float = 0.0  # Gaussian noise added after augmentation (smoothing base nets)
+    cutout: int = ranged(8, **NON_NEGATIVE)  # side of one square cutout; 0 turns it off
+    noise_std: float = ranged(0.0, **NON_NEGATIVE)  # Gaussian noise added after augmentation (smoothing base nets)
     per_batch: bool = False  # one random draw per batch (reference code) instead of per sample
 
 
@@ -57,39 +102,46 @@ class ModelConfig:
     name: str = "lipconvnet-aol"  # a model registry name
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
 
+    def __post_init__(self) -> None:
+        self.name = self.name.lower()  # registry names are case-insensitive: store one spelling
+
 
 @dataclass
 class LossConfig:
     name: Literal["offset_ce", "ce", "emma"] = "offset_ce"
-    offset: float = math.sqrt(2) * PAPER_EPS  # OffsetCrossEntropy's u: a margin for radius PAPER_EPS
-    temperature: float = 0.25  # T: loss = T * CE((z - u*onehot) / T)
-    eps: float = PAPER_EPS  # emma: the radius it trains for
+    offset: float = ranged(
+        math.sqrt(2) * PAPER_EPS, **NON_NEGATIVE
+    )  # OffsetCrossEntropy's u: a margin for radius PAPER_EPS
+    temperature: float = ranged(0.25, **POSITIVE)  # T: loss = T * CE((z - u*onehot) / T)
+    eps: float = ranged(PAPER_EPS, **POSITIVE)  # emma: the radius it trains for
 
 
 @dataclass
 class OptimConfig:
     name: Literal["sgd"] = "sgd"
-    lr: float = 0.1  # peak learning rate of the schedule
-    momentum: float = 0.9
+    lr: float = ranged(0.1, **POSITIVE)  # peak learning rate of the schedule
+    momentum: float = ranged(0.9, low=0, high=1, high_open=True)
     nesterov: bool = True
-    weight_decay: float = 0.0
+    weight_decay: float = ranged(0.0, **NON_NEGATIVE)
     schedule: Literal["onecycle", "constant"] = "onecycle"
     cycle_momentum: bool = False  # onecycle: momentum 0.95 -> 0.85 -> 0.95 against the lr (torch's default)
-    grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step (LiResNet)
+    grad_clip: float | None = ranged(None, **POSITIVE)  # clip the gradient norm to this (LiResNet)
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 24  # for the full training set; see scale_epochs
-    batch_size: int = 256
+    epochs: float = ranged(24, **POSITIVE)  # for the full training set; see scale_epochs
+    batch_size: int = ranged(256, **COUNT)
     scale_epochs: bool = True  # subsets train for epochs * full_size / N (same number of steps)
-    eval_every: int = 0  # evaluate every K epochs (0: only at the end)
-    checkpoint_every: int = 1  # write the resumable checkpoint every K epochs
+    eval_every: int = ranged(0, **NON_NEGATIVE)  # evaluate every K epochs (0: only at the end)
+    checkpoint_every: int = ranged(1, **COUNT)  # write the resumable checkpoint every K epochs
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     precision: Literal["float32", "bfloat16"] = "float32"  # training only; certification is float32+
     compile: bool = False  # torch.compile the model for training
     channels_last: bool = False
     cuda_graph: bool = False  # CUDA: replay each step's forward and backward from a captured graph
+    # mirror the metrics to tensorboard and/or wandb (offline); metrics.jsonl stays the record
+    log_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)
 
 
 # TrainConfig flags that change which kernels run, not the arithmetic (precision does change it)
@@ -98,15 +150,16 @@ SPEED_OPTIONS = ("channels_last", "compile", "cuda_graph")
 
 @dataclass
 class EvalConfig:
-    eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
-    batch_size: int = 1000
-    power_iterations: int = 1000  # CPL evaluation: power-iteration steps to convergence
+    # radii in the [0, 1] pixel scale: 36/255, not 36
+    eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS), metadata={"range": Range(0, MAX_EPS)})
+    batch_size: int = ranged(1000, **COUNT)
+    power_iterations: int = ranged(1000, **COUNT)  # CPL evaluation: power-iteration steps to convergence
 
 
 @dataclass
 class ExperimentConfig:
     name: str = "run"
-    seed: int = 0
+    seed: int = ranged(0, low=0, high=2**32 - 1)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -139,7 +192,30 @@ def from_dict(data: dict[str, Any], cls: type = ExperimentConfig, where: str = "
             f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(known))}"
         )
     values = {name: _coerce(value, hints[name], _join(where, name)) for name, value in data.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in values and "range" in f.metadata:
+            _check_range(values[f.name], f.metadata["range"], _join(where, f.name))
     return cls(**values)
+
+
+def check_ranges(config: Any, where: str = "") -> None:
+    """Raise a ConfigError for the first number of ``config`` (a config dataclass) outside its range.
+
+    ``from_dict`` checks every value it reads; this also covers a config built or changed in Python.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, _join(where, f.name))
+        elif "range" in f.metadata:
+            _check_range(value, f.metadata["range"], _join(where, f.name))
+
+
+def _check_range(value: Any, valid: Range, where: str) -> None:
+    for number in value if isinstance(value, list) else [value]:
+        if number is not None and number not in valid:
+            hint = "; radii are in the [0, 1] pixel scale: write 36/255, not 36" if where == "eval.eps" else ""
+            raise ConfigError(f"{where}: {number!r} is out of range; valid values: {valid}{hint}")
 
 
 def _join(where: str, key: str) -> str:
@@ -148,7 +224,7 @@ def _join(where: str, key: str) -> str:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(value if value is not None else {}, hint, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -225,12 +301,23 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file of config keys, or a one-line ConfigError naming the file."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
-    return data or {}
+        reason = " ".join(str(error).split())  # the parser's message spans lines
+        raise ConfigError(f"{path}: not valid YAML ({reason})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read it as a YAML text file ({error})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of config sections (such as 'optim: {{lr: 0.1}}'), "
+            f"got a {type(data).__name__}"
+        )
+    return data
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +341,7 @@ def _load_raw(source: str | Path) -> dict[str, Any]:
             )
     elif not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     base = data.pop("base", None)
     return _deep_merge(_load_raw(base), data) if base else data
 

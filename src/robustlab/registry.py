@@ -29,7 +29,7 @@ class Registry(Generic[T]):
         """Decorator: ``@MODELS.register("lipconvnet")``; the object's __name__ by default."""
 
         def add(obj: T) -> T:
-            self.add(name or obj.__name__, obj)
+            self.add(name or obj.__name__, obj)  # type: ignore[attr-defined]  # registered objects are named
             return obj
 
         return add

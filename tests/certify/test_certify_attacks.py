@@ -1,3 +1,4 @@
+import importlib.util
 import math
 
 import pytest
@@ -62,16 +63,32 @@ def test_standard_networks_have_nothing_to_check():
         check_soundness(model, x, certify_points(model, x, y))
 
 
+def _autoattack_installed() -> bool:
+    return any(importlib.util.find_spec(name) for name in ("autoattack", "pyautoattack"))
+
+
 def test_autoattack_missing_gives_install_hint():
-    pytest.importorskip("torch")
-    try:
-        import autoattack  # noqa: F401
-    except ImportError:
-        model, _, x, y = linear_problem()
-        with pytest.raises(AttackUnavailableError, match="pip install .*auto-attack.*--attack pgd"):
-            ATTACKS.get("autoattack")(model, x[:4], y[:4], 0.1)
-    else:
-        pytest.skip("autoattack is installed")
+    if _autoattack_installed():
+        pytest.skip("autoattack or pyautoattack is installed")
+    model, _, x, y = linear_problem()
+    with pytest.raises(AttackUnavailableError, match=r"pip install 'robustlab\[attacks\]'.*auto-attack.*--attack pgd"):
+        ATTACKS.get("autoattack")(model, x[:4], y[:4], 0.1)
+
+
+@pytest.mark.slow
+def test_autoattack_adapter_checks_a_tiny_model():
+    if not _autoattack_installed():
+        pytest.skip("needs autoattack (git) or pyautoattack (pip install 'robustlab[attacks]')")
+    # 10 classes (its targeted attacks take the top 9) and 16x16 images (its Square attack needs room)
+    weight = orthonormal_rows(10, 256, seed=4)
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    honest = LinearClassifier(weight)
+    y = honest(x).argmax(dim=1)
+    report = check_soundness(honest, x, certify_points(honest, x, y), attack="autoattack")
+    assert report["sound"] and report["checked"] == 6 and report["max_margin_drop_ratio"] <= 1.0 + 1e-6
+    liar = LinearClassifier(weight * 5, lipschitz_constant=1.0)  # Lipschitz constant 5, claims 1
+    report = check_soundness(liar, x, certify_points(liar, x, y), attack="autoattack")
+    assert not report["sound"]
 
 
 def test_bad_attack_settings():

@@ -8,6 +8,7 @@ import pytest
 
 from robustlab.cli import main
 from robustlab.config import ConfigError, load_config
+from robustlab.errors import RobustlabError
 from robustlab.experiments import get_experiment, report_experiment, run_experiment
 from robustlab.experiments.sweep import Sweep, collect, find_runs, run_sweep, with_overrides
 from robustlab.runs.store import Run, RunStore
@@ -22,6 +23,7 @@ def _tiny_sweep(sizes=(48, 97)):
     return Sweep("tiny", base, {"data.subset_size": list(sizes)})
 
 
+@pytest.mark.slow
 def test_sweep_trains_what_is_missing_and_skips_what_is_done(tmp_path):
     store = RunStore(tmp_path)
     first = run_sweep(_tiny_sweep((48,)), store, progress=False)
@@ -57,6 +59,7 @@ def test_an_interrupted_sweep_resumes_the_interrupted_run(tmp_path):
     assert [r.status for r in find_runs(store, config)] == ["done"]
 
 
+@pytest.mark.slow
 def test_data_scaling_smoke_runs_and_reports(tmp_path):
     store = RunStore(tmp_path / "runs")
     setup = get_experiment("data_scaling").setup("smoke", overrides=[], sizes=(48, 97), epochs=0.5)
@@ -87,6 +90,7 @@ def test_compute_scaling_and_one_architecture_smoke(tmp_path):
     assert all(r["accuracy"] is not None and r["CRA 36/255"] is not None for r in report.rows)
 
 
+@pytest.mark.slow
 def test_pca_smoke_table_has_every_subset(tmp_path):
     setup = get_experiment("pca").setup(
         "smoke", overrides=["model.kwargs={width: 4}", "train.epochs=0.3"], recipes=("tiny-convnet",)
@@ -114,8 +118,9 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     with pytest.raises(ConfigError, match="data.extra_path=FILE.npz"):
         experiment.sweeps(experiment.setup("smoke"))
     setup = experiment.setup("smoke", overrides=TINY + [f"data.extra_path={path}"], extra=(0, 30, 500), epochs=0.5)
-    empty = report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")  # before any training
-    assert (empty.rows, empty.runs_missing) == ([], 3)
+    with pytest.raises(RobustlabError, match=r"no finished runs of extra_data .*\(0 of 3\)"):  # before training
+        report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # no empty figure
     rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
     assert "doubling the training data adds" in report.notes[0] and "1437 real images" in report.notes[0]
     assert [r["extra"] for r in report.rows] == [0, 30, 120]  # capped at the 120 images the file holds
@@ -124,6 +129,7 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     assert max(steps) - min(steps) <= 2  # the same number of steps for every size
 
 
+@pytest.mark.slow
 def test_demo_at_a_reduced_size_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--sizes", "48,97", "--epochs", "0.3", "--quiet", "--json"]) == 0

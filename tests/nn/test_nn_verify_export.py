@@ -6,11 +6,14 @@ from nn_helpers import train_a_little
 from torch import nn
 
 from robustlab.cli import main
+from robustlab.config import load_config
+from robustlab.files import atomic_torch_save
 from robustlab.nn.blocks import CenterInputs, Flatten, GlobalMaxPool
 from robustlab.nn.export import export_model
 from robustlab.nn.lipschitz import LAYER_FAMILIES, AOLConv2d, CayleyConv2d
 from robustlab.nn.models import ARCHITECTURE_VERSION, MODELS, ImageClassifier, create_model
 from robustlab.nn.verify import verify_model
+from robustlab.runs.store import RunStore
 
 DIGITS = (1, 8, 8)
 BROKEN = "test-broken-conv"
@@ -149,11 +152,6 @@ def test_cli_verify_explains_missing_arguments(capsys):
 
 def test_cli_verify_reads_a_run_directory(tmp_path, capsys):
     """A run folder as `robustlab train` writes it (config.yaml + model.pt with architecture)."""
-    pytest.importorskip("robustlab.train.loop")
-    from robustlab.config import load_config
-    from robustlab.files import atomic_torch_save
-    from robustlab.runs.store import RunStore
-
     config = load_config(None, ["model.name=lipmlp-aol", "model.kwargs={depth: 1}", "data.name=digits"])
     run = RunStore(tmp_path / "runs").create(config, run_dir=tmp_path / "run")
     model = create_model("lipmlp-aol", DIGITS, 10, depth=1)

@@ -3,9 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from robustlab.cli import main
 
 
+@pytest.mark.slow
 def test_theorem2_command_prints_json_and_writes_the_figure(tmp_path):
     figure = tmp_path / "theorem2.png"
     completed = subprocess.run(

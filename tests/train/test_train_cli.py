@@ -55,7 +55,8 @@ def test_train_then_certify_with_soundness_check(tmp_path, capsys):
     assert report["cra"][0]["cra"] == trained["cra"][0]["cra"]  # the same certificate as training's
     assert report["soundness"]["sound"] and report["soundness"]["checked"] > 0
     assert report["soundness"]["max_margin_drop_ratio"] <= 1.0
-    assert json.loads((run_dir / "certify.json").read_text())["soundness"]["sound"]
+    assert report["file"] == str(run_dir / "certify-eps0.1412_0.1.json")  # not the run's own radii: its own file
+    assert json.loads((run_dir / "certify-eps0.1412_0.1.json").read_text())["soundness"]["sound"]
 
     assert main(["certify", str(run_dir), "--split", "train", "--quiet"]) == 0
     assert "on train (1437 images)" in capsys.readouterr().out

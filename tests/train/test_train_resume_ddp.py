@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from train_helpers import tiny_config, tiny_overrides
 
@@ -42,6 +43,7 @@ def _child_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path):
     run_dir, marker = tmp_path / "killed", tmp_path / "epoch1-done"
     child = subprocess.Popen(
@@ -77,6 +79,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_matches_single_process(tmp_path):
     # what torchrun does for its workers: the same command with RANK / WORLD_SIZE set
     overrides = tiny_overrides("train.epochs=1", "augment.crop_padding=1", "train.batch_size=100")

@@ -15,10 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import Certificates, _as_pixel_tensor, _to_float, precision_copy
 from robustlab.certify.margins import margins
+from robustlab.progress import progress_bar
 from robustlab.registry import Registry
 
 ATTACKS: Registry[Callable] = Registry("attack")
@@ -36,15 +36,36 @@ def ensure_available(name: str) -> Callable:
     return attack
 
 
-def _import_autoattack():
+def _import_autoattack() -> Callable[[nn.Module, torch.Tensor, torch.Tensor, float, str], torch.Tensor]:
+    """``run(model, x, y, eps, version)``: L2 AutoAttack's adversarial ``x``, from the authors' git
+    package ``autoattack`` if installed, else PyPI's ``pyautoattack`` (the same attacks, packaged with
+    another signature: keyword-only options, ``device``, ``batch_size``)."""
     try:
         from autoattack import AutoAttack
+
+        def run(model, x, y, eps, version):
+            adversary = AutoAttack(model, norm="L2", eps=eps, version=version, verbose=False)
+            return adversary.run_standard_evaluation(x, y, bs=len(x))
+
+        return run
+    except ImportError:
+        pass
+    try:
+        from pyautoattack import AutoAttack as PyPIAutoAttack
     except ImportError:
         raise AttackUnavailableError(
-            "the attack 'autoattack' needs the optional autoattack package, which is not installed; "
-            "install it with `pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
+            "the attack 'autoattack' needs AutoAttack, which is not installed; install it with "
+            "`pip install 'robustlab[attacks]'` (PyPI's pyautoattack) or "
+            "`pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
         ) from None
-    return AutoAttack
+
+    def run_pypi(model, x, y, eps, version):
+        adversary = PyPIAutoAttack(model, norm="L2", eps=eps, version=version, device=x.device)
+        adversary.verbose = False
+        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # and the labels it predicts
+        return x_adv
+
+    return run_pypi
 
 
 @ATTACKS.register("pgd")
@@ -100,21 +121,36 @@ def autoattack_l2(
     version: str = "standard",
     buckets: int = 8,
 ) -> torch.Tensor:
-    """AutoAttack (Croce & Hein 2020) in the L2 norm, if the ``autoattack`` package is installed.
+    """AutoAttack (Croce & Hein 2020) in the L2 norm, if ``autoattack`` or ``pyautoattack`` is installed.
 
     AutoAttack takes one radius per call; per-sample radii are grouped into ``buckets``
     by size and each group is attacked at its smallest radius, which is at most every
     member's own radius, so a counterexample it finds is a real one.
     """
-    AutoAttack = _import_autoattack()
+    run = _import_autoattack()
+    model32 = _Float32Inputs(model, x.dtype)  # AutoAttack's code makes float32 tensors of its own
     radius = _per_sample(eps, x).flatten()
     adversarial = x.clone()
     for group in torch.argsort(radius).tensor_split(buckets):
         if len(group) == 0 or radius[group].min() <= 0:
             continue
-        adversary = AutoAttack(model, norm="L2", eps=radius[group].min().item(), version=version, verbose=False)
-        adversarial[group] = adversary.run_standard_evaluation(x[group], y[group], bs=len(group)).to(x.dtype)
+        found = run(model32, x[group].float(), y[group], radius[group].min().item(), version)
+        adversarial[group] = found.to(x.dtype)
     return adversarial
+
+
+class _Float32Inputs(nn.Module):
+    """``model`` (e.g. the float64 copy certification uses) taking and giving float32 tensors.
+
+    A counterexample is still judged on ``model`` itself, after ``check_soundness`` pulls the
+    float32 point back into its ball."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
 
 
 def check_soundness(
@@ -142,7 +178,7 @@ def check_soundness(
     certified = torch.nonzero(certificates.radii > 0).flatten()
     counterexamples, worst_ratio = [], 0.0
     batches = certified.split(batch_size)
-    for index in tqdm(batches, desc=f"attack ({attack})", unit="batch", disable=not progress, leave=False):
+    for index in progress_bar(batches, f"attack ({attack})", "batch", progress):
         x = _to_float(images[index], torch.float64, device)
         y = certificates.labels[index].to(device)
         radius = certificates.radii[index].to(device)

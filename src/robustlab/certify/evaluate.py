@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.margins import certified_radii, cra
 from robustlab.certify.results import ClassResult, EvalResult, cra_points, dense_curve
 from robustlab.config import DEFAULT_EPS
 from robustlab.data.splits import prepare_data
+from robustlab.progress import progress_bar
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
 
@@ -63,10 +63,10 @@ def certificate_bounds(model: nn.Module) -> float | torch.Tensor | None:
     standard network). See ``margins.certified_radii``."""
     model = getattr(model, "module", model)
     model = getattr(model, "_orig_mod", model)
-    lipschitz = lipschitz_constant(model)
-    if lipschitz is None or not hasattr(model, "margin_lipschitz"):
+    lipschitz, margin_lipschitz = lipschitz_constant(model), getattr(model, "margin_lipschitz", None)
+    if lipschitz is None or margin_lipschitz is None:
         return lipschitz
-    return model.margin_lipschitz()
+    return margin_lipschitz()
 
 
 def float_error_slack(logits: torch.Tensor, inputs: torch.Tensor, lipschitz: float = 1.0) -> torch.Tensor:
@@ -111,12 +111,12 @@ def certify_points(
         raise ValueError("nothing to evaluate: the image set is empty")
     predictions, radii = [], []
     batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc="certify", unit="batch", disable=not progress, leave=False):
+    for start in progress_bar(batches, "certify", "batch", progress):
         x = _to_float(images[start : start + batch_size], dtype, device)
         y = labels[start : start + batch_size].to(device)
         logits = net(x)
         predictions.append(logits.argmax(dim=1))
-        if lipschitz is not None:
+        if lipschitz is not None and bounds is not None:
             slack = float_error_slack(logits, x, lipschitz)
             radii.append(certified_radii(logits, y, bounds, slack))
     return Certificates(  # results stay on the device until here: one host sync in all

@@ -4,8 +4,9 @@ Each subcommand lives in its own module here with an ``add_parser(subparsers)`` 
 that registers its arguments and sets ``func`` to a callable taking the parsed
 arguments and returning an exit status. Errors a user can fix (bad config, missing data
 files, unknown names) are printed as one line, never as a traceback. A subcommand imports
-the engine it runs (training, certification, experiments) inside its ``run`` function, so
-that ``robustlab --help`` does not load them.
+the engine it runs (training, certification, experiments) and torch, NumPy, SciPy and
+matplotlib inside its ``run`` function, never at the top, so that ``robustlab --help``
+takes a fraction of a second instead of seconds (tests/test_cli_imports.py keeps it so).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from robustlab.config import ConfigError
 from robustlab.errors import RobustlabError
 from robustlab.registry import UnknownNameError
 
-COMMANDS = ("data", "train", "certify", "verify", "smooth", "experiment", "theory", "report", "demo")
+COMMANDS = ("data", "train", "certify", "export", "verify", "smooth", "experiment", "theory", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

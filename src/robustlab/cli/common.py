@@ -8,8 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from robustlab.config import ConfigError, parse_float
-from robustlab.files import json_default
+from robustlab.config import MAX_EPS, ConfigError, parse_float
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +18,8 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
     """Print ``data`` as JSON with --json, else as the human-readable ``render(data)``."""
     if getattr(args, "json", False):
+        from robustlab.files import json_default  # imports torch: only when printing JSON
+
         json.dump(data, sys.stdout, indent=2, default=json_default)
         sys.stdout.write("\n")
     else:
@@ -55,6 +56,17 @@ def non_negative_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number such as 0.125, 1/8 or 36/255, got '{text}'") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'")
+    return value
+
+
+def radius(text: str) -> float:
+    """An argparse type: a radius in the [0, 1] pixel scale such as 36/255 (36 alone is refused)."""
+    value = non_negative_number(text)
+    if value > MAX_EPS:
+        raise argparse.ArgumentTypeError(
+            f"radius '{text}' is above {MAX_EPS:g}; radii are in the [0, 1] pixel scale: write {text}/255 "
+            f"for {text} in 0-255 units"
+        )
     return value
 
 

@@ -1,14 +1,14 @@
-"""`robustlab data`: list, inspect and prepare datasets."""
+"""`robustlab data`: list, inspect and prepare datasets.
+
+Like every command module, it imports numpy, torch and the data code inside the functions that
+need them, so that `robustlab --help` does not load them (seconds).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.data.datasets import DATASETS, ImageDataset, default_data_dir, import_files, load_dataset
-from robustlab.data.splits import channel_means
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     info.set_defaults(func=run_info)
 
     prepare = actions.add_parser("prepare", help="download or import a dataset into the data folder and verify it")
-    prepare.add_argument("name", help=f"one of: {', '.join(DATASETS.names())}")
+    prepare.add_argument("name", help="a dataset name (see `robustlab data info`)")
     prepare.add_argument("--download", action="store_true", help="fetch missing official files (md5-verified)")
     prepare.add_argument(
         "--from",
@@ -46,6 +46,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from robustlab.data.datasets import load_dataset
+
     if args.name is None:
         emit(args, dataset_table(args.data_dir), _render_table)
     else:
@@ -54,6 +56,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    from robustlab.data.datasets import import_files, load_dataset
+
     written = []
     if args.source:
         written = [str(p) for p in import_files(args.name, args.source, args.data_dir, args.verify)]
@@ -64,18 +68,25 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def dataset_table(data_dir: str | None = None) -> dict:
     """Every known dataset and whether its files are in ``data_dir``."""
+    from robustlab.data.datasets import DATASETS, default_data_dir
+
     folder = default_data_dir(data_dir)
     rows = []
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         status = spec.status(folder)
-        location = {"npz": spec.npz_path(folder), "official": spec.folder(folder)}.get(status)
-        location = location and str(location)
+        path = {"npz": spec.npz_path(folder), "official": spec.folder(folder)}.get(status)
+        location = None if path is None else str(path)
         rows.append({"name": name, "status": status, "location": location, "description": spec.description})
     return {"data_dir": str(folder), "datasets": rows}
 
 
-def describe(dataset: ImageDataset) -> dict:
+def describe(dataset) -> dict:
+    """Sizes, shape, classes and channel means of an ``ImageDataset``."""
+    import numpy as np
+
+    from robustlab.data.splits import channel_means
+
     return {
         "name": dataset.name,
         "source": dataset.source,

@@ -7,7 +7,6 @@ from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.config import ConfigError
-from robustlab.runs.store import RunStore
 
 
 def add_parser(subparsers) -> None:
@@ -90,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return list_experiments(args)
     # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import run_experiment
+    from robustlab.runs.store import RunStore
 
     setup = setup_from_args(args)
     rows, report = run_experiment(
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         plan = [{"sweep": r.sweep, **r.overrides, "status": r.status} for r in rows]
         emit(args, plan, lambda p: format_table(p) + f"\n{sum(r['status'] != 'done' for r in p)} runs to train")
         return 0
+    assert report is not None  # written unless it is a dry run
     emit(args, report.to_dict(), render_report)
     return 0
 

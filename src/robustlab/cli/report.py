@@ -6,7 +6,6 @@ import argparse
 
 from robustlab.cli.common import emit
 from robustlab.cli.experiment import add_setup_arguments, render_report, setup_from_args
-from robustlab.runs.store import RunStore
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +22,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import report_experiment
+    from robustlab.runs.store import RunStore
 
     report = report_experiment(setup_from_args(args), RunStore(args.runs_root), out_dir=args.out)
     emit(args, report.to_dict(), render_report)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table, int_list
-from robustlab.runtime import resolve_device
-from robustlab.theory.hypercube import DEFAULT_LEARNERS, theorem1_sweep
-from robustlab.theory.nearest_neighbour import theorem2_sweep
-from robustlab.theory.plots import plot_theorem1, plot_theorem2
 
 
 def add_parser(subparsers) -> None:
@@ -31,8 +28,7 @@ def add_parser(subparsers) -> None:
     one.add_argument(
         "--learners",
         type=_name_list,
-        default=list(DEFAULT_LEARNERS),
-        help=f"comma-separated (default: {','.join(DEFAULT_LEARNERS)})",
+        help="comma-separated (default: sign, 1nn, mlp, lipschitz-mlp and the oracle)",
     )
     one.add_argument("--pgd-steps", type=int, default=20, help="L2 PGD steps per start; 0 for the paper's attack only")
     one.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -62,10 +58,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def run_theorem1(args: argparse.Namespace) -> int:
+    from robustlab.runtime import resolve_device
+    from robustlab.theory.hypercube import DEFAULT_LEARNERS, theorem1_sweep
+    from robustlab.theory.plots import plot_theorem1
+
     options = dict(
         delta=args.delta,
         eps=args.eps,
-        learners=args.learners,
+        learners=args.learners or list(DEFAULT_LEARNERS),
         trials=args.trials,
         test_size=args.test_size,
         pgd_steps=args.pgd_steps,
@@ -75,7 +75,7 @@ def run_theorem1(args: argparse.Namespace) -> int:
     sweeps = {"d = ceil(log2 n) + 7": theorem1_sweep(args.sizes, **options)}
     if args.fixed_d:
         sweeps[f"d = {args.fixed_d}"] = theorem1_sweep(args.sizes, d=args.fixed_d, **options)
-    result = {"sweeps": sweeps}
+    result: dict[str, Any] = {"sweeps": sweeps}
     if args.plot:
         result["plot"] = str(plot_theorem1(sweeps, args.plot))
     emit(args, result, _render_theorem1)
@@ -83,6 +83,9 @@ def run_theorem1(args: argparse.Namespace) -> int:
 
 
 def run_theorem2(args: argparse.Namespace) -> int:
+    from robustlab.theory.nearest_neighbour import theorem2_sweep
+    from robustlab.theory.plots import plot_theorem2
+
     sweep = theorem2_sweep(
         args.sizes,
         d=args.d,

@@ -6,7 +6,6 @@ import argparse
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.config import load_config, preset_names
-from robustlab.runs.store import Run, RunStore
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
 
@@ -45,6 +44,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not for --help: keeps start-up fast
+    from robustlab.runs.store import RunStore
     from robustlab.train import distributed
     from robustlab.train.loop import train
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(run: Run) -> dict:
+def summary(run) -> dict:
     return {"run_dir": str(run.path), **run.load_results().to_dict()}
 
 
@@ -74,4 +74,5 @@ def _render(data: dict) -> str:
         for key in ("train_accuracy", "train_cra", "epochs", "steps", "train_time_s", "device")
         if key in data
     ]
-    return f"run: {data['run_dir']} (evaluated on {data['eval_split']}, {data['n_eval']} images)\n" + format_table(rows)
+    text = f"run: {data['run_dir']} (evaluated on {data['eval_split']}, {data['n_eval']} images)\n" + format_table(rows)
+    return text + "".join(f"\nWARNING: {warning}" for warning in data.get("warnings", []))

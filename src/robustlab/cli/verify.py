@@ -8,8 +8,6 @@ import sys
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.config import parse_override
-from robustlab.data.datasets import DATASETS
-from robustlab.runtime import resolve_device, seed_everything
 
 
 def add_parser(subparsers) -> None:
@@ -49,6 +47,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.nn.verify import verify_model
+    from robustlab.runtime import resolve_device, seed_everything
 
     seed_everything(args.seed)
     device = resolve_device(args.device)
@@ -102,6 +101,8 @@ def _load(args: argparse.Namespace, device):
 
 def dataset_shape(name: str) -> tuple[tuple[int, int, int], int]:
     """(C, H, W) and class count of a named dataset, from its registry entry (no files read)."""
+    from robustlab.data.datasets import DATASETS  # imports torch: not for --help
+
     spec = DATASETS.get(name)
     if spec.image_shape is None:
         raise ValueError(

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from robustlab.data.sampling import train_val_split
 from robustlab.files import atomic_open
+from robustlab.progress import Progress, progress_bar
 from robustlab.registry import Registry
 
 DATA_DIR_ENV = "ROBUSTLAB_DATA"
@@ -45,6 +45,10 @@ DEFAULT_DATA_DIR = Path("~/.robustlab/data")
 
 class DatasetError(ValueError):
     """A dataset that is missing, corrupt, or not in the expected format."""
+
+
+# x_train, y_train, x_test, y_test: what every dataset's reader returns
+Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -69,7 +73,23 @@ class ImageDataset:
 
 def default_data_dir(data_dir: str | Path | None = None) -> Path:
     """The folder with dataset files: the argument, else $ROBUSTLAB_DATA, else ~/.robustlab/data."""
-    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+    folder = Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+    if folder.exists() and not folder.is_dir():
+        given = "--data-dir (data.data_dir)" if data_dir else f"${DATA_DIR_ENV}"
+        raise DatasetError(
+            f"{folder} is a file, but {given} names the folder that holds the datasets (<name>.npz or the "
+            "official files in <name>/); give that folder, or an .npz file as the dataset name itself"
+        )
+    return folder
+
+
+def recorded_data_dir(name: str, data_dir: str | None) -> str | None:
+    """The data folder a run of dataset ``name`` should record: absolute, and resolved from
+    $ROBUSTLAB_DATA or the default when not given, so that certifying it later in another
+    shell reads the same files. None for datasets that need no folder (built in, or a path)."""
+    if name.endswith(".npz") or name not in DATASETS or not DATASETS.get(name).files:
+        return data_dir
+    return str(default_data_dir(data_dir).resolve())
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,7 +144,7 @@ def _copy_url(url: str, out, label: str) -> str:
     digest = hashlib.md5()
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None) as bar:
+        with Progress(total, label, "B", unit_scale=True) as bar:
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 digest.update(block)
@@ -208,7 +228,7 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise DatasetError(f"{path}: not a readable .npz file ({error}); it is truncated or corrupt") from None
 
 
-def _read_split_npz(path: Path) -> tuple:
+def _read_split_npz(path: Path) -> Splits:
     arrays = read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
 
@@ -246,8 +266,8 @@ class DatasetSpec:
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int] | None  # (H, W, C); None: any
     files: tuple[RemoteFile, ...] = ()
-    read_official: Callable[[dict[str, Path]], tuple] | None = None  # -> x_tr, y_tr, x_te, y_te
-    builtin: Callable[[], tuple] | None = None
+    read_official: Callable[[dict[str, Path]], Splits] | None = None
+    builtin: Callable[[], Splits] | None = None
 
     def folder(self, data_dir: Path) -> Path:
         return data_dir / self.name
@@ -269,14 +289,15 @@ class DatasetSpec:
 
     def load(self, data_dir: Path, download: bool = False, verify: bool = True) -> ImageDataset:
         if self.builtin:
-            return self._dataset(*self.builtin(), source="built in (scikit-learn)")
+            return self._dataset(self.builtin(), source="built in (scikit-learn)")
         if not self.files:
             raise DatasetError(f"dataset '{self.name}' is read from a file: give the path of an .npz file")
         npz = self.npz_path(data_dir)
         if npz.exists():
-            return self._dataset(*_read_split_npz(npz), source=str(npz))
+            return self._dataset(_read_split_npz(npz), source=str(npz))
         paths = self._official_paths(data_dir, download, verify)
-        return self._dataset(*self.read_official(paths), source=str(self.folder(data_dir)))
+        assert self.read_official is not None  # a dataset with official files has a reader
+        return self._dataset(self.read_official(paths), source=str(self.folder(data_dir)))
 
     def _official_paths(self, data_dir: Path, download: bool, verify: bool) -> dict[str, Path]:
         folder = self.folder(data_dir)
@@ -288,9 +309,9 @@ class DatasetSpec:
                     raise DatasetError(
                         f"dataset '{self.name}' not found in {data_dir}: expected {self.name}.npz "
                         f"(x_train, y_train, x_test, y_test) or the official files "
-                        f"{', '.join(f.filename for f in self.files)} in {folder}/. Run "
-                        f"`robustlab data prepare {self.name} --download --data-dir {data_dir}` "
-                        "or put the files there."
+                        f"{', '.join(f.filename for f in self.files)} in {folder}/. If it is in another "
+                        f"folder, give that folder (--data-dir or ${DATA_DIR_ENV}); else fetch it with "
+                        f"`robustlab data prepare {self.name} --download --data-dir {data_dir}`."
                     )
                 download_file(remote, path)
             elif verify:
@@ -298,7 +319,8 @@ class DatasetSpec:
             paths[remote.filename] = path
         return paths
 
-    def _dataset(self, x_train, y_train, x_test, y_test, source: str) -> ImageDataset:
+    def _dataset(self, splits: Splits, source: str) -> ImageDataset:
+        x_train, y_train, x_test, y_test = splits
         x_train, y_train = _check_images(x_train, y_train, f"{source} (train)", self.image_shape)
         x_test, y_test = _check_images(x_test, y_test, f"{source} (test)", self.image_shape)
         for y, split in ((y_train, "train"), (y_test, "test")):
@@ -316,7 +338,7 @@ def _register(spec: DatasetSpec) -> None:
 # -- digits: built in --------------------------------------------------------------------
 
 
-def _digits() -> tuple:
+def _digits() -> Splits:
     from sklearn.datasets import load_digits  # scikit-learn loads slowly: only when digits are used
 
     digits = load_digits()
@@ -347,7 +369,7 @@ def _idx_files(md5s: tuple[str, ...], mirrors: tuple[str, ...]) -> tuple[RemoteF
     return tuple(RemoteFile(n, m, tuple(u + n for u in mirrors)) for n, m in zip(_IDX_NAMES, md5s))
 
 
-def _read_idx_dataset(paths: dict[str, Path]) -> tuple:
+def _read_idx_dataset(paths: dict[str, Path]) -> Splits:
     x_train, y_train, x_test, y_test = (read_idx(paths[n]) for n in _IDX_NAMES)
     for x, y, name in ((x_train, y_train, _IDX_NAMES[0]), (x_test, y_test, _IDX_NAMES[2])):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
@@ -397,11 +419,11 @@ _register(
 
 
 def _cifar_reader(archive: str, train: tuple[str, ...], test: str, label_key: str) -> Callable:
-    def read(paths: dict[str, Path]) -> tuple:
+    def read(paths: dict[str, Path]) -> Splits:
         path = paths[archive]
         try:
             with tarfile.open(path, "r:gz") as tar:
-                members = tqdm((*train, test), desc=path.name, disable=None)
+                members = progress_bar((*train, test), path.name, "file")
                 batches = {m: _read_cifar_batch(tar, m, label_key, path) for m in members}
         except (tarfile.TarError, OSError, EOFError) as error:
             raise DatasetError(f"{path}: cannot read the archive ({error}); it is truncated or corrupt") from None
@@ -418,6 +440,8 @@ def _read_cifar_batch(tar: tarfile.TarFile, member: str, label_key: str, path: P
         handle = tar.extractfile(member)
     except KeyError:
         raise DatasetError(f"{path}: the archive has no member {member}; is it the official file?") from None
+    if handle is None:
+        raise DatasetError(f"{path}: {member} is not a file; is the archive the official one?")
     batch = safe_unpickle(handle.read(), where)
     if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
         raise DatasetError(f"{where}: expected a dict with 'data' and '{label_key}'")
@@ -633,7 +657,7 @@ def import_files(name: str, source: str | Path, data_dir: str | Path | None = No
     written = []
     for path in candidates:
         if path.name == spec.npz_path(data_dir).name or (source.is_file() and path.suffix == ".npz"):
-            spec._dataset(*_read_split_npz(path), source=str(path))  # raises unless it fits
+            spec._dataset(_read_split_npz(path), source=str(path))  # raises unless it fits
             written.append(_copy(path, spec.npz_path(data_dir)))
         elif path.name in official:
             if verify:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
+
+from robustlab.progress import progress_bar
 
 CHUNK = 4096  # images per matrix product: bounds the float64 working memory
 
@@ -43,7 +44,7 @@ class PCA:
             raise ValueError(f"images of shape {images.shape[1:]} do not fit this PCA of {self.image_shape} images")
         basis = self.components[:, _as_indices(components, self.dim)]
         out = np.empty((len(images), self.dim), np.float32)
-        for start in tqdm(range(0, len(images), CHUNK), desc="PCA projection", disable=None, leave=False):
+        for start in progress_bar(range(0, len(images), CHUNK), "PCA projection", "chunk"):
             centred = _flat(images[start : start + CHUNK]) - self.mean
             out[start : start + CHUNK] = (centred @ basis) @ basis.T + self.mean
         return out.reshape(images.shape)
@@ -63,7 +64,7 @@ def fit_pca(images: np.ndarray) -> PCA:
         mean += _flat(images[start : start + CHUNK]).sum(axis=0)
     mean /= len(images)
     covariance = np.zeros((dim, dim))
-    for start in tqdm(range(0, len(images), CHUNK), desc="PCA covariance", disable=None, leave=False):
+    for start in progress_bar(range(0, len(images), CHUNK), "PCA covariance", "chunk"):
         centred = _flat(images[start : start + CHUNK]) - mean
         covariance += centred.T @ centred
     covariance /= len(images) - 1

@@ -27,8 +27,8 @@ def train_val_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.nd
     leftover = val_size - per_class.sum()
     per_class[np.argsort(-(quotas - per_class), kind="stable")[:leftover]] += 1
     rng = np.random.default_rng(seed)
-    val = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class)]
-    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    per_class_val = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class)]
+    val = np.sort(np.concatenate(per_class_val)) if per_class_val else np.zeros(0, np.int64)
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
     return train, val
 

@@ -84,6 +84,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
 
 def _extra_data(cfg: DataConfig, image_shape: tuple, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """A class-balanced (seeded, nested) selection of ``cfg.extra_size`` generated images."""
+    assert cfg.extra_path is not None  # prepare_data calls this only with an extra_path
     images, labels = load_generated(cfg.extra_path)
     if images.shape[1:] != image_shape:
         raise DatasetError(

@@ -167,6 +167,7 @@ def run_demo(
         _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, device=device, progress=progress)
     finally:
         torch.set_num_threads(threads)
+    assert report is not None  # written unless it is a dry run
     return report
 
 

@@ -18,6 +18,7 @@ from robustlab.certify.evaluate import evaluate
 from robustlab.certify.results import EvalResult, eps_label
 from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, config_from_dict, load_config
 from robustlab.data.splits import prepare_data
+from robustlab.errors import RobustlabError
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
 from robustlab.files import read_json
 from robustlab.registry import Registry
@@ -148,6 +149,12 @@ def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None 
     """The experiment's figure and table from the runs already in ``store``; trains nothing."""
     experiment = get_experiment(setup.experiment)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
+    if not any(row.results is not None for row in rows):  # an empty figure would look like a result
+        raise RobustlabError(
+            f"no finished runs of {setup.experiment} (scale {setup.scale}, {setup.dataset}) in {store.root} "
+            f"(0 of {len(rows)}); train them with `robustlab experiment {setup.experiment} --scale {setup.scale}`, "
+            "or give the --runs-root that holds them"
+        )
     return _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 
 
@@ -202,6 +209,8 @@ def training_set_evaluation(row: SweepRow) -> EvalResult:
     results.json has only running training metrics of the last epoch, so this loads the
     final weights and certifies them once; the result is kept in the run folder.
     """
+    if row.run is None:
+        raise ValueError(f"{row.sweep} {row.overrides}: the run has not been trained")
     run = Run(row.run)
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
@@ -255,6 +264,6 @@ def metric_panels(table: list[dict[str, Any]], x_name: str) -> list[Panel]:
         for model in models:
             points = [(r[x_name], r[key]) for r in table if r["model"] == model and r[key] is not None]
             if points:
-                curves.append(Curve(model, *zip(*points)))
+                curves.append(Curve(model, [x for x, _ in points], [y for _, y in points]))
         panels.append(Panel(f"{key} (%)", curves))
     return panels

@@ -10,7 +10,9 @@ standard net high accuracy, but no robust classifier can use them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from robustlab.data.pca import fit_pca
 from robustlab.data.splits import prepare_data
@@ -93,14 +95,14 @@ def sweeps(setup: Setup) -> list[Sweep]:
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     variance = {ALL: 100.0, **explained_variances(setup)}
     columns = ["components", "variance (%)"]
-    table = [{"components": spec, "variance (%)": share} for spec, share in variance.items()]
+    table: list[dict[str, Any]] = [{"components": spec, "variance (%)": share} for spec, share in variance.items()]
     for name in setup.params["recipes"]:
         runs = [r for r in rows if r.label == name]
         metrics = [
             ("train acc", lambda r: accuracy_percent(training_set_evaluation(r))),
             ("acc", lambda r: accuracy_percent(r.results)),
         ]
-        if any(r.results.lipschitz_constant is not None for r in runs):
+        if any(r.results is not None and r.results.lipschitz_constant is not None for r in runs):
             metrics += [
                 ("train CRA", lambda r: cra_percent(training_set_evaluation(r))),
                 ("CRA", lambda r: cra_percent(r.results)),
@@ -111,7 +113,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             for line in table:
                 group = [r for r in runs if (r.config.data.pca_components or ALL) == line["components"]]
                 line[column] = mean_over_seeds([read(r) for r in group])
-    series = {"variance (%)": [line["variance (%)"] for line in table]}
+    series: dict[str, Sequence[float | None]] = {"variance (%)": [line["variance (%)"] for line in table]}
     series |= {c: [line[c] for line in table] for c in columns[2:] if "train" not in c}
     figure = plot_bars(
         [line["components"] for line in table],

@@ -104,12 +104,14 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
 
 def _epoch_curves(row: SweepRow) -> list[Curve]:
     """CRA at 36/255 over epochs, from the evaluations logged in metrics.jsonl (``eval_every``)."""
+    if row.results is None or row.run is None:
+        return []
     key = f"{row.results.eval_split}_cra_{eps_label(PAPER_EPS)}"
     points = [(m["epoch"], 100 * m[key]) for m in Run(row.run).metrics() if key in m]
     final = cra_percent(row.results)
     if points and final is not None:
         points.append((row.results.epochs, final))
-    return [Curve(row.label, *zip(*points))] if points else []
+    return [Curve(row.label, [x for x, _ in points], [y for _, y in points])] if points else []
 
 
 EXPERIMENTS.add(

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from robustlab.certify import smoothing
 from robustlab.certify.evaluate import split_images
@@ -140,13 +141,12 @@ def smooth_run(
     jsonl, summary_path = results_paths(run.path, method)
     if restart:
         jsonl.unlink(missing_ok=True)
-    model, _ = load_run_model(run.path, device=resolve_device(device))
-    if compile:
-        model = torch.compile(model)
-    options = dict(
+    trained, _ = load_run_model(run.path, device=resolve_device(device))
+    model = cast(nn.Module, torch.compile(trained)) if compile else trained
+    n = n or DEFAULT_SAMPLES[method]
+    options: dict[str, Any] = dict(
         batch_size=batch_size, seed=seed, indices=indices, output=jsonl, eps=config.eval.eps, progress=progress
     )
-    n = n or DEFAULT_SAMPLES[method]
     x, y = images[indices], labels[indices]
     if method == "estimate":
         result = smoothing.estimate(model, x, y, sigma, n, precision=precision, **options)

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict
 from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.progress import Progress
 from robustlab.runs.results import RunResults
 from robustlab.runs.store import Run, RunStore, StoredRun
 from robustlab.train.loop import train
@@ -35,6 +34,7 @@ EXECUTION_KEYS = (
     "name",
     "train.device",
     "train.checkpoint_every",
+    "train.log_to",
     "data.data_dir",
     "data.download",
     *(f"train.{option}" for option in SPEED_OPTIONS),
@@ -188,17 +188,29 @@ def run_sweep(
     todo = [row for row in rows if row.status != DONE]
     if dry_run or not todo:
         return rows
-    bar = tqdm(todo, desc=sweep.name, unit="run", disable=not progress)
-    for row in bar:
-        bar.set_postfix_str(_describe(row.overrides))
-        unfinished = find_unfinished(store, row.config)
-        if unfinished:  # continues with the config saved in the run folder (its device too)
-            run = train(None, run_dir=unfinished.path, store=store, resume=True, progress=progress)
-        else:
-            config = row.config if device is None else with_overrides(row.config, {"train.device": device})
-            run = train(config, store=store, progress=progress)
-        row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
+
+    with Progress(len(todo), sweep.name, "run", progress) as bar:
+        for done, row in enumerate(todo, 1):
+            bar.set_postfix(text=_describe(row.overrides))
+            unfinished = find_unfinished(store, row.config)
+            if unfinished:  # continues with the config saved in the run folder (its device too)
+                run = train(None, run_dir=unfinished.path, store=store, resume=True, progress=progress)
+            else:
+                config = row.config if device is None else with_overrides(row.config, {"train.device": device})
+                run = train(config, store=store, progress=progress)
+            row.status, row.run, row.results = "trained", str(Path(run.path).resolve()), run.load_results()
+            bar.update()
+            bar.line(f"run {done}/{len(todo)} {_describe(row.overrides)}: {_outcome(row.results)}")
     return rows
+
+
+def _outcome(results: RunResults) -> str:
+    """Accuracy and the first CRA of a finished run, for its progress line."""
+    text = f"accuracy {results.accuracy:.3f}"
+    if results.cra and results.lipschitz_constant is not None:
+        first = results.cra[0]
+        text += f", CRA {first.label} {first.cra:.3f}"
+    return text
 
 
 def _results(row: StoredRun) -> RunResults | None:

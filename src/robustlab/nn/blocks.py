@@ -92,6 +92,7 @@ class CenterInputs(nn.Module):
         mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
         if mean.numel() == 0:
             raise ValueError("CenterInputs: mean needs one value per input channel")
+        self.mean: Tensor
         self.register_buffer("mean", mean.view(-1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ padding is an isometry. SimpleConvNet skips the pools that would go below 1x1.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -99,11 +100,17 @@ class ImageClassifier(nn.Sequential):
             reference = next(self.buffers())
             dtype = reference.dtype if estimate else torch.float64
             others = 1 - torch.eye(self.num_classes, dtype=dtype, device=reference.device)
-            return math.sqrt(2) * self.lipschitz_constant * others
+            return math.sqrt(2) * self.builder_lipschitz * layers_lipschitz_bound(self) * others
         body = [m for m in lipschitz_layers(self) if m is not head]
         if estimate:
             return self.builder_lipschitz * math.prod(m.lipschitz_estimate() for m in body) * head.pair_norms()
         return self.builder_lipschitz * math.prod(m.lipschitz_bound() for m in body) * head.pair_norms(exact=True)
+
+    def input_mean(self) -> Tensor:
+        """The per-channel mean the first module (``CenterInputs``) subtracts, shape (C,)."""
+        center = self[0]
+        assert isinstance(center, CenterInputs), "an ImageClassifier starts with CenterInputs"
+        return center.mean.flatten()
 
 
 def create_model(
@@ -120,6 +127,11 @@ def create_model(
     _check_kwargs(name, builder, kwargs)
     body, lipschitz = builder(shape, num_classes, **kwargs)
     return ImageClassifier([CenterInputs(mean), *body], shape, num_classes, lipschitz)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style wildcard, e.g. ``list_models("lipconvnet-*")``."""
+    return fnmatch.filter(MODELS.names(), pattern.lower())
 
 
 def architecture_change(model: nn.Module, saved_version: int) -> str | None:
@@ -365,7 +377,7 @@ def _bind(builder: Callable, **fixed) -> Builder:
 
     signature = inspect.signature(builder)
     kept = [p for p in signature.parameters.values() if p.name not in fixed]
-    build.__signature__ = signature.replace(parameters=kept)
+    build.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]  # what inspect reads
     build.__doc__ = builder.__doc__
     return build
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from robustlab.nn.activations import GroupSort, MaxMin
 from robustlab.nn.blocks import (
@@ -48,6 +47,7 @@ from robustlab.nn.blocks import (
 )
 from robustlab.nn.lipschitz import LipschitzLayer, NormReport
 from robustlab.nn.lipschitz.base import conv_fft_bound, dense_norm_report, jacobian_norm_report
+from robustlab.progress import progress_bar
 
 ONE_LIPSCHITZ_BLOCKS = (
     MaxMin,
@@ -94,7 +94,7 @@ def verify_model(
         units = _units(model)
         inputs = _record_inputs(model, units, _random_images(points, shape, model, generator))
         layers = []
-        for name, module in tqdm(units, desc="verify layers", disable=not progress, leave=False):
+        for name, module in progress_bar(units, "verify layers", "layer", progress):
             if name not in inputs:
                 continue  # not on the forward path
             report = _layer_norm(module, inputs[name], max_steps, restarts, generator)
@@ -217,7 +217,7 @@ def network_lower_bound(
     x_other.requires_grad_(True)
     optimizer = torch.optim.Adam([x, x_other], lr=1e-2)
     best = torch.zeros((), device=x.device, dtype=x.dtype)
-    for _ in tqdm(range(max(1, steps)), desc="network lower bound", disable=not progress, leave=False):
+    for _ in progress_bar(range(max(1, steps)), "network lower bound", "step", progress):
         ratio = _ratios(model, x, x_other)
         best = torch.maximum(best, ratio.detach().max())
         optimizer.zero_grad(set_to_none=True)

@@ -7,13 +7,25 @@ version} and ``model`` (the state dict); the checkpoint adds ``optimizer``, ``sc
 ``state`` (a ``TrainState``) and ``rng``. Loading refuses weights whose architecture
 version computes another function in this robustlab's model
 (``robustlab.nn.models.architecture_change``).
+
+Weights that travel: ``robustlab export`` writes one safetensors file holding the weights
+and, in its metadata (JSON under ``robustlab.architecture``), the architecture record plus
+the CPL power-iteration steps, so ``load_model(path)`` rebuilds the model without the run
+folder. ``robustlab.form`` says which model the weights are of: ``model`` (the registered
+network) or ``plain`` (its ``export_model`` copy of plain convolutions, rebuilt by exporting
+the registered network and loading the plain weights). Loading never unpickles:
+safetensors holds only tensors and strings, and a ``model.pt`` is read with
+``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,9 +33,12 @@ from torch import nn
 
 from robustlab.config import ExperimentConfig
 from robustlab.data.splits import PreparedData
-from robustlab.files import atomic_torch_save, safe_torch_load
+from robustlab.errors import RobustlabError
+from robustlab.files import atomic_open, atomic_torch_save, safe_torch_load
+from robustlab.nn.export import export_model
 from robustlab.nn.lipschitz import configure_eval
-from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
+from robustlab.nn.models import ARCHITECTURE_VERSION, ImageClassifier, architecture_change, create_model
+from robustlab.registry import UnknownNameError
 from robustlab.runs.store import Run
 
 
@@ -54,7 +69,7 @@ def build_model(config: ExperimentConfig, data: PreparedData) -> nn.Module:
     return create_from_architecture(model_architecture(config, data), config.eval.power_iterations)
 
 
-def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Module:
+def create_from_architecture(architecture: dict, power_iterations: int) -> ImageClassifier:
     """The model an ``architecture`` dict describes (random weights); CPL layers evaluate
     with ``power_iterations`` steps."""
     model = create_model(
@@ -64,12 +79,13 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> nn.Mo
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
         **architecture["kwargs"],
     )
-    return configure_eval(model, power_iterations=power_iterations)
+    configure_eval(model, power_iterations=power_iterations)
+    return model
 
 
 def rng_states() -> dict:
     """The torch, CUDA, NumPy and Python generators' states, as tensors and plain data."""
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple[Any, ...], np.random.get_state())  # legacy form: (name, keys, pos, ...)
     states = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
@@ -137,7 +153,7 @@ def load_weights(model: nn.Module, checkpoint: dict, path) -> None:
         raise ValueError(f"{path} does not fit the model: {str(error).splitlines()[0]} ...") from None
 
 
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ExperimentConfig]:
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ImageClassifier, ExperimentConfig]:
     """The run's model in eval mode (final weights, or the latest checkpoint) and its config."""
     run = Run(run_dir)
     config = run.load_config()
@@ -159,3 +175,119 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
     model = create_from_architecture(architecture, config.eval.power_iterations).to(device)
     load_weights(model, checkpoint, path)
     return model.eval(), config
+
+
+# ---------------------------------------------------------------------------------------
+# Weights that travel: one safetensors file, loaded without the run folder
+
+FORMS = ("model", "plain")
+
+
+class WeightsError(RobustlabError, ValueError):
+    """A weights file that cannot be loaded here; the message says why."""
+
+
+def architecture_record(model: ImageClassifier, config: ExperimentConfig) -> dict:
+    """What rebuilds a run's ``model`` without the run: its architecture and CPL power-iteration steps."""
+    return {
+        "name": config.model.name,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "mean": [float(m) for m in model.input_mean()],
+        "kwargs": dict(config.model.kwargs),
+        "version": ARCHITECTURE_VERSION,
+        "power_iterations": config.eval.power_iterations,
+    }
+
+
+def save_safetensors(path: str | Path, model: nn.Module, architecture: dict, form: str = "model") -> Path:
+    """Write ``model``'s weights and ``architecture`` record to ``path`` (atomically)."""
+    from safetensors.torch import save
+
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+    # clone: safetensors refuses tensors that share storage, and state dicts may hold views
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
+    metadata = {"format": "pt", "robustlab.architecture": json.dumps(architecture), "robustlab.form": form}
+    path = Path(path)
+    with atomic_open(path, "wb") as handle:
+        handle.write(save(tensors, metadata=metadata))
+    return path
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, plain: bool = False) -> Path:
+    """Write a run's model (with ``plain`` its ``export_model`` copy) as a safetensors file that
+    ``load_model`` reads without the run; default ``RUN/model.safetensors`` (``model-plain...``)."""
+    model, config = load_run_model(run_dir)
+    architecture = architecture_record(model, config)
+    weights = export_model(model) if plain else model
+    out = Path(out) if out else Path(run_dir) / ("model-plain.safetensors" if plain else "model.safetensors")
+    return save_safetensors(out, weights, architecture, "plain" if plain else "model")
+
+
+def read_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """(architecture record, state dict, form) of a safetensors file or a robustlab ``model.pt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist (or is not a file)")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    saved = safe_torch_load(path)
+    if not isinstance(saved, dict) or "architecture" not in saved or "model" not in saved:
+        raise WeightsError(f"{path} is not a robustlab weights file (no architecture and model entries)")
+    return saved["architecture"], saved["model"], "model"
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+    if "robustlab.architecture" not in metadata:
+        raise WeightsError(
+            f"{path}: a safetensors file without robustlab's architecture record; "
+            "write it with `robustlab export RUN --format safetensors`"
+        )
+    try:
+        architecture = json.loads(metadata["robustlab.architecture"])
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path}: its architecture record is not valid JSON") from None
+    return architecture, tensors, metadata.get("robustlab.form", "model")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", expected_name: str | None = None) -> nn.Module:
+    """The model a weights file describes, with its weights, in eval mode.
+
+    ``path`` is a safetensors file from ``robustlab export`` or a run's ``model.pt``;
+    ``expected_name`` (a registered model name) refuses weights of any other model.
+    """
+    architecture, state, form = read_weights(path)
+    name = architecture.get("name", "?")
+    if expected_name is not None and name.lower() != expected_name.lower():
+        raise WeightsError(f"{path} holds weights of a '{name}' model, not of '{expected_name}'")
+    if form not in FORMS:
+        raise WeightsError(f"{path}: unknown weights form {form!r}; this robustlab reads {', '.join(FORMS)}")
+    try:
+        model = create_from_architecture(architecture, architecture.get("power_iterations", 1000))
+    except (UnknownNameError, ValueError) as error:  # a model this robustlab lacks, or bad arguments
+        raise WeightsError(f"{path}: cannot build its model: {error}") from None
+    except KeyError as error:
+        raise WeightsError(f"{path}: the architecture record has no {error}") from None
+    change = architecture_change(model, architecture.get("version", 1))
+    if change:
+        raise WeightsError(f"{path} does not fit this robustlab's '{name}' model: {change}. Train it again.")
+    loaded = _plain_skeleton(model) if form == "plain" else model
+    load_weights(loaded, {"architecture": {"version": ARCHITECTURE_VERSION}, "model": state}, path)  # checked above
+    return loaded.to(device).eval()
+
+
+def _plain_skeleton(model: ImageClassifier) -> nn.Module:
+    """The plain modules ``export_model`` makes of ``model``, whose weights are about to be replaced."""
+    configure_eval(model, power_iterations=0)  # CPL: the cheap FFT bound, not 1000 Lanczos steps on random weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ... which warns that it is loose: irrelevant here
+        return export_model(model)

@@ -8,7 +8,7 @@ ignored; keys added since a file was written take the defaults that describe the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from robustlab.certify.results import CRAPoint, EvalResult, cra_at
@@ -39,6 +39,7 @@ class RunResults:
     train_accuracy: float | None = None
     train_cra: float | None = None  # at PAPER_EPS, Lipschitz networks only
     architecture_version: int = 1  # files from before architecture versions hold version-1 weights
+    warnings: list[str] = field(default_factory=list)  # what the summary must say plainly (chance accuracy)
 
     def cra_at(self, eps: float) -> float | None:
         return cra_at(self.cra, eps)
@@ -64,6 +65,8 @@ class RunResults:
             torch_version=self.torch_version,
             architecture_version=self.architecture_version,
         )
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
         return data
 
     @classmethod
@@ -85,6 +88,7 @@ class RunResults:
             torch_version=str(data["torch_version"]),
             **{key: data[key] for key in TRAIN_METRICS if key in data},
             architecture_version=int(data.get("architecture_version", 1)),
+            warnings=[str(warning) for warning in data.get("warnings", [])],
         )
 
 

@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from robustlab.config import ConfigError, ExperimentConfig, from_dict
+from robustlab.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
 from robustlab.runs.results import RunResults
 
@@ -65,8 +63,9 @@ class Run:
                 f"{self.path} is not a robustlab run directory (no config.yaml); "
                 "give the folder that `robustlab train` created"
             )
+        data = read_yaml(self.config_path)  # a damaged file is a one-line error naming it
         try:
-            return from_dict(yaml.safe_load(self.config_path.read_text()) or {})
+            return from_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{self.config_path}: {error}") from None
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.nn.activations import MaxMin
 from robustlab.nn.lipschitz import AOLLinear
+from robustlab.progress import progress_bar
 from robustlab.registry import Registry
 from robustlab.theory.stats import mean_ci, trial_generator
 from robustlab.train.losses import OffsetCrossEntropy
@@ -381,7 +381,7 @@ def evaluate_predictor(
         has_certificate = radius is not None
         clean.append(correct)
         robust.append(ok)
-        if has_certificate:
+        if radius is not None:
             certified.append(correct & (radius > eps))
     fraction = lambda parts: torch.cat(parts).float().mean().item()  # noqa: E731
     return {
@@ -426,7 +426,7 @@ def theorem1_sweep(
     check_classifier_names(learners)
     runs = [(n, t) for n in ns for t in range(trials)]
     scores: dict[tuple[int, str], list[dict]] = {}
-    for n, trial in tqdm(runs, desc="theorem 1", disable=not progress, leave=False):
+    for n, trial in progress_bar(runs, "theorem 1", "trial", progress):
         dim = dimension_for(n) if d is None else d
         generator = trial_generator(seed, n, dim, trial)
         problem = HypercubeProblem.random(dim, delta, generator, device)

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
-from tqdm.auto import tqdm
 
+from robustlab.progress import progress_bar
 from robustlab.theory.stats import mean_ci, trial_generator
 
 # Status of each test point after ``robustness``
@@ -247,7 +247,7 @@ def theorem2_sweep(
         )
     results: dict[int, list[dict]] = {}
     runs = [(n, t) for n in ns for t in range(trials)]
-    for n, trial in tqdm(runs, desc="theorem 2", disable=not progress, leave=False):
+    for n, trial in progress_bar(runs, "theorem 2", "trial", progress):
         generator = trial_generator(seed, n, d, trial)
         x_train, y_train = problem.sample(n, generator)
         x_test, y_test = problem.sample(test_size, generator)

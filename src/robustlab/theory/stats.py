@@ -12,14 +12,14 @@ from scipy import stats
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float | None]:
     """Mean and half-width of the two-sided Student-t interval; half-width None for one value."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
         raise ValueError("mean_ci needs at least one value")
-    mean = float(values.mean())
-    if values.size == 1:
+    mean = float(array.mean())
+    if array.size == 1:
         return mean, None
-    sem = values.std(ddof=1) / math.sqrt(values.size)
-    return mean, float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * sem)
+    sem = array.std(ddof=1) / math.sqrt(array.size)
+    return mean, float(stats.t.ppf(0.5 + confidence / 2, array.size - 1) * sem)
 
 
 def trial_generator(*keys: int) -> torch.Generator:

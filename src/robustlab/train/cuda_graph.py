@@ -51,6 +51,7 @@ class GraphedTrainStep(TrainStep):
         else:
             self.static_x.copy_(x)
             self.static_y.copy_(y)
+        assert self.graph is not None  # _capture made it
         self.graph.replay()
         self.clip_gradients()
         self.optimizer.step()

@@ -19,23 +19,27 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import certified_radii
 from robustlab.certify.results import EvalResult
-from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, TrainConfig
+from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, TrainConfig, check_ranges
+from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError
 from robustlab.files import atomic_write_text
 from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.progress import Progress, note
 from robustlab.runs.checkpoint import (
     TrainState,
     build_model,
@@ -49,6 +53,7 @@ from robustlab.runs.store import Run, RunStore
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed
 from robustlab.train.cuda_graph import GraphedTrainStep
+from robustlab.train.loggers import MetricMirrors, check_available
 from robustlab.train.losses import build_loss
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
 from robustlab.train.step import TrainStep
@@ -77,6 +82,11 @@ def train(
     """
     if resume and config is None and run_dir is not None:
         config = Run(run_dir).load_config()
+    if config is not None:
+        check_ranges(config)  # before any folder is made or data is read
+        check_available(config.train.log_to)
+        if not resume:
+            config = _record_data_folder(config)
     context, device = distributed.setup(config.train.device if config else "auto")
     try:
         return _train(config, run_dir, store, resume, progress, on_epoch_end, context, device)
@@ -120,6 +130,12 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
     state = TrainState()
     if resume and run.checkpoint_path.exists():
         state = load_checkpoint(run.checkpoint_path, model, optimizer, schedule, device)
+    elif resume and context.is_main:  # said even with --quiet: the user expected to continue
+        print(
+            f"robustlab: {run.path} has no checkpoint.pt (it was stopped before its first checkpoint): "
+            "training starts again from step 0",
+            file=sys.stderr,
+        )
     train_model = prepare_for_training(model, config.train, context, device)
 
     main = context.is_main
@@ -131,7 +147,10 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
     step = make_train_step(
         train_model, loss_fn, optimizer, schedule, config.train, context, device, grad_clip=config.optim.grad_clip
     )
-    bar = tqdm(total=steps, initial=state.step, desc=config.name, unit="step", disable=not (progress and main))
+    if main:
+        note(f"{config.name}: {'resuming' if resume else 'training'} in {run.path}", progress)
+    bar = Progress(steps, config.name, "step", progress and main, initial=state.step)
+    mirrors = MetricMirrors(config.train.log_to if main else [], run, config)
     # A subset's passes over its data are short (one batch when N <= the batch size, and
     # 3000 * 50000 / 48 of them in the paper's smallest run): group them so that logging,
     # evaluation and checkpoints happen once per full-set epoch's worth of steps.
@@ -153,25 +172,32 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
                 record.update(_evaluation_metrics(_certify_eval_split(model, data, config, device), data.eval_split))
             if main:
                 run.log_metrics(record)
+                mirrors.log(record)
+                bar.line(_epoch_line(record, logical_epoch, math.ceil(passes / passes_per_epoch), steps))
                 if finished or logical_epoch % max(config.train.checkpoint_every, 1) == 0:
                     save_checkpoint(run.checkpoint_path, model, optimizer, schedule, state, architecture)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, run)
+    except BaseException:
+        mirrors.close()
+        raise
     finally:
         bar.close()
 
     if main:
         results = final_results(model, data, config, state, device, context, progress)
+        results.warnings = training_warnings(results, data.num_classes, run.metrics())
         save_model(run.model_path, model, architecture)
         run.save_results(results)
-        run.log_metrics(
-            {
-                "epoch": math.ceil(state.epoch / passes_per_epoch),
-                "step": state.step,
-                "final": True,
-                **_evaluation_metrics(results, data.eval_split),
-            }
-        )
+        final = {
+            "epoch": math.ceil(state.epoch / passes_per_epoch),
+            "step": state.step,
+            "final": True,
+            **_evaluation_metrics(results, data.eval_split),
+        }
+        run.log_metrics(final)
+        mirrors.log(final)
+        mirrors.close()
         store.record(run, config, status="done", results=results)
 
 
@@ -195,7 +221,7 @@ def run_epoch(step: TrainStep, loader, state, steps, epochs, bounds, context, ch
         x, y, weight = distributed.shard(x, y, context)
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = step.schedule.get_last_lr()[0]
+        lr = float(step.schedule.get_last_lr()[0])
         loss, logits = step(x, y, weight)
         window.append((state.step, lr, _batch_stats(loss, logits, y, bounds)))
         state.step += 1
@@ -208,6 +234,16 @@ def run_epoch(step: TrainStep, loader, state, steps, epochs, bounds, context, ch
         totals += _flush(window, epoch, context)
     distributed.all_reduce(totals, context)
     return _epoch_metrics(totals, bounds)
+
+
+def _epoch_line(record: dict, epoch: int, epochs: int, steps: int) -> str:
+    """The plain progress line of one epoch: where training stands and its metrics."""
+    metrics = "  ".join(
+        f"{key.removeprefix('train_')} {value:.4f}"
+        for key, value in record.items()
+        if key not in ("epoch", "step", "lr") and isinstance(value, float)
+    )
+    return f"epoch {epoch}/{epochs}  step {record['step']}/{steps}  lr {record['lr']:.3g}  {metrics}"
 
 
 def _batches(loader, epochs):
@@ -223,15 +259,15 @@ def training_bounds(model: nn.Module) -> Callable[[], float | torch.Tensor] | No
     network; else the model's pairwise bounds from ``margin_lipschitz(estimate=True)``,
     which for a bound that moves with the weights (LiResNet) is the cheap training
     estimate: close to the certificate's bound, but not a certificate."""
-    lipschitz = lipschitz_constant(model)
+    lipschitz, margin_lipschitz = lipschitz_constant(model), getattr(model, "margin_lipschitz", None)
     if lipschitz is None:
         return None
-    if not hasattr(model, "margin_lipschitz"):
+    if margin_lipschitz is None:
         return lambda: lipschitz
 
     def estimate() -> torch.Tensor:
         with torch.no_grad():
-            return model.margin_lipschitz(estimate=True)
+            return margin_lipschitz(estimate=True)
 
     return estimate
 
@@ -288,10 +324,10 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
     Parameters are shared with ``model``, which evaluation and checkpoints use.
     """
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     model = distributed.wrap_model(model, context, device)
     if cfg.compile:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))
     return model
 
 
@@ -353,6 +389,15 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
     return run, config, store
 
 
+def _record_data_folder(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with the data folder it reads ($ROBUSTLAB_DATA or the default resolved), so that
+    the run's config.yaml finds the same files from any shell."""
+    folder = recorded_data_dir(config.data.name, config.data.data_dir)
+    if folder == config.data.data_dir:
+        return config
+    return replace(config, data=replace(config.data, data_dir=folder))
+
+
 def _forget_metrics_after(run: Run, step: int) -> None:
     """Drop metrics of steps the checkpoint does not include: they are about to be trained again."""
     kept = [record for record in run.metrics() if record.get("step", 0) <= step and not record.get("final")]
@@ -373,6 +418,24 @@ def _evaluation_metrics(result: EvalResult | RunResults, split: str) -> dict:
     for point in result.cra:
         metrics[f"{split}_cra_{point.label}"] = point.cra
     return metrics
+
+
+def training_warnings(results: RunResults, num_classes: int, records: list[dict]) -> list[str]:
+    """What the end-of-run summary must say plainly: a run at chance accuracy learned nothing,
+    though its loss stayed finite (a NaN loss stops the run with TrainingDivergedError instead)."""
+    chance = 1 / num_classes
+    if results.accuracy > 1.5 * chance:
+        return []
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    trend = ""
+    if len(losses) >= 2:
+        verb = "stopped falling" if losses[-1] > 0.9 * losses[0] else "fell"
+        trend = f"; the training loss {verb} ({losses[0]:.4g} in the first epoch, {losses[-1]:.4g} in the last)"
+    return [
+        f"accuracy {results.accuracy:.1%} is chance level (1 in {num_classes} = {chance:.1%}): the model "
+        f"learned nothing{trend}. Try another optim.lr (3-10x lower if the loss stalled high, higher if it barely "
+        "moved) or more epochs, and check the data's labels"
+    ]
 
 
 def final_results(

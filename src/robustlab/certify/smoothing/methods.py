@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.certify.results import cra_points, dense_curve
 from robustlab.certify.smoothing.results import ABSTAIN, SmoothingParams, SmoothingResult, SmoothingTiming
@@ -29,6 +28,7 @@ from robustlab.certify.smoothing.sampling import count_predictions, noise_seed
 from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
 from robustlab.config import DEFAULT_EPS
 from robustlab.files import append_json_lines
+from robustlab.progress import Progress
 
 # (noise stream, sample-count parameter) per method; certify selects with n0, then certifies with n
 _DRAWS = {
@@ -63,7 +63,8 @@ def _estimate_records(counts: np.ndarray, labels: list[int], indices: list[int],
     others = counts.copy()
     others[rows, labels_] = -1
     other_counts = others.max(axis=1)
-    radii = estimated_radius(true_counts / p.n, other_counts / p.n, p.sigma, tuple(p.clip or (0.01, 0.99)))
+    low, high = p.clip or (0.01, 0.99)
+    radii = estimated_radius(true_counts / p.n, other_counts / p.n, p.sigma, (low, high))
     return [
         {
             "index": index,
@@ -84,7 +85,7 @@ def _certify_records(counts: np.ndarray, labels: list[int], indices: list[int], 
     selection, counts = counts
     tops = selection.argmax(axis=1)
     top_counts = counts[np.arange(len(tops)), tops]
-    p_lower = np.atleast_1d(clopper_pearson_lower(top_counts, p.n, p.alpha))
+    p_lower = np.atleast_1d(clopper_pearson_lower(top_counts, p.n, p.alpha or 0.001))
     abstain = p_lower < 0.5
     radii = np.atleast_1d(certified_radius(np.where(abstain, 0.5, p_lower), p.sigma))
     return [
@@ -134,7 +135,7 @@ _RECORDS: dict[str, Callable] = {
 def estimate(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     sigma: float,
     n: int = 1000,
     *,
@@ -152,7 +153,7 @@ def estimate(
 def certify(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     sigma: float,
     n0: int = 100,
     n: int = 100_000,
@@ -170,7 +171,7 @@ def certify(
 def predict(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     sigma: float,
     n: int = 100_000,
     alpha: float = 0.001,
@@ -187,7 +188,7 @@ def predict(
 def smooth(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     params: SmoothingParams,
     *,
     indices: Sequence[int] | None = None,
@@ -223,13 +224,7 @@ def smooth(
     try:
         with (
             torch.inference_mode(),
-            tqdm(
-                total=len(indices),
-                initial=len(indices) - len(todo),
-                unit="img",
-                desc=f"smoothing {method}",
-                disable=not progress,
-            ) as bar,
+            Progress(len(indices), f"smoothing {method}", "img", progress, initial=len(indices) - len(todo)) as bar,
         ):
 
             def finish(chunk: list[int], counts: torch.Tensor) -> None:

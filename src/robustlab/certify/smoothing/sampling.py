@@ -45,7 +45,8 @@ def count_predictions(
         for row in range(len(images))
         for start in range(0, num_samples, NOISE_BLOCK)
     ]
-    counts = None
+    counts: torch.Tensor | None = None
+    num_classes = 0
     for group in _group_blocks(blocks, batch_size):
         rows = torch.tensor([row for row, _ in group])
         sizes = torch.tensor([size for _, size in group])
@@ -62,12 +63,14 @@ def count_predictions(
             predictions = logits.argmax(dim=1)
             cells = owners * num_classes + predictions
             counts.scatter_add_(0, cells, torch.ones_like(cells))
+    assert counts is not None, "no noisy copies to count"
     return counts.view(len(images), num_classes)
 
 
 def _group_blocks(blocks: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:
     """Consecutive noise blocks, grouped up to ``batch_size`` copies (a lone larger block is split later)."""
-    group, total = [], 0
+    group: list[tuple[int, int]] = []
+    total = 0
     for row, size in blocks:
         if group and total + size > batch_size:
             yield group
@@ -90,7 +93,7 @@ def _full_float32(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul  # type: ignore[attr-defined]
     saved = conv.fp32_precision, matmul.fp32_precision
     conv.fp32_precision = matmul.fp32_precision = "ieee"
     try:

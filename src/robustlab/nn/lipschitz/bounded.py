@@ -193,14 +193,14 @@ class BoundedConv2d(SpectralLayer):
         factory = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
         one_by_one = self.kernel_size == (1, 1)
         if input_size is None and not one_by_one:
             raise ValueError(
                 f"{type(self).__name__} with a {self.kernel_size} kernel needs input_size=(H, W): its norm "
                 "depends on the image size"
             )
-        self.input_size = None if one_by_one else pair(input_size, "input_size")
+        self.input_size = None if input_size is None or one_by_one else pair(input_size, "input_size")
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self._register_vectors(complex_=not one_by_one)

@@ -1,0 +1,111 @@
+"""Progress on stderr that reads well anywhere.
+
+On a terminal a unit of work (a sweep's runs, a run's steps, certification batches) shows
+a tqdm bar. Anywhere else (a log file, CI, a pipe) bars would write escape codes and a
+redraw every few steps, so the outermost unit prints one plain line per step of its own
+(an epoch of a run, a run of a sweep) and nested units print nothing. ``--quiet`` (the
+``enabled`` argument) and ``ROBUSTLAB_PROGRESS=0`` silence both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from tqdm.auto import tqdm
+
+ENV = "ROBUSTLAB_PROGRESS"
+_open: list[Progress] = []  # the units now running, outermost first
+
+
+def wanted(enabled: bool = True) -> bool:
+    """Whether progress is shown at all: not --quiet and not ROBUSTLAB_PROGRESS=0."""
+    return enabled and os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere ``line`` prints plain lines if this unit is the outermost.
+
+    Use it as a context manager (or call ``close``) so that nesting is tracked.
+    """
+
+    def __init__(
+        self,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        enabled: bool = True,
+        initial: int = 0,
+        unit_scale: bool = False,
+    ):
+        show = wanted(enabled)
+        nested = bool(_open)
+        self.desc = desc
+        self.lines = show and not on_terminal() and not nested
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit=unit,
+            disable=not (show and on_terminal()),
+            leave=not nested,  # a nested bar disappears when done, so its parent's stays readable
+            unit_scale=unit_scale,
+            dynamic_ncols=True,
+        )
+        self._start = time.perf_counter()
+        _open.append(self)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set_postfix(self, values: dict[str, Any] | None = None, text: str | None = None) -> None:
+        if text is not None:
+            self.bar.set_postfix_str(text)
+        else:
+            self.bar.set_postfix(values)
+
+    def line(self, message: str) -> None:
+        """One plain line (off a terminal, outermost unit only), stamped with the time elapsed."""
+        if self.lines:
+            elapsed = time.perf_counter() - self._start
+            print(f"{self.desc}: {message} [{elapsed:.0f}s]", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self in _open:
+            _open.remove(self)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress_bar(iterable, desc: str, unit: str = "it", enabled: bool = True, total: int | None = None):
+    """Iterate ``iterable`` under a nested-style bar: shown on a terminal only, never as lines."""
+    with Progress(total if total is not None else _length(iterable), desc, unit, enabled) as progress:
+        progress.lines = False
+        for item in iterable:
+            yield item
+            progress.update()
+
+
+def note(message: str, enabled: bool = True) -> None:
+    """A message about the work about to start (such as where a run is written), shown unless
+    progress is off or this work is part of a larger unit (a sweep's runs: its lines say enough)."""
+    if wanted(enabled) and not _open:
+        tqdm.write(message, file=sys.stderr)
+
+
+def _length(iterable) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None

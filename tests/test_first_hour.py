@@ -1,0 +1,106 @@
+"""What a new user hit in the first hour: each case on real files, through the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from robustlab.cli import main
+
+TINY = ["model.kwargs={width: 16, depth: 1}", "train.batch_size=128", "train.epochs=1", "train.device=cpu"]
+
+
+def _sets(*overrides: str) -> list[str]:
+    return [arg for o in [*TINY, *overrides] for arg in ("--set", o)]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("first-hour") / "run"
+    assert main(["train", "--run-dir", str(run_dir), "--quiet", *_sets()]) == 0
+    return run_dir
+
+
+def test_a_quick_certify_never_replaces_a_checked_result(digits_run, capsys):
+    checked = ["certify", str(digits_run), "--quiet", "--json", "--check-soundness", "--attack-steps", "5"]
+    assert run_cli(capsys, *checked)[0] == 0
+    full = json.loads((digits_run / "certify.json").read_text())
+    assert full["n"] == 360 and full["soundness"]["sound"]
+
+    status, out, _ = run_cli(capsys, "certify", str(digits_run), "--quiet", "--json", "--limit", "50")
+    assert status == 0 and json.loads(out)["file"] == str(digits_run / "certify-first50.json")
+    status, out, _ = run_cli(
+        capsys, "certify", str(digits_run), "--quiet", "--json", "--eps", "0.1", "--split", "train"
+    )
+    assert status == 0 and json.loads(out)["file"] == str(digits_run / "certify-train-eps0.1.json")
+    assert json.loads((digits_run / "certify.json").read_text()) == full  # untouched
+
+    status, _, err = run_cli(capsys, "certify", str(digits_run), "--quiet")  # same settings, unchecked
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert f"{digits_run / 'certify.json'} holds a soundness-checked result" in err and "--force" in err
+    assert run_cli(capsys, "certify", str(digits_run), "--quiet", "--force")[0] == 0
+    assert "soundness" not in json.loads((digits_run / "certify.json").read_text())
+
+
+def test_a_radius_in_0_255_units_is_refused_with_the_fraction_to_write(digits_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", str(digits_run), "--eps", "36"])
+    assert exit_info.value.code == 2
+    assert "radius '36' is above 1; radii are in the [0, 1] pixel scale: write 36/255" in capsys.readouterr().err
+
+
+def _write_mnist(folder, n_train=60, n_test=20):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28, 1), dtype=np.uint8),
+        "y_train": np.arange(n_train) % 10,
+        "x_test": rng.integers(0, 256, (n_test, 28, 28, 1), dtype=np.uint8),
+        "y_test": np.arange(n_test) % 10,
+    }
+    np.savez(folder / "mnist.npz", **arrays)
+
+
+@pytest.mark.slow
+def test_a_run_trained_through_the_environment_certifies_from_any_shell(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    _write_mnist(data)
+    monkeypatch.setenv("ROBUSTLAB_DATA", str(data))
+    run_dir = tmp_path / "run"
+    overrides = _sets("data.name=MNIST", "augment.flip=false")
+    assert run_cli(capsys, "train", "--run-dir", str(run_dir), "--quiet", *overrides)[0] == 0
+    monkeypatch.delenv("ROBUSTLAB_DATA")  # a fresh shell
+
+    assert "data_dir: " + str(data.resolve()) in (run_dir / "config.yaml").read_text()
+    assert "name: mnist" in (run_dir / "config.yaml").read_text()
+    assert run_cli(capsys, "certify", str(run_dir), "--quiet")[0] == 0
+
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    status, _, err = run_cli(capsys, "certify", str(run_dir), "--quiet")
+    assert status == 2 and "If it is in another folder, give that folder (--data-dir or $ROBUSTLAB_DATA)" in err
+    assert run_cli(capsys, "certify", str(run_dir), "--quiet", "--data-dir", str(moved))[0] == 0
+
+
+def test_a_file_given_as_the_data_folder_is_named_as_a_file(tmp_path, capsys):
+    not_a_folder = tmp_path / "mnist.npz"
+    not_a_folder.write_bytes(b"")
+    status, _, err = run_cli(capsys, "data", "info", "mnist", "--data-dir", str(not_a_folder))
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert f"{not_a_folder} is a file, but --data-dir (data.data_dir) names the folder" in err
+
+
+def test_report_of_an_experiment_without_runs_is_an_error_and_draws_nothing(tmp_path, capsys):
+    out = tmp_path / "report"
+    status, _, err = run_cli(
+        capsys, "report", "data_scaling", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--out", str(out)
+    )
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "no finished runs of data_scaling (scale smoke, digits)" in err
+    assert not out.exists() or not list(out.iterdir())

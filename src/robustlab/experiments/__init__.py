@@ -20,6 +20,7 @@ from robustlab.experiments import (  # noqa: F401  isort: skip
     compute_scaling,
     data_scaling,
     extra_data,
+    layer_comparison,
     one_architecture,
     pca,
     robust_overfitting,

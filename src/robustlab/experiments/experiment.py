@@ -10,7 +10,7 @@ time, also while a sweep is still running (missing points are left out and count
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Setup:
     dataset: str
     overrides: list[str] = field(default_factory=list)  # "key=value", applied to every run
     params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
+    store: RunStore | None = None  # the run store (set by run/report_experiment), for what experiments keep there
 
     def slug(self, *parts: str) -> str:
         """A run, figure or folder name: ``experiment-dataset-parts``; an .npz path counts by its stem,
@@ -143,6 +144,7 @@ def run_experiment(
     leaves them out. With a launcher that does not wait, no report is written either.
     """
     experiment = get_experiment(setup.experiment)
+    setup = replace(setup, store=store)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     if dry_run:
         return rows, None
@@ -155,6 +157,7 @@ def run_experiment(
 def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None = None) -> Report:
     """The experiment's figure and table from the runs already in ``store``; trains nothing."""
     experiment = get_experiment(setup.experiment)
+    setup = replace(setup, store=store)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     if not any(row.results is not None for row in rows):  # an empty figure would look like a result
         raise RobustlabError(

@@ -71,4 +71,6 @@ class Registry(Generic[T]):
 
 
 def _plural(noun: str) -> str:
+    if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
+        return noun[:-1] + "ies"  # layer family -> layer families
     return noun + ("es" if noun.endswith(("s", "x", "sh", "ch")) else "s")

@@ -9,12 +9,21 @@ from robustlab.nn.activations import GroupSort, MaxMin
 from robustlab.nn.blocks import CenterInputs, FirstChannels, GlobalMaxPool, ZeroChannelConcatenation, ZeroPad
 from robustlab.nn.lipschitz import (
     LAYER_FAMILIES,
+    AOCConv2d,
     AOLConv2d,
     AOLLinear,
+    BCOPConv2d,
+    BjorckLinear,
+    BROConv2d,
+    BROLinear,
     CayleyConv2d,
     CPLConv2d,
     CPLLinear,
+    LOTConv2d,
+    LOTLinear,
     OrthogonalLinear,
+    SandwichConv2d,
+    SandwichLinear,
     SLLConv2d,
     SLLLinear,
     SOCConv2d,
@@ -38,6 +47,21 @@ LAYERS = {
     "cayley-conv": (lambda: CayleyConv2d(4), (4, 4, 6)),
     "orthogonal-linear": (lambda: OrthogonalLinear(6, 4), (6,)),
     "orthogonal-linear-wide": (lambda: OrthogonalLinear(4, 6), (4,)),
+    "bcop-conv": (lambda: BCOPConv2d(4, 4), (4, 5, 5)),
+    "bcop-conv-zeros-wide": (lambda: BCOPConv2d(3, 6, padding_mode="zeros"), (3, 6, 6)),
+    "bjorck-linear-narrow": (lambda: BjorckLinear(8, 4), (8,)),
+    "aoc-conv": (lambda: AOCConv2d(4, 4), (4, 5, 5)),
+    "aoc-conv-zeros-narrow-5x5": (lambda: AOCConv2d(6, 4, 5, padding_mode="zeros"), (6, 6, 6)),
+    "lot-conv": (lambda: LOTConv2d(4), (4, 4, 6)),
+    "lot-conv-zeros": (lambda: LOTConv2d(4, padding_mode="zeros"), (4, 5, 5)),
+    "lot-linear-wide": (lambda: LOTLinear(4, 6), (4,)),
+    "sandwich-conv": (lambda: SandwichConv2d(4, 4, input_size=(4, 5)), (4, 4, 5)),
+    "sandwich-conv-wide": (lambda: SandwichConv2d(3, 5, input_size=(4, 4)), (3, 4, 4)),
+    "sandwich-linear": (lambda: SandwichLinear(6, 4), (6,)),
+    "bro-conv": (lambda: BROConv2d(4, 4, input_size=(5, 4)), (4, 5, 4)),
+    "bro-conv-narrow": (lambda: BROConv2d(5, 3, input_size=(4, 4)), (5, 4, 4)),
+    "bro-linear": (lambda: BROLinear(6, 6), (6,)),
+    "bro-linear-wide": (lambda: BROLinear(4, 6, rank=5), (4,)),
 }
 
 
@@ -46,7 +70,8 @@ def _scaled(make):
     layer = make()
     with torch.no_grad():
         for name, parameter in layer.named_parameters():
-            if "weight" in name and "original" not in name:  # see OrthogonalLinear
+            # matrices and kernels; not biases or scalings (Sandwich's psi, alpha)
+            if parameter.dim() >= 2 and "original" not in name:  # see OrthogonalLinear
                 parameter.add_(torch.randn_like(parameter)).mul_(3)
     return layer
 
@@ -256,7 +281,20 @@ def test_lanczos_handles_the_identity_without_blowing_up():
     assert abs(float(top) - 1) < 1e-6
 
 
-@pytest.mark.parametrize("layer", [AOLConv2d(3, 3), CPLConv2d(3, input_size=(4, 4)), SLLConv2d(3), SOCConv2d(3)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        AOLConv2d(3, 3),
+        CPLConv2d(3, input_size=(4, 4)),
+        SLLConv2d(3),
+        SOCConv2d(3),
+        BCOPConv2d(3, 3, input_size=(4, 4)),
+        AOCConv2d(3, 3, input_size=(4, 4)),
+        LOTConv2d(3, input_size=(4, 4)),
+        SandwichConv2d(3, 3, input_size=(4, 4)),
+        BROConv2d(3, 3, input_size=(4, 4)),
+    ],
+)
 def test_conv_layers_compile_without_graph_breaks_in_training(layer):
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     x = torch.randn(2, 3, 4, 4)
@@ -327,7 +365,7 @@ def test_every_family_builds_conv_and_rectangular_linear_layers(family):
 
 
 def test_unknown_family_lists_the_known_ones():
-    with pytest.raises(UnknownNameError, match="aol, cpl, orthogonal, sll, soc"):
+    with pytest.raises(UnknownNameError, match="aoc, aol, bcop, bro, cpl, lot, orthogonal, sandwich, sll, soc"):
         LAYER_FAMILIES.get("lipschitz")
 
 

@@ -67,7 +67,8 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_pat
     assert diverged_epoch >= 2 and checkpoint["state"]["epoch"] == diverged_epoch - 1
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
     assert not run.model_path.exists() and not run.results_path.exists()
-    assert store.query()[0].status == "failed"
+    (row,) = store.query()
+    assert row.status == "failed" and row.error.startswith("TrainingDivergedError: the training loss became NaN")
 
 
 def test_a_subset_logs_and_checkpoints_once_per_full_set_epoch_not_per_pass(tmp_path):
@@ -78,11 +79,13 @@ def test_a_subset_logs_and_checkpoints_once_per_full_set_epoch_not_per_pass(tmp_
     assert safe_torch_load(run.checkpoint_path)["state"]["epoch"] == 60  # loader passes done
 
 
-def test_a_run_that_fails_before_training_is_indexed_as_failed(tmp_path):
+def test_a_run_that_fails_before_training_leaves_no_run_behind(tmp_path):
     store = RunStore(tmp_path)
     with pytest.raises(ValueError, match="missing.npz"):
         train(tiny_config(f"data.name={tmp_path / 'missing.npz'}"), tmp_path / "bad", store=store, progress=False)
-    assert [row.status for row in store.query()] == ["failed"]
+    with pytest.raises(ValueError, match="subset size"):
+        train(tiny_config("data.subset_size=100000"), store=store, progress=False)
+    assert store.query() == [] and [p for p in tmp_path.iterdir() if p.is_dir()] == []
 
 
 def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path):

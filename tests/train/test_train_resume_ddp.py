@@ -61,7 +61,7 @@ def test_killed_and_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_
         child.wait()
     assert child.returncode == -signal.SIGKILL
     store = RunStore(tmp_path)
-    assert store.query()[0].status == "running"  # what a kill leaves behind
+    assert store.query()[0].status == "interrupted"  # its process is gone: not "running" forever
     assert safe_torch_load(Run(run_dir).checkpoint_path)["state"]["epoch"] == 1
 
     resumed = train(None, run_dir, store=store, resume=True, progress=False)

@@ -30,6 +30,7 @@ COMMANDS = (
     "experiment",
     "theory",
     "report",
+    "runs",
     "reproduce",
     "demo",
 )

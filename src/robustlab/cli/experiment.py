@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from robustlab.cli.common import add_json_flag, emit, format_table
-from robustlab.config import ConfigError
+from robustlab.cli.common import add_json_flag, emit, format_table, positive_int
+from robustlab.config import ConfigError, from_dict, parse_override, read_yaml
 
 
 def add_parser(subparsers) -> None:
@@ -20,8 +23,52 @@ def add_parser(subparsers) -> None:
     add_setup_arguments(parser)
     parser.add_argument("--device", help="device for training (auto, cpu, cuda, cuda:1); default: the config's")
     parser.add_argument("--dry-run", action="store_true", help="only list the runs that would train")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="show each run as queued, running, interrupted, done or failed; trains nothing",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_execution_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "execution", "where the runs train; every worker claims runs from the run store until none is left"
+    )
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="K",
+        help="K runs at a time: K processes on this machine (one per GPU, or the CPU cores split between them), "
+        "or K SLURM jobs with --launcher submitit (default: 1; with submitit one job per run to train)",
+    )
+    group.add_argument(
+        "--gpus-per-job",
+        type=int,
+        metavar="G",
+        help="GPUs per worker; G > 1 trains each run data-parallel with torchrun (default 1)",
+    )
+    group.add_argument(
+        "--launcher",
+        choices=("local", "submitit", "submitit-local"),
+        default="local",
+        help="local processes, SLURM jobs through submitit (pip install 'robustlab[cluster]'), or submitit's "
+        "jobs run on this machine (to try a launcher config)",
+    )
+    group.add_argument(
+        "--launcher-config",
+        metavar="YAML",
+        help="SLURM settings: partition, time_min, gpus_per_job, cpus_per_job, mem_gb, array_size, "
+        "sbatch (a mapping of extra sbatch options), max_requeues, folder; the flags below win",
+    )
+    group.add_argument("--partition", help="SLURM partition")
+    group.add_argument("--time", metavar="LIMIT", help="each SLURM job's time limit: minutes or [D-]HH:MM:SS")
+    group.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. account=lab"
+    )
+    group.add_argument("--wait", action="store_true", help="with submitit: wait for the jobs, then write the report")
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,21 +139,96 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.runs.store import RunStore
 
     setup = setup_from_args(args)
+    store = RunStore(args.runs_root)
+    if args.status:
+        return show_status(args, setup, store)
+    launcher = launcher_from_args(args)
     rows, report = run_experiment(
         setup,
-        RunStore(args.runs_root),
+        store,
         out_dir=args.out,
         device=args.device,
         dry_run=args.dry_run,
         progress=not args.quiet,
+        workers=1 if launcher else args.workers or 1,
+        gpus_per_job=args.gpus_per_job or 1,
+        launcher=launcher,
     )
     if args.dry_run:
         plan = [{"sweep": r.sweep, **r.overrides, "status": r.status} for r in rows]
         emit(args, plan, lambda p: format_table(p) + f"\n{sum(r['status'] != 'done' for r in p)} runs to train")
         return 0
-    assert report is not None  # written unless it is a dry run
+    if report is None:  # submitted to SLURM
+        waiting = sum(r.status != "done" for r in rows)
+        message = f"{waiting} runs submitted; `robustlab experiment {args.name} ... --status` shows where they stand"
+        emit(args, [row.to_dict() for row in rows], lambda _: message)
+        return 0
     emit(args, report.to_dict(), render_report)
+    unfinished = [row for row in rows if row.status not in ("done", "trained")]
+    for row in unfinished:
+        why = f"failed: {row.error}" if row.error else f"is {row.status}"
+        print(f"robustlab experiment: run {row.sweep} {_describe(row.overrides)} {why}", file=sys.stderr)
+    return 1 if unfinished else 0
+
+
+def launcher_from_args(args: argparse.Namespace):
+    """The submitit launcher from --launcher-config and the flags (which win); None for local."""
+    if args.launcher == "local":
+        if args.launcher_config or args.partition or args.time or args.sbatch or args.wait:
+            raise ConfigError("--launcher-config, --partition, --time, --sbatch and --wait go with --launcher submitit")
+        return None
+    from robustlab.experiments.launch import SubmititLauncher, job_minutes
+
+    launcher = _launcher_config(args.launcher_config) if args.launcher_config else SubmititLauncher()
+    launcher.cluster = "local" if args.launcher == "submitit-local" else "slurm"
+    for field, value in (
+        ("partition", args.partition),
+        ("time_min", job_minutes(args.time) if args.time else None),
+        ("gpus_per_job", args.gpus_per_job),
+        ("array_size", args.workers),
+    ):
+        if value is not None:
+            setattr(launcher, field, value)
+    for text in args.sbatch:
+        (key,), value = parse_override(text)
+        launcher.sbatch[key] = value
+    launcher.wait = launcher.wait or args.wait
+    return launcher
+
+
+def _launcher_config(path: str):
+    from robustlab.experiments.launch import SubmititLauncher
+
+    settings = read_yaml(Path(path))  # a damaged file is a one-line error naming it
+    try:
+        return from_dict(settings, SubmititLauncher)
+    except ConfigError as error:
+        raise ConfigError(f"--launcher-config {path}: {error}") from None
+
+
+def show_status(args: argparse.Namespace, setup, store) -> int:
+    from robustlab.experiments import get_experiment
+    from robustlab.experiments.launch import point_states
+
+    points = [
+        (sweep.name, point) for sweep in get_experiment(setup.experiment).sweeps(setup) for point in sweep.points()
+    ]
+    states = point_states([point.config for _, point in points], store)
+    table = [
+        {
+            "sweep": name,
+            **point.overrides,
+            **{key: state[key] for key in ("state", "run", "worker", "attempts", "error")},
+        }
+        for (name, point), state in zip(points, states)
+    ]
+    counts = Counter(row["state"] for row in table)
+    emit(args, table, lambda t: format_table(t) + "\n" + ", ".join(f"{n} {state}" for state, n in counts.items()))
     return 0
+
+
+def _describe(overrides: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in overrides.items())
 
 
 def render_report(data: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from robustlab.experiments.experiment import (
     report_experiment,
     run_experiment,
 )
+from robustlab.experiments.launch import SubmititLauncher
 from robustlab.experiments.sweep import Sweep, SweepRow, collect, run_sweep
 
 # Each module registers its experiment.
@@ -19,6 +20,7 @@ from robustlab.experiments import (  # noqa: F401  isort: skip
     compute_scaling,
     data_scaling,
     extra_data,
+    layer_comparison,
     lr_search,
     one_architecture,
     pca,
@@ -30,6 +32,7 @@ __all__ = [
     "Experiment",
     "Report",
     "Setup",
+    "SubmititLauncher",
     "Sweep",
     "SweepRow",
     "collect",

@@ -126,7 +126,10 @@ def subset_sizes(setup: Setup) -> list[int]:
 
 def sweeps(setup: Setup) -> list[Sweep]:
     params = setup.params
-    sizes = subset_sizes(setup)
+    full = training_set_size(setup)
+    # The whole training split is no subset (the same images, the same epochs), so that the
+    # full-set run is one run with compute_scaling's run of the same epochs (result_key)
+    sizes = [None if n == full else n for n in subset_sizes(setup)]
     return [
         Sweep(
             name=setup.slug(name),
@@ -219,8 +222,9 @@ def max_estimated_radius(rows: list[SweepRow]) -> float:
 
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
-    table, eps = scaling_table(rows, "N", lambda config: config.data.subset_size)
-    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: r.config.data.subset_size)
+    full = training_set_size(setup)
+    table, eps = scaling_table(rows, "N", lambda config: config.data.subset_size or full)
+    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: r.config.data.subset_size or full)
     notes = []
     if any(r.results is not None and r.results.smoothing is not None for r in rows):
         notes.append(

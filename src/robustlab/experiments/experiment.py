@@ -9,11 +9,10 @@ time, also while a sweep is still running (missing points are left out and count
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, config_fr
 from robustlab.data.splits import prepare_data
 from robustlab.errors import RobustlabError
 from robustlab.experiments.choices import read_choice
+from robustlab.experiments.launch import SubmititLauncher
 from robustlab.experiments.recipes import OFFSETS, recipe
-from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, run_sweep, with_overrides
+from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
 from robustlab.files import read_json
 from robustlab.registry import Registry
 from robustlab.report.plots import Curve, Panel
@@ -48,7 +48,7 @@ class Setup:
     dataset: str
     overrides: list[str] = field(default_factory=list)  # "key=value", applied to every run
     params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
-    store: RunStore | None = None  # where searched learning rates are read (set by run/report_experiment)
+    store: RunStore | None = None  # the run store (set by run/report_experiment): searched learning rates, costs
 
     def slug(self, *parts: str) -> str:
         """A run, figure or folder name: ``experiment-dataset-parts``; an .npz path counts by its stem,
@@ -173,20 +173,26 @@ def run_experiment(
     device: str | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    workers: int = 1,
+    gpus_per_job: int = 1,
+    launcher: SubmititLauncher | None = None,
 ) -> tuple[list[SweepRow], Report | None]:
     """Train every run of the experiment not in ``store`` yet, then write its report.
 
     With ``dry_run`` nothing is trained and no report is written: the rows say what
     would train (``train``), resume (``resume``) or is already there (``done``).
+    ``workers``, ``gpus_per_job`` and ``launcher`` say where the runs train
+    (``robustlab.experiments.launch``): the points of all the experiment's sweeps share the
+    workers. Failed points are rows with status ``failed`` and their ``error``; the report
+    leaves them out. With a launcher that does not wait, no report is written either.
     """
     experiment = get_experiment(setup.experiment)
-    setup = dataclasses.replace(setup, store=store)
-    rows = [
-        row
-        for sweep in experiment.sweeps(setup)
-        for row in run_sweep(sweep, store, device=device, progress=progress, dry_run=dry_run)
-    ]
+    setup = replace(setup, store=store)
+    rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     if dry_run:
+        return rows, None
+    rows = train_rows(rows, store, device, progress, workers, gpus_per_job, launcher)
+    if launcher is not None and not launcher.wait:
         return rows, None
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 
@@ -194,7 +200,7 @@ def run_experiment(
 def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None = None) -> Report:
     """The experiment's figure and table from the runs already in ``store``; trains nothing."""
     experiment = get_experiment(setup.experiment)
-    setup = dataclasses.replace(setup, store=store)
+    setup = replace(setup, store=store)
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     if not any(row.results is not None for row in rows):  # an empty figure would look like a result
         raise RobustlabError(

@@ -11,23 +11,33 @@ A run directory holds::
 Every whole-file write goes to a temporary file in the same folder, is fsynced and then
 renamed over the target (``robustlab.files``), so a killed process leaves either the old or
 the new file, never a torn one.
+
+The run folders are the source of truth. ``index.sqlite`` in the runs root indexes them by
+their path relative to the root (so a root can be copied, moved and merged with another),
+and holds the claims and heartbeats that let many processes train from one root
+(``robustlab.runs.claims``); ``RunStore.reindex`` rebuilds it from the folders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import closing, contextmanager, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from robustlab.config import ConfigError, ExperimentConfig, from_dict, read_yaml
+from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
+from robustlab.errors import RobustlabError
 from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
+from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
 from robustlab.runs.results import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
@@ -102,43 +112,190 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------
+# Which runs are the same
+
+# Keys that change where or how fast a run executes, never its result. (The speed options
+# run other kernels, so the last digits may differ, as they do between devices;
+# train.precision changes the arithmetic itself and stays part of a run's identity.)
+EXECUTION_KEYS = (
+    "name",
+    "train.device",
+    "train.checkpoint_every",
+    "train.log_to",
+    "data.data_dir",
+    "data.download",
+    *(f"train.{option}" for option in SPEED_OPTIONS),
+)
+
+
+def result_key(config: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
+    """The config as plain data without the keys that cannot change its result."""
+    data = json.loads(json.dumps(config.to_dict() if isinstance(config, ExperimentConfig) else config))
+    for dotted in EXECUTION_KEYS:
+        *sections, last = dotted.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section, {})
+        node.pop(last, None)
+    if data.get("data", {}).get("subset_size") is None:  # epochs are scaled to a subset's size only
+        data.get("train", {}).pop("scale_epochs", None)
+    return data
+
+
+def point_key(config: ExperimentConfig) -> str:
+    """A short name of ``result_key(config)``: the key of a sweep point's claim."""
+    return hashlib.sha256(json.dumps(result_key(config), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
+    # Parsed again so that a config key added since the run was stored takes its default:
+    # a new option whose default keeps the old behaviour leaves finished runs matched.
+    try:
+        return result_key(config_from_dict(stored))
+    except ConfigError:  # written by a robustlab with other config keys: not comparable
+        return None
+
+
+def _current_architecture(row: StoredRun) -> bool:
+    # A finished run of an older architecture version measured another function; an
+    # unfinished one is left to resuming, which refuses weights that no longer fit.
+    version = row.results.architecture_version if row.results else 1
+    return row.status != DONE or version == ARCHITECTURE_VERSION
+
+
+# ---------------------------------------------------------------------------------------
 # The store: creates runs and keeps the SQLite index
+
+DONE, INTERRUPTED = "done", "interrupted"
+IN_PROGRESS = ("created", "running")  # statuses of a run whose process is (or was) training it
+RESUMABLE = ("failed", INTERRUPTED)
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction
+TABLES = {
+    # run_id: the run folder's path relative to the root (absolute for a folder outside it)
+    "runs": "run_id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, "
+    "config TEXT NOT NULL, results TEXT, error TEXT, worker TEXT",
+    "claims": "key TEXT PRIMARY KEY, sweep TEXT, state TEXT NOT NULL, worker TEXT, run_id TEXT, "
+    "attempts INTEGER NOT NULL, error TEXT, updated REAL NOT NULL",
+    "workers": "worker TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL",
+}
+COLUMNS = {table: [column.split()[0] for column in spec.split(", ")] for table, spec in TABLES.items()}
+# robustlab 0.1's index: one table, runs keyed by their absolute path (a copied root lost its runs)
+SCHEMA_1_RUNS = ["run_id", "path", "name", "status", "created", "updated", "config", "results"]
+# WAL needs memory shared between the processes, which these file systems do not give across hosts
+NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "fuse.sshfs"}
+
+
+class DamagedIndexError(RobustlabError):
+    """The index file is not a robustlab index; the run folders can rebuild it."""
 
 
 @dataclass
 class StoredRun:
     """One run as the index knows it."""
 
-    path: str
+    path: str  # absolute
     name: str
-    status: str  # created | running | failed | done
+    status: str  # created | running | failed | interrupted | done
     config: dict[str, Any]  # the config as stored (``config.config_from_dict`` parses it)
     results: RunResults | None  # None until the run is done
+    id: str = ""  # the run folder relative to the runs root (the index's key)
+    error: str | None = None  # why it failed, in one line
+    created: float = 0.0
+    updated: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "results": None if self.results is None else self.results.to_dict()}
 
 
 class RunStore:
-    """A folder of runs with a SQLite index, so sweeps can be queried by config values."""
+    """A folder of runs with a SQLite index, so sweeps can be queried by config values.
+
+    The run folders are the source of truth; the index (``index.sqlite``) lists them by their
+    path relative to the root, so a root can be copied or moved, and ``RunStore.reindex``
+    rebuilds it from the folders. Many processes may write it at once: it runs in WAL mode
+    (the rollback journal on network file systems) and every write waits up to
+    ``BUSY_TIMEOUT_S`` for the others. It also holds the claims on sweep points and the
+    heartbeats of the processes that train (``robustlab.runs.claims``).
+    """
 
     def __init__(self, root: str | Path | None = None):
+        self._locate(root)
+        self._open()
+
+    def _locate(self, root: str | Path | None) -> None:
         self.root = Path(root or os.environ.get(DEFAULT_ROOT_ENV, "runs"))
+        if self.root.exists() and not self.root.is_dir():
+            raise RobustlabError(f"runs root {self.root} is a file; give a folder (--runs-root or ${DEFAULT_ROOT_ENV})")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._resolved_root = self.root.resolve()
         self.index_path = self.root / INDEX_NAME
-        with self._connect() as db:
-            db.execute(
-                """CREATE TABLE IF NOT EXISTS runs (
-                    run_id TEXT PRIMARY KEY, path TEXT NOT NULL, name TEXT,
-                    status TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
-                    config TEXT NOT NULL, results TEXT)"""
-            )
+
+    # -- the index file ------------------------------------------------------------------
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.index_path, timeout=60)
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode; write through ``transaction``."""
+        db = sqlite3.connect(self.index_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            with db:  # commits, or rolls back on error
-                yield db
+            yield db
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "unable to open" in str(error):
+                raise RobustlabError(f"{self.index_path}: {error}") from None
+            raise self._damaged(str(error)) from None
+        except sqlite3.DatabaseError as error:
+            raise self._damaged(str(error)) from None
         finally:
             db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the write lock from its start (no lock upgrade can fail)."""
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _damaged(self, problem: str) -> DamagedIndexError:
+        return DamagedIndexError(
+            f"{self.index_path} is not a usable robustlab index ({problem}); the run folders are the source "
+            f"of truth: rebuild it with `robustlab runs reindex --runs-root {self.root}`"
+        )
+
+    def _open(self) -> None:
+        with self.connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                name: [column[1] for column in db.execute(f"PRAGMA table_info('{name}')")]
+                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        if tables == {"runs": SCHEMA_1_RUNS} and version == 0:
+            self._rebuild(upgrade=True)  # an index of robustlab 0.1: its paths were absolute
+        elif not tables:
+            with self.transaction() as db:
+                _create_tables(db)
+        elif version != SCHEMA_VERSION or any(tables.get(table) != columns for table, columns in COLUMNS.items()):
+            found = ", ".join(f"{name}({', '.join(columns)})" for name, columns in sorted(tables.items()))
+            raise self._damaged(f"its tables are {found}, schema version {version}; expected version {SCHEMA_VERSION}")
+        self._set_journal_mode()
+
+    def _set_journal_mode(self) -> None:
+        mode = "DELETE" if _file_system(self._resolved_root) in NETWORK_FILE_SYSTEMS else "WAL"
+        with self.connect() as db:
+            db.execute(f"PRAGMA journal_mode={mode}")
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def run_id(self, path: str | Path) -> str:
+        """A run's key in the index: its folder relative to the root (absolute outside it)."""
+        path = Path(path).resolve()
+        return (
+            path.relative_to(self._resolved_root).as_posix() if path.is_relative_to(self._resolved_root) else str(path)
+        )
 
     def create(self, config: ExperimentConfig, run_dir: str | Path | None = None) -> Run:
         if run_dir is None:
@@ -156,41 +313,241 @@ class RunStore:
         config: ExperimentConfig,
         status: str,
         results: RunResults | None = None,
+        error: str | None = None,
     ) -> None:
+        """Index the run's status (``error``: one line, for a failed run). A ``created`` or
+        ``running`` run belongs to this process, and reads ``interrupted`` once it stops beating."""
         now = time.time()
-        with self._connect() as db:
+        with self.transaction() as db:
             db.execute(
-                """INSERT INTO runs (run_id, path, name, status, created, updated, config, results)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(run_id) DO UPDATE SET status=excluded.status,
-                   updated=excluded.updated, config=excluded.config,
-                   results=COALESCE(excluded.results, runs.results)""",
+                """INSERT INTO runs (run_id, name, status, created, updated, config, results, error, worker)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(run_id) DO UPDATE SET name = excluded.name, status = excluded.status,
+                   updated = excluded.updated, config = excluded.config,
+                   results = COALESCE(excluded.results, runs.results), error = excluded.error,
+                   worker = excluded.worker""",
                 (
-                    str(run.path.resolve()),
-                    str(run.path.resolve()),
+                    self.run_id(run.path),
                     config.name,
                     status,
                     now,
                     now,
                     json.dumps(config.to_dict()),
                     None if results is None else json.dumps(results.to_dict(), default=json_default),
+                    error,
+                    worker_id() if status in IN_PROGRESS else None,
                 ),
             )
 
+    def discard(self, run: Run) -> None:
+        """Forget a run that never trained: its index row, its config, and its folder if now empty."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM runs WHERE run_id = ?", (self.run_id(run.path),))
+        run.config_path.unlink(missing_ok=True)
+        with suppress(OSError):  # a folder the user gave that holds other files stays
+            run.path.rmdir()
+
     def query(self, status: str | None = None, **where: Any) -> list[StoredRun]:
-        """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``."""
-        sql, args = "SELECT path, name, status, config, results FROM runs WHERE 1=1", []
-        if status is not None:
-            sql += " AND status = ?"
+        """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``.
+
+        A run whose process died reads ``interrupted`` (also for ``status``)."""
+        sql = f"""SELECT r.run_id, r.name, r.status, r.created, r.updated, r.config, r.results, r.error,
+                  {WORKER_COLUMNS} FROM runs r {WORKER_JOIN.format(table="r")} WHERE 1=1"""
+        args: list[Any] = []
+        if status is not None and status not in (INTERRUPTED, *IN_PROGRESS):
+            sql += " AND r.status = ?"
             args.append(status)
         for key, value in where.items():
-            sql += " AND json_extract(config, ?) IS ?"
+            sql += " AND json_extract(r.config, ?) IS ?"
             args += [f"$.{key}", value]
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY created", args).fetchall()
-        return [
+        with self.connect() as db:
+            rows = db.execute(sql + " ORDER BY r.created", args).fetchall()
+        now = time.time()
+        found = [
             StoredRun(
-                path, name, state, json.loads(config), RunResults.from_dict(json.loads(results)) if results else None
+                str(self._resolved_root / run_id),
+                name,
+                INTERRUPTED if state in IN_PROGRESS and not is_live(host, pid, beat, now) else state,
+                json.loads(config),
+                RunResults.from_dict(json.loads(results)) if results else None,
+                run_id,
+                error,
+                created,
+                updated,
             )
-            for path, name, state, config, results in rows
+            for run_id, name, state, created, updated, config, results, error, host, pid, beat in rows
         ]
+        return [row for row in found if status is None or row.status == status]
+
+    def find(self, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
+        """Rows (oldest first) of runs with the same result-relevant config (``result_key``);
+        finished ones only when trained by this robustlab's architecture version."""
+        key = result_key(config)
+        candidates = self.query(status=status, **{"model.name": config.model.name, "data.name": config.data.name})
+        return [row for row in candidates if _stored_result_key(row.config) == key and _current_architecture(row)]
+
+    def find_done(self, config: ExperimentConfig) -> StoredRun | None:
+        done = self.find(config, status=DONE)
+        return done[-1] if done else None
+
+    def find_unfinished(self, config: ExperimentConfig) -> StoredRun | None:
+        """The newest interrupted or failed run of this config that left a checkpoint to resume
+        from (never one that a live process trains)."""
+        for row in reversed(self.find(config)):
+            if row.status in RESUMABLE and Run(row.path).checkpoint_path.exists():
+                return row
+        return None
+
+    # -- rebuilding and merging ----------------------------------------------------------
+
+    @classmethod
+    def reindex(cls, root: str | Path | None = None) -> tuple[RunStore, list[Path]]:
+        """Rebuild the index of ``root`` from its run folders (a missing, damaged or foreign index
+        included); returns the store and the folders that could not be read. The claims of
+        running sweeps stay when the file was a sound index."""
+        store = cls.__new__(cls)
+        store._locate(root)
+        return store, store._rebuild()
+
+    def _rebuild(self, upgrade: bool = False) -> list[Path]:
+        if self.index_path.exists() and not _is_database(self.index_path):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
+        rows, unreadable = [], []
+        for folder in _run_folders(self.root):
+            row = self._folder_row(folder)
+            if row is None:
+                unreadable.append(folder)
+            else:
+                rows.append(row)
+        with self.transaction() as db:
+            if upgrade and db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return unreadable  # another process upgraded it first
+            for table, columns in COLUMNS.items():  # claims and heartbeats of running sweeps stay
+                if table == "runs" or [c[1] for c in db.execute(f"PRAGMA table_info('{table}')")] != columns:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+            _create_tables(db)
+            db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(COLUMNS['runs']))})", rows)
+        self._set_journal_mode()
+        return unreadable
+
+    def _folder_row(self, folder: Path) -> tuple | None:
+        """The index row of a run folder, read from its files alone."""
+        run = Run(folder)
+        try:
+            config = read_yaml(run.config_path)
+        except ConfigError:
+            return None
+        try:
+            results = run.load_results().to_dict() if run.results_path.exists() else None
+        except (OSError, ValueError, KeyError, TypeError):  # unreadable results: the run did not finish
+            results = None
+        files = (run.config_path, run.metrics_path, run.checkpoint_path, run.results_path)
+        times = [path.stat().st_mtime for path in files if path.exists()]
+        return (
+            self.run_id(folder),
+            config.get("name"),
+            DONE if isinstance(results, dict) else INTERRUPTED,
+            min(times),
+            max(times),
+            json.dumps(config, default=str),
+            json.dumps(results) if isinstance(results, dict) else None,
+            None,
+            None,
+        )
+
+    def merge(self, source: str | Path) -> dict[str, list[str]]:
+        """Copy the runs of another runs root (e.g. filled on another node) into this one.
+
+        A run already here by id is kept, unless only the other root finished it; a run of a
+        point this root has finished (same ``result_key``) is a duplicate and stays out.
+        Returns the run ids by outcome: copied, replaced, duplicate, present, unreadable.
+        """
+        source = Path(source)
+        if not source.is_dir():
+            raise RobustlabError(f"{source} is not a folder of runs; give the runs root to merge from")
+        if source.resolve() == self._resolved_root:
+            raise RobustlabError(f"cannot merge {source} into itself")
+        outcome: dict[str, list[str]] = {
+            key: [] for key in ("copied", "replaced", "duplicate", "present", "unreadable")
+        }
+        for folder in _run_folders(source):
+            run_id = folder.relative_to(source).as_posix()
+            theirs = self._folder_row(folder)
+            if theirs is None:
+                outcome["unreadable"].append(run_id)
+                continue
+            finished = theirs[2] == DONE
+            ours = self._status_of(run_id)
+            if ours is not None:
+                kind = "replaced" if finished and ours != DONE else "present"
+            else:
+                kind = "duplicate" if self._has_finished_twin(theirs[5]) else "copied"
+            if kind in ("copied", "replaced"):
+                self._copy_in(folder, self.root / run_id)
+                with self.transaction() as db:
+                    db.execute(
+                        f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(COLUMNS['runs']))})",
+                        (run_id, *theirs[1:]),
+                    )
+            outcome[kind].append(run_id)
+        return outcome
+
+    def _status_of(self, run_id: str) -> str | None:
+        with self.connect() as db:
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def _has_finished_twin(self, config_json: str) -> bool:
+        try:
+            config = config_from_dict(json.loads(config_json))
+        except ConfigError:
+            return False
+        return self.find_done(config) is not None
+
+    @staticmethod
+    def _copy_in(folder: Path, target: Path) -> None:
+        """Copy a run folder to ``target`` (replacing it) so that no half-copied folder is ever visible."""
+        staging = target.with_name(f".{target.name}.merging-{uuid.uuid4().hex[:6]}")
+        shutil.copytree(folder, staging)
+        if target.exists():
+            old = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:6]}")
+            os.rename(target, old)
+            os.rename(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, target)
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    for table, columns in TABLES.items():
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _run_folders(root: Path) -> list[Path]:
+    return sorted(path.parent for path in root.glob("*/config.yaml") if not path.parent.name.startswith("."))
+
+
+def _is_database(path: Path) -> bool:
+    try:
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return True
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _file_system(path: Path) -> str:
+    """The type of the file system holding ``path`` (Linux; '' elsewhere)."""
+    best, kind = "", ""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in mounts:
+        fields = line.split()
+        inside = f"{path}/".startswith(fields[1].rstrip("/") + "/") if len(fields) >= 3 else False
+        if inside and len(fields[1]) > len(best):
+            best, kind = fields[1], fields[2]
+    return kind

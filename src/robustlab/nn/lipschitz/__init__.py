@@ -4,7 +4,7 @@ Every layer is a ``LipschitzLayer`` (``base.py``): a new family is one file with
 layers plus one ``_register`` line below (CONTRIBUTING.md, "Adding a layer family").
 A family gives two factories, so that any family plugs into any architecture:
 ``conv(channels, kernel_size=3, *, input_size=None)`` (channels -> channels, 'same' size;
-``input_size`` (H, W) lets CPL size its power-iteration vector up front) and
+``input_size`` (H, W) lets CPL size its power-iteration vector up front, and LOT export for it) and
 ``linear(in_features, out_features, bias=True)``. Residual and orthogonal layers map a
 space to itself; for in != out their linear factory wraps the square layer between
 ZeroChannelConcatenation and FirstChannels, both 1-Lipschitz.
@@ -18,22 +18,34 @@ from dataclasses import dataclass
 from torch import nn
 
 from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
+from robustlab.nn.lipschitz.aoc import AOCConv2d
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
 from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, configure_eval, lipschitz_layers
+from robustlab.nn.lipschitz.bcop import BCOPConv2d, BjorckLinear
+from robustlab.nn.lipschitz.bro import BROConv2d, BROLinear
 from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
+from robustlab.nn.lipschitz.lot import LOTConv2d, LOTLinear
 from robustlab.nn.lipschitz.orthogonal import CayleyConv2d, OrthogonalLinear
 from robustlab.nn.lipschitz.residual import ResidualLipschitz
+from robustlab.nn.lipschitz.sandwich import SandwichConv2d, SandwichLinear
 from robustlab.nn.lipschitz.sll import SLLConv2d, SLLLinear
 from robustlab.nn.lipschitz.soc import SOCConv2d
 from robustlab.registry import Registry
 
 __all__ = [
     "LAYER_FAMILIES",
+    "AOCConv2d",
     "AOLConv2d",
     "AOLLinear",
+    "BCOPConv2d",
+    "BROConv2d",
+    "BROLinear",
+    "BjorckLinear",
     "CPLConv2d",
     "CPLLinear",
     "CayleyConv2d",
+    "LOTConv2d",
+    "LOTLinear",
     "LayerFamily",
     "LipschitzLayer",
     "NormReport",
@@ -42,6 +54,8 @@ __all__ = [
     "SLLConv2d",
     "SLLLinear",
     "SOCConv2d",
+    "SandwichConv2d",
+    "SandwichLinear",
     "configure_eval",
     "lipschitz_layers",
 ]
@@ -105,4 +119,42 @@ _register(
     "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: CayleyConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+)
+_register(
+    "bcop",
+    "block convolution orthogonal parametrization (Björck-orthonormalised projectors), Björck dense layers",
+    conv=lambda channels, kernel_size=3, *, input_size=None: BCOPConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias),
+)
+_register(
+    "lot",
+    "layer-wise orthogonal training: V (V^H V)^-1/2 per frequency by Newton-Schulz (circular padding)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: LOTConv2d(channels, kernel_size, input_size=input_size),
+    linear=lambda in_features, out_features, bias=True: LOTLinear(in_features, out_features, bias),
+)
+_register(
+    "aoc",
+    "adaptive orthogonal convolutions (orthogonium, stride 1): reflectors and 2x2 block convolutions, Björck dense",
+    conv=lambda channels, kernel_size=3, *, input_size=None: AOCConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias, iterations=12),
+)
+_register(
+    "sandwich",
+    "sandwich layers: sqrt2 A^T Psi relu(sqrt2 Psi^-1 B x + b), [A B] a Cayley transform (conv: per frequency, circular)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: SandwichConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: SandwichLinear(in_features, out_features, bias),
+)
+_register(
+    "bro",
+    "block reflector orthogonal layers: W = I - 2 V (V^T V)^-1 V^T (conv: per frequency, zero padding)",
+    conv=lambda channels, kernel_size=3, *, input_size=None: BROConv2d(
+        channels, channels, kernel_size, input_size=input_size
+    ),
+    linear=lambda in_features, out_features, bias=True: BROLinear(in_features, out_features, bias),
 )

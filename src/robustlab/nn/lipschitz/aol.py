@@ -36,8 +36,14 @@ def aol_dense_rescaling(weight: Tensor) -> Tensor:
 
 
 def aol_conv_rescaling(kernel: Tensor) -> Tensor:
-    """d (in_channels,) for a kernel (out_channels, in_channels, kh, kw).
+    """d (in_channels,) for a kernel (out_channels, in_channels, kh, kw)."""
+    return (conv_gram_row_sums(kernel) + AOL_EPS).rsqrt()
 
+
+def conv_gram_row_sums(kernel: Tensor) -> Tensor:
+    """sum_j |P^T P|_ij (in_channels,) for the convolution P with ``kernel`` on the infinite plane.
+
+    Their maximum bounds ||P||^2 (Gershgorin), for zero or circular padding and any image size.
     The kernel of P^T P (the self-convolution of K^T, padding k-1) has at offset s the
     entries G_s[i, j] = sum_o sum_p K[o, i, p] K[o, j, p + s], p over the positions where
     both taps exist. So G_s is one matrix product of the two overlapping slices of K, with
@@ -58,7 +64,7 @@ def aol_conv_rescaling(kernel: Tensor) -> Tensor:
             row_sums = row_sums + gram.sum(dim=1)
             if sh or sw:
                 row_sums = row_sums + gram.sum(dim=0)
-    return (row_sums + AOL_EPS).rsqrt()
+    return row_sums
 
 
 class AOLLinear(LipschitzLayer):

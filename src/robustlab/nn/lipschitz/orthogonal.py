@@ -26,6 +26,7 @@ from robustlab.nn.lipschitz.base import (
     odd_kernel_size,
     with_weights,
 )
+from robustlab.nn.lipschitz.fourier import apply_response, kernel_response
 
 
 class OrthogonalLinear(nn.Linear, LipschitzLayer):
@@ -75,10 +76,6 @@ class OrthogonalLinear(nn.Linear, LipschitzLayer):
         return dense_norm_report(self.effective_weight())
 
 
-def _complex(like: Tensor) -> torch.dtype:
-    return torch.complex128 if like.dtype == torch.float64 else torch.complex64
-
-
 class CayleyConv2d(LipschitzLayer):
     """Orthogonal channels -> channels convolution with circular padding (any image size)."""
 
@@ -101,20 +98,9 @@ class CayleyConv2d(LipschitzLayer):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _phases(self, length: int, kernel: int, frequencies: int) -> Tensor:
-        """exp(-2 pi i f s / length) for frequencies f and kernel offsets s centred at 0."""
-        f = torch.arange(frequencies, device=self.weight.device, dtype=torch.float64)
-        s = torch.arange(kernel, device=self.weight.device, dtype=torch.float64) - kernel // 2
-        return torch.exp(-2j * torch.pi * torch.outer(f, s) / length).to(_complex(self.weight))
-
     def frequency_response(self, size: tuple[int, int]) -> Tensor:
         """Q(w) for every frequency of the rfft2 grid: (H, W // 2 + 1, channels, channels)."""
-        # The DFT of the kernel summed tap by tap, so that a kernel larger than the image
-        # wraps around, as a circular convolution does.
-        (height, width), (kh, kw) = size, self.kernel_size
-        phases_h = self._phases(height, kh, height)
-        phases_w = self._phases(width, kw, width // 2 + 1)
-        a = torch.einsum("oiab,ha,wb->hwoi", self.weight.to(phases_h.dtype), phases_h, phases_w)
+        a = kernel_response(self.weight, size)
         a = a - a.conj().transpose(-2, -1)
         eye = torch.eye(self.channels, dtype=a.dtype, device=a.device)
         # I + A is invertible for every skew-Hermitian A (eigenvalues 1 + i*lambda), and a - a^H is
@@ -129,9 +115,7 @@ class CayleyConv2d(LipschitzLayer):
             q = self.frequency_response(size)
         else:
             q = self._cache.get((self.weight,), lambda: self.frequency_response(size), extra=size)
-        x_hat = torch.fft.rfft2(x.to(q.real.dtype))
-        y_hat = torch.einsum("hwoi,bihw->bohw", q, x_hat)
-        y = torch.fft.irfft2(y_hat, s=size).to(x.dtype)
+        y = apply_response(q, x)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def export(self) -> nn.Module:

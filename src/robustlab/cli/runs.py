@@ -1,0 +1,129 @@
+"""`robustlab runs`: list a run store, rebuild its index from the run folders, merge stores."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import TYPE_CHECKING, Any
+
+from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.config import PAPER_EPS, ConfigError, parse_override
+
+if TYPE_CHECKING:
+    from robustlab.runs.store import StoredRun
+
+STATUSES = ("created", "running", "interrupted", "failed", "done")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "runs",
+        help="list runs, rebuild the run index, merge run stores",
+        description="The run folders are the source of truth; index.sqlite in the runs root lists them "
+        "(by their path relative to the root, so a root can be copied, moved and merged).",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="the runs of a store, oldest first")
+    _add_root(listing)
+    listing.add_argument("--status", choices=STATUSES, help="only runs in this state")
+    listing.add_argument("--name", help="only runs whose name contains this text")
+    listing.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs whose config has this value, e.g. --where data.subset_size=390 (repeatable)",
+    )
+    add_json_flag(listing)
+    listing.set_defaults(func=list_runs)
+
+    reindex = actions.add_parser(
+        "reindex",
+        help="rebuild index.sqlite from the run folders (after it was deleted or damaged)",
+        description="Reads every run folder of the root and writes a new index of them. A run that trains "
+        "meanwhile is listed as interrupted until it next records its progress.",
+    )
+    _add_root(reindex)
+    add_json_flag(reindex)
+    reindex.set_defaults(func=rebuild_index)
+
+    merge = actions.add_parser(
+        "merge",
+        help="copy the runs of other stores (e.g. filled on other nodes) into one",
+        description="Copies each run folder of FROM into INTO and indexes it, except a run of a point that "
+        "INTO has finished (same result-relevant config), and a run INTO already holds.",
+    )
+    merge.add_argument("into", metavar="INTO", help="the runs root to merge into (created if missing)")
+    merge.add_argument("sources", nargs="+", metavar="FROM", help="runs roots to copy from")
+    add_json_flag(merge)
+    merge.set_defaults(func=merge_stores)
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-root", help="run store folder (default: $ROBUSTLAB_RUNS or ./runs)")
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore  # imported when the command runs, not for --help
+
+    where = {}
+    for text in args.where:
+        path, value = parse_override(text)
+        if value is None:
+            raise ConfigError(f"--where '{text}': expected KEY=VALUE, e.g. data.subset_size=390")
+        where[".".join(path)] = value
+    rows = RunStore(args.runs_root).query(status=args.status, **where)
+    rows = [row for row in rows if not args.name or args.name in (row.name or "")]
+    emit(args, [row.to_dict() for row in rows], lambda _: format_table([_summary(row) for row in rows]))
+    return 0
+
+
+def _summary(row: StoredRun) -> dict[str, Any]:
+    config, results = row.config, row.results
+    cra = results.cra_at(PAPER_EPS) if results else None
+    return {
+        "run": row.id,
+        "status": row.status,
+        "model": config.get("model", {}).get("name"),
+        "data": config.get("data", {}).get("name"),
+        "N": config.get("data", {}).get("subset_size"),
+        "epochs": config.get("train", {}).get("epochs"),
+        "seed": config.get("seed"),
+        "accuracy": None if results is None else 100 * results.accuracy,
+        "CRA 36/255": None if cra is None else 100 * cra,
+        "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated)),
+        "error": row.error,
+    }
+
+
+def rebuild_index(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore
+
+    store, unreadable = RunStore.reindex(args.runs_root)
+    summary = {"index": str(store.index_path), "runs": len(store.query()), "unreadable": [str(p) for p in unreadable]}
+    emit(
+        args,
+        summary,
+        lambda s: (
+            f"{s['index']}: {s['runs']} runs indexed"
+            + "".join(f"\nskipped {path}: its config.yaml cannot be read" for path in s["unreadable"])
+        ),
+    )
+    return 0
+
+
+def merge_stores(args: argparse.Namespace) -> int:
+    from robustlab.runs.store import RunStore
+
+    store = RunStore(args.into)
+    outcomes = {str(source): store.merge(source) for source in args.sources}
+    emit(
+        args,
+        outcomes,
+        lambda merged: "\n".join(
+            f"{source}: " + ", ".join(f"{len(ids)} {kind}" for kind, ids in outcome.items())
+            for source, outcome in merged.items()
+        ),
+    )
+    return 0

@@ -14,7 +14,7 @@ def test_demo_off_a_terminal_prints_one_plain_line_per_run(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()  # captured stderr is not a terminal
     assert len(lines) == 4  # 2 recipes x 2 sizes, nothing else
     assert all("\x1b" not in line and "\r" not in line for line in lines)
-    assert lines[0].startswith("data_scaling-digits-tiny-lipmlp: run 1/2 subset_size=48 seed=0: accuracy ")
+    assert lines[0].startswith("runs: data_scaling-digits-tiny-lipmlp subset_size=48 seed=0: accuracy ")
 
 
 def test_train_off_a_terminal_prints_its_folder_then_one_line_per_epoch(tmp_path, capsys):

@@ -65,6 +65,10 @@ class WorkOrder:
     threads: int | None = None  # torch's CPU threads in this worker
     wait: bool = True  # wait for points other workers hold (a SLURM job leaves them to their holder)
     progress: bool = True
+    labels: dict[str, str] = field(default_factory=dict)  # point key -> what progress lines call it
+
+    def label(self, config: ExperimentConfig) -> str:
+        return self.labels.get(point_key(config), config.name)
 
 
 @dataclass
@@ -107,7 +111,7 @@ def work(order: WorkOrder) -> int:
                 if _train_claimed(store, *claimed, order):
                     trained += 1
                     bar.update()
-                    bar.line(_outcome(store.find_done(claimed[1])))
+                    bar.line(f"{order.label(claimed[1])}: {_outcome(store.find_done(claimed[1]))}")
             elif pending and order.wait:
                 time.sleep(POLL_S)
             else:
@@ -140,14 +144,14 @@ def _train_claimed(store: RunStore, key: str, config: ExperimentConfig, order: W
 
 
 def _outcome(row: StoredRun | None) -> str:
-    """A finished run, its accuracy and first CRA: its progress line."""
+    """A finished run's accuracy and first CRA, and its folder: its progress line."""
     if row is None or row.results is None:
         return "finished"
-    text = f"{row.id}: accuracy {row.results.accuracy:.3f}"
+    text = f"accuracy {row.results.accuracy:.3f}"
     if row.results.cra and row.results.lipschitz_constant is not None:
         first = row.results.cra[0]
         text += f", CRA {first.label} {first.cra:.3f}"
-    return text
+    return f"{text} ({row.id})"
 
 
 def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: WorkOrder) -> None:
@@ -206,14 +210,18 @@ def execute(
     workers: int = 1,
     gpus_per_job: int = 1,
     launcher: SubmititLauncher | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[Any]:
     """Train every config that ``store`` has not finished; returns the submitted jobs (with
-    ``launcher``), else nothing, once every point is done or failed."""
+    ``launcher``), else nothing, once every point is done or failed. ``labels`` (point key ->
+    name) say what the progress lines call each point (default: the config's name)."""
     if workers < 1 or gpus_per_job < 1:
         raise ConfigError(f"workers and GPUs per job must be at least 1, got {workers} and {gpus_per_job}")
     todo = [config for config in configs if store.find_done(config) is None]
     points = len({point_key(config) for config in todo})
-    order = WorkOrder(str(store.root), todo, device=device, gpus_per_job=gpus_per_job, progress=progress)
+    order = WorkOrder(
+        str(store.root), todo, device=device, gpus_per_job=gpus_per_job, progress=progress, labels=labels or {}
+    )
     if launcher is not None and points:
         return submit(order, launcher, points)
     if min(workers, points) == 1 and gpus_per_job == 1:
@@ -282,7 +290,8 @@ def _watch(running, order: WorkOrder) -> None:
                     settled.add(key)
                     bar.update()
                     failed = state and state["state"] == claims.FAILED
-                    bar.line(f"{configs[key].name} failed" if failed else _outcome(store.find_done(configs[key])))
+                    outcome = "failed" if failed else _outcome(store.find_done(configs[key]))
+                    bar.line(f"{order.label(configs[key])}: {outcome}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 from robustlab.config import ExperimentConfig, config_from_dict
 from robustlab.experiments.launch import SubmititLauncher, execute, point_states
 from robustlab.runs.results import RunResults
-from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, StoredRun, result_key
+from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, StoredRun, point_key, result_key
 
 __all__ = ["EXECUTION_KEYS", "result_key"]  # where they lived before the store matched runs
 
@@ -165,13 +165,18 @@ def train_rows(
     if not todo:
         return rows
     configs = [row.config for row in todo]
-    execute(configs, store, device, progress, workers, gpus_per_job, launcher)
+    labels = {point_key(row.config): f"{row.sweep} {_describe(row.overrides)}".strip() for row in todo}
+    execute(configs, store, device, progress, workers, gpus_per_job, launcher, labels)
     for row, state in zip(todo, point_states(configs, store)):
         if state["row"] is not None:
             row.status, row.run, row.results = "trained", state["row"].path, _results(state["row"])
         else:
             row.status, row.error = state["state"], state["error"]
     return rows
+
+
+def _describe(overrides: Overrides) -> str:
+    return " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items())
 
 
 def _results(row: StoredRun) -> RunResults | None:

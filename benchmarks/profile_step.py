@@ -60,7 +60,7 @@ def profile_preset(preset: str, overrides: list[str], device: torch.device, args
         fill_last=True,
     )
     model = build_model(config, data).to(device)
-    loss_fn = build_loss(config.loss)
+    loss_fn = build_loss(config.loss, model)
     optimizer = build_optimizer(model.parameters(), config.optim)
     schedule = build_schedule(optimizer, config.optim, 10**6)
     context, _ = setup(str(device))

@@ -108,11 +108,12 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: Literal["offset_ce", "ce"] = "offset_ce"
+    name: Literal["offset_ce", "ce", "emma"] = "offset_ce"
     offset: float = ranged(
         math.sqrt(2) * PAPER_EPS, **NON_NEGATIVE
     )  # OffsetCrossEntropy's u: a margin for radius PAPER_EPS
     temperature: float = ranged(0.25, **POSITIVE)  # T: loss = T * CE((z - u*onehot) / T)
+    eps: float = ranged(PAPER_EPS, **POSITIVE)  # emma: the radius it trains for
 
 
 @dataclass
@@ -124,6 +125,7 @@ class OptimConfig:
     weight_decay: float = ranged(0.0, **NON_NEGATIVE)
     schedule: Literal["onecycle", "constant"] = "onecycle"
     cycle_momentum: bool = False  # onecycle: momentum 0.95 -> 0.85 -> 0.95 against the lr (torch's default)
+    grad_clip: float | None = ranged(None, **POSITIVE)  # clip the gradient norm to this (LiResNet)
 
 
 @dataclass

@@ -46,5 +46,5 @@ def test_budget_and_family_mistakes_are_explained():
     experiment = get_experiment("layer_comparison")
     with pytest.raises(ConfigError, match="exactly one budget"):
         experiment.sweeps(experiment.setup("smoke", budget_s=60.0))
-    with pytest.raises(KeyError, match="known layer families: aol"):
+    with pytest.raises(KeyError, match="known layer families: aoc, aol, bcop"):
         experiment.sweeps(experiment.setup("smoke", families=("nope",)))

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 import yaml
 from train_helpers import tiny_overrides
@@ -160,3 +161,27 @@ def test_soundness_check_fails_loudly_on_a_false_lipschitz_claim(tmp_path, capsy
     example = report["soundness"]["counterexamples"][0]
     assert example["distance"] <= example["certified_radius"]
     assert "UNSOUND" in output.err and "Lipschitz bound does not hold" in output.err
+
+
+@pytest.mark.slow
+def test_liresnet_preset_trains_certifies_soundly_and_verifies(tmp_path, capsys):
+    """A network whose bound is computed from its weights, end to end: EMMA training, pairwise
+    certificates in float64, PGD on every certified point, and verify on the run."""
+    run_dir = tmp_path / "runs" / "liresnet"
+    tiny = ["model.kwargs={width: 8, depth: 2, features: 16}", "train.epochs=5"]
+    args = ["train", "--config", "liresnet-digits", "--run-dir", str(run_dir), "--quiet", "--json"]
+    assert main(args + [arg for o in tiny for arg in ("--set", o)]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["accuracy"] > 0.6 and trained["lipschitz_constant"] > 1  # chance: 0.1
+
+    assert main(["certify", str(run_dir), "--check-soundness", "--attack-steps", "20", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cra"] == trained["cra"] and report["cra"][0]["cra"] > 0
+    soundness = report["soundness"]
+    assert soundness["sound"] and soundness["checked"] > 50
+    assert soundness["max_margin_drop_ratio"] <= report["lipschitz_constant"]
+
+    assert main(["verify", str(run_dir), "--quiet", "--json", "--attack-steps", "10"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert verified["claimed_lipschitz"] == pytest.approx(report["lipschitz_constant"], rel=1e-12)
+    assert verified["network"]["lower_bound"] <= verified["claimed_lipschitz"]

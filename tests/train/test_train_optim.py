@@ -60,3 +60,23 @@ def test_total_steps_counts_fractional_epochs():
 def test_nonpositive_lr_is_refused():
     with pytest.raises(ValueError, match="optim.lr must be positive"):
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.0))
+
+
+def test_gradient_clipping_scales_the_step_and_is_checked():
+    from robustlab.train.step import TrainStep
+
+    def step_size(grad_clip):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        start = [p.detach().clone() for p in model.parameters()]
+        config = OptimConfig(lr=1.0, momentum=0.0, schedule="constant", grad_clip=grad_clip)
+        optimizer = build_optimizer(model.parameters(), config)
+        schedule = build_schedule(optimizer, config, 1)
+        step = TrainStep(model, lambda z, y: 100 * z.square().sum(), optimizer, schedule, grad_clip=grad_clip)
+        step(torch.ones(2, 4), torch.zeros(2, dtype=torch.long))
+        return torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start)]).norm().item()
+
+    assert step_size(None) > 10
+    assert step_size(0.5) == pytest.approx(0.5, rel=1e-5)  # plain SGD at lr 1 moves by the clipped norm
+    with pytest.raises(ValueError, match="grad_clip must be positive"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(grad_clip=0.0))

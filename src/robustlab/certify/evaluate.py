@@ -57,13 +57,25 @@ def lipschitz_constant(model: nn.Module) -> float | None:
     return None if value is None else float(value)
 
 
-def float_error_slack(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+def certificate_bounds(model: nn.Module) -> float | torch.Tensor | None:
+    """What certificates divide margins by: the model's pairwise bounds K (classes x classes,
+    float64) when it has ``margin_lipschitz``, else its Lipschitz constant (None: a
+    standard network). See ``margins.certified_radii``."""
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    lipschitz, margin_lipschitz = lipschitz_constant(model), getattr(model, "margin_lipschitz", None)
+    if lipschitz is None or margin_lipschitz is None:
+        return lipschitz
+    return margin_lipschitz()
+
+
+def float_error_slack(logits: torch.Tensor, inputs: torch.Tensor, lipschitz: float = 1.0) -> torch.Tensor:
     """Margin reduction (N,) covering float64 rounding error of the logits.
 
-    A 1-Lipschitz network's activations are bounded by the input norm plus the logits'
-    scale, so rounding error is proportional to their sum.
+    An L-Lipschitz network's activations are bounded by max(1, L) times the input norm plus
+    the logits' scale, so rounding error is proportional to their sum.
     """
-    scale = 1 + inputs.flatten(1).norm(dim=1) + logits.abs().amax(dim=1)
+    scale = 1 + max(1.0, lipschitz) * inputs.flatten(1).norm(dim=1) + logits.abs().amax(dim=1)
     return SLACK_RELATIVE * scale
 
 
@@ -91,6 +103,7 @@ def certify_points(
     lipschitz = lipschitz_constant(model)
     dtype = torch.float32 if lipschitz is None else torch.float64
     net = precision_copy(model, dtype, device)
+    bounds = certificate_bounds(net)
     images, labels = _as_pixel_tensor(images), torch.as_tensor(labels, dtype=torch.int64).cpu()
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
@@ -103,9 +116,9 @@ def certify_points(
         y = labels[start : start + batch_size].to(device)
         logits = net(x)
         predictions.append(logits.argmax(dim=1))
-        if lipschitz is not None:
-            slack = float_error_slack(logits, x)
-            radii.append(certified_radii(logits, y, lipschitz, slack))
+        if lipschitz is not None and bounds is not None:
+            slack = float_error_slack(logits, x, lipschitz)
+            radii.append(certified_radii(logits, y, bounds, slack))
     return Certificates(  # results stay on the device until here: one host sync in all
         labels=labels,
         predictions=torch.cat(predictions).cpu(),

@@ -4,7 +4,10 @@ Every ``LipschitzLayer`` is replaced by what its ``export()`` returns (plain ``n
 ``nn.Linear``, ... with the eval-mode normaliser folded into the weights; see each family,
 and docs/layers.md); everything else (blocks, activations, BatchNorm, plain layers) is
 copied. The export uses the evaluation-mode normalisers, so it matches ``model.eval()``;
-the result is in eval mode and holds no parameters that require gradients.
+the result is in eval mode and holds no parameters that require gradients. Plain layers
+bring no bound of their own, so the exported network keeps the original's Lipschitz
+constant frozen as a number (``builder_lipschitz``): LiResNet's is computed from its
+weights, and would otherwise be lost.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def export_model(model: nn.Module) -> nn.Module:
     model.eval()
     try:
         exported = _export(model)
+        if getattr(model, "builder_lipschitz", None) is not None:
+            exported.builder_lipschitz = model.lipschitz_constant
     finally:
         model.train(was_training)
     exported.eval()

@@ -1,9 +1,11 @@
 """The model zoo: one registry, ``create_model(name, input_shape, num_classes, mean)``.
 
 Every model is an ``ImageClassifier``: ``CenterInputs(mean)`` followed by the body, with
-``lipschitz_constant`` (1.0 for 1-Lipschitz networks, None for standard ones),
-``input_shape`` and ``num_classes``. Lipschitz architectures take a layer family
-(``lipconvnet-cpl``, ``convnet-m-sll``, ``lipmlp-aol``, ...), see ``LAYER_FAMILIES``.
+``lipschitz_constant`` (1.0 for 1-Lipschitz networks, None for standard ones, computed
+from the weights for LiResNet), ``margin_lipschitz()``, ``input_shape`` and
+``num_classes``. Lipschitz architectures take a layer family (``lipconvnet-cpl``,
+``convnet-m-sll``, ``lipmlp-aol``, ...), see ``LAYER_FAMILIES``; ``liresnet`` is the
+residual network of Hu et al. (2023) whose bound moves with its weights.
 
 Other input sizes than 32x32: LipConvNet and ConvNet halve the resolution in each of
 ``blocks`` blocks (default: enough blocks to reach 1x1, at most 5, e.g. 3 for 8x8 digits)
@@ -32,7 +34,8 @@ from robustlab.nn.blocks import (
     ZeroPad,
 )
 from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
-from robustlab.nn.lipschitz.base import layers_lipschitz_bound
+from robustlab.nn.lipschitz.base import layers_lipschitz_bound, lipschitz_layers
+from robustlab.nn.lipschitz.bounded import BoundedConv2d, BoundedLinear, LiResConv2d, NormalizedLinear
 from robustlab.registry import Registry
 
 # A builder returns the body's layers and the Lipschitz bound of all but its Lipschitz layers,
@@ -72,10 +75,36 @@ class ImageClassifier(nn.Sequential):
     @property
     def lipschitz_constant(self) -> float | None:
         """The network's L2 Lipschitz bound, which certificates use: the builder's bound times
-        the product of the Lipschitz layers' own bounds (all 1 for the 1-Lipschitz families)."""
+        the product of the Lipschitz layers' own bounds (all 1 for the 1-Lipschitz families,
+        computed from the weights for LiResNet's)."""
         if self.builder_lipschitz is None:
             return None
         return self.builder_lipschitz * layers_lipschitz_bound(self)
+
+    def margin_lipschitz(self, estimate: bool = False) -> Tensor | None:
+        """K (classes x classes): logit i - logit j changes by at most K_ij ||x - x'||.
+
+        With a ``NormalizedLinear`` last layer (LiResNet), K_ij = (bound of everything
+        before it) * ||w_i - w_j||, which is at most sqrt(2) * ``lipschitz_constant`` and
+        often well below; otherwise sqrt(2) * ``lipschitz_constant`` off the diagonal. None
+        for a standard network.
+
+        Default: the guaranteed bound in float64, for certificates. ``estimate=True``: the
+        cheap training estimate (power iteration) with gradients, for EMMA and the
+        training CRA; it can be slightly below the bound and never certifies anything.
+        """
+        if self.builder_lipschitz is None:
+            return None
+        head = self[-1]
+        if not isinstance(head, NormalizedLinear):
+            reference = next(self.buffers())
+            dtype = reference.dtype if estimate else torch.float64
+            others = 1 - torch.eye(self.num_classes, dtype=dtype, device=reference.device)
+            return math.sqrt(2) * self.builder_lipschitz * layers_lipschitz_bound(self) * others
+        body = [m for m in lipschitz_layers(self) if m is not head]
+        if estimate:
+            return self.builder_lipschitz * math.prod(m.lipschitz_estimate() for m in body) * head.pair_norms()
+        return self.builder_lipschitz * math.prod(m.lipschitz_bound() for m in body) * head.pair_norms(exact=True)
 
     def input_mean(self) -> Tensor:
         """The per-channel mean the first module (``CenterInputs``) subtracts, shape (C,)."""
@@ -286,6 +315,51 @@ def lip_mlp(
         layers += [layer.linear(features if i == 0 else width, width, bias), MaxMin()]
     layers += [layer.linear(width, width, bias), FirstChannels(num_classes)]
     return layers, 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# A network whose bound is computed from its weights
+
+NECK_PATCH = 4  # the neck turns non-overlapping 4x4 patches into vectors, as the reference's
+
+
+@MODELS.register("liresnet")
+def li_res_net(
+    input_shape, num_classes, *, width: int = 64, depth: int = 12, features: int = 512, kernel_size: int = 3
+) -> tuple[list[nn.Module], float]:
+    """LiResNet (Hu et al., NeurIPS 2023), sized for small images.
+
+    Stem: images of side >= 16 are first halved by PixelUnshuffle(2) (MNIST 28 -> 14, CIFAR
+    32 -> 16; the reference uses a stride-2 convolution), then a 3x3 ``BoundedConv2d`` to
+    ``width`` channels and MaxMin. Body: ``depth`` x [``LiResConv2d`` (x + conv(x)), MaxMin]
+    at that resolution. Neck: zero-pad to a multiple of 4, PixelUnshuffle(4) and a 1x1
+    ``BoundedConv2d`` back to ``width`` channels (together: a conv with 4x4 kernel and
+    stride 4), MaxMin, flatten, ``BoundedLinear`` to ``features``, MaxMin. Head:
+    ``NormalizedLinear`` (unit-norm rows). The bound is the product of the layers' own.
+    """
+    _positive("liresnet", width=width, depth=depth, features=features, kernel_size=kernel_size)
+    if width % 2 or features % 2:
+        raise ValueError(f"model 'liresnet': width and features must be even for MaxMin, got {width} and {features}")
+    channels, height, image_width = input_shape
+    layers: list[nn.Module] = []
+    if min(height, image_width) >= 16:
+        layers += _padded_to(2, height, image_width) + [PixelUnshuffle(2)]
+        channels, height, image_width = 4 * channels, math.ceil(height / 2), math.ceil(image_width / 2)
+    size = (height, image_width)
+    layers += [BoundedConv2d(channels, width, kernel_size, input_size=size), MaxMin()]
+    for _ in range(depth):
+        layers += [LiResConv2d(width, kernel_size, input_size=size), MaxMin()]
+    layers += _padded_to(NECK_PATCH, height, image_width)
+    patches = math.ceil(height / NECK_PATCH) * math.ceil(image_width / NECK_PATCH)
+    layers += [PixelUnshuffle(NECK_PATCH), BoundedConv2d(width * NECK_PATCH**2, width, 1), MaxMin(), Flatten()]
+    layers += [BoundedLinear(width * patches, features), MaxMin(), NormalizedLinear(features, num_classes)]
+    return layers, 1.0
+
+
+def _padded_to(multiple: int, height: int, width: int) -> list[nn.Module]:
+    """ZeroPad up to the next multiple of ``multiple`` (an isometry), if needed."""
+    padded = (math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple)
+    return [] if padded == (height, width) else [ZeroPad(*padded)]
 
 
 def _check_enough(name: str, features: int, num_classes: int) -> None:

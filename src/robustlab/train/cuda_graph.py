@@ -53,6 +53,7 @@ class GraphedTrainStep(TrainStep):
             self.static_y.copy_(y)
         assert self.graph is not None  # _capture made it
         self.graph.replay()
+        self.clip_gradients()
         self.optimizer.step()
         self.schedule.step()
         return self.static_loss.clone(), self.static_logits.clone()

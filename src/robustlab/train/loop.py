@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
-from robustlab.certify.margins import margins
+from robustlab.certify.margins import certified_radii
 from robustlab.certify.results import EvalResult
 from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, TrainConfig, check_ranges
 from robustlab.data.datasets import recorded_data_dir
@@ -124,7 +124,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 
     model = build_model(config, data).to(device)
     architecture = model_architecture(config, data)
-    loss_fn = build_loss(config.loss)
+    loss_fn = build_loss(config.loss, model)
     optimizer = build_optimizer(model.parameters(), config.optim)
     schedule = build_schedule(optimizer, config.optim, steps)
     state = TrainState()
@@ -143,8 +143,10 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         if resume:
             _forget_metrics_after(run, state.step)
         store.record(run, config, status="running")
-    lipschitz = lipschitz_constant(model)
-    step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
+    bounds = training_bounds(model)
+    step = make_train_step(
+        train_model, loss_fn, optimizer, schedule, config.train, context, device, grad_clip=config.optim.grad_clip
+    )
     if main:
         note(f"{config.name}: {'resuming' if resume else 'training'} in {run.path}", progress)
     bar = Progress(steps, config.name, "step", progress and main, initial=state.step)
@@ -159,7 +161,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
             epoch = min(first + passes_per_epoch, passes) - 1  # the group's last pass
             start = time.perf_counter()
             metrics = run_epoch(
-                step, loader, state, steps, range(first, epoch + 1), lipschitz, context, config.train.channels_last, bar
+                step, loader, state, steps, range(first, epoch + 1), bounds, context, config.train.channels_last, bar
             )
             state.train_time_s += time.perf_counter() - start
             state.epoch, state.history = epoch + 1, metrics
@@ -203,9 +205,9 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 # One epoch
 
 
-def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context, channels_last, bar) -> dict:
+def run_epoch(step: TrainStep, loader, state, steps, epochs, bounds, context, channels_last, bar) -> dict:
     """Train on the batches of the loader passes ``epochs`` (or up to ``steps``); returns
-    their training metrics.
+    their training metrics (the CRA with ``bounds()``, see ``training_bounds``).
 
     Per-step statistics stay on the device and are read every ``SYNC_EVERY`` steps, which
     is also when a non-finite loss is detected.
@@ -221,17 +223,17 @@ def run_epoch(step: TrainStep, loader, state, steps, epochs, lipschitz, context,
             x = x.contiguous(memory_format=torch.channels_last)
         lr = float(step.schedule.get_last_lr()[0])
         loss, logits = step(x, y, weight)
-        window.append((state.step, lr, _batch_stats(loss, logits, y, lipschitz)))
+        window.append((state.step, lr, _batch_stats(loss, logits, y, bounds)))
         state.step += 1
         bar.update(1)  # host-side only; the statistics below wait for the device
         if len(window) == SYNC_EVERY or state.step >= steps:
             totals += _flush(window, epoch, context)
             window = []
-            bar.set_postfix(_epoch_metrics(totals, lipschitz))
+            bar.set_postfix(_epoch_metrics(totals, bounds))
     if window:
         totals += _flush(window, epoch, context)
     distributed.all_reduce(totals, context)
-    return _epoch_metrics(totals, lipschitz)
+    return _epoch_metrics(totals, bounds)
 
 
 def _epoch_line(record: dict, epoch: int, epochs: int, steps: int) -> str:
@@ -252,12 +254,30 @@ def _batches(loader, epochs):
             yield epoch, x, y
 
 
-def _batch_stats(loss, logits, y, lipschitz) -> torch.Tensor:
-    correct = (logits.argmax(dim=1) == y).sum()
+def training_bounds(model: nn.Module) -> Callable[[], float | torch.Tensor] | None:
+    """What the training CRA divides margins by, read at every step: None for a standard
+    network; else the model's pairwise bounds from ``margin_lipschitz(estimate=True)``,
+    which for a bound that moves with the weights (LiResNet) is the cheap training
+    estimate: close to the certificate's bound, but not a certificate."""
+    lipschitz, margin_lipschitz = lipschitz_constant(model), getattr(model, "margin_lipschitz", None)
     if lipschitz is None:
+        return None
+    if margin_lipschitz is None:
+        return lambda: lipschitz
+
+    def estimate() -> torch.Tensor:
+        with torch.no_grad():
+            return margin_lipschitz(estimate=True)
+
+    return estimate
+
+
+def _batch_stats(loss, logits, y, bounds) -> torch.Tensor:
+    correct = (logits.argmax(dim=1) == y).sum()
+    if bounds is None:
         certified = torch.zeros((), device=y.device)
     else:
-        certified = (margins(logits, y) > math.sqrt(2) * lipschitz * PAPER_EPS).sum()
+        certified = (certified_radii(logits, y, bounds()) > PAPER_EPS).sum()
     n = torch.full((), len(y), device=y.device)  # not torch.tensor(): on CUDA that copy waits for the device
     return torch.stack([loss.double() * len(y), correct.double(), certified.double(), n.double()])
 
@@ -278,10 +298,10 @@ def _flush(window, epoch, context) -> torch.Tensor:
     return stats.sum(dim=0)
 
 
-def _epoch_metrics(totals: torch.Tensor, lipschitz) -> dict:
+def _epoch_metrics(totals: torch.Tensor, bounds) -> dict:
     loss_sum, correct, certified, n = totals.tolist()
     metrics = {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
-    if lipschitz is not None:
+    if bounds is not None:
         metrics["train_cra"] = certified / max(n, 1)
     return metrics
 
@@ -311,7 +331,9 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
     return model
 
 
-def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device) -> TrainStep:
+def make_train_step(
+    model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device, grad_clip: float | None = None
+) -> TrainStep:
     """The step the loop calls: eager, or replayed from a CUDA graph with ``train.cuda_graph``."""
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
     if cfg.compile and autocast is not None and device.type == "cuda":
@@ -321,7 +343,7 @@ def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, conte
             "Use train.cuda_graph=true with bfloat16 (the fast path), or train.compile with float32"
         )
     if not cfg.cuda_graph:
-        return TrainStep(model, loss_fn, optimizer, schedule, autocast)
+        return TrainStep(model, loss_fn, optimizer, schedule, autocast, grad_clip)
     if device.type != "cuda":
         raise ConfigError(
             f"train.cuda_graph replays CUDA graphs and needs a CUDA device, but training runs on "
@@ -332,7 +354,7 @@ def make_train_step(model, loss_fn, optimizer, schedule, cfg: TrainConfig, conte
             "train.cuda_graph does not combine with multi-process (DDP) training: its gradient "
             "all-reduce runs outside the graph; set train.cuda_graph=false under torchrun"
         )
-    return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast)
+    return GraphedTrainStep(model, loss_fn, optimizer, schedule, autocast, grad_clip)
 
 
 # ---------------------------------------------------------------------------------------

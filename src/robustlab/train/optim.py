@@ -19,6 +19,8 @@ from robustlab.config import OptimConfig
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
     if config.lr <= 0:
         raise ValueError(f"optim.lr must be positive, got {config.lr}")
+    if config.grad_clip is not None and not config.grad_clip > 0:
+        raise ValueError(f"optim.grad_clip must be positive (or null: no clipping), got {config.grad_clip}")
     if config.name != "sgd":  # the config schema already restricts the choice
         raise ValueError(f"unknown optimizer '{config.name}'; known optimizers: sgd")
     params = list(params)

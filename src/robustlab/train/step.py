@@ -22,9 +22,10 @@ class TrainStep:
         optimizer: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
         autocast: torch.dtype | None = None,
+        grad_clip: float | None = None,
     ):
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
-        self.autocast = autocast
+        self.autocast, self.grad_clip = autocast, grad_clip
 
     def forward_backward(
         self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0, autocast_cache: bool = True
@@ -43,6 +44,12 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         loss, logits = self.forward_backward(x, y, loss_weight)
+        self.clip_gradients()
         self.optimizer.step()
         self.schedule.step()
         return loss, logits
+
+    def clip_gradients(self) -> None:
+        """Scales the gradients down to global L2 norm ``grad_clip``, if set (no host sync)."""
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)

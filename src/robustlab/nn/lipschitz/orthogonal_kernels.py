@@ -81,7 +81,7 @@ def block_convolution(a: Tensor, b: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: str) -> float:
+def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: PaddingMode) -> float:
     """A guaranteed upper bound on the norm of the stride-1 'same' convolution
     with ``kernel`` and ``padding_mode`` on ``size`` images.
 

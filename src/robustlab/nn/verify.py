@@ -123,7 +123,8 @@ def verify_model(
 
 def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Known layers taken whole, other containers opened up to their leaves."""
-    units, skip = [], ()
+    units: list[tuple[str, nn.Module]] = []
+    skip: tuple[str, ...] = ()
     for name, module in model.named_modules():
         if skip and name.startswith(skip):
             continue
@@ -134,7 +135,7 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _random_images(count: int, shape: tuple[int, ...], model: nn.Module, generator: torch.Generator) -> Tensor:
-    reference = next(iter(model.parameters()), None)
+    reference: Tensor | None = next(iter(model.parameters()), None)
     if reference is None:
         reference = next(iter(model.buffers()), torch.zeros(()))
     images = torch.rand(count, *shape, generator=generator)

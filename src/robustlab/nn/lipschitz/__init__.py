@@ -72,12 +72,13 @@ class LayerFamily:
 LAYER_FAMILIES: Registry[LayerFamily] = Registry("layer family")
 
 
-def _square_linear(make: Callable[[int], nn.Module]) -> Callable[..., nn.Module]:
-    """Turns a features -> features layer into an in -> out one (see module docstring)."""
+def _square_linear(make: Callable[[int, bool], nn.Module]) -> Callable[..., nn.Module]:
+    """Turns a features -> features layer, ``make(features, bias)``, into an in -> out one
+    (see module docstring)."""
 
     def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:
         width = max(in_features, out_features)
-        layers = [] if in_features == width else [ZeroChannelConcatenation(width)]
+        layers: list[nn.Module] = [] if in_features == width else [ZeroChannelConcatenation(width)]
         layers.append(make(width, bias))
         if out_features < width:
             layers.append(FirstChannels(out_features))

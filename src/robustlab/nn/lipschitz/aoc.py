@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robustlab.nn.lipschitz.base import PaddingMode
 from robustlab.nn.lipschitz.orthogonal_kernels import ExplicitKernelConv, bjorck, block_convolution, projector
 
 
@@ -38,7 +39,7 @@ class AOCConv2d(ExplicitKernelConv):
         out_channels: int,
         kernel_size: int | tuple[int, int] = 3,
         bias: bool = True,
-        padding_mode: str = "circular",
+        padding_mode: PaddingMode = "circular",
         input_size: int | tuple[int, int] | None = None,
         iterations: int = 12,
         device=None,

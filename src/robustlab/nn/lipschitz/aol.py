@@ -19,10 +19,12 @@ from robustlab.nn.lipschitz.base import (
     EvalCache,
     LipschitzLayer,
     NormReport,
+    PaddingMode,
     check_channels,
     conv_fft_bound,
     dense_norm_report,
     pair,
+    same_padding,
     with_weights,
 )
 
@@ -126,7 +128,7 @@ class AOLConv2d(LipschitzLayer):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] | None = None,
         bias: bool = True,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         device=None,
         dtype=None,
     ):
@@ -138,7 +140,7 @@ class AOLConv2d(LipschitzLayer):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
-        self.padding = tuple(k // 2 for k in self.kernel_size) if padding is None else pair_or_zero(padding)
+        self.padding = same_padding(self.kernel_size) if padding is None else pair_or_zero(padding)
         self.padding_mode = padding_mode
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 
 PlainLayer = TypeVar("PlainLayer", bound=nn.Module)
+Value = TypeVar("Value")
+# The paddings that keep a convolution 1-Lipschitz (reflection would copy pixels); a subset
+# of what nn.Conv2d accepts, so a layer can hand its own to the plain module it exports.
+PaddingMode = Literal["zeros", "circular"]
 
 # ---------------------------------------------------------------------------------------
 # The protocol
@@ -135,10 +139,10 @@ def jacobian_norm_report(
 
 def jacobian_norm(module: nn.Module, x: Tensor, max_steps: int, generator: torch.Generator | None = None) -> float:
     """Largest singular value of the Jacobian of ``module`` at ``x``."""
-    _, vjp = torch.func.vjp(module, x)
+    vjp = torch.func.vjp(module, x)[1]  # (output, vjp_fn) without has_aux
 
     def gram(v: Tensor) -> Tensor:
-        _, jv = torch.func.jvp(module, (x,), (v,))
+        jv = torch.func.jvp(module, (x,), (v,))[1]  # (output, jvp_out) without has_aux
         return vjp(jv)[0]
 
     start = torch.randn(x.shape, generator=generator).to(x)
@@ -162,10 +166,11 @@ def with_weights(layer: PlainLayer, weight: Tensor, bias: Tensor | None = None) 
     """``layer`` (a new ``nn.Linear``, ``nn.Conv2d``, ...) holding copies of ``weight`` and
     ``bias``, on their device and in their dtype: the usual body of ``export``."""
     layer = layer.to(device=weight.device, dtype=weight.dtype)
+    # Tensor casts: torch types a module's attributes as ``Tensor | Module`` (its __getattr__)
     with torch.no_grad():
-        layer.weight.copy_(weight)
+        cast(Tensor, layer.weight).copy_(weight)
         if bias is not None:
-            layer.bias.copy_(bias)
+            cast(Tensor, layer.bias).copy_(bias)
     return layer
 
 
@@ -188,9 +193,9 @@ class EvalCache:
 
     def __init__(self) -> None:
         self.key: tuple | None = None
-        self.value = None
+        self.value: Any = None  # what ``compute`` returned; each cache holds one kind of value
 
-    def get(self, tensors: tuple[Tensor, ...], compute: Callable[[], object], extra: tuple = ()):
+    def get(self, tensors: tuple[Tensor, ...], compute: Callable[[], Value], extra: tuple = ()) -> Value:
         key = weights_key(*tensors) + extra
         if key != self.key:
             # inference_mode(False): a value first computed under inference_mode must stay
@@ -225,6 +230,17 @@ def odd_kernel_size(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
     return size
 
 
+def same_padding(kernel_size: tuple[int, int]) -> tuple[int, int]:
+    """k // 2 on each side: the padding that keeps the image size for odd kernels."""
+    return kernel_size[0] // 2, kernel_size[1] // 2
+
+
+def spatial_size(x: Tensor) -> tuple[int, int]:
+    """(H, W) of images (..., H, W)."""
+    height, width = x.shape[-2:]
+    return height, width
+
+
 def check_channels(x: Tensor, channels: int, layer: str) -> None:
     if x.dim() < 2 or x.shape[1] != channels:
         raise ValueError(f"{layer} expects inputs of shape (batch, {channels}, ...), got {tuple(x.shape)}")
@@ -257,6 +273,7 @@ def top_eigenpair(
         steps += size
         converged = estimate is not None and bool(abs(value - estimate) <= rtol * abs(value))  # one sync per cycle
         estimate = value
+    assert estimate is not None  # max_steps >= 1: the loop ran at least once
     return Eigenpair(estimate, vector, converged)
 
 

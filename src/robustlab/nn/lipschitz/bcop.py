@@ -28,6 +28,7 @@ from itertools import zip_longest
 import torch
 from torch import Tensor, nn
 
+from robustlab.nn.lipschitz.base import PaddingMode
 from robustlab.nn.lipschitz.orthogonal_kernels import (
     ExplicitKernelConv,
     OrthogonalizedLinear,
@@ -57,7 +58,7 @@ class BCOPConv2d(ExplicitKernelConv):
         out_channels: int,
         kernel_size: int | tuple[int, int] = 3,
         bias: bool = True,
-        padding_mode: str = "circular",
+        padding_mode: PaddingMode = "circular",
         input_size: int | tuple[int, int] | None = None,
         iterations: int = 20,
         device=None,

@@ -36,6 +36,8 @@ from robustlab.nn.lipschitz.base import (
     jacobian_norm_report,
     odd_kernel_size,
     pair,
+    same_padding,
+    spatial_size,
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import (
@@ -43,6 +45,7 @@ from robustlab.nn.lipschitz.fourier import (
     cached_within_one,
     check_size,
     kernel_response,
+    known_size,
     padded_apply,
     spectral_norm_bound,
 )
@@ -134,7 +137,7 @@ class BROLinear(_BRO):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _compute_matrix(self, size=None) -> Tensor:
+    def _compute_matrix(self, size: tuple[int, int] | None = None) -> Tensor:
         return block_reflector(self.weight)[: self.out_features, : self.in_features]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -182,7 +185,7 @@ class BROConv2d(_BRO):
         width = max(in_channels, out_channels)
         self.rank = _rank(width, rank, "BROConv2d")
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = same_padding(self.kernel_size)
         self.input_size = pair(input_size, "input_size") if input_size is not None else None
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(width, self.rank, *self.kernel_size, **factory))
@@ -198,13 +201,13 @@ class BROConv2d(_BRO):
     def grid(self, size: tuple[int, int]) -> tuple[int, int]:
         return size[0] + 2 * self.padding[0], size[1] + 2 * self.padding[1]
 
-    def _compute_matrix(self, size: tuple[int, int]) -> Tensor:
-        reflector = block_reflector(kernel_response(self.weight, self.grid(size)))
+    def _compute_matrix(self, size: tuple[int, int] | None) -> Tensor:
+        reflector = block_reflector(kernel_response(self.weight, self.grid(known_size(size, "BROConv2d"))))
         return reflector[..., : self.out_channels, : self.in_channels]
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_channels, "BROConv2d")
-        size = tuple(x.shape[-2:])
+        size = spatial_size(x)
         check_size(size, self.input_size, "BROConv2d")
         self.input_size = size
         if self.training:
@@ -215,7 +218,7 @@ class BROConv2d(_BRO):
 
     def _train_forward(self, x: Tensor) -> Tensor:
         """``reflect`` per frequency, on the input zero-padded in space and to n channels."""
-        (ph, pw), size = self.padding, tuple(x.shape[-2:])
+        (ph, pw), size = self.padding, spatial_size(x)
         grid = self.grid(size)
         v = kernel_response(self.weight, grid)  # (H', W' // 2 + 1, n, r)
         x = F.pad(x, (pw, pw, ph, ph, 0, v.shape[-2] - self.in_channels))

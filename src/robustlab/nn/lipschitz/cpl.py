@@ -35,6 +35,8 @@ from robustlab.nn.lipschitz.base import (
     normalize,
     odd_kernel_size,
     pair,
+    same_padding,
+    spatial_size,
     top_eigenpair,
 )
 from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
@@ -127,7 +129,7 @@ class CPLConv2d(_CPL, ConvResidual):
         self.channels = channels
         self.hidden_channels = hidden_channels or channels
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = same_padding(self.kernel_size)
         self.eval_iterations = eval_iterations
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(self.hidden_channels, channels, *self.kernel_size, **factory))
@@ -161,7 +163,7 @@ class CPLConv2d(_CPL, ConvResidual):
 
     def _check_input(self, x: Tensor) -> None:
         check_channels(x, self.channels, "CPLConv2d")
-        size = tuple(x.shape[-2:])
+        size = spatial_size(x)
         if self.u.shape[-2:] == size:
             return
         if self.u.numel() == 0:  # first input fixes the size

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache
+from robustlab.nn.lipschitz.base import EvalCache, spatial_size
 
 # Gershgorin bounds above 1 + this are replaced by the exact norm: dividing a layer by the
 # cheap bound costs at most this much of its scale, and the exact norm is expensive.
@@ -58,7 +58,7 @@ def kernel_response(kernel: Tensor, size: tuple[int, int], *, correlation: bool 
 
 def apply_response(response: Tensor, x: Tensor) -> Tensor:
     """irfft2(R rfft2(x)): (B, in, H, W) -> (B, out, H, W), in the dtype of ``x``."""
-    size = tuple(x.shape[-2:])
+    size = spatial_size(x)
     x_hat = torch.fft.rfft2(x.to(response.real.dtype))
     y_hat = torch.einsum("hwoi,bihw->bohw", response, x_hat)
     return torch.fft.irfft2(y_hat, s=size).to(x.dtype)
@@ -104,10 +104,19 @@ def within_one(matrices: Tensor, slack: float = 0.0) -> Tensor:
     return matrices / (bound * (1 + 4 * torch.finfo(matrices.real.dtype).eps)) if bound > 1 else matrices
 
 
-def cached_within_one(cache: EvalCache, weights: tuple[Tensor, ...], compute: Callable[[], Tensor], size) -> Tensor:
+def cached_within_one(
+    cache: EvalCache, weights: tuple[Tensor, ...], compute: Callable[[], Tensor], size: tuple[int, int] | None
+) -> Tensor:
     """``within_one(compute())``, kept in ``cache`` until ``weights`` or ``size`` change: what
     evaluation uses, 1-Lipschitz by a guaranteed bound rather than by trust in the transform."""
     return cache.get(weights, lambda: within_one(compute()), extra=(size,))
+
+
+def known_size(size: tuple[int, int] | None, layer: str) -> tuple[int, int]:
+    """``size``, without which a layer parameterised per frequency of one image size cannot run."""
+    if size is None:
+        raise ValueError(f"{layer} needs the image size; give input_size or run one input first")
+    return size
 
 
 def check_size(size: tuple[int, int], expected: tuple[int, int] | None, layer: str) -> None:
@@ -127,11 +136,15 @@ class FourierConv2d(nn.Module):
     circular convolution on the padded grid and crops them off afterwards (BRO).
     """
 
+    kernel: Tensor  # buffers
+    bias: Tensor | None
+
     def __init__(self, kernel: Tensor, bias: Tensor | None = None, padding: tuple[int, int] = (0, 0)):
         super().__init__()
         self.register_buffer("kernel", kernel.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self.padding = tuple(padding)
+        ph, pw = padding
+        self.padding = (ph, pw)
 
     @staticmethod
     def from_response(

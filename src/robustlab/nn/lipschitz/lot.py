@@ -32,10 +32,13 @@ from robustlab.nn.lipschitz.base import (
     EvalCache,
     LipschitzLayer,
     NormReport,
+    PaddingMode,
     check_channels,
     dense_norm_report,
     odd_kernel_size,
     pair,
+    same_padding,
+    spatial_size,
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import (
@@ -80,7 +83,7 @@ class LOTConv2d(LipschitzLayer):
         channels: int,
         kernel_size: int | tuple[int, int] = 3,
         bias: bool = True,
-        padding_mode: str = "circular",
+        padding_mode: PaddingMode = "circular",
         input_size: int | tuple[int, int] | None = None,
         iterations: int = 10,
         device=None,
@@ -91,7 +94,7 @@ class LOTConv2d(LipschitzLayer):
             raise ValueError(f"LOTConv2d: iterations must be >= 0, got {iterations}")
         self.channels = channels
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = same_padding(self.kernel_size)
         self.padding_mode = check_padding_mode(padding_mode, "LOTConv2d")
         self.input_size = None if input_size is None else pair(input_size, "input_size")  # for export
         self.iterations = iterations
@@ -116,7 +119,7 @@ class LOTConv2d(LipschitzLayer):
             return (1, 1)
         if self.padding_mode == "zeros":
             return (size[0] + 2 * self.padding[0], size[1] + 2 * self.padding[1])
-        return tuple(size)
+        return size
 
     def frequency_response(self, grid: tuple[int, int]) -> Tensor:
         """W(f) on the rfft2 grid: (H, W // 2 + 1, c, c) complex; (c, c) real for a 1 x 1 kernel."""
@@ -131,28 +134,27 @@ class LOTConv2d(LipschitzLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.channels, "LOTConv2d")
-        self.input_size = self.input_size or tuple(x.shape[-2:])
-        grid = self.grid(tuple(x.shape[-2:]))
+        self.input_size = self.input_size or spatial_size(x)
+        grid = self.grid(spatial_size(x))
         response = self.frequency_response(grid) if self.training else self.eval_response(grid)
         return apply_lot(response, x, self.padding if self.padding_mode == "zeros" else (0, 0), self.bias)
 
     def export(self) -> nn.Module:
         """Plain modules with the evaluation-mode response for ``input_size`` images (given, or
         the first input's): an ``nn.Conv2d`` for a 1 x 1 kernel, else a ``FourierConv2d``."""
-        size = self.input_size
-        if size is None and not self.pointwise:
-            raise ValueError("LOTConv2d.export needs the image size: give input_size, or run one input through first")
-        response = self.eval_response(self.grid(size))
-        if self.pointwise:
+        if self.pointwise:  # one (c, c) matrix on every image size: the (1, 1) grid of ``grid``
             conv = nn.Conv2d(self.channels, self.channels, 1, bias=self.bias is not None)
-            return with_weights(conv, response[:, :, None, None], self.bias)
+            return with_weights(conv, self.eval_response((1, 1))[:, :, None, None], self.bias)
+        if self.input_size is None:
+            raise ValueError("LOTConv2d.export needs the image size: give input_size, or run one input through first")
+        grid = self.grid(self.input_size)
         padding = self.padding if self.padding_mode == "zeros" else (0, 0)
-        return FourierConv2d.from_response(response, self.grid(size), self.bias, padding)
+        return FourierConv2d.from_response(self.eval_response(grid), grid, self.bias, padding)
 
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         """Lanczos on the Jacobian, and the largest norm of the evaluation-mode W(f) (exact SVD
         for a 1 x 1 kernel)."""
-        response = self.eval_response(self.grid(tuple(inputs.shape[-2:])))
+        response = self.eval_response(self.grid(spatial_size(inputs)))
         if self.pointwise:
             return dense_norm_report(response)
         report = super().norm_report(inputs, **lanczos)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,7 @@ from robustlab.nn.lipschitz.base import (
     check_channels,
     dense_norm_report,
     odd_kernel_size,
+    spatial_size,
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import apply_response, kernel_response
@@ -35,6 +37,8 @@ class OrthogonalLinear(nn.Linear, LipschitzLayer):
     ``weight`` is the orthogonal matrix (a parametrization of ``weight.original``); in eval
     mode it is cached until the underlying parameter changes.
     """
+
+    parametrizations: nn.ModuleDict  # registered by parametrizations.orthogonal in __init__
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device, dtype)  # calls reset_parameters
@@ -52,18 +56,22 @@ class OrthogonalLinear(nn.Linear, LipschitzLayer):
         if not parametrize.is_parametrized(self, "weight"):  # from nn.Linear.__init__
             super().reset_parameters()
         else:  # assigning goes through the parametrization's right inverse, as registering it did
-            weight = torch.empty_like(self.parametrizations.weight.original)
+            weight = torch.empty_like(self.original_weight())
             nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
             with torch.no_grad():
                 self.weight = weight
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def original_weight(self) -> Tensor:
+        """The free parameter under the orthogonal parametrization of ``weight``."""
+        # the ModuleDict types its entries as plain Modules
+        return cast(parametrize.ParametrizationList, self.parametrizations["weight"]).original
+
     def effective_weight(self) -> Tensor:
         if self.training:
             return self.weight
-        original = self.parametrizations.weight.original
-        return self._cache.get((original,), lambda: self.weight.detach().clone())
+        return self._cache.get((self.original_weight(),), lambda: self.weight.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.linear(x, self.effective_weight(), self.bias)
@@ -110,7 +118,7 @@ class CayleyConv2d(LipschitzLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.channels, "CayleyConv2d")
-        size = tuple(x.shape[-2:])
+        size = spatial_size(x)
         if self.training:
             q = self.frequency_response(size)
         else:

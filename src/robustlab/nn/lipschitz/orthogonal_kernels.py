@@ -24,15 +24,18 @@ from robustlab.nn.lipschitz.base import (
     EvalCache,
     LipschitzLayer,
     NormReport,
+    PaddingMode,
     check_channels,
     dense_norm_report,
     odd_kernel_size,
     pair,
+    same_padding,
+    spatial_size,
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import CHEAP_BOUND_SLACK, kernel_response, spectral_norm_bound, within_one
 
-PADDING_MODES = ("circular", "zeros")
+PADDING_MODES: tuple[PaddingMode, ...] = ("circular", "zeros")
 
 
 def bjorck(matrix: Tensor, iterations: int) -> Tensor:
@@ -78,7 +81,7 @@ def block_convolution(a: Tensor, b: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: str) -> float:
+def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: PaddingMode) -> float:
     """A guaranteed upper bound on the norm of the stride-1 'same' convolution
     with ``kernel`` and ``padding_mode`` on ``size`` images.
 
@@ -92,11 +95,11 @@ def conv_norm_bound(kernel: Tensor, size: tuple[int, int] | None, padding_mode: 
     if cheap <= 1 + CHEAP_BOUND_SLACK or size is None:
         return cheap
     kh, kw = kernel.shape[-2:]
-    grid = tuple(size) if padding_mode == "circular" else (size[0] + kh - 1, size[1] + kw - 1)
+    grid = size if padding_mode == "circular" else (size[0] + kh - 1, size[1] + kw - 1)
     return min(cheap, spectral_norm_bound(kernel_response(kernel, grid, correlation=True), CHEAP_BOUND_SLACK))
 
 
-def check_padding_mode(padding_mode: str, layer: str) -> str:
+def check_padding_mode(padding_mode: str, layer: str) -> PaddingMode:
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"{layer}: padding_mode must be 'circular' or 'zeros', got {padding_mode!r}")
     return padding_mode
@@ -120,7 +123,7 @@ class ExplicitKernelConv(LipschitzLayer):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         bias: bool,
-        padding_mode: str,
+        padding_mode: PaddingMode,
         input_size: int | tuple[int, int] | None,
         iterations: int,
         factory: dict,
@@ -132,7 +135,7 @@ class ExplicitKernelConv(LipschitzLayer):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.channels = max(in_channels, out_channels)  # the kernel is built square, then cut
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = same_padding(self.kernel_size)
         self.padding_mode = check_padding_mode(padding_mode, name)
         self.input_size = None if input_size is None else pair(input_size, "input_size")
         self.iterations = iterations
@@ -163,8 +166,8 @@ class ExplicitKernelConv(LipschitzLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_channels, type(self).__name__)
-        self.input_size = self.input_size or tuple(x.shape[-2:])
-        kernel = self.kernel() if self.training else self.eval_kernel(tuple(x.shape[-2:]))
+        self.input_size = self.input_size or spatial_size(x)
+        kernel = self.kernel() if self.training else self.eval_kernel(spatial_size(x))
         if self.padding_mode == "circular":
             ph, pw = self.padding
             return F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="circular"), kernel, self.bias)
@@ -185,7 +188,7 @@ class ExplicitKernelConv(LipschitzLayer):
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         """Lanczos on the Jacobian, and ``conv_norm_bound`` of the evaluation-mode kernel."""
         report = super().norm_report(inputs, **lanczos)
-        size = tuple(inputs.shape[-2:])
+        size = spatial_size(inputs)
         return report._replace(upper_bound=float(conv_norm_bound(self.eval_kernel(size), size, self.padding_mode)))
 
     def extra_repr(self) -> str:

@@ -42,6 +42,7 @@ from robustlab.nn.lipschitz.base import (
     jacobian_norm_report,
     odd_kernel_size,
     pair,
+    spatial_size,
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import (
@@ -50,6 +51,7 @@ from robustlab.nn.lipschitz.fourier import (
     cached_within_one,
     check_size,
     kernel_response,
+    known_size,
     spectral_norm_bound,
 )
 
@@ -141,7 +143,7 @@ class SandwichLinear(_Sandwich):
         self.in_features, self.out_features, self.hidden = in_features, out_features, out_features
         self._make_parameters((out_features, out_features + in_features), bias, device, dtype)
 
-    def _compute_factors(self, size=None) -> Tensor:
+    def _compute_factors(self, size: tuple[int, int] | None = None) -> Tensor:
         return sandwich_factors(self.scaled_weight())
 
     def forward(self, x: Tensor) -> Tensor:
@@ -185,12 +187,12 @@ class SandwichConv2d(_Sandwich):
         shape = (out_channels, out_channels + in_channels, *self.kernel_size)
         self._make_parameters(shape, bias, device, dtype)
 
-    def _compute_factors(self, size: tuple[int, int]) -> Tensor:
-        return sandwich_factors(kernel_response(self.scaled_weight(), size))
+    def _compute_factors(self, size: tuple[int, int] | None) -> Tensor:
+        return sandwich_factors(kernel_response(self.scaled_weight(), known_size(size, "SandwichConv2d")))
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_channels, "SandwichConv2d")
-        size = tuple(x.shape[-2:])
+        size = spatial_size(x)
         check_size(size, self.input_size, "SandwichConv2d")
         self.input_size = size
         down, up = self.plain(size)

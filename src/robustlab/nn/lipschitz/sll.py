@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size
+from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, same_padding
 from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
 
 SLL_EPS = 1e-6
@@ -43,6 +43,7 @@ def sll_conv_t(kernel: Tensor, log_q: Tensor) -> Tensor:
 
 class _SLL(ResidualLipschitz):
     log_q: nn.Parameter
+    _cache: EvalCache
 
     def _t(self) -> Tensor:
         raise NotImplementedError
@@ -93,7 +94,7 @@ class SLLConv2d(_SLL, ConvResidual):
         self.channels = channels
         self.hidden_channels = hidden_channels or channels
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = same_padding(self.kernel_size)
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(self.hidden_channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(self.hidden_channels, **factory)) if bias else None

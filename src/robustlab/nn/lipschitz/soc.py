@@ -17,6 +17,7 @@ forward on the stored vector ``u`` estimates it, as CPL does for its sigma.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from robustlab.nn.lipschitz.base import (
     check_channels,
     normalize,
     odd_kernel_size,
+    same_padding,
     with_weights,
 )
 
@@ -67,7 +69,8 @@ class TaylorSeriesConv(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = taylor_exp_conv(x, self.conv.weight, self.terms, self.conv.padding)
+        # nn.Conv2d types its padding str | tuple[int, ...]; SOCConv2d.export gives it a pair
+        y = taylor_exp_conv(x, self.conv.weight, self.terms, cast(tuple[int, int], self.conv.padding))
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
@@ -78,6 +81,7 @@ class SOCConv2d(LipschitzLayer):
     """Orthogonal channels -> channels convolution (kernel ``kernel_size``, 'same' padding)."""
 
     affine = True
+    u: Tensor  # buffer: the power-iteration vector of the training-mode bound
 
     def __init__(
         self,
@@ -102,7 +106,7 @@ class SOCConv2d(LipschitzLayer):
             )
         self.channels = channels
         self.kernel_size = odd_kernel_size(kernel_size)
-        self.padding = tuple(k // 2 for k in self.kernel_size)
+        self.padding = same_padding(self.kernel_size)
         self.train_terms, self.eval_terms, self.correction = train_terms, eval_terms, correction
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))

@@ -4,11 +4,12 @@
 #   flock /tmp/robustlab-heavy.lock bash benchmarks/cpu_times.sh [MNIST_DATA_DIR] > times.txt
 # MNIST_DATA_DIR holds mnist.npz (default /work/shared/data/mnist); the MNIST presets are skipped
 # without it. Prints one line per command: label, seconds, exit status; then the demo's stderr
-# line count (its progress off a terminal).
+# line count (its progress off a terminal). DEMO_OUT=DIR keeps the demo's figure and table there.
 set -u
 mnist=${1:-/work/shared/data/mnist}
 out=$(mktemp -d)
 export ROBUSTLAB_RUNS="$out/runs"
+exec 3>&1  # the timings go here, whatever a command's own output is redirected to
 time_it() {
     local label=$1 start end status
     shift
@@ -16,7 +17,7 @@ time_it() {
     "$@"
     status=$?
     end=$(date +%s.%N)
-    printf "%-28s %8.1f s  exit %d\n" "$label" "$(echo "$end - $start" | bc)" "$status"
+    printf "%-28s %8.1f s  exit %d\n" "$label" "$(echo "$end - $start" | bc)" "$status" >&3
 }
 echo "$(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p')"
 for _ in 1 2 3; do time_it "robustlab --help" robustlab --help >/dev/null; done
@@ -31,6 +32,6 @@ print(f'  {sys.argv[2]}: accuracy {r[\"accuracy\"]:.3f}, CRA 36/255 {r[\"cra\"][
 training {r[\"train_time_s\"]:.0f} s')" "$out/$preset.json" "$preset"
     done
 fi
-time_it "robustlab demo" robustlab demo --out "$out/demo" 2> "$out/demo-progress.txt" >/dev/null
+time_it "robustlab demo" robustlab demo --out "${DEMO_OUT:-$out/demo}" 2> "$out/demo-progress.txt" >/dev/null
 echo "demo progress lines (stderr, not a terminal): $(wc -l < "$out/demo-progress.txt")"
 rm -rf "$out"

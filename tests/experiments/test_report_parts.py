@@ -8,12 +8,14 @@ import pytest
 
 from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
-from robustlab.config import ConfigError
+from robustlab.config import ConfigError, load_config
 from robustlab.data.datasets import load_dataset
 from robustlab.data.pca import PCA, parse_component_spec
 from robustlab.experiments import EXPERIMENTS, get_experiment, run_experiment
 from robustlab.experiments.data_scaling import PAPER_SIZES, capped_sizes, halvings
+from robustlab.experiments.experiment import recipe_notes
 from robustlab.experiments.pca import component_subsets, explained_variances, label, training_pca
+from robustlab.experiments.sweep import SweepRow, with_overrides
 from robustlab.report.plots import Curve, Panel, percent_limits, plot_bars, plot_panels
 from robustlab.report.tables import markdown_table, with_spread, write_table
 from robustlab.runs.store import RunStore
@@ -134,3 +136,17 @@ def test_tables_show_mean_and_sd_and_json_keeps_both():
     columns, shown = with_spread(rows, ["model", "CRA", "CRA sd"])
     assert columns == ["model", "CRA"] and shown[0]["CRA"] == "80.00 ± 1.25" and shown[1]["CRA"] == 70.0
     assert "| m | 80.00 ± 1.25 |" in markdown_table(rows, ["model", "CRA", "CRA sd"])
+
+
+def test_recipe_notes_say_once_what_every_sweep_shared():
+    base = load_config("digits")
+
+    def rows(lrs):
+        return [
+            SweepRow(f"s{i}", f"m{i}", {}, with_overrides(base, {"optim.lr": lr}), "done") for i, lr in enumerate(lrs)
+        ]
+
+    shared = recipe_notes(rows([0.1, 0.1, 0.1]))
+    assert len(shared) == 1 and shared[0].startswith("every sweep: peak lr 0.1, OffsetCrossEntropy offset 0.1997")
+    apart = recipe_notes(rows([0.1, 0.3, 0.1]))
+    assert [note.split(":")[0] for note in apart] == ["m0", "m1", "m2"] and "peak lr 0.3" in apart[1]

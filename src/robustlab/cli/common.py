@@ -15,6 +15,18 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
+def add_overrides_flag(parser: argparse.ArgumentParser, scope: str = "every run") -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config override for {scope}, e.g. --set optim.lr=0.3 (repeatable)",
+    )
+
+
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
     """Print ``data`` as JSON with --json, else as the human-readable ``render(data)``."""
     if getattr(args, "json", False):

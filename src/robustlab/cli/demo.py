@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, emit, int_list
+from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, int_list
 from robustlab.cli.experiment import render_report
 from robustlab.config import ConfigError
 
@@ -24,14 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sizes", type=int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
     parser.add_argument("--epochs", type=float, help="epochs of the full training set; each size gets the same steps")
     parser.add_argument("--seeds", type=int_list, help="seeds to average over (default: 0,1,2)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run (repeatable)",
-    )
+    add_overrides_flag(parser, "every run")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
     parser.set_defaults(func=run)

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from robustlab.cli.common import add_json_flag, emit, format_table, positive_int
+from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table, positive_int
 from robustlab.config import ConfigError, from_dict, parse_override, read_yaml
 
 
@@ -76,17 +76,10 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scale",
         default="small",
-        help="smoke (seconds on a CPU), small (minutes on a GPU), paper (the paper's protocol)",
+        help="smoke (seconds on a CPU), demo (the CPU miniature, minutes), small (minutes on a GPU), paper (the paper's protocol)",
     )
     parser.add_argument("--dataset", help="dataset name or .npz path (default: the scale's)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. --set optim.lr=0.3 (repeatable)",
-    )
+    add_overrides_flag(parser, "every run")
     parser.add_argument(
         "--param",
         dest="params",

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
 
 
 def add_parser(subparsers) -> None:
@@ -29,14 +29,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--runs-root", help="run store folder (default: $ROBUSTLAB_RUNS or ./runs)")
     parser.add_argument("--out", help="report folder (default: reproduce-<scale>)")
     parser.add_argument("--parts", help="comma-separated part ids to run (default: all); e.g. figure-1,theory")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run of every experiment (repeatable)",
-    )
+    add_overrides_flag(parser, "every run of every experiment")
     parser.add_argument("--extra-data", metavar="FILE", help="generated images (.npz: image, label) for extra data")
     parser.add_argument("--device", help="device for training (auto, cpu, cuda, ...); default: the configs'")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
 from robustlab.config import load_config, preset_names
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
@@ -26,14 +26,7 @@ def add_parser(subparsers) -> None:
         help=f"a preset ({', '.join(preset_names())}) or a YAML file (default: {DEFAULT_PRESET})",
     )
     source.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=0.3 (repeatable)",
-    )
+    add_overrides_flag(parser, "this run")
     parser.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs root)")
     parser.add_argument("--runs-root", help="folder of runs and their index (default: $ROBUSTLAB_RUNS or ./runs)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (sets train.device)")

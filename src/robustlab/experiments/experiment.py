@@ -233,18 +233,21 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
 
 
 def recipe_notes(rows: list[SweepRow]) -> list[str]:
-    """Which peak learning rate and which OffsetCrossEntropy offset each sweep trained with."""
-    notes = []
+    """Which peak learning rate and which OffsetCrossEntropy offset each sweep trained with
+    (one note for all sweeps when they agree)."""
+    recipes: dict[str, str] = {}  # sweep label -> its recipe
     for label in dict.fromkeys(row.label for row in rows):
         configs = [row.config for row in rows if row.label == label]
         lrs = sorted({c.optim.lr for c in configs})
-        text = f"{label}: peak lr {', '.join(f'{lr:g}' for lr in lrs)}"
+        text = f"peak lr {', '.join(f'{lr:g}' for lr in lrs)}"
         offsets = sorted({c.loss.offset for c in configs if c.loss.name == "offset_ce"})
         if offsets:
             text += ", OffsetCrossEntropy offset " + ", ".join(_offset_name(u) for u in offsets)
             text += f", temperature {configs[0].loss.temperature:g}"
-        notes.append(text + ".")
-    return notes
+        recipes[label] = text
+    if len(recipes) > 2 and len(set(recipes.values())) == 1:
+        return [f"every sweep: {next(iter(recipes.values()))}."]
+    return [f"{label}: {text}." for label, text in recipes.items()]
 
 
 def _offset_name(offset: float) -> str:

@@ -59,6 +59,17 @@ SCALES = {
         "lr": 0.1,
         "seeds": (0,),
     },
+    "demo": {  # the CPU miniature: every family for the same seconds, on built-in data
+        "dataset": "digits",
+        "preset": "digits",
+        "models": ("lipconvnet-{family}",),
+        "kwargs": {"width": 16, "depth": 1},
+        "families": (),
+        "epochs": 0.0,
+        "budget_s": 20.0,
+        "lr": 0.1,
+        "seeds": (0,),
+    },
     "small": {
         "dataset": "cifar10",
         "models": ("convnet-xs-{family}",),

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 
 MIN_SPAN = 20.0  # percentage points: the smallest y range a percentage panel shows
 PALETTE = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+CURVES_INSIDE = 6  # more curves than this: the legend goes beside the axes
 
 
 @dataclass
@@ -113,7 +114,9 @@ def _draw_panel(ax, panel: Panel, colours: dict[str, str], logx: bool) -> None:
     if panel.percent:
         ax.set_ylim(*percent_limits([v for c in panel.curves for v in c.y if v is not None]))
     ax.grid(True, which="major", alpha=0.3)
-    if panel.curves:
+    if len(panel.curves) > CURVES_INSIDE:  # beside the axes, where it cannot hide a point
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif panel.curves:
         ax.legend(fontsize=8)
 
 
@@ -183,7 +186,7 @@ def _save(fig, path: str | Path, title: str | None) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    fig.savefig(path.with_suffix(".svg"))
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps a legend beside the axes
+    fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(fig)
     return path

@@ -99,9 +99,13 @@ def _gram(matrices: Tensor) -> Tensor:
 def within_one(matrices: Tensor, slack: float = 0.0) -> Tensor:
     """``matrices`` divided by their ``spectral_norm_bound`` where that exceeds 1: of norm <= 1 by
     a guaranteed bound, whatever the iteration or transform that made them reached."""
-    bound = spectral_norm_bound(matrices, slack)
+    return divided_by_bound(matrices, spectral_norm_bound(matrices, slack))
+
+
+def divided_by_bound(operator: Tensor, bound: float) -> Tensor:
+    """``operator`` (matrices, responses or a kernel) / ``bound`` where the bound exceeds 1."""
     # 4 ulps more, so that rounding the division in the layer's precision cannot end above 1
-    return matrices / (bound * (1 + 4 * torch.finfo(matrices.real.dtype).eps)) if bound > 1 else matrices
+    return operator / (bound * (1 + 4 * torch.finfo(operator.real.dtype).eps)) if bound > 1 else operator
 
 
 def cached_within_one(

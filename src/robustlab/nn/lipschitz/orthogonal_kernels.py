@@ -33,7 +33,13 @@ from robustlab.nn.lipschitz.base import (
     spatial_size,
     with_weights,
 )
-from robustlab.nn.lipschitz.fourier import CHEAP_BOUND_SLACK, kernel_response, spectral_norm_bound, within_one
+from robustlab.nn.lipschitz.fourier import (
+    CHEAP_BOUND_SLACK,
+    divided_by_bound,
+    kernel_response,
+    spectral_norm_bound,
+    within_one,
+)
 
 PADDING_MODES: tuple[PaddingMode, ...] = ("circular", "zeros")
 
@@ -158,9 +164,7 @@ class ExplicitKernelConv(LipschitzLayer):
 
         def bounded() -> Tensor:
             kernel = self.kernel()
-            bound = conv_norm_bound(kernel, size, self.padding_mode)
-            # 4 ulps more, so that rounding the division in the layer's precision cannot end above 1
-            return kernel / (bound * (1 + 4 * torch.finfo(kernel.dtype).eps)) if bound > 1 else kernel
+            return divided_by_bound(kernel, conv_norm_bound(kernel, size, self.padding_mode))
 
         return self._cache.get(self.kernel_parameters(), bounded, extra=(size,))
 

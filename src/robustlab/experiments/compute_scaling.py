@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlab.experiments.data_scaling import scaling_panels, scaling_table
+from robustlab.experiments.data_scaling import scaling_report, scaling_table
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
-from robustlab.report.plots import plot_panels
 
 SCALES = {
     "smoke": {
@@ -72,24 +71,20 @@ def sweeps(setup: Setup) -> list[Sweep]:
 
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, eps = scaling_table(rows, "epochs", lambda config: config.train.epochs)
-    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "epochs", lambda r: r.config.train.epochs)
-    figure = plot_panels(
-        panels,
-        out_dir / f"{setup.slug()}.png",
-        xlabel="training epochs",
-        logx=True,
-        title=f"Compute scaling on {setup.dataset} ({setup.scale}); dashed: training images",
-    )
-    report = Report(
+    return scaling_report(
         "compute_scaling",
         f"Accuracy and CRA vs training epochs ({setup.dataset})",
-        list(table[0]) if table else [],
+        rows,
+        setup,
         table,
-        [],
-        [figure],
+        eps,
+        x_name="epochs",
+        x_of_row=lambda r: r.config.train.epochs,
+        xlabel="training epochs",
+        figure_title=f"Compute scaling on {setup.dataset}",
+        figure_path=out_dir / f"{setup.slug()}.png",
+        notes=[],
     )
-    report.fits, report.fit_notes = fits, fit_notes
-    return report
 
 
 EXPERIMENTS.add(

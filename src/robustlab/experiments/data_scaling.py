@@ -12,6 +12,7 @@ points on CIFAR-10), a sigmoid from chance to a ceiling, and the N a target CRA 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -224,7 +225,6 @@ def max_estimated_radius(rows: list[SweepRow]) -> float:
 def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     full = training_set_size(setup)
     table, eps = scaling_table(rows, "N", lambda config: config.data.subset_size or full)
-    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: r.config.data.subset_size or full)
     notes = []
     if any(r.results is not None and r.results.smoothing is not None for r in rows):
         notes.append(
@@ -232,22 +232,48 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             f"with frequencies clipped to [0.01, 0.99] its radius is at most {max_estimated_radius(rows):.3f}, so "
             "its CRA is 0 at larger radii."
         )
-    name = "demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"
-    figure = plot_panels(
-        panels,
-        out_dir / name,
-        xlabel="training-set size N",
-        logx=True,
-        title=f"Data scaling on {setup.dataset} ({setup.scale}); dashed: training images",
-    )
-    report = Report(
+    return scaling_report(
         "data_scaling",
         f"Accuracy and CRA vs training-set size ({setup.dataset})",
-        list(table[0]) if table else [],
+        rows,
+        setup,
         table,
-        notes,
-        [figure],
+        eps,
+        x_name="N",
+        x_of_row=lambda r: r.config.data.subset_size or full,
+        xlabel="training-set size N",
+        figure_title=f"Data scaling on {setup.dataset}",
+        figure_path=out_dir / ("demo.png" if setup.scale == "demo" else f"{setup.slug()}.png"),
+        notes=notes,
     )
+
+
+def scaling_report(
+    experiment: str,
+    title: str,
+    rows: list[SweepRow],
+    setup: Setup,
+    table: list[dict],
+    eps: list[float],
+    *,
+    x_name: str,
+    x_of_row: Callable[[SweepRow], float],
+    xlabel: str,
+    figure_title: str,
+    figure_path: Path,
+    notes: list[str],
+) -> Report:
+    """The report of a scaling experiment (data, compute, extra data): ``scaling_panels`` drawn
+    on a log x axis, the table, and the fits."""
+    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, x_name, x_of_row)
+    figure = plot_panels(
+        panels,
+        figure_path,
+        xlabel=xlabel,
+        logx=True,
+        title=f"{figure_title} ({setup.scale}); dashed: training images",
+    )
+    report = Report(experiment, title, list(table[0]) if table else [], table, notes, [figure])
     report.fits, report.fit_notes = fits, fit_notes
     return report
 

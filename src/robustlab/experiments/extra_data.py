@@ -17,11 +17,10 @@ import numpy as np
 
 from robustlab.config import ConfigError
 from robustlab.data.datasets import AFFINE_DIGITS, load_generated
-from robustlab.experiments.data_scaling import scaling_panels, scaling_table, training_set_size
+from robustlab.experiments.data_scaling import scaling_report, scaling_table, training_set_size
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
-from robustlab.report.plots import plot_panels
 
 PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000)
 
@@ -116,25 +115,21 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     table, eps = scaling_table(rows, "extra", lambda config: config.data.extra_size)
     for line in table:
         line["N"] = real + line["extra"]
-    panels, fit_notes, fits = scaling_panels(rows, setup, table, eps, "N", lambda r: real + r.config.data.extra_size)
     notes = [f"N = {real} real images + the generated ones ({setup.base_config({}).data.extra_path})."]
-    figure = plot_panels(
-        panels,
-        out_dir / f"{setup.slug()}.png",
-        xlabel="training-set size N (real + generated)",
-        logx=True,
-        title=f"Adding generated data to {setup.dataset} ({setup.scale}); dashed: training images",
-    )
-    report = Report(
+    return scaling_report(
         "extra_data",
         f"Accuracy and CRA vs real + generated training data ({setup.dataset})",
-        list(table[0]) if table else [],
+        rows,
+        setup,
         table,
-        notes,
-        [figure],
+        eps,
+        x_name="N",
+        x_of_row=lambda r: real + r.config.data.extra_size,
+        xlabel="training-set size N (real + generated)",
+        figure_title=f"Adding generated data to {setup.dataset}",
+        figure_path=out_dir / f"{setup.slug()}.png",
+        notes=notes,
     )
-    report.fits, report.fit_notes = fits, fit_notes
-    return report
 
 
 EXPERIMENTS.add(

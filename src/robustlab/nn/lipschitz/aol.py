@@ -24,6 +24,7 @@ from robustlab.nn.lipschitz.base import (
     conv_fft_bound,
     dense_norm_report,
     pair,
+    plain_linear,
     same_padding,
     with_weights,
 )
@@ -101,8 +102,7 @@ class AOLLinear(LipschitzLayer):
         return F.linear(x, self.effective_weight(), self.bias)
 
     def export(self) -> nn.Module:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.effective_weight(), self.bias)
+        return plain_linear(self.effective_weight(), self.bias)
 
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         return dense_norm_report(self.effective_weight())

@@ -174,6 +174,12 @@ def with_weights(layer: PlainLayer, weight: Tensor, bias: Tensor | None = None) 
     return layer
 
 
+def plain_linear(weight: Tensor, bias: Tensor | None = None) -> nn.Linear:
+    """An ``nn.Linear`` computing x -> weight x + bias (copies): a dense layer's ``export``."""
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    return with_weights(linear, weight, bias)
+
+
 # ---------------------------------------------------------------------------------------
 # Shared numerics
 

@@ -45,6 +45,7 @@ from robustlab.nn.lipschitz.base import (
     jacobian_norm_report,
     odd_kernel_size,
     pair,
+    plain_linear,
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import exact_spectral_norm
@@ -273,8 +274,7 @@ class BoundedLinear(SpectralLayer):
         return F.linear(x, self.kernel(), self.bias)
 
     def export(self) -> nn.Module:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.kernel(), self.bias)
+        return plain_linear(self.kernel(), self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

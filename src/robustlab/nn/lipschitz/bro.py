@@ -36,9 +36,9 @@ from robustlab.nn.lipschitz.base import (
     jacobian_norm_report,
     odd_kernel_size,
     pair,
+    plain_linear,
     same_padding,
     spatial_size,
-    with_weights,
 )
 from robustlab.nn.lipschitz.fourier import (
     FourierConv2d,
@@ -146,8 +146,7 @@ class BROLinear(_BRO):
 
     @torch.no_grad()
     def export(self) -> nn.Module:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.matrix(evaluated=True), self.bias)
+        return plain_linear(self.matrix(evaluated=True), self.bias)
 
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         return dense_norm_report(self.matrix(evaluated=True))

@@ -25,8 +25,8 @@ from robustlab.nn.lipschitz.base import (
     check_channels,
     dense_norm_report,
     odd_kernel_size,
+    plain_linear,
     spatial_size,
-    with_weights,
 )
 from robustlab.nn.lipschitz.fourier import apply_response, kernel_response
 
@@ -77,8 +77,7 @@ class OrthogonalLinear(nn.Linear, LipschitzLayer):
         return nn.functional.linear(x, self.effective_weight(), self.bias)
 
     def export(self) -> nn.Module:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.effective_weight(), self.bias)
+        return plain_linear(self.effective_weight(), self.bias)
 
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         return dense_norm_report(self.effective_weight())

@@ -29,6 +29,7 @@ from robustlab.nn.lipschitz.base import (
     dense_norm_report,
     odd_kernel_size,
     pair,
+    plain_linear,
     same_padding,
     spatial_size,
     with_weights,
@@ -236,8 +237,7 @@ class OrthogonalizedLinear(LipschitzLayer):
         return F.linear(x, self.effective_weight(), self.bias)
 
     def export(self) -> nn.Module:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        return with_weights(linear, self.eval_weight(), self.bias)
+        return plain_linear(self.eval_weight(), self.bias)
 
     def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
         return dense_norm_report(self.eval_weight())

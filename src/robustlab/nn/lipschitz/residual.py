@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, check_channels, top_eigenpair, with_weights
+from robustlab.nn.lipschitz.base import (
+    LipschitzLayer,
+    NormReport,
+    check_channels,
+    plain_linear,
+    top_eigenpair,
+    with_weights,
+)
 
 
 class ResidualSubtract(nn.Module):
@@ -107,12 +114,10 @@ class DenseResidual(ResidualLipschitz):
         return super().forward(x)
 
     def _plain_down(self) -> nn.Module:
-        return with_weights(
-            nn.Linear(self.features, self.hidden_features, self.bias is not None), self.weight, self.bias
-        )
+        return plain_linear(self.weight, self.bias)
 
     def _plain_up(self) -> nn.Module:
-        return with_weights(nn.Linear(self.hidden_features, self.features, bias=False), self.scaled_weight().t())
+        return plain_linear(self.scaled_weight().t())
 
     def extra_repr(self) -> str:
         return f"features={self.features}, hidden_features={self.hidden_features}, bias={self.bias is not None}"

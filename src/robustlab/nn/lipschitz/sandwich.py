@@ -42,8 +42,8 @@ from robustlab.nn.lipschitz.base import (
     jacobian_norm_report,
     odd_kernel_size,
     pair,
+    plain_linear,
     spatial_size,
-    with_weights,
 )
 from robustlab.nn.lipschitz.fourier import (
     FourierConv2d,
@@ -155,8 +155,7 @@ class SandwichLinear(_Sandwich):
     def export(self) -> nn.Module:
         """Linear -> ReLU -> Linear with the evaluation-mode weights."""
         down, up = self.plain(evaluated=True)
-        first = with_weights(nn.Linear(self.in_features, self.hidden, bias=self.bias is not None), down, self.bias)
-        return nn.Sequential(first, nn.ReLU(), with_weights(nn.Linear(self.hidden, self.hidden, bias=False), up))
+        return nn.Sequential(plain_linear(down, self.bias), nn.ReLU(), plain_linear(up))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

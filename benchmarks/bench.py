@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from robustlab.certify import smoothing
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
 from robustlab.config import PAPER_EPS, SPEED_OPTIONS, ConfigError, ExperimentConfig, load_config
 from robustlab.data.datasets import DATASETS
 from robustlab.data.splits import prepare_data
@@ -647,14 +647,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--models", help="comma-separated model names to keep (default: all)")
     parser.add_argument("--data-dir", help="folder with CIFAR-10 (cifar10.npz); default: synthetic data")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every training run, e.g. train.precision=bfloat16 (repeatable)",
-    )
+    add_overrides_flag(parser, "every training run")
     parser.add_argument(
         "--append", metavar="FILE", help="append the table (markdown) to FILE, e.g. benchmarks/RESULTS.md"
     )

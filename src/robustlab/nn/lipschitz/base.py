@@ -186,33 +186,89 @@ def plain_linear(weight: Tensor, bias: Tensor | None = None) -> nn.Linear:
 
 def weights_key(*tensors: Tensor) -> tuple:
     """Changes whenever any tensor is modified in place (optimizer step, load_state_dict)
-    or replaced (``.to(device)``, ``.double()``): version counter, storage, dtype, device."""
+    or replaced (``.to(device)``, ``.double()``): version counter, storage, dtype, device.
+    Writes through ``.data`` (``p.data.mul_(3)``) bump no version counter: ``EvalCache``
+    therefore also compares the weights themselves."""
     return tuple((t._version, t.data_ptr(), t.dtype, t.device, tuple(t.shape)) for t in tensors)
 
 
 class EvalCache:
     """A value derived from some weights, kept until the weights change.
 
-    A plain attribute (not a buffer): it is never saved in the state dict, and a copied
-    module gets new storage, hence a new key, and recomputes.
+    A hit needs the same ``weights_key`` *and* weights equal to a snapshot taken when the
+    value was computed: the version counter misses writes through ``.data``, and a stale
+    normaliser would decide a bound (one comparison of the weights per call, small next to
+    the layer's own work). A plain attribute (not a buffer): it is never saved in the state
+    dict, and a copied module gets new storage, hence a new key, and recomputes.
+
+    ``module``: compute on float64 values of the module's parameters and buffers and round
+    the tensors of the result once to the module's precision. A float32 model in eval mode
+    then holds the normalisers of its float64 copy (the model ``evaluate`` certifies), not
+    its own float32 iteration's, so the two differ by float32 rounding only (issue 23).
     """
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.value: Any = None  # what ``compute`` returned; each cache holds one kind of value
+        self.snapshot: tuple[Tensor, ...] = ()
 
-    def get(self, tensors: tuple[Tensor, ...], compute: Callable[[], Value], extra: tuple = ()) -> Value:
+    def get(
+        self,
+        tensors: tuple[Tensor, ...],
+        compute: Callable[[], Value],
+        extra: tuple = (),
+        module: nn.Module | None = None,
+    ) -> Value:
         key = weights_key(*tensors) + extra
-        if key != self.key:
+        if key != self.key or not self._unchanged(tensors):
             # inference_mode(False): a value first computed under inference_mode must stay
             # usable later by code that records autograd graphs (attacks, verification).
             with torch.inference_mode(False), torch.no_grad():
-                self.value = compute()
+                self.value = compute() if module is None else computed_in_float64(module, compute)
+                self.snapshot = tuple(t.detach().clone() for t in tensors)
             self.key = key
         return self.value
 
+    def _unchanged(self, tensors: tuple[Tensor, ...]) -> bool:
+        return len(tensors) == len(self.snapshot) and all(
+            torch.equal(t.detach(), saved) for t, saved in zip(tensors, self.snapshot, strict=True)
+        )
+
     def clear(self) -> None:
-        self.key, self.value = None, None
+        self.key, self.value, self.snapshot = None, None, ()
+
+
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128, torch.float16: torch.complex32}
+
+
+def computed_in_float64(module: nn.Module, compute: Callable[[], Value]) -> Value:
+    """``compute()`` run with every parameter and buffer of ``module`` in float64 (complex128),
+    its tensors rounded back to the module's precision; the module is left as it was (same
+    storage, same version counters)."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point() or t.is_complex()]
+    low = [t for t in tensors if t.dtype not in (torch.float64, torch.complex128)]
+    if not low:
+        return compute()
+    dtype = next((t.dtype for t in low if t.is_floating_point()), torch.float32)
+    originals = [t.data for t in low]
+    try:
+        for t, data in zip(low, originals, strict=True):
+            t.data = data.to(torch.complex128 if data.is_complex() else torch.float64)
+        value = compute()
+    finally:
+        for t, data in zip(low, originals, strict=True):
+            t.data = data
+    return _rounded(value, dtype)
+
+
+def _rounded(value: Any, dtype: torch.dtype) -> Any:
+    if torch.is_tensor(value):
+        if value.dtype == torch.float64:
+            return value.to(dtype)
+        return value.to(_COMPLEX_OF.get(dtype, torch.complex64)) if value.dtype == torch.complex128 else value
+    if isinstance(value, tuple):
+        return tuple(_rounded(v, dtype) for v in value)
+    return value
 
 
 def normalize(v: Tensor, eps: float = 1e-12) -> Tensor:

@@ -8,8 +8,12 @@ import pytest
 import torch
 from nn_helpers import jacobian_norm, train_a_little
 
-from robustlab.nn.lipschitz import OrthogonalLinear
+from robustlab.certify.evaluate import float_error_slack, precision_copy
+from robustlab.config import load_config
+from robustlab.nn.export import export_model
+from robustlab.nn.lipschitz import LAYER_FAMILIES, OrthogonalLinear
 from robustlab.nn.models import ImageClassifier, create_model
+from robustlab.runs.checkpoint import architecture_record, load_model, save_safetensors
 
 DIGITS = (1, 8, 8)
 
@@ -52,3 +56,23 @@ def test_orthogonal_linear_is_within_its_bound_when_its_raw_weight_is_not_orthog
     # float32: the float64 layer's weight rounded once (what the certified float64 copy uses)
     rounding = 0.0 if dtype == torch.float64 else 4 * torch.finfo(dtype).eps
     assert norm <= layer.lipschitz_bound() + rounding
+
+
+@pytest.mark.parametrize("family", LAYER_FAMILIES.names())
+def test_the_loaded_float32_model_is_the_certified_one_within_the_rounding_allowance(family, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(f"lipconvnet-{family}", DIGITS, 10, width=8, depth=2)
+    train_a_little(model, DIGITS, steps=3, lr=0.1)
+    model.eval()
+    config = load_config(None, [f"model.name=lipconvnet-{family}", "model.kwargs={width: 8, depth: 2}"])
+    record = architecture_record(model, config)
+    certified = precision_copy(model, torch.float64, "cpu")  # what ``evaluate`` certifies
+    x = torch.rand(64, *DIGITS, dtype=torch.float64)
+    with torch.no_grad():
+        reference = certified(x)
+        allowance = float_error_slack(reference, x, certified.lipschitz_constant)
+        for form, weights in (("model", model), ("plain", export_model(model))):
+            deployed = load_model(save_safetensors(tmp_path / f"{form}.safetensors", weights, record, form))
+            gap = (deployed(x.float()).double() - reference).abs().amax(dim=1)
+            # a margin is the difference of two logits: it moves by at most twice the gap
+            assert (2 * gap <= allowance).all(), f"{form}: gap {gap.max():.2e}, allowance {allowance.min():.2e}"

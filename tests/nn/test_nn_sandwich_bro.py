@@ -86,7 +86,8 @@ def test_evaluation_divides_by_the_exact_bound_instead_of_trusting_the_transform
     x = torch.randn(1, *shape)
     inexact = jacobian_norm(layer, x)  # training mode computes the inexact transform
     layer.eval()
-    assert layer.lipschitz_bound() == 1.0 and 1 - 1e-5 < layer.exact_bound() <= 1
+    # float32: the float64 layer's operator (norm <= 1, what certification uses) rounded once
+    assert layer.lipschitz_bound() == 1.0 and 1 - 1e-5 < layer.exact_bound() <= 1 + 4 * torch.finfo().eps
     assert inexact == pytest.approx(lipschitz_factor * jacobian_norm(layer, x), rel=1e-4)
     assert_one_lipschitz(layer, shape)
 

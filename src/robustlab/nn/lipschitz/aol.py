@@ -93,7 +93,7 @@ class AOLLinear(LipschitzLayer):
     def rescaling(self) -> Tensor:
         if self.training:
             return aol_dense_rescaling(self.weight)
-        return self._cache.get((self.weight,), lambda: aol_dense_rescaling(self.weight))
+        return self._cache.get((self.weight,), lambda: aol_dense_rescaling(self.weight), module=self)
 
     def effective_weight(self) -> Tensor:
         return self.weight * self.rescaling()
@@ -159,7 +159,7 @@ class AOLConv2d(LipschitzLayer):
     def rescaling(self) -> Tensor:
         if self.training:
             return aol_conv_rescaling(self.weight)
-        return self._cache.get((self.weight,), lambda: aol_conv_rescaling(self.weight))
+        return self._cache.get((self.weight,), lambda: aol_conv_rescaling(self.weight), module=self)
 
     def effective_weight(self) -> Tensor:
         return self.weight * self.rescaling().view(1, -1, 1, 1)

@@ -251,13 +251,16 @@ def computed_in_float64(module: nn.Module, compute: Callable[[], Value]) -> Valu
         return compute()
     dtype = next((t.dtype for t in low if t.is_floating_point()), torch.float32)
     originals = [t.data for t in low]
-    try:
-        for t, data in zip(low, originals, strict=True):
-            t.data = data.to(torch.complex128 if data.is_complex() else torch.float64)
-        value = compute()
-    finally:
-        for t, data in zip(low, originals, strict=True):
-            t.data = data
+    # outside any torch.func transform (a cache can fill inside one, e.g. a jvp in verify):
+    # the value is a constant, and swapping ``.data`` of a tensor a transform wraps is refused
+    with torch._C._DisableFuncTorch():
+        try:
+            for t, data in zip(low, originals, strict=True):
+                t.data = data.to(torch.complex128 if data.is_complex() else torch.float64)
+            value = compute()
+        finally:
+            for t, data in zip(low, originals, strict=True):
+                t.data = data
     return _rounded(value, dtype)
 
 

@@ -101,7 +101,7 @@ class _BRO(LipschitzLayer):
 
     def _eval_matrix(self, size: tuple[int, int] | None) -> Tensor:
         """W divided by ||W||_2 where that exceeds 1 (see the module docstring); cached."""
-        return cached_within_one(self._cache, (self.weight,), lambda: self._compute_matrix(size), size)
+        return cached_within_one(self._cache, (self.weight,), lambda: self._compute_matrix(size), size, self)
 
     def matrix(self, size: tuple[int, int] | None = None, evaluated: bool | None = None) -> Tensor:
         """The used block of W (per frequency for the conv); ``evaluated``: eval mode's (default: in eval mode)."""

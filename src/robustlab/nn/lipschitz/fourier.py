@@ -109,11 +109,16 @@ def divided_by_bound(operator: Tensor, bound: float) -> Tensor:
 
 
 def cached_within_one(
-    cache: EvalCache, weights: tuple[Tensor, ...], compute: Callable[[], Tensor], size: tuple[int, int] | None
+    cache: EvalCache,
+    weights: tuple[Tensor, ...],
+    compute: Callable[[], Tensor],
+    size: tuple[int, int] | None,
+    module: nn.Module | None = None,
 ) -> Tensor:
     """``within_one(compute())``, kept in ``cache`` until ``weights`` or ``size`` change: what
-    evaluation uses, 1-Lipschitz by a guaranteed bound rather than by trust in the transform."""
-    return cache.get(weights, lambda: within_one(compute()), extra=(size,))
+    evaluation uses, 1-Lipschitz by a guaranteed bound rather than by trust in the transform
+    (with ``module``: computed in float64, see ``EvalCache``)."""
+    return cache.get(weights, lambda: within_one(compute()), extra=(size,), module=module)
 
 
 def known_size(size: tuple[int, int] | None, layer: str) -> tuple[int, int]:

@@ -129,7 +129,10 @@ class LOTConv2d(LipschitzLayer):
     def eval_response(self, grid: tuple[int, int]) -> Tensor:
         """W(f) / max(1, bound), cached until the weight changes."""
         return self._cache.get(
-            (self.weight,), lambda: within_one(self.frequency_response(grid), CHEAP_BOUND_SLACK), extra=grid
+            (self.weight,),
+            lambda: within_one(self.frequency_response(grid), CHEAP_BOUND_SLACK),
+            extra=grid,
+            module=self,
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -124,7 +124,7 @@ class CayleyConv2d(LipschitzLayer):
         if self.training:
             q = self.frequency_response(size)
         else:
-            q = self._cache.get((self.weight,), lambda: self.frequency_response(size), extra=size)
+            q = self._cache.get((self.weight,), lambda: self.frequency_response(size), extra=size, module=self)
         y = apply_response(q, x)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 

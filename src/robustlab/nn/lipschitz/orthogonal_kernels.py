@@ -167,7 +167,7 @@ class ExplicitKernelConv(LipschitzLayer):
             kernel = self.kernel()
             return divided_by_bound(kernel, conv_norm_bound(kernel, size, self.padding_mode))
 
-        return self._cache.get(self.kernel_parameters(), bounded, extra=(size,))
+        return self._cache.get(self.kernel_parameters(), bounded, extra=(size,), module=self)
 
     def forward(self, x: Tensor) -> Tensor:
         check_channels(x, self.in_channels, type(self).__name__)
@@ -228,7 +228,10 @@ class OrthogonalizedLinear(LipschitzLayer):
         raise NotImplementedError
 
     def eval_weight(self) -> Tensor:
-        return self._cache.get((self.weight,), lambda: within_one(self.orthogonal_weight(), CHEAP_BOUND_SLACK))
+        def bounded() -> Tensor:
+            return within_one(self.orthogonal_weight(), CHEAP_BOUND_SLACK)
+
+        return self._cache.get((self.weight,), bounded, module=self)
 
     def effective_weight(self) -> Tensor:
         return self.orthogonal_weight() if self.training else self.eval_weight()

@@ -109,7 +109,8 @@ class _Sandwich(LipschitzLayer):
 
     def _eval_factors(self, size: tuple[int, int] | None) -> Tensor:
         """[A B] divided by s = ||[A B]||_2 where s > 1 (see the module docstring); cached."""
-        return cached_within_one(self._cache, (self.weight, self.alpha), lambda: self._compute_factors(size), size)
+        weights = (self.weight, self.alpha)
+        return cached_within_one(self._cache, weights, lambda: self._compute_factors(size), size, self)
 
     def plain(self, size: tuple[int, int] | None = None, evaluated: bool | None = None) -> tuple[Tensor, Tensor]:
         """(down, up) with every scaling folded in: y = up(relu(down(x) + b)).

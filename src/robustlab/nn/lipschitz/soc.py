@@ -143,7 +143,7 @@ class SOCConv2d(LipschitzLayer):
                 self.u.copy_(normalize(matrix @ (matrix.t() @ self.u)))
             bound = (matrix.t() @ self.u).norm() * self._bound_factor()
         else:
-            bound = self._cache.get((self.weight,), self._exact_bound)
+            bound = self._cache.get((self.weight,), self._exact_bound, module=self)
         return skew * (self.correction / bound)
 
     def forward(self, x: Tensor) -> Tensor:

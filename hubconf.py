@@ -1,5 +1,6 @@
-"""torch.hub entry points: one per registered model, named with underscores.
+"""torch.hub entry points: ``load_weights`` for any file, and one per registered model, named with underscores.
 
+    model = torch.hub.load(REPO_OR_DIR, "load_weights", weights="model.safetensors", source="local")
     model = torch.hub.load(REPO_OR_DIR, "lipconvnet_cpl", weights="model.safetensors", source="local")
 
 ``weights`` is a path or URL of a file written by ``robustlab export`` (a URL is downloaded

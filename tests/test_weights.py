@@ -75,7 +75,8 @@ def _mlp_file(path, version=2):
 
 def test_weights_of_another_model_or_version_are_refused_with_the_reason(tmp_path):
     _mlp_file(tmp_path / "mlp.safetensors")
-    with pytest.raises(WeightsError, match="holds weights of a 'lipmlp-aol' model, not of 'lipconvnet-cpl'"):
+    wrong = "holds weights of a 'lipmlp-aol' model, not of 'lipconvnet-cpl' \\(its torch.hub entry is 'lipmlp_aol'"
+    with pytest.raises(WeightsError, match=wrong):
         torch.hub.load(str(REPO), "lipconvnet_cpl", weights=str(tmp_path / "mlp.safetensors"), source="local")
     _mlp_file(tmp_path / "v1.safetensors", version=1)
     with pytest.raises(WeightsError, match="since architecture version 2, MaxMin pairs adjacent channels"):
@@ -129,3 +130,75 @@ def test_export_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{tmp_path} is not a robustlab run directory" in err
+
+
+def _trained_liresnet() -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(0)
+    model = create_model("liresnet", (1, 8, 8), 10, width=8, depth=2, features=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(5):  # grow the weights: the constant moves far from a new model's
+        loss = -model(torch.rand(16, 1, 8, 8)).norm(dim=1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    config = load_config(None, ["model.name=liresnet", "model.kwargs={width: 8, depth: 2, features: 16}"])
+    return model.eval(), architecture_record(model, config)
+
+
+@pytest.mark.parametrize("form", ["model", "plain"])
+def test_a_loaded_liresnet_keeps_its_constants_and_its_certificates_hold(form, tmp_path):
+    from robustlab.certify.attacks import check_soundness
+    from robustlab.certify.evaluate import certify_points
+
+    model, record = _trained_liresnet()
+    loaded = load_model(save_safetensors(tmp_path / "m.safetensors", model, record, form))
+    assert loaded.lipschitz_constant == model.lipschitz_constant  # from the weights, not a new skeleton's
+    torch.testing.assert_close(loaded.margin_lipschitz(), model.margin_lipschitz(), rtol=0, atol=0)
+    images = torch.rand(40, 1, 8, 8) * 0.2 + 0.4
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)  # every point correct: each has a radius to attack
+    certificates = certify_points(loaded, images, labels)
+    expected = certify_points(model, images, labels)
+    # plain: the float64 copy runs the float32-rounded weights, within the rounding allowance
+    torch.testing.assert_close(certificates.radii, expected.radii, rtol=0, atol=1e-12 if form == "model" else 1e-6)
+    assert (certificates.radii > 0).sum() >= 10
+    report = check_soundness(loaded, images, certificates, steps=50, restarts=2)
+    assert report["sound"], report["counterexamples"][:3]
+
+
+def test_plain_weights_that_are_not_the_export_of_their_source_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, record = _trained_liresnet()
+    path = save_safetensors(tmp_path / "m.safetensors", model, record, "plain")
+    tensors = load_file(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    key = next(k for k in tensors if k.endswith("weight") and not k.startswith("source."))
+    tensors[key] = tensors[key] * 1.5
+    save_file(tensors, tmp_path / "edited.safetensors", metadata=metadata)
+    with pytest.raises(WeightsError, match="not the export of the weights they came from"):
+        load_model(tmp_path / "edited.safetensors")
+    del metadata  # the source weights alone decide; an old plain file without them is refused
+    old = {k: v for k, v in tensors.items() if not k.startswith("source.")}
+    with safe_open(str(path), framework="pt") as handle:
+        save_file(old, tmp_path / "old.safetensors", metadata=handle.metadata())
+    with pytest.raises(WeightsError, match="without the weights it was exported from"):
+        load_model(tmp_path / "old.safetensors")
+
+
+def test_the_generic_hub_entry_loads_whatever_model_the_file_holds(tmp_path):
+    model, path = _mlp_file(tmp_path / "mlp.safetensors")
+    loaded = torch.hub.load(str(REPO), "load_weights", weights=str(path), source="local")
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_run_store_is_importable_where_the_readme_shows_it(tmp_path):
+    from robustlab.runs import RunStore
+
+    assert RunStore(tmp_path / "runs").query() == []
+    assert "from robustlab.runs import RunStore" in (REPO / "README.md").read_text()

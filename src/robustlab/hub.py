@@ -36,8 +36,15 @@ def entry_point(name: str) -> Callable[..., nn.Module]:
     return load
 
 
+def load_weights(weights: str, device: str = "cpu") -> nn.Module:
+    """``torch.hub.load(..., "load_weights", weights=PATH_OR_URL)``: whatever model the file
+    (from `robustlab export`) holds, rebuilt from its own architecture record, in eval mode."""
+    return load_model(fetch(weights), device)
+
+
 def entry_points() -> dict[str, Callable[..., nn.Module]]:
-    return {name.replace("-", "_"): entry_point(name) for name in MODELS.names()}
+    """One entry per registered model (``lipconvnet_cpl``, ...) and ``load_weights`` for any file."""
+    return {"load_weights": load_weights} | {name.replace("-", "_"): entry_point(name) for name in MODELS.names()}
 
 
 def fetch(path_or_url: str | Path) -> Path:

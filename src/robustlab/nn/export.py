@@ -4,10 +4,14 @@ Every ``LipschitzLayer`` is replaced by what its ``export()`` returns (plain ``n
 ``nn.Linear``, ... with the eval-mode normaliser folded into the weights; see each family,
 and docs/layers.md); everything else (blocks, activations, BatchNorm, plain layers) is
 copied. The export uses the evaluation-mode normalisers, so it matches ``model.eval()``;
-the result is in eval mode and holds no parameters that require gradients. Plain layers
-bring no bound of their own, so the exported network keeps the original's Lipschitz
-constant frozen as a number (``builder_lipschitz``): LiResNet's is computed from its
-weights, and would otherwise be lost.
+the result is in eval mode and holds no parameters that require gradients.
+
+Plain layers bring no bound of their own, so an exported ``ImageClassifier`` is an
+``ExportedClassifier`` holding the original's certificate constants frozen: its
+``lipschitz_constant`` and its pairwise ``margin_lipschitz()`` (LiResNet's are computed from
+its weights, and would otherwise be lost). They are plain attributes, not weights: a plain
+file is loaded by exporting the registered network its weights came from
+(``runs.checkpoint.load_model``), so the constants always come from the weights.
 """
 
 from __future__ import annotations
@@ -15,9 +19,29 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from robustlab.nn.lipschitz import LipschitzLayer
+from robustlab.nn.models import ImageClassifier
+
+
+class ExportedClassifier(ImageClassifier):
+    """An ``ImageClassifier`` of plain modules with the certificate constants of the model it
+    was exported from (float64, guaranteed, as that model computed them)."""
+
+    def __init__(self, layers, input_shape, num_classes, lipschitz: float | None, margins: Tensor | None):
+        super().__init__(layers, input_shape, num_classes, lipschitz)
+        self.frozen_margins = margins
+
+    @property
+    def lipschitz_constant(self) -> float | None:
+        return self.builder_lipschitz
+
+    def margin_lipschitz(self, estimate: bool = False) -> Tensor | None:
+        if self.frozen_margins is None:
+            return None
+        reference = next(self.buffers())  # CenterInputs' mean: the model's device
+        return self.frozen_margins.to(device=reference.device)
 
 
 @torch.no_grad()
@@ -27,8 +51,15 @@ def export_model(model: nn.Module) -> nn.Module:
     model.eval()
     try:
         exported = _export(model)
-        if getattr(model, "builder_lipschitz", None) is not None:
-            exported.builder_lipschitz = model.lipschitz_constant
+        if isinstance(model, ImageClassifier):
+            margins = model.margin_lipschitz()
+            exported = ExportedClassifier(
+                list(exported.children()),
+                model.input_shape,
+                model.num_classes,
+                model.lipschitz_constant,
+                None if margins is None else margins.detach().to("cpu", torch.float64).clone(),
+            )
     finally:
         model.train(was_training)
     exported.eval()

@@ -12,8 +12,10 @@ Weights that travel: ``robustlab export`` writes one safetensors file holding th
 and, in its metadata (JSON under ``robustlab.architecture``), the architecture record plus
 the CPL power-iteration steps, so ``load_model(path)`` rebuilds the model without the run
 folder. ``robustlab.form`` says which model the weights are of: ``model`` (the registered
-network) or ``plain`` (its ``export_model`` copy of plain convolutions, rebuilt by exporting
-the registered network and loading the plain weights). Loading never unpickles:
+network) or ``plain`` (its ``export_model`` copy of plain convolutions). A plain file also
+holds the registered network's weights (``source.`` keys): loading exports them again, so
+the plain model's Lipschitz constant and pairwise bounds are computed from weights, never
+taken from a skeleton, and refuses plain weights that are not their export. Loading never unpickles:
 safetensors holds only tensors and strings, and a ``model.pt`` is read with
 ``weights_only=True``.
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import json
 import random
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -181,6 +182,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
 # Weights that travel: one safetensors file, loaded without the run folder
 
 FORMS = ("model", "plain")
+SOURCE = "source."  # a plain file's copy of the registered network's weights
 
 
 class WeightsError(RobustlabError, ValueError):
@@ -201,13 +203,17 @@ def architecture_record(model: ImageClassifier, config: ExperimentConfig) -> dic
 
 
 def save_safetensors(path: str | Path, model: nn.Module, architecture: dict, form: str = "model") -> Path:
-    """Write ``model``'s weights and ``architecture`` record to ``path`` (atomically)."""
+    """Write ``model``'s weights (``plain``: its ``export_model`` copy's, and its own as
+    ``source.*``) and ``architecture`` record to ``path`` (atomically)."""
     from safetensors.torch import save
 
     if form not in FORMS:
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+    state = model.state_dict()
+    if form == "plain":
+        state = {**export_model(model).state_dict(), **{SOURCE + key: value for key, value in state.items()}}
     # clone: safetensors refuses tensors that share storage, and state dicts may hold views
-    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
     metadata = {"format": "pt", "robustlab.architecture": json.dumps(architecture), "robustlab.form": form}
     path = Path(path)
     with atomic_open(path, "wb") as handle:
@@ -220,9 +226,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, plain: bool =
     ``load_model`` reads without the run; default ``RUN/model.safetensors`` (``model-plain...``)."""
     model, config = load_run_model(run_dir)
     architecture = architecture_record(model, config)
-    weights = export_model(model) if plain else model
     out = Path(out) if out else Path(run_dir) / ("model-plain.safetensors" if plain else "model.safetensors")
-    return save_safetensors(out, weights, architecture, "plain" if plain else "model")
+    return save_safetensors(out, model, architecture, "plain" if plain else "model")
 
 
 def read_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], str]:
@@ -268,7 +273,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_na
     architecture, state, form = read_weights(path)
     name = architecture.get("name", "?")
     if expected_name is not None and name.lower() != expected_name.lower():
-        raise WeightsError(f"{path} holds weights of a '{name}' model, not of '{expected_name}'")
+        raise WeightsError(
+            f"{path} holds weights of a '{name}' model, not of '{expected_name}' "
+            f"(its torch.hub entry is '{name.replace('-', '_')}'; 'load_weights' loads any robustlab file)"
+        )
     if form not in FORMS:
         raise WeightsError(f"{path}: unknown weights form {form!r}; this robustlab reads {', '.join(FORMS)}")
     try:
@@ -280,14 +288,34 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_na
     change = architecture_change(model, architecture.get("version", 1))
     if change:
         raise WeightsError(f"{path} does not fit this robustlab's '{name}' model: {change}. Train it again.")
-    loaded = _plain_skeleton(model) if form == "plain" else model
-    load_weights(loaded, {"architecture": {"version": ARCHITECTURE_VERSION}, "model": state}, path)  # checked above
+    plain = {key: value for key, value in state.items() if not key.startswith(SOURCE)}
+    if form == "plain":
+        state = {key[len(SOURCE) :]: value for key, value in state.items() if key.startswith(SOURCE)}
+        if not state:
+            raise WeightsError(
+                f"{path}: a plain file without the weights it was exported from (an older robustlab's), "
+                "so its Lipschitz bound cannot be computed; export the run again"
+            )
+    load_weights(model, {"architecture": {"version": ARCHITECTURE_VERSION}, "model": state}, path)  # checked above
+    loaded = _exported_as_saved(model, plain, path) if form == "plain" else model
     return loaded.to(device).eval()
 
 
-def _plain_skeleton(model: ImageClassifier) -> nn.Module:
-    """The plain modules ``export_model`` makes of ``model``, whose weights are about to be replaced."""
-    configure_eval(model, power_iterations=0)  # CPL: the cheap FFT bound, not 1000 Lanczos steps on random weights
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ... which warns that it is loose: irrelevant here
-        return export_model(model)
+def _exported_as_saved(model: ImageClassifier, plain: dict[str, torch.Tensor], path: Path | str) -> nn.Module:
+    """``export_model(model)``, with its certificate constants computed from ``model``'s
+    weights, after checking that the file's plain weights are that export (equal up to a
+    float32 rounding step: another machine's float64 arithmetic may round differently)."""
+    exported = export_model(model)
+    expected = exported.state_dict()
+    mismatched = sorted(set(expected) ^ set(plain)) or [
+        key
+        for key, value in expected.items()
+        if value.shape != plain[key].shape
+        or not torch.allclose(plain[key].to(value.dtype), value, rtol=1e-6, atol=1e-7)
+    ]
+    if mismatched:
+        raise WeightsError(
+            f"{path}: its plain weights are not the export of the weights they came from ({mismatched[0]} differs); "
+            "export the run again"
+        )
+    return exported

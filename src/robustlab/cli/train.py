@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
-from robustlab.config import load_config, preset_names
+from robustlab.config import load_config, parse_override, preset_names
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
 
@@ -48,11 +48,30 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues a run with its saved config; --set and --device cannot change it")
         result_run = train(None, run_dir=args.resume, store=store, resume=True, progress=not args.quiet)
     else:
-        config = load_config(args.config, overrides)
+        config = _lr_for_model(load_config(args.config, overrides), args, overrides)
         result_run = train(config, run_dir=args.run_dir, store=store, progress=not args.quiet)
     if distributed.is_main_process():  # under torchrun only rank 0 reports
         emit(args, summary(result_run), _render)
     return 0
+
+
+def _lr_for_model(config, args: argparse.Namespace, overrides: list[str]):
+    """A preset whose model ``--set`` swapped trains at the new layer family's lr (each family's
+    ``LR_SCALE``), unless ``--set optim.lr=...`` chose one."""
+    from robustlab.progress import note
+    from robustlab.train.optim import lr_for_swapped_model
+
+    if any(parse_override(text)[0] == ["optim", "lr"] for text in overrides):
+        return config
+    preset = load_config(args.config)
+    scaled = lr_for_swapped_model(config, preset)
+    if scaled.optim.lr != config.optim.lr:
+        note(
+            f"lr {scaled.optim.lr:.4g}: {args.config}'s lr {config.optim.lr:.4g} (for {preset.model.name}) scaled to "
+            f"{scaled.model.name}'s layer family; --set optim.lr=... chooses another",
+            not args.quiet,
+        )
+    return scaled
 
 
 def summary(run) -> dict:

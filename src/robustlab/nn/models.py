@@ -390,3 +390,10 @@ def _register_lipschitz_models(name: str, family: LayerFamily) -> None:
 
 
 LAYER_FAMILIES.on_add(_register_lipschitz_models)  # every family, also those registered later
+
+
+def model_lr_scale(name: str) -> float:
+    """The ``lr_scale`` of the layer family the registered model ``name`` is built of
+    (``lipconvnet-soc`` -> soc's); 1 for models of no family (liresnet, simpleconvnet)."""
+    family = name.lower().rsplit("-", 1)[-1]
+    return LAYER_FAMILIES.get(family).lr_scale if family in LAYER_FAMILIES and name.lower() in MODELS else 1.0

@@ -7,13 +7,15 @@ run's lr curve depends only on its total number of steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from robustlab.config import OptimConfig
+from robustlab.config import ExperimentConfig, OptimConfig
+from robustlab.nn.models import model_lr_scale
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
@@ -50,3 +52,16 @@ def total_steps(epochs: float, batches_per_epoch: int) -> int:
     if epochs <= 0:
         raise ValueError(f"train.epochs must be positive, got {epochs}")
     return max(1, math.ceil(epochs * batches_per_epoch - 1e-9))
+
+
+def lr_for_swapped_model(config: ExperimentConfig, preset: ExperimentConfig) -> ExperimentConfig:
+    """``config`` (a preset with overrides that swapped its model, not its lr) with the preset's
+    lr moved to the new model's layer family: times ``model_lr_scale(new) / model_lr_scale(old)``.
+
+    A preset's lr is tuned for its model; SOC, BCOP, ... diverge at AOL's lr (issue 23).
+    Unchanged when the model is the preset's or the lr is not the preset's (set by hand).
+    """
+    if config.model.name == preset.model.name or config.optim.lr != preset.optim.lr:
+        return config
+    scale = model_lr_scale(config.model.name) / model_lr_scale(preset.model.name)
+    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=config.optim.lr * scale))

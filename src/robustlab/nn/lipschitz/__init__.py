@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
+from robustlab.nn.lipschitz import aoc, aol, bcop, bro, cpl, lot, orthogonal, sandwich, sll, soc
 from robustlab.nn.lipschitz.aoc import AOCConv2d
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
 from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, configure_eval, lipschitz_layers
@@ -67,6 +68,10 @@ class LayerFamily:
     description: str
     conv: Callable[..., nn.Module]
     linear: Callable[..., nn.Module]
+    # the lr this family trains at, relative to AOL's and CPL's (the presets'): measured on
+    # digits, the family file's ``LR_SCALE``; applied when a preset's model is swapped
+    # (``train.optim.lr_for_swapped_model``)
+    lr_scale: float = 1.0
 
 
 LAYER_FAMILIES: Registry[LayerFamily] = Registry("layer family")
@@ -87,8 +92,14 @@ def _square_linear(make: Callable[[int, bool], nn.Module]) -> Callable[..., nn.M
     return linear
 
 
-def _register(name: str, description: str, conv: Callable[..., nn.Module], linear: Callable[..., nn.Module]) -> None:
-    LAYER_FAMILIES.add(name, LayerFamily(name, description, conv, linear))
+def _register(
+    name: str,
+    description: str,
+    conv: Callable[..., nn.Module],
+    linear: Callable[..., nn.Module],
+    lr_scale: float = 1.0,
+) -> None:
+    LAYER_FAMILIES.add(name, LayerFamily(name, description, conv, linear, lr_scale))
 
 
 _register(
@@ -96,30 +107,35 @@ _register(
     "almost-orthogonal layers: weights rescaled by d_i = (sum_j |P^T P|_ij)^-1/2",
     conv=lambda channels, kernel_size=3, *, input_size=None: AOLConv2d(channels, channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: AOLLinear(in_features, out_features, bias),
+    lr_scale=aol.LR_SCALE,
 )
 _register(
     "cpl",
     "convex potential layers: x - 2/sigma^2 W^T relu(Wx + b)",
     conv=lambda channels, kernel_size=3, *, input_size=None: CPLConv2d(channels, kernel_size, input_size=input_size),
     linear=_square_linear(lambda width, bias: CPLLinear(width, bias=bias)),
+    lr_scale=cpl.LR_SCALE,
 )
 _register(
     "sll",
     "SDP-based Lipschitz layers: x - 2 W T^-1 relu(W^T x + b)",
     conv=lambda channels, kernel_size=3, *, input_size=None: SLLConv2d(channels, kernel_size),
     linear=_square_linear(lambda width, bias: SLLLinear(width, bias=bias)),
+    lr_scale=sll.LR_SCALE,
 )
 _register(
     "soc",
     "skew orthogonal convolutions (Taylor series of exp), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: SOCConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+    lr_scale=soc.LR_SCALE,
 )
 _register(
     "orthogonal",
     "exactly orthogonal layers: Cayley convolutions (circular padding), orthogonal dense layers",
     conv=lambda channels, kernel_size=3, *, input_size=None: CayleyConv2d(channels, kernel_size),
     linear=lambda in_features, out_features, bias=True: OrthogonalLinear(in_features, out_features, bias),
+    lr_scale=orthogonal.LR_SCALE,
 )
 _register(
     "bcop",
@@ -128,12 +144,14 @@ _register(
         channels, channels, kernel_size, input_size=input_size
     ),
     linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias),
+    lr_scale=bcop.LR_SCALE,
 )
 _register(
     "lot",
     "layer-wise orthogonal training: V (V^H V)^-1/2 per frequency by Newton-Schulz (circular padding)",
     conv=lambda channels, kernel_size=3, *, input_size=None: LOTConv2d(channels, kernel_size, input_size=input_size),
     linear=lambda in_features, out_features, bias=True: LOTLinear(in_features, out_features, bias),
+    lr_scale=lot.LR_SCALE,
 )
 _register(
     "aoc",
@@ -142,6 +160,7 @@ _register(
         channels, channels, kernel_size, input_size=input_size
     ),
     linear=lambda in_features, out_features, bias=True: BjorckLinear(in_features, out_features, bias, iterations=12),
+    lr_scale=aoc.LR_SCALE,
 )
 _register(
     "sandwich",
@@ -150,6 +169,7 @@ _register(
         channels, channels, kernel_size, input_size=input_size
     ),
     linear=lambda in_features, out_features, bias=True: SandwichLinear(in_features, out_features, bias),
+    lr_scale=sandwich.LR_SCALE,
 )
 _register(
     "bro",
@@ -158,4 +178,5 @@ _register(
         channels, channels, kernel_size, input_size=input_size
     ),
     linear=lambda in_features, out_features, bias=True: BROLinear(in_features, out_features, bias),
+    lr_scale=bro.LR_SCALE,
 )

@@ -5,7 +5,7 @@
     python benchmarks/family_lr.py --families soc,bro --lrs 0.3,0.03  # a sweep at given lrs
 
 Each run is the digits preset with ``--set model.name=lipconvnet-<family>`` (the preset's lr
-scaled by the family's ``LR_SCALE``, as ``load_config`` does), trained by the training engine
+scaled by the family's ``LR_SCALE``, as ``robustlab train`` does), trained by the training engine
 itself; ``--lrs`` sets ``optim.lr`` explicitly instead. Prints one line per run: family, lr,
 test accuracy, CRA at 36/255, final train loss, seconds. Chance is 10%.
 """
@@ -20,12 +20,15 @@ import time
 from robustlab.config import load_config
 from robustlab.nn.lipschitz import LAYER_FAMILIES
 from robustlab.train.loop import train
+from robustlab.train.optim import lr_for_swapped_model
 
 
 def run(family: str, lr: float | None, epochs: float, kwargs: str, root: str) -> str:
     overrides = [f"model.name=lipconvnet-{family}", f"train.epochs={epochs}", f"model.kwargs={kwargs}"]
     overrides += ["train.device=cpu"] + ([f"optim.lr={lr}"] if lr is not None else [])
     config = load_config("digits", overrides)
+    if lr is None:
+        config = lr_for_swapped_model(config, load_config("digits"))
     start = time.perf_counter()
     results = train(config, run_dir=os.path.join(root, f"{family}-{lr}"), progress=False).load_results()
     return (

@@ -46,11 +46,14 @@ def test_block_reflector_has_r_eigenvalues_minus_one_and_the_rest_one():
     torch.testing.assert_close(block_reflector(torch.zeros(4, 2)), torch.eye(4))  # V = 0 stays finite
 
 
-def test_bro_starts_as_a_channel_sign_flip():
+def test_bro_dense_starts_as_a_channel_sign_flip_and_conv_mixes_channels():
     x = torch.randn(2, 6, 5, 5)
     expected = torch.cat((-x[:, :3], x[:, 3:]), dim=1)  # up to the 2e-5 of the Gram regularisation
-    torch.testing.assert_close(BROConv2d(6, 6)(x), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(BROLinear(6, 6)(x[:, :, 0, 0]), expected[:, :, 0, 0], rtol=1e-4, atol=1e-5)
+    one_channel = torch.zeros(1, 6, 5, 5)
+    one_channel[:, 0] = torch.randn(5, 5)  # a grey image after ZeroChannelConcatenation
+    spread = BROConv2d(6, 6)(one_channel)[:, 1:].norm() / one_channel.norm()
+    assert spread > 0.3  # the Dirac V kept it in channel 0, where training found no gradient
 
 
 def test_bro_conv_trains_with_the_low_rank_form_and_evaluates_the_formed_reflector():

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from robustlab.config import MAX_EPS, ConfigError, parse_float
+from robustlab.config import MAX_EPS, ConfigError, check_device_name, parse_float
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,37 @@ def add_overrides_flag(parser: argparse.ArgumentParser, scope: str = "every run"
         metavar="KEY=VALUE",
         help=f"config override for {scope}, e.g. --set optim.lr=0.3 (repeatable)",
     )
+
+
+def add_data_dir_flag(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """``--data-dir DIR``: the folder of dataset files, for every command that reads data."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"folder holding the datasets (<name>.npz or the official files in <name>/){what}; "
+        "default: $ROBUSTLAB_DATA, else ~/.robustlab/data",
+    )
+
+
+def data_dir_override(args: argparse.Namespace) -> list[str]:
+    """``--data-dir`` as the config override ``data.data_dir`` (none when not given). The
+    folder is not part of a run's identity, so the same runs are found from any folder."""
+    folder = getattr(args, "data_dir", None)
+    return [f"data.data_dir={json.dumps(folder)}"] if folder else []  # JSON quoting: YAML reads it verbatim
+
+
+def add_device_flag(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--device``, checked when the arguments are parsed: a bad name is a usage error of the
+    command, before anything is loaded or trained."""
+    parser.add_argument("--device", type=device_name, default=default, help=help)
+
+
+def device_name(text: str) -> str:
+    """An argparse type: auto, cpu, cuda, cuda:1, mps (``config.check_device_name``)."""
+    try:
+        return check_device_name(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("device: ")) from None
 
 
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, int_list
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    add_overrides_flag,
+    data_dir_override,
+    emit,
+    int_list,
+)
 from robustlab.cli.experiment import render_report
 from robustlab.config import ConfigError
 
@@ -20,7 +28,8 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", default="robustlab-demo", help="output folder (default: robustlab-demo)")
     parser.add_argument("--dataset", help="dataset name or .npz path (default: digits, built in)")
-    parser.add_argument("--device", help="auto, cpu, cuda, ... (default: auto)")
+    add_device_flag(parser, None, "auto, cpu, cuda, ... (default: auto)")
+    add_data_dir_flag(parser, " for --dataset")
     parser.add_argument("--sizes", type=int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
     parser.add_argument("--epochs", type=float, help="epochs of the full training set; each size gets the same steps")
     parser.add_argument("--seeds", type=int_list, help="seeds to average over (default: 0,1,2)")
@@ -43,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.sizes,
         args.epochs,
         args.seeds,
-        args.overrides,
+        args.overrides + data_dir_override(args),
         progress=not args.quiet,
     )
     emit(args, report.to_dict(), render_report)

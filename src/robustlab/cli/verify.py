@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_device_flag, add_json_flag, emit, format_table
 from robustlab.config import parse_override
 
 
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
         "--attack-steps", type=int, default=20, help="gradient-ascent steps for the network lower bound (default 20)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")
+    add_device_flag(parser, "cpu", "cpu (default), auto, cuda, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
     parser.set_defaults(func=run)

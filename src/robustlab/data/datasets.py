@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import pickle
 import shutil
@@ -203,7 +204,7 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else None
-    if shape is None or len(raw) - header != int(np.prod(shape)):
+    if shape is None or len(raw) - header != math.prod(shape):  # Python ints: no overflow
         raise DatasetError(
             f"{path}: the idx header promises shape {shape} but the data does not match; the file is truncated"
         )
@@ -215,6 +216,7 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DatasetError(f"{path} does not exist")
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in keys if k not in archive.files]
             if missing:
@@ -225,8 +227,40 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
             return {k: archive[k] for k in archive.files}
     except DatasetError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
         raise DatasetError(f"{path}: not a readable .npz file ({error}); it is truncated or corrupt") from None
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+# deflate expands at most ~1032:1; a member claiming more than this is lying about its size
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an .npz whose array headers claim more bytes than its members hold, before numpy
+    allocates the claimed size (a few-byte file can claim a terabyte)."""
+    with zipfile.ZipFile(path) as archive:
+        on_disk = path.stat().st_size
+        for member in archive.infolist():
+            if not member.filename.endswith(".npy"):
+                continue
+            stored = member.compress_size if member.compress_type != zipfile.ZIP_STORED else member.file_size
+            if stored > on_disk or member.file_size > _MAX_DEFLATE_RATIO * max(stored, 1):
+                raise DatasetError(
+                    f"{path}: member {member.filename} claims {member.file_size} bytes; the file is corrupt"
+                )
+            with archive.open(member) as handle:
+                read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(handle))
+                if read_header is None:
+                    raise DatasetError(f"{path}: {member.filename} is not an .npy array of format version 1 or 2")
+                shape, _, dtype = read_header(handle)  # the header only: nothing is allocated
+                held = member.file_size - handle.tell()
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed > held:
+                raise DatasetError(
+                    f"{path}: array {member.filename[:-4]} claims shape {shape} ({claimed} bytes) but holds "
+                    f"{held} bytes; the file is truncated or corrupt"
+                )
 
 
 def _read_split_npz(path: Path) -> Splits:
@@ -657,15 +691,37 @@ def load_npz_dataset(path: str | Path) -> ImageDataset:
     x_train, y_train = _check_images(arrays["x_train"], arrays["y_train"], f"{path} (train)")
     x_test, y_test = _check_images(arrays["x_test"], arrays["y_test"], f"{path} (test)", x_train.shape[1:])
     if "classes" in arrays:
-        classes = [str(c) for c in arrays["classes"]]
+        classes = [str(c) for c in np.asarray(arrays["classes"]).reshape(-1)]
     else:
-        classes = [str(c) for c in range(int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1)]
+        classes = [str(c) for c in range(_label_count(y_train, y_test, path))]
     for y, split in ((y_train, "train"), (y_test, "test")):
         _check_labels(y, len(classes), f"{path} ({split})")
     return ImageDataset(path.stem, x_train, y_train, x_test, y_test, classes, str(path))
 
 
+def _label_count(y_train: np.ndarray, y_test: np.ndarray, path: Path) -> int:
+    """The number of classes the labels imply (largest label + 1), checked before anything is
+    sized from it: a file with one image cannot hold a billion classes."""
+    largest = int(max(y_train.max(initial=0), y_test.max(initial=0)))
+    images = len(y_train) + len(y_test)
+    if largest >= images:
+        raise DatasetError(
+            f"{path}: label {largest} implies {largest + 1} classes for {images} images; labels must be "
+            "0 .. K-1 for K classes (add a 'classes' array of K names if some classes have no images)"
+        )
+    return largest + 1
+
+
 AFFINE_DIGITS = "digits-affine"  # the built-in stand-in for generated data (see _affine_digits)
+
+
+def check_generated_path(path: str | Path) -> None:
+    """A DatasetError unless ``path`` names generated data that ``load_generated`` can open."""
+    if str(path) != AFFINE_DIGITS and not Path(path).expanduser().is_file():
+        raise DatasetError(
+            f"data.extra_path={path} does not exist; give an .npz with 'image' and 'label' arrays "
+            f"(or {AFFINE_DIGITS}, the built-in stand-in for the digits)"
+        )
 
 
 def load_generated(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -512,6 +512,8 @@ def _read_cifar_batch(tar: tarfile.TarFile, member: str, label_key: str, path: P
     data, labels = batch["data"], np.asarray(batch[label_key])
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(f"{where}: 'data' must be a uint8 array of shape (N, 3072)")
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{where}: '{label_key}' must be {len(data)} integer labels, one per image")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 

@@ -41,7 +41,7 @@ class CommandParser(argparse.ArgumentParser):
     usage line (argparse would hand it up to the top-level parser, whose usage says nothing
     about the subcommand's options)."""
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")

@@ -231,7 +231,9 @@ def _layer_norm(
         return dense_norm_report(module.weight)
     if isinstance(module, (nn.Conv2d, nn.Linear)):  # a linear map: one input point and one Krylov space suffice
         report = jacobian_norm_report(module, x, max_steps=max_steps, generator=generator, affine=True)
-        return report._replace(upper_bound=_conv_fft_bound(module, x.shape[-2:]) if thorough else None)
+        if thorough and isinstance(module, nn.Conv2d):
+            return report._replace(upper_bound=_conv_fft_bound(module, x.shape[-2:]))
+        return report
     return jacobian_norm_report(module, x, max_steps=max_steps, restarts=restarts, generator=generator)
 
 

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder made by `robustlab train`")
     parser.add_argument("--model", help="a model registry name, e.g. lipconvnet-cpl (built with random weights)")
     parser.add_argument(
-        "--dataset", help="digits, mnist, fashion-mnist, cifar10 or cifar100: input shape and classes for --model"
+        "--dataset", help="a dataset name (see `robustlab data info`): input shape and classes for --model"
     )
     parser.add_argument(
         "--model-arg",

@@ -9,6 +9,7 @@ redraw every few steps, so the outermost unit prints one plain line per step of 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -102,6 +103,27 @@ def note(message: str, enabled: bool = True) -> None:
     progress is off or this work is part of a larger unit (a sweep's runs: its lines say enough)."""
     if wanted(enabled) and not _open:
         tqdm.write(message, file=sys.stderr)
+
+
+def readable(key: str, value: Any) -> str:
+    """A config value as a progress line shows it: 1.96 epochs, not 1.9591002044989776; a size
+    left at None (the whole set) as ``all``."""
+    if value is None:
+        return "all" if key.endswith(("_size", "components")) else "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def decimals_needed(values: list[Any], most: int) -> int:
+    """The fewest decimals (up to ``most``) that show every float of ``values`` as it would
+    show with ``most``: a column of 20.0 epochs gets 0, of 4.1 s gets 1, of 0.9333 gets 4."""
+    needed = 0
+    for value in values:
+        if isinstance(value, float) and math.isfinite(value):
+            shown = round(value, most)
+            needed = max(needed, next(d for d in range(most + 1) if round(value, d) == shown))
+    return needed
 
 
 def _length(iterable) -> int | None:

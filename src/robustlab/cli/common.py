@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from robustlab.config import MAX_EPS, ConfigError, check_device_name, parse_float
+from robustlab.progress import decimals_needed
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +75,8 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     if not rows:
         return "(no rows)"
     columns = columns or list(rows[0])
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    decimals = [decimals_needed([row.get(c) for row in rows], 4) for c in columns]  # 20 epochs, not 20.0000
+    cells = [[_cell(row.get(c), d) for c, d in zip(columns, decimals)] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     # numbers line up on the right, words on the left
     numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows) for c in columns]
@@ -85,9 +87,9 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, decimals: int = 4) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.{decimals}f}"
     return "" if value is None else str(value)
 
 

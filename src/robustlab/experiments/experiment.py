@@ -251,7 +251,10 @@ def recipe_notes(rows: list[SweepRow]) -> list[str]:
 
 
 def _offset_name(offset: float) -> str:
-    named = {"reference": "sqrt(2)*36/255, the reference code's and SPEC's", "paper-text": "1/4, the paper's text"}
+    named = {
+        "reference": "sqrt(2)*36/255, the paper's reference code (berndprach/IntriguingProperties)",
+        "paper-text": "1/4, the paper's text",
+    }
     for name, value in OFFSETS.items():
         if math.isclose(offset, value):
             return f"{offset:.4g} ('{name}': {named[name]})"

@@ -209,3 +209,25 @@ def test_a_bad_device_in_the_config_is_refused_before_training(tmp_path, capsys)
 def test_a_close_miss_of_a_name_or_key_suggests_the_right_one(argv, hint, capsys):
     status, _, err = run_cli(capsys, *argv)
     assert status == 2 and hint in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_interrupted_run_in_the_listing_shows_the_command_that_resumes_it(tmp_path, capsys):
+    from robustlab.config import load_config
+    from robustlab.runs import claims
+    from robustlab.runs.store import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    config = load_config(None, ["name=s"])
+    with claims.alive(store):
+        run = store.create(config)
+        store.record(run, config, "running")
+    status, out, _ = run_cli(capsys, "runs", "list", "--runs-root", str(tmp_path / "runs"))
+    assert status == 0
+    assert f"{run.path.name} was interrupted; continue it with: robustlab train --resume {run.path}" in out
+
+
+def test_a_mistyped_run_folder_points_to_the_listing_and_the_close_name(digits_run, capsys):
+    typo = digits_run.parent / (digits_run.name + "x")
+    status, _, err = run_cli(capsys, "certify", str(typo))
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert f"(did you mean '{digits_run.name}'?)" in err and "`robustlab runs list` lists them" in err

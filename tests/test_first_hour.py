@@ -231,3 +231,15 @@ def test_a_mistyped_run_folder_points_to_the_listing_and_the_close_name(digits_r
     status, _, err = run_cli(capsys, "certify", str(typo))
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert f"(did you mean '{digits_run.name}'?)" in err and "`robustlab runs list` lists them" in err
+
+
+def test_miniature_scales_train_on_one_thread_and_give_the_threads_back():
+    import torch
+
+    from robustlab.experiments.experiment import MINIATURE_SCALES
+    from robustlab.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before and MINIATURE_SCALES == ("smoke", "demo")

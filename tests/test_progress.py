@@ -1,6 +1,7 @@
 """Progress off a terminal: plain lines, few of them; --quiet and ROBUSTLAB_PROGRESS=0 silence them."""
 
 import re
+
 import pytest
 
 from robustlab.cli import main

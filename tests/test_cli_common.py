@@ -79,3 +79,19 @@ def test_progress_lines_show_config_values_for_people():
 
     assert readable("data.subset_size", None) == "all" and readable("train.epochs", 1.9591002044989776) == "1.959"
     assert readable("seed", 2) == "2" and readable("optim.lr", 0.1) == "0.1"
+
+
+def test_the_demo_prints_the_test_columns_and_says_where_the_others_are():
+    from robustlab.cli.demo import render_demo
+
+    data = {
+        "title": "Accuracy and CRA vs training-set size (digits)",
+        "columns": ["model", "N", "accuracy", "CRA 36/255", "train accuracy", "train CRA 36/255"],
+        "rows": [{"model": "mlp", "N": 48, "accuracy": 80.0, "CRA 36/255": 68.0, "train accuracy": 100.0}],
+        "notes": [],
+        "figures": ["out/demo.png"],
+        "tables": {"json": "out/table.json", "text": "out/table.md"},
+    }
+    text = render_demo(data)
+    assert "train accuracy" not in text and "CRA 36/255" in text.splitlines()[1]
+    assert text.endswith("(the 2 columns on the training images are in out/table.md)")

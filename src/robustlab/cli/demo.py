@@ -55,5 +55,15 @@ def run(args: argparse.Namespace) -> int:
         args.overrides + data_dir_override(args),
         progress=not args.quiet,
     )
-    emit(args, report.to_dict(), render_report)
+    emit(args, report.to_dict(), render_demo)
     return 0
+
+
+def render_demo(data: dict) -> str:
+    """The report as ``robustlab experiment`` prints it, with the test columns only, so that
+    it fits a terminal; the training-image columns are in the written table."""
+    test_columns = [c for c in data["columns"] if not c.startswith("train ")]
+    left_out = len(data["columns"]) - len(test_columns)
+    text = render_report({**data, "columns": test_columns})
+    table = data["tables"].get("text") or next(iter(data["tables"].values()), None)
+    return text + (f"\n(the {left_out} columns on the training images are in {table})" if left_out and table else "")

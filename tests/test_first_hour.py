@@ -124,6 +124,7 @@ DATA_COMMANDS = [
     ["certify", "RUN"],
     ["smooth", "RUN"],
     ["demo"],
+    ["report", "data_scaling"],
     ["data", "info"],
     ["data", "prepare", "mnist"],
 ]

@@ -1,7 +1,7 @@
 """Checks that a network is 1-Lipschitz (or within the bound it claims): per-layer operator
 norms and a network lower bound.
 
-Two modes. The default is fast (seconds for the paper's LipConvNet on a CPU): layers with at
+Two modes. The default is fast (under a minute for the paper's LipConvNet on a CPU): layers with at
 most ``EXACT_PARAMETERS`` parameters get the methods below; a larger affine layer gets the
 Lanczos estimate of its norm from one start, without an upper bound. ``exact=True``
 (``robustlab verify --exact``) gives every layer the methods below, at any size.
@@ -73,7 +73,7 @@ ONE_LIPSCHITZ_BLOCKS = (
 KNOWN_LAYERS = (LipschitzLayer, nn.Linear, nn.Conv2d, nn.BatchNorm2d, *ONE_LIPSCHITZ_BLOCKS)
 
 
-# The fast default (seconds for the paper's LipConvNet on a CPU) and the thorough check. Fast:
+# The fast default (under a minute for the paper's LipConvNet on a CPU) and the thorough check. Fast:
 # a layer with at most EXACT_PARAMETERS parameters gets its family's exact report (SVD, FFT
 # upper bound, ...); a larger one the Lanczos estimate of its Jacobian norm at one input from
 # one start (a lower estimate, converged to ~1e-6 on these spectra within 60 steps), and the
@@ -101,7 +101,7 @@ def verify_model(
 
     ``model`` is checked in eval mode (its mode is restored afterwards); ``input_shape`` is
     (C, H, W); random inputs are uniform in [0, 1] like images. The default is the fast check
-    (``FAST``: seconds); ``exact=True`` gives every layer its family's exact method and rigorous
+    (``FAST``: under a minute for LipConvNet); ``exact=True`` gives every layer its family's exact method and rigorous
     upper bounds (SVD, FFT), at any size (minutes for the 1024-channel layers of LipConvNet on a
     CPU). ``None`` settings take the mode's value. With ``progress``, one line per layer.
     """

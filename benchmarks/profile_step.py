@@ -4,8 +4,9 @@
     PYTHONPATH=src python benchmarks/profile_step.py --device cuda --presets simpleconvnet,cpl-lcn \
         --set train.precision=bfloat16 --set train.channels_last=true
 
-For each preset it builds what ``robustlab.train.loop.train`` builds (same loader, model,
-loss, optimizer, schedule, ``prepare_for_training``), then times, after warm-up steps:
+For each preset it builds what ``robustlab.train.loop.train`` trains with, through the same
+``build_training`` (loader, model, loss, optimizer, schedule), ``prepare_for_training`` and
+``make_train_step``, then times, after warm-up steps:
 ``loader`` (drawing and augmenting batches alone), ``step`` (the loop's train step on a fixed batch)
 and ``both`` (the loop's pattern), as milliseconds per step; and prints the profiler's
 kernels by GPU time for a few steps. Synthetic CIFAR-shaped data unless ``--data-dir``.
@@ -24,14 +25,9 @@ import torch
 
 from bench import speed_options, write_synthetic_cifar
 from robustlab.config import load_config
-from robustlab.data.loader import DeviceLoader
-from robustlab.data.splits import prepare_data
-from robustlab.runs.checkpoint import build_model
 from robustlab.runtime import resolve_device
 from robustlab.train.distributed import setup
-from robustlab.train.loop import make_train_step, prepare_for_training
-from robustlab.train.losses import build_loss
-from robustlab.train.optim import build_optimizer, build_schedule
+from robustlab.train.loop import build_training, make_train_step, prepare_for_training
 
 
 def timed(device: torch.device, steps: int, work) -> float:
@@ -48,24 +44,14 @@ def timed(device: torch.device, steps: int, work) -> float:
 
 def profile_preset(preset: str, overrides: list[str], device: torch.device, args: argparse.Namespace) -> None:
     config = load_config(preset, overrides)
-    data = prepare_data(config.data)
-    loader = DeviceLoader(
-        data.x_train,
-        data.y_train,
-        config.train.batch_size,
-        augment=config.augment,
-        mean=data.mean,
-        device=device,
-        seed=config.seed,
-        fill_last=True,
-    )
-    model = build_model(config, data).to(device)
-    loss_fn = build_loss(config.loss, model)
-    optimizer = build_optimizer(model.parameters(), config.optim)
-    schedule = build_schedule(optimizer, config.optim, 10**6)
+    parts = build_training(config, device)  # what a run trains with, built as training builds it
+    loader = parts.loader
     context, _ = setup(str(device))
-    train_model = prepare_for_training(model, config.train, context, device)
-    step = make_train_step(train_model, loss_fn, optimizer, schedule, config.train, context, device)
+    train_model = prepare_for_training(parts.model, config.train, context, device)
+    step = make_train_step(
+        train_model, parts.loss_fn, parts.optimizer, parts.schedule, config.train, context, device,
+        grad_clip=config.optim.grad_clip,
+    )  # fmt: skip
     memory = torch.channels_last if config.train.channels_last else torch.contiguous_format
 
     batches = (batch for _ in itertools.count() for batch in loader)  # pass after pass

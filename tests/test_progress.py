@@ -1,5 +1,7 @@
 """Progress off a terminal: plain lines, few of them; --quiet and ROBUSTLAB_PROGRESS=0 silence them."""
 
+import re
+
 import pytest
 
 from robustlab.cli import main
@@ -75,3 +77,19 @@ def test_on_a_terminal_a_bar_replaces_the_plain_lines(tmp_path):
     assert f"digits: training in {tmp_path / 'run'}" in screen
     assert "\r" in screen and "step/s" in screen  # tqdm redraws its bar in place
     assert "epoch 1/3" not in screen  # no plain epoch lines on a terminal
+
+
+def test_a_plain_line_estimates_the_time_left_once_some_work_is_done(capsys):
+    from robustlab.progress import Progress, duration
+
+    with Progress(4, "work", "step") as progress:
+        progress.line("starting")
+        progress.update(1)
+        progress.line("one done")
+        progress.update(3)
+        progress.line("all done")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("work: starting [") and "left" not in lines[0]
+    assert re.fullmatch(r"work: one done \[\d+s, about \d+s left\]", lines[1])
+    assert "left" not in lines[2]
+    assert (duration(42), duration(720), duration(9000)) == ("42s", "12 min", "2.5 h")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from robustlab.registry import did_you_mean
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PAPER_EPS = 36 / 255  # the L2 radius the paper reports unless it says otherwise
@@ -56,6 +59,18 @@ class Range:
         left = "(" if self.low_open or self.low is None else "["
         right = ")" if self.high_open or self.high is None else "]"
         return f"{left}{low}, {high}{right}"
+
+
+# what torch.device accepts that this project runs on; checked before torch is imported
+DEVICE_NAME = re.compile(r"(auto|cpu|mps|(cuda|xpu)(:\d+)?)")
+
+
+def check_device_name(name: str, where: str = "device") -> str:
+    """``name`` if it is a device robustlab can run on (auto, cpu, cuda, cuda:1, mps, ...), else
+    a one-line ConfigError: every command validates its device here, before any work."""
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: '{name}' is not a device; use auto, cpu, cuda, cuda:N (the N-th GPU) or mps")
+    return name
 
 
 def ranged(default: Any, **bounds: Any) -> Any:
@@ -135,7 +150,7 @@ class TrainConfig:
     scale_epochs: bool = True  # subsets train for epochs * full_size / N (same number of steps)
     eval_every: int = ranged(0, **NON_NEGATIVE)  # evaluate every K epochs (0: only at the end)
     checkpoint_every: int = ranged(1, **COUNT)  # write the resumable checkpoint every K epochs
-    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    device: str = field(default="auto", metadata={"check": check_device_name})  # auto, cpu, cuda, cuda:1, ...
     precision: Literal["float32", "bfloat16"] = "float32"  # training only; certification is float32+
     compile: bool = False  # torch.compile the model for training
     channels_last: bool = False
@@ -190,13 +205,15 @@ def from_dict(data: dict[str, Any], cls: type = ExperimentConfig, where: str = "
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"unknown config key {_join(where, unknown[0])!s}; "
+            f"unknown config key {_join(where, unknown[0])!s}{did_you_mean(unknown[0], known)}; "
             f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(known))}"
         )
     values = {name: _coerce(value, hints[name], _join(where, name)) for name, value in data.items()}
     for f in dataclasses.fields(cls):
         if f.name in values and "range" in f.metadata:
             _check_range(values[f.name], f.metadata["range"], _join(where, f.name))
+        if f.name in values and "check" in f.metadata:
+            f.metadata["check"](values[f.name], _join(where, f.name))
     return cls(**values)
 
 
@@ -211,6 +228,8 @@ def check_ranges(config: Any, where: str = "") -> None:
             check_ranges(value, _join(where, f.name))
         elif "range" in f.metadata:
             _check_range(value, f.metadata["range"], _join(where, f.name))
+        elif "check" in f.metadata:
+            f.metadata["check"](value, _join(where, f.name))
 
 
 def _check_range(value: Any, valid: Range, where: str) -> None:
@@ -339,7 +358,8 @@ def _load_raw(source: str | Path) -> dict[str, Any]:
         path = PRESET_DIR / f"{source}.yaml"
         if not path.exists():
             raise ConfigError(
-                f"unknown preset '{source}'; presets: {', '.join(preset_names())} (or give the path of a YAML file)"
+                f"unknown preset '{source}'{did_you_mean(str(source), preset_names())}; presets: "
+                f"{', '.join(preset_names())} (or give the path of a YAML file)"
             )
     elif not path.exists():
         raise ConfigError(f"config file {path} does not exist")

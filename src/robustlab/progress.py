@@ -9,6 +9,7 @@ redraw every few steps, so the outermost unit prints one plain line per step of 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -59,10 +60,13 @@ class Progress:
             dynamic_ncols=True,
         )
         self._start = time.perf_counter()
+        self.total, self.done = total, 0  # done: since this unit started (a resumed one's pace is its own)
+        self._initial = initial
         _open.append(self)
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)
+        self.done += n  # counted here too: a disabled tqdm bar (off a terminal) counts nothing
 
     def set_postfix(self, values: dict[str, Any] | None = None, text: str | None = None) -> None:
         if text is not None:
@@ -71,10 +75,17 @@ class Progress:
             self.bar.set_postfix(values)
 
     def line(self, message: str) -> None:
-        """One plain line (off a terminal, outermost unit only), stamped with the time elapsed."""
+        """One plain line (off a terminal, outermost unit only), stamped with the time elapsed and,
+        once some of a known total is done, an estimate of the time left at the same pace."""
         if self.lines:
             elapsed = time.perf_counter() - self._start
-            print(f"{self.desc}: {message} [{elapsed:.0f}s]", file=sys.stderr, flush=True)
+            print(f"{self.desc}: {message} [{elapsed:.0f}s{self._time_left(elapsed)}]", file=sys.stderr, flush=True)
+
+    def _time_left(self, elapsed: float) -> str:
+        left = (self.total or 0) - self._initial - self.done
+        if self.done <= 0 or left <= 0:
+            return ""
+        return f", about {duration(elapsed / self.done * left)} left"
 
     def close(self) -> None:
         self.bar.close()
@@ -102,6 +113,36 @@ def note(message: str, enabled: bool = True) -> None:
     progress is off or this work is part of a larger unit (a sweep's runs: its lines say enough)."""
     if wanted(enabled) and not _open:
         tqdm.write(message, file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12 min``, ``2.5 h``: a time as a person reads it."""
+    if seconds < 100:
+        return f"{seconds:.0f}s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def readable(key: str, value: Any) -> str:
+    """A config value as a progress line shows it: 1.96 epochs, not 1.9591002044989776; a size
+    left at None (the whole set) as ``all``."""
+    if value is None:
+        return "all" if key.endswith(("_size", "components")) else "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def decimals_needed(values: list[Any], most: int) -> int:
+    """The fewest decimals (up to ``most``) that show every float of ``values`` as it would
+    show with ``most``: a column of 20.0 epochs gets 0, of 4.1 s gets 1, of 0.9333 gets 4."""
+    needed = 0
+    for value in values:
+        if isinstance(value, float) and math.isfinite(value):
+            shown = round(value, most)
+            needed = max(needed, next(d for d in range(most + 1) if round(value, d) == shown))
+    return needed
 
 
 def _length(iterable) -> int | None:

@@ -6,7 +6,8 @@ lists the known ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -54,7 +55,8 @@ class Registry(Generic[T]):
             return self._entries[name.lower()]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} '{name}'; known {_plural(self.kind)}: {', '.join(self.names())}"
+                f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; "
+                f"known {_plural(self.kind)}: {', '.join(self.names())}"
             ) from None
 
     def names(self) -> list[str]:
@@ -68,6 +70,13 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'cifar10'?)`` for a close miss of one of ``known``, else ``""``: the
+    hint an unknown name, config key or preset gets in front of the list of valid ones."""
+    close = difflib.get_close_matches(str(name).lower(), [str(k) for k in known], n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _plural(noun: str) -> str:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from robustlab.data.datasets import (
-    _RECONSTRUCT,
     DATASETS,
     DatasetError,
     RemoteFile,
@@ -23,6 +22,7 @@ from robustlab.data.datasets import (
     load_generated,
     md5sum,
 )
+from robustlab.data.datasets.readers import _RECONSTRUCT
 from robustlab.registry import UnknownNameError
 
 RNG = np.random.default_rng(0)

@@ -150,3 +150,16 @@ def test_recipe_notes_say_once_what_every_sweep_shared():
     assert len(shared) == 1 and shared[0].startswith("every sweep: peak lr 0.1, OffsetCrossEntropy offset 0.1997")
     apart = recipe_notes(rows([0.1, 0.3, 0.1]))
     assert [note.split(":")[0] for note in apart] == ["m0", "m1", "m2"] and "peak lr 0.3" in apart[1]
+
+
+def test_the_larger_radii_panel_tells_radii_apart_by_colour_when_one_model_is_certified():
+    from robustlab.experiments.data_scaling import larger_radii_curves
+    from robustlab.experiments.experiment import cra_column
+
+    radii = [72 / 255, 108 / 255, 1.0]
+    rows = [{"model": "mlp", "N": n, **{cra_column(r): 50.0 for r in radii}} for n in (48, 97)]
+    rows += [{"model": "convnet", "N": n} for n in (48, 97)]  # a standard net: no CRA
+    curves = larger_radii_curves(rows, "N", radii)
+    assert len({c.colour for c in curves}) == 3 and len({c.linestyle for c in curves}) == 3
+    two = rows + [{"model": "cnn", "N": n, **{cra_column(r): 40.0 for r in radii}} for n in (48, 97)]
+    assert {c.colour for c in larger_radii_curves(two, "N", radii)} == {"mlp", "cnn"}

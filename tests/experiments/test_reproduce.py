@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 
 from robustlab.cli import main
-from robustlab.experiments.reproduce import PARTS, THEORY_TITLE
+from robustlab.experiments.reproduce import PARTS, THEORY_TITLE, section_title
 
 
 @pytest.mark.slow
@@ -21,8 +21,9 @@ def test_reproduce_smoke_writes_a_report_with_every_section(tmp_path, capsys):
     page = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
     for part in PARTS:
-        assert f'<section id="{part.id}"><h2>{part.title}</h2>' in page
-        assert f"## {part.title}" in markdown
+        assert f'<section id="{part.id}"><h2>{section_title(part, "smoke")}</h2>' in page
+        assert f"## {section_title(part, 'smoke')}\n" in markdown
+    assert "## Figure 1: data scaling on CIFAR-10 (Section 5.1), in miniature on the built-in digits\n" in markdown
     assert f"<h2>{THEORY_TITLE}</h2>" in page and "The paper&#x27;s numbers beside ours" in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 10  # every experiment's figures, the Figure 2 stand-in and both theorems

@@ -158,3 +158,41 @@ def test_cli_verify_reads_a_run_directory(tmp_path, capsys):
     status = main(["verify", str(run.path), "--attack-steps", "3", "--quiet", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert status == 0 and report["ok"] and report["model"].startswith("lipmlp-aol")
+
+
+def _large_conv_net(gain: float) -> nn.Sequential:
+    """One plain conv with more parameters than the fast check gives its exact methods."""
+    conv = nn.Conv2d(128, 128, 3, padding=1, bias=False)  # 147,456 parameters
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(0)))
+        conv.weight.mul_(gain / float(torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2) * 3))
+    return nn.Sequential(conv, GlobalMaxPool(), Flatten())
+
+
+def test_the_fast_default_estimates_large_layers_and_still_finds_one_above_its_bound():
+    from robustlab.nn.verify import EXACT_PARAMETERS
+
+    assert sum(p.numel() for p in _large_conv_net(1).parameters()) > EXACT_PARAMETERS
+    fast = verify_model(_large_conv_net(1.0), (128, 4, 4), attack_steps=2)
+    (row,) = [r for r in fast["layers"] if r["type"] == "Conv2d"]
+    assert row["method"] == "lanczos" and row["upper_bound"] is None and row["ok"] and not fast["exact"]
+    exact = verify_model(_large_conv_net(1.0), (128, 4, 4), exact=True, attack_steps=2)
+    (exact_row,) = [r for r in exact["layers"] if r["type"] == "Conv2d"]
+    assert exact_row["upper_bound"] >= exact_row["norm"] == pytest.approx(row["norm"], rel=1e-4)
+    broken = verify_model(_large_conv_net(6.0), (128, 4, 4), attack_steps=2)  # k ||K|| bound / 3 * 6 > 1
+    assert not broken["ok"] and not broken["layers"][0]["ok"]
+
+
+def test_verify_prints_a_line_per_layer_off_a_terminal(capsys):
+    verify_model(tiny("aol"), DIGITS, attack_steps=2, progress=True)
+    err = capsys.readouterr().err
+    assert "verify: " in err and "layers, fast" in err
+    assert "AOLConv2d): " in err and "network lower bound: " in err
+
+
+def test_the_cli_states_the_fast_checks_size_limit():
+    from robustlab.cli import build_parser
+    from robustlab.nn.verify import EXACT_PARAMETERS
+
+    parser = build_parser()._subparsers._group_actions[0].choices["verify"]  # type: ignore[union-attr]
+    assert f"{EXACT_PARAMETERS} parameters" in parser.format_help().replace("\n", " ").replace("  ", " ")

@@ -36,6 +36,18 @@ COMMANDS = (
 )
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an argument it does not know is its own error, printed with its
+    usage line (argparse would hand it up to the top-level parser, whose usage says nothing
+    about the subcommand's options)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robustlab",
@@ -43,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "certify them, and run the experiments of 'Intriguing Properties of Robust Classification'.",
     )
     parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"robustlab.cli.{name}").add_parser(subparsers)
     return parser

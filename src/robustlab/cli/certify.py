@@ -7,7 +7,15 @@ import json
 import sys
 import time
 
-from robustlab.cli.common import add_json_flag, emit, format_table, positive_int, radius
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    emit,
+    format_table,
+    positive_int,
+    radius,
+)
 from robustlab.errors import RobustlabError
 
 
@@ -41,15 +49,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, help="images per forward pass (default: the run's eval.batch_size)"
     )
-    parser.add_argument(
-        "--data-dir", help="dataset folder, if not the one the run recorded (data.data_dir, else $ROBUSTLAB_DATA)"
-    )
+    add_data_dir_flag(parser, ", if not the one the run recorded")
     parser.add_argument(
         "--force",
         action="store_true",
         help="replace a soundness-checked result of the same settings by an unchecked one",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_device_flag(parser, "auto", "auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
     parser.set_defaults(func=run)

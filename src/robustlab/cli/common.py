@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from robustlab.config import MAX_EPS, ConfigError, parse_float
+from robustlab.config import MAX_EPS, ConfigError, check_device_name, parse_float
+from robustlab.progress import decimals_needed
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,37 @@ def add_overrides_flag(parser: argparse.ArgumentParser, scope: str = "every run"
     )
 
 
+def add_data_dir_flag(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """``--data-dir DIR``: the folder of dataset files, for every command that reads data."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"folder holding the datasets (<name>.npz or the official files in <name>/){what}; "
+        "default: $ROBUSTLAB_DATA, else ~/.robustlab/data",
+    )
+
+
+def data_dir_override(args: argparse.Namespace) -> list[str]:
+    """``--data-dir`` as the config override ``data.data_dir`` (none when not given). The
+    folder is not part of a run's identity, so the same runs are found from any folder."""
+    folder = getattr(args, "data_dir", None)
+    return [f"data.data_dir={json.dumps(folder)}"] if folder else []  # JSON quoting: YAML reads it verbatim
+
+
+def add_device_flag(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--device``, checked when the arguments are parsed: a bad name is a usage error of the
+    command, before anything is loaded or trained."""
+    parser.add_argument("--device", type=device_name, default=default, help=help)
+
+
+def device_name(text: str) -> str:
+    """An argparse type: auto, cpu, cuda, cuda:1, mps (``config.check_device_name``)."""
+    try:
+        return check_device_name(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("device: ")) from None
+
+
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
     """Print ``data`` as JSON with --json, else as the human-readable ``render(data)``."""
     if getattr(args, "json", False):
@@ -43,7 +75,8 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     if not rows:
         return "(no rows)"
     columns = columns or list(rows[0])
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    decimals = [decimals_needed([row.get(c) for row in rows], 4) for c in columns]  # 20 epochs, not 20.0000
+    cells = [[_cell(row.get(c), d) for c, d in zip(columns, decimals)] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     # numbers line up on the right, words on the left
     numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows) for c in columns]
@@ -54,9 +87,9 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, decimals: int = 4) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.{decimals}f}"
     return "" if value is None else str(value)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import add_data_dir_flag, add_json_flag, emit, format_table
 
 
 def add_parser(subparsers) -> None:
@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="dataset folder (default: $ROBUSTLAB_DATA or ~/.robustlab/data)")
+    add_data_dir_flag(parser)
     parser.add_argument(
         "--no-verify",
         dest="verify",

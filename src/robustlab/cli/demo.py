@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, int_list
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    add_overrides_flag,
+    data_dir_override,
+    emit,
+    int_list,
+)
 from robustlab.cli.experiment import render_report
 from robustlab.config import ConfigError
 
@@ -20,7 +28,8 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", default="robustlab-demo", help="output folder (default: robustlab-demo)")
     parser.add_argument("--dataset", help="dataset name or .npz path (default: digits, built in)")
-    parser.add_argument("--device", help="auto, cpu, cuda, ... (default: auto)")
+    add_device_flag(parser, None, "auto, cpu, cuda, ... (default: auto)")
+    add_data_dir_flag(parser, " for --dataset")
     parser.add_argument("--sizes", type=int_list, help="training-set sizes, e.g. 48,97,195 (capped at the split)")
     parser.add_argument("--epochs", type=float, help="epochs of the full training set; each size gets the same steps")
     parser.add_argument("--seeds", type=int_list, help="seeds to average over (default: 0,1,2)")
@@ -43,8 +52,18 @@ def run(args: argparse.Namespace) -> int:
         args.sizes,
         args.epochs,
         args.seeds,
-        args.overrides,
+        args.overrides + data_dir_override(args),
         progress=not args.quiet,
     )
-    emit(args, report.to_dict(), render_report)
+    emit(args, report.to_dict(), render_demo)
     return 0
+
+
+def render_demo(data: dict) -> str:
+    """The report as ``robustlab experiment`` prints it, with the test columns only, so that
+    it fits a terminal; the training-image columns are in the written table."""
+    test_columns = [c for c in data["columns"] if not c.startswith("train ")]
+    left_out = len(data["columns"]) - len(test_columns)
+    text = render_report({**data, "columns": test_columns})
+    table = data["tables"].get("text") or next(iter(data["tables"].values()), None)
+    return text + (f"\n(the {left_out} columns on the training images are in {table})" if left_out and table else "")

@@ -8,7 +8,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table, positive_int
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    add_overrides_flag,
+    data_dir_override,
+    emit,
+    format_table,
+    positive_int,
+)
 from robustlab.config import ConfigError, from_dict, parse_override, read_yaml
 
 
@@ -21,7 +30,8 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="experiment name; omit it to list them")
     add_setup_arguments(parser)
-    parser.add_argument("--device", help="device for training (auto, cpu, cuda, cuda:1); default: the config's")
+    add_device_flag(parser, None, "device for training (auto, cpu, cuda, cuda:1); default: the config's")
+    add_data_dir_flag(parser, " (sets data.data_dir of every run)")
     parser.add_argument("--dry-run", action="store_true", help="only list the runs that would train")
     parser.add_argument(
         "--status",
@@ -100,7 +110,7 @@ def setup_from_args(args: argparse.Namespace):
     experiment = get_experiment(args.name)
     defaults = experiment.setup(args.scale).params  # an unknown scale fails here, naming the scales
     params = dict(parse_param(text, defaults) for text in args.params)
-    return experiment.setup(args.scale, args.dataset, args.overrides, **params)
+    return experiment.setup(args.scale, args.dataset, args.overrides + data_dir_override(args), **params)
 
 
 def parse_param(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import emit
+from robustlab.cli.common import add_data_dir_flag, emit
 from robustlab.cli.experiment import add_setup_arguments, render_report, setup_from_args
 
 
@@ -16,6 +16,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("name", metavar="NAME", help="experiment name (see `robustlab experiment`)")
     add_setup_arguments(parser)
+    add_data_dir_flag(parser, " (the report reads the dataset's size and classes)")
     parser.set_defaults(func=run)
 
 

@@ -6,7 +6,15 @@ import argparse
 import shlex
 import sys
 
-from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    add_overrides_flag,
+    data_dir_override,
+    emit,
+    format_table,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +39,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--parts", help="comma-separated part ids to run (default: all); e.g. figure-1,theory")
     add_overrides_flag(parser, "every run of every experiment")
     parser.add_argument("--extra-data", metavar="FILE", help="generated images (.npz: image, label) for extra data")
-    parser.add_argument("--device", help="device for training (auto, cpu, cuda, ...); default: the configs'")
+    add_device_flag(parser, None, "device for training (auto, cpu, cuda, ...); default: the configs'")
+    add_data_dir_flag(parser, " (sets data.data_dir of every run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         args.runs_root,
         args.out,
         parts=[p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None,
-        overrides=args.overrides,
+        overrides=args.overrides + data_dir_override(args),
         extra_data=args.extra_data,
         device=args.device,
         progress=not args.quiet,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,21 @@ def list_runs(args: argparse.Namespace) -> int:
         where[".".join(path)] = value
     rows = RunStore(args.runs_root).query(status=args.status, **where)
     rows = [row for row in rows if not args.name or args.name in (row.name or "")]
-    emit(args, [row.to_dict() for row in rows], lambda _: format_table([_summary(row) for row in rows]))
+    emit(
+        args,
+        [row.to_dict() for row in rows],
+        lambda _: format_table([_summary(row) for row in rows]) + _resume_hint(rows),
+    )
     return 0
+
+
+def _resume_hint(rows: list) -> str:
+    """How to continue each interrupted run, one command a line (its own checkpoint resumes it)."""
+    return "".join(
+        f"\n{row.id} was interrupted; continue it with: robustlab train --resume {shlex.quote(row.path)}"
+        for row in rows
+        if row.status == "interrupted"
+    )
 
 
 def _summary(row: StoredRun) -> dict[str, Any]:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from robustlab.cli.common import add_json_flag, emit, format_table, non_negative_number, positive_int
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    emit,
+    format_table,
+    non_negative_number,
+    positive_int,
+)
 
 METHODS = ("estimate", "certify", "predict")  # smoothing.METHODS, without importing torch for --help
 
@@ -45,7 +53,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--limit", type=int, help="use at most this many images")
     parser.add_argument("--skip", type=int, default=1, help="use every SKIP-th image (default 1: all)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="noisy images per forward pass (default 10000)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_device_flag(parser, "auto", "auto, cpu, cuda, cuda:1, ...")
+    add_data_dir_flag(parser, ", if not the one the run recorded")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument(
         "--precision",
@@ -85,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         skip=args.skip,
         batch_size=args.batch_size,
         device=args.device,
+        data_dir=args.data_dir,
         seed=args.seed,
         precision=args.precision,
         compile=args.compile,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from robustlab.cli.common import add_json_flag, emit, format_table, int_list
+from robustlab.cli.common import add_device_flag, add_json_flag, emit, format_table, int_list
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
         help="comma-separated (default: sign, 1nn, mlp, lipschitz-mlp and the oracle)",
     )
     one.add_argument("--pgd-steps", type=int, default=20, help="L2 PGD steps per start; 0 for the paper's attack only")
-    one.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_device_flag(one, "auto", "auto, cpu or cuda (default: auto)")
     _add_common(one)
     one.set_defaults(func=run_theorem1)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
+from robustlab.cli.common import (
+    add_data_dir_flag,
+    add_device_flag,
+    add_json_flag,
+    add_overrides_flag,
+    data_dir_override,
+    emit,
+    format_table,
+)
 from robustlab.config import load_config, parse_override, preset_names
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
@@ -29,7 +37,8 @@ def add_parser(subparsers) -> None:
     add_overrides_flag(parser, "this run")
     parser.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs root)")
     parser.add_argument("--runs-root", help="folder of runs and their index (default: $ROBUSTLAB_RUNS or ./runs)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (sets train.device)")
+    add_device_flag(parser, None, "auto, cpu, cuda, cuda:1, ... (sets train.device)")
+    add_data_dir_flag(parser, " (sets data.data_dir)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -41,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.train import distributed
     from robustlab.train.loop import train
 
-    overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
+    overrides = args.overrides + ([f"train.device={args.device}"] if args.device else []) + data_dir_override(args)
     store = RunStore(args.runs_root) if args.runs_root else None
     if args.resume:
         if overrides:
-            raise ValueError("--resume continues a run with its saved config; --set and --device cannot change it")
+            raise ValueError(
+                "--resume continues a run with its saved config; --set, --device and --data-dir cannot change it"
+            )
         result_run = train(None, run_dir=args.resume, store=store, resume=True, progress=not args.quiet)
     else:
         config = _lr_for_model(load_config(args.config, overrides), args, overrides)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robustlab.config import DataConfig
-from robustlab.data.datasets import DatasetError, load_dataset, load_generated
+from robustlab.data.datasets import DatasetError, check_generated_path, load_dataset, load_generated
 from robustlab.data.pca import cached_pca, parse_component_spec
 from robustlab.data.sampling import balanced_subset, reference_split, train_val_split
 
@@ -62,7 +62,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     if cfg.subset_size is not None:
         subset = balanced_subset(y_full, cfg.subset_size, cfg.subset_seed)
         x_train, y_train = x_full[subset], y_full[subset]
-    if cfg.extra_path and cfg.extra_size != 0:
+    if cfg.extra_path and cfg.extra_size == 0:
+        check_generated_path(cfg.extra_path)  # a typo fails now, not in the run that adds images
+    elif cfg.extra_path:
         x_extra, y_extra = _extra_data(cfg, data.x_train.shape[1:], data.num_classes)
         x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
     if cfg.pca_components:

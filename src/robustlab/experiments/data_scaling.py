@@ -201,19 +201,29 @@ def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row):
     return fit_panels(panels, rows, x_of_row, readers, x_name=x_name, chance=chance, target=setup.params.get("target"))
 
 
+RADIUS_LINESTYLES = ("-", "--", ":", "-.", "-", "--")  # and a line style (format-string styles only)
+
+
 def larger_radii_curves(table: list[dict], x_name: str, radii: list[float]) -> list[Curve]:
-    """The test CRA of every model at each radius: a model keeps its colour, a radius its marker."""
+    """The test CRA of every model at each radius: a model keeps its colour, a radius its marker
+    and line style; with one certified model (the demo) each radius gets a colour of its own."""
     curves = []
-    for model in dict.fromkeys(row["model"] for row in table):
-        for radius, marker in zip(radii, RADIUS_MARKERS):
+    models = [m for m in dict.fromkeys(row["model"] for row in table) if any(_certified(table, m, r) for r in radii)]
+    for model in models:
+        for radius, marker, style in zip(radii, RADIUS_MARKERS, RADIUS_LINESTYLES):
             column = cra_column(radius)
             points = [r for r in table if r["model"] == model and r.get(column) is not None]
             if points:
                 xs, ys = [r[x_name] for r in points], [r[column] for r in points]
                 errors = [r.get(column + SD) for r in points]
                 label = f"{model}, {column.removeprefix('CRA ')}"
-                curves.append(Curve(label, xs, ys, yerr=errors, colour=model, marker=marker))
+                colour = model if len(models) > 1 else label
+                curves.append(Curve(label, xs, ys, yerr=errors, colour=colour, marker=marker, linestyle=style))
     return curves
+
+
+def _certified(table: list[dict], model: str, radius: float) -> bool:
+    return any(r["model"] == model and r.get(cra_column(radius)) is not None for r in table)
 
 
 def max_estimated_radius(rows: list[SweepRow]) -> float:

@@ -111,6 +111,7 @@ def smooth_run(
     skip: int = 1,
     batch_size: int = 10_000,
     device: str = "auto",
+    data_dir: str | None = None,
     seed: int = 0,
     precision: str = "float32",
     compile: bool = False,
@@ -133,6 +134,8 @@ def smooth_run(
         raise ValueError(f"{method} is a certificate and runs in float32 only; bfloat16 is for 'estimate'")
     run = Run(run_dir)
     config = run.load_config()
+    if data_dir:  # the dataset moved since the run recorded its folder
+        config.data.data_dir = data_dir
     sigma = _noise_level(sigma, config.augment.noise_std)
     images, labels, split, _ = split_images(config, split)
     if skip < 1 or (limit is not None and limit < 1):

@@ -20,6 +20,7 @@ from typing import Any
 
 from robustlab.config import ExperimentConfig, config_from_dict
 from robustlab.experiments.launch import SubmititLauncher, execute, point_states
+from robustlab.progress import readable
 from robustlab.runs.results import RunResults
 from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, StoredRun, point_key, result_key
 
@@ -176,7 +177,7 @@ def train_rows(
 
 
 def _describe(overrides: Overrides) -> str:
-    return " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items())
+    return " ".join(f"{key.rsplit('.', 1)[-1]}={readable(key, value)}" for key, value in overrides.items())
 
 
 def _results(row: StoredRun) -> RunResults | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.files import atomic_write_json, atomic_write_text
+from robustlab.progress import decimals_needed
 
 SD = " sd"  # suffix of a column holding the standard deviation over seeds of another column
 
@@ -26,13 +27,15 @@ def with_spread(rows: list[dict[str, Any]], columns: list[str]) -> tuple[list[st
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """A GitHub-flavoured markdown table; floats with two decimals, missing cells empty, a value
+    """A GitHub-flavoured markdown table; floats with up to two decimals (as many as the column
+    needs), missing cells empty, a value
     with a standard-deviation column as ``mean ± sd``."""
     if not rows:
         return "(no rows)"
     columns, rows = with_spread(rows, columns or list(rows[0]))
+    decimals = {c: decimals_needed([row.get(c) for row in rows], 2) for c in columns}  # 20 epochs, not 20.00
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c), decimals[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -51,7 +54,7 @@ def write_table(
     return paths
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, decimals: int = 2) -> str:
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return f"{value:.{decimals}f}"
     return "" if value is None else str(value)

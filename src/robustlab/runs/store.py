@@ -37,6 +37,7 @@ from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, confi
 from robustlab.errors import RobustlabError
 from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
 from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.registry import did_you_mean
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
 from robustlab.runs.results import RunResults
 
@@ -69,9 +70,11 @@ class Run:
 
     def load_config(self) -> ExperimentConfig:
         if not self.config_path.exists():
+            runs = [p.parent.name for p in self.path.parent.glob("*/config.yaml")]  # for a typo's "did you mean"
             raise FileNotFoundError(
-                f"{self.path} is not a robustlab run directory (no config.yaml); "
-                "give the folder that `robustlab train` created"
+                f"{self.path} is not a robustlab run directory (no config.yaml)"
+                f"{did_you_mean(self.path.name, runs)}; give the folder that "
+                "`robustlab train` created (`robustlab runs list` lists them)"
             )
         data = read_yaml(self.config_path)  # a damaged file is a one-line error naming it
         try:

@@ -23,9 +23,9 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -125,7 +125,23 @@ def _record_stop(run: Run, config: ExperimentConfig, store: RunStore, resume: bo
         store.record(run, config, status=status, error=error)
 
 
-def _fit(run, config, store, resume, progress, on_epoch_end, context, device) -> None:
+@dataclass
+class TrainingParts:
+    """What a run trains with, built from its config: the data, the device loader, the length
+    of training, the model and what updates it. ``benchmarks/profile_step.py`` times the same."""
+
+    data: PreparedData
+    loader: DeviceLoader
+    epochs: float
+    steps: int
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+
+
+def build_training(config: ExperimentConfig, device: torch.device) -> TrainingParts:
+    """Seeds, then builds a run's ``TrainingParts`` as training does (before any resume)."""
     seed_everything(config.seed)
     data = prepare_data(config.data)
     loader = DeviceLoader(
@@ -140,12 +156,17 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
     )
     epochs = training_epochs(config, data)
     steps = total_steps(epochs, len(loader))
-
     model = build_model(config, data).to(device)
-    architecture = model_architecture(config, data)
-    loss_fn = build_loss(config.loss, model)
     optimizer = build_optimizer(model.parameters(), config.optim)
     schedule = build_schedule(optimizer, config.optim, steps)
+    return TrainingParts(data, loader, epochs, steps, model, build_loss(config.loss, model), optimizer, schedule)
+
+
+def _fit(run, config, store, resume, progress, on_epoch_end, context, device) -> None:
+    parts = build_training(config, device)
+    data, loader, epochs, steps, model = parts.data, parts.loader, parts.epochs, parts.steps, parts.model
+    loss_fn, optimizer, schedule = parts.loss_fn, parts.optimizer, parts.schedule
+    architecture = model_architecture(config, data)
     state = TrainState()
     if resume and run.checkpoint_path.exists():
         state = load_checkpoint(run.checkpoint_path, model, optimizer, schedule, device)

@@ -10,7 +10,7 @@ from robustlab.cli import main
 from robustlab.config import ConfigError, load_config
 from robustlab.errors import RobustlabError
 from robustlab.experiments import get_experiment, report_experiment, run_experiment
-from robustlab.experiments.sweep import Sweep, collect, find_runs, run_sweep, with_overrides
+from robustlab.experiments.sweep import Sweep, collect, run_sweep, with_overrides
 from robustlab.runs.store import Run, RunStore
 from robustlab.train.loop import train
 
@@ -56,7 +56,7 @@ def test_an_interrupted_sweep_resumes_the_interrupted_run(tmp_path):
     assert row.status == "trained" and row.run == killed.path  # continued in the same folder
     epochs = [m["epoch"] for m in Run(killed.path).metrics() if "final" not in m]
     assert epochs == list(range(1, len(epochs) + 1))  # no epoch trained twice, none skipped
-    assert [r.status for r in find_runs(store, config)] == ["done"]
+    assert [r.status for r in store.find(config)] == ["done"]
 
 
 @pytest.mark.slow

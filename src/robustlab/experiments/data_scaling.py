@@ -20,19 +20,15 @@ import torch
 from robustlab.certify.smoothing import estimated_radius
 from robustlab.config import PAPER_EPS
 from robustlab.data.datasets import load_dataset
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, run_experiment
+from robustlab.experiments.readout import (
     Results,
-    Setup,
     accuracy_percent,
-    certified_radii,
     cra_column,
     cra_percent,
     fit_panels,
     metric_panels,
-    run_experiment,
+    radii_certified_at,
     seed_mean_table,
     training_set_evaluation,
 )
@@ -178,7 +174,7 @@ def training_metrics(eps: list[float]) -> dict:
 def scaling_table(rows: list[SweepRow], x_name: str, x_of) -> tuple[list[dict], list[float]]:
     """seed_mean_table() over what each run is scored by, with the training-image metrics;
     returns the table and the radii it has CRA columns for."""
-    eps = certified_radii(rows) or [PAPER_EPS]
+    eps = radii_certified_at(rows) or [PAPER_EPS]
     return seed_mean_table(rows, x_name, x_of, eps, training_metrics(eps), results_of=scored), eps
 
 

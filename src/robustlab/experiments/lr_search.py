@@ -18,16 +18,8 @@ import numpy as np
 
 from robustlab.config import PAPER_EPS, ConfigError
 from robustlab.experiments.choices import LrChoice, store_choice
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
-    Setup,
-    accuracy_percent,
-    cra_percent,
-    metric_panels,
-    seed_mean_table,
-)
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.readout import accuracy_percent, cra_percent, metric_panels, seed_mean_table
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_panels

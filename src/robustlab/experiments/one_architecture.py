@@ -14,15 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
-    Setup,
-    mean_over_seeds,
-    result_readers,
-    sd_over_seeds,
-)
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.readout import mean_over_seeds, result_readers, sd_over_seeds
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import plot_bars

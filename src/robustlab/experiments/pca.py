@@ -24,11 +24,8 @@ import numpy as np
 from robustlab.data.datasets import DATASETS
 from robustlab.data.pca import PCA, cached_pca
 from robustlab.data.splits import prepare_data
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
-    Setup,
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.readout import (
     accuracy_percent,
     cra_percent,
     mean_over_seeds,

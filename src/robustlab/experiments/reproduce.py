@@ -12,7 +12,6 @@ the command that reproduces it alone, runs done and missing.
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import time
@@ -24,7 +23,9 @@ from typing import Any
 
 import torch
 
-from robustlab.experiments.experiment import Report, get_experiment, metric_panels, run_experiment
+from robustlab.experiments.experiment import Report, get_experiment, run_experiment
+from robustlab.experiments.launch import _cpu_count
+from robustlab.experiments.readout import metric_panels
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document
 from robustlab.report.plots import plot_panel_grid
 from robustlab.report.tables import SD
@@ -726,15 +727,11 @@ def _version() -> str:
 
 
 def _hardware() -> str:
-    cpus = f"{platform.processor() or platform.machine()}, {_cores()} CPU cores"
+    cpus = f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores"
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
         return f"{cpus}; {torch.cuda.device_count()} GPU(s): {', '.join(names)}"
     return f"{cpus}; no GPU"
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 def duration(seconds: float) -> str:

@@ -15,12 +15,9 @@ import numpy as np
 
 from robustlab.certify.results import eps_label
 from robustlab.config import PAPER_EPS
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.readout import (
     Results,
-    Setup,
     cra_percent,
     mean_over_seeds,
     result_readers,

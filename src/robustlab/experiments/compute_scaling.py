@@ -60,6 +60,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
+            recipe=name,
             base=setup.base_config(
                 {**setup.recipe(name), **subset, "train.scale_epochs": False, "eval.train_set": True}
             ),

@@ -17,13 +17,13 @@ from typing import Any
 
 from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
 from robustlab.errors import RobustlabError
-from robustlab.experiments.choices import read_choice
+from robustlab.experiments.choices import choice_path, read_choice
 from robustlab.experiments.launch import SubmititLauncher
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
 from robustlab.registry import Registry
 from robustlab.report.tables import write_table
-from robustlab.runs.store import RunStore
+from robustlab.runs.store import RunStore, point_key
 
 
 @dataclass
@@ -36,6 +36,11 @@ class Setup:
     overrides: list[str] = field(default_factory=list)  # "key=value", applied to every run
     params: dict[str, Any] = field(default_factory=dict)  # the scale's parameters, as changed
     store: RunStore | None = None  # the run store (set by run/report_experiment): searched learning rates, costs
+    planning: bool = False  # a dry run's plan: a searched lr not chosen yet is pending, not an error
+    lr_sources: dict[str, str] = field(default_factory=dict)  # recipe -> where its peak lr came from
+
+    def lr_source(self, recipe_name: str) -> str:
+        return self.lr_sources.get(recipe_name, "recipe")
 
     def slug(self, *parts: str) -> str:
         """A run, figure or folder name: ``experiment-dataset-parts``; an .npz path counts by its stem,
@@ -55,12 +60,22 @@ class Setup:
         recipe's, a searched one or a number) and the offset the ``offset`` parameter names."""
         overrides = recipe(name, self.dataset)
         choice = str(self.params.get("lr", "recipe"))
+        source = f"recipe ({name}'s preset, the reference code's)"
         if choice == "searched":
-            if self.store is None:
+            root = self.store.root if self.store else None
+            if root is not None and choice_path(root, self.dataset, self.scale, name).exists():
+                overrides["optim.lr"] = read_choice(root, self.dataset, self.scale, name).lr
+                source = "searched"
+            elif self.planning:  # the recipe's lr stands in until the search has chosen
+                source = "searched (pending: the lr_search of this recipe chooses it)"
+            elif root is None:
                 raise ConfigError("--param lr=searched reads the run store; call run_experiment or report_experiment")
-            overrides["optim.lr"] = read_choice(self.store.root, self.dataset, self.scale, name).lr
+            else:
+                read_choice(root, self.dataset, self.scale, name)  # raises: says which search to run
         elif choice != "recipe":
             overrides["optim.lr"] = parse_float(choice, "--param lr ('recipe', 'searched' or a number)")
+            source = "--param lr"
+        self.lr_sources[name] = source
         offset = str(self.params.get("offset", "reference"))
         if overrides["loss.name"] == "offset_ce":
             if offset not in OFFSETS:
@@ -174,21 +189,32 @@ def run_experiment(
     leaves them out. With a launcher that does not wait, no report is written either.
     """
     experiment = get_experiment(setup.experiment)
-    setup = replace(setup, store=store)
-    rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
+    setup = replace(setup, store=store, planning=setup.planning or dry_run)
+    rows = sweep_rows(experiment, setup, store)
     if dry_run:
         return rows, None
     rows = train_rows(rows, store, device, progress, workers, gpus_per_job, launcher)
     if launcher is not None and not launcher.wait:
         return rows, None
+    # Sweeps may grow with their results (a learning-rate search whose best lr lies at the edge of
+    # its grid widens it): train the new points until the sweeps stand still.
+    tried = {point_key(row.config) for row in rows}
+    while fresh := [row for row in sweep_rows(experiment, setup, store) if point_key(row.config) not in tried]:
+        rows += train_rows(fresh, store, device, progress, workers, gpus_per_job, launcher)
+        tried |= {point_key(row.config) for row in fresh}
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
+
+
+def sweep_rows(experiment: Experiment, setup: Setup, store: RunStore) -> list[SweepRow]:
+    """The rows of every sweep of the experiment, with what the store holds of them."""
+    return [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
 
 
 def report_experiment(setup: Setup, store: RunStore, out_dir: str | Path | None = None) -> Report:
     """The experiment's figure and table from the runs already in ``store``; trains nothing."""
     experiment = get_experiment(setup.experiment)
     setup = replace(setup, store=store)
-    rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
+    rows = sweep_rows(experiment, setup, store)
     if not any(row.results is not None for row in rows):  # an empty figure would look like a result
         raise RobustlabError(
             f"no finished runs of {setup.experiment} (scale {setup.scale}, {setup.dataset}) in {store.root} "

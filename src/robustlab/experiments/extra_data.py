@@ -11,6 +11,7 @@ affine distortions of the digits training images, as a stand-in for generated da
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,18 @@ from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Se
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 
-PAPER_EXTRA = (0, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000)
+
+def geometric_extra(real: int, most: int, points: int) -> tuple[int, ...]:
+    """Generated amounts from 0 to ``most`` for which real + amount grows geometrically, rounded
+    to 1,000 (to 1 below 1,000): ``points`` sizes of the total training set, equal ratios apart."""
+    ratio = (real + most) / real
+    totals = [real * ratio ** (k / (points - 1)) for k in range(points)]
+    step = 1000 if most >= 10_000 else 1
+    return tuple(sorted({min(most, round((t - real) / step) * step) for t in totals}))
+
+
+PAPER_EXTRA = geometric_extra(50_000, 1_000_000, 11)  # 0, 18,000, ..., 1,000,000
+PLANNED_FILE = "planned-generated-images.npz"  # a plan's stand-in for the --extra-data file not given yet
 
 SCALES = {
     "smoke": {
@@ -87,12 +99,16 @@ def real_size(setup: Setup) -> int:
 
 def sweeps(setup: Setup) -> list[Sweep]:
     extra_path = setup.base_config({}).data.extra_path
+    if not extra_path and setup.planning:  # a plan lists the jobs as if the paper's 1M images were there
+        setup = replace(setup, overrides=[*setup.overrides, f"data.extra_path={PLANNED_FILE}"])
+        extra_path = PLANNED_FILE
     if not extra_path:
         raise ConfigError(
             "extra_data needs a file of generated images: add --set data.extra_path=FILE.npz "
             "(an .npz with 'image' uint8 NHWC and 'label', e.g. the EDM CIFAR-10 samples)"
         )
-    available, real, epochs = generated_count(extra_path), real_size(setup), setup.params["epochs"]
+    available = max(setup.params["extra"]) if extra_path == PLANNED_FILE else generated_count(extra_path)
+    real, epochs = real_size(setup), setup.params["epochs"]
     # The same number of steps for every size: the epochs shrink as the training set grows.
     grid = [
         {"data.extra_size": n, "train.epochs": epochs * real / (real + n), "seed": seed}
@@ -103,6 +119,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
+            recipe=name,
             grid=grid,
             base=setup.base_config({**setup.recipe(name), "train.scale_epochs": False, "eval.train_set": True}),
         )

@@ -59,6 +59,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(architecture, str(settings["loss.name"])),
             label=f"{architecture}, {loss}",
+            recipe=architecture,
             base=setup.base_config({**setup.recipe(architecture), **settings, "train.epochs": params["epochs"]}),
             grid={"seed": list(params["seeds"])},
         )

@@ -135,6 +135,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
+            recipe=name,
             base=setup.base_config({**setup.recipe(name), "train.epochs": params["epochs"], "eval.train_set": True}),
             grid=grid,
         )

@@ -78,4 +78,3 @@ def recipe(name: str, dataset: str | None = None) -> Overrides:
         overrides |= {"augment.flip": augment.flip, "augment.crop_padding": augment.crop_padding}
         overrides |= {"augment.cutout": augment.cutout}
     return overrides
-

@@ -17,7 +17,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from robustlab.experiments.experiment import Report, get_experiment, run_experiment
 from robustlab.experiments.launch import _cpu_count
+from robustlab.experiments.plan import GPU, plan_experiment, totals
 from robustlab.experiments.readout import metric_panels
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document
 from robustlab.report.plots import plot_panel_grid
@@ -78,15 +79,35 @@ class PartResult:
 # The parts of the paper
 
 
+SEARCHED = {"lr": "searched"}  # every experiment after the lr search trains with its choices
+
+
 def _one(experiment: str, small_dataset: str | None = None, **params) -> Callable[[str], list[Job]]:
-    """One job: at the miniature scales on the scale's dataset, else on ``small_dataset``."""
-    return lambda scale: [Job(experiment, None if scale in MINIATURES else small_dataset, dict(params))]
+    """One job with the searched lrs: at the miniature scales on the scale's dataset, else on ``small_dataset``."""
+    return lambda scale: [Job(experiment, None if scale in MINIATURES else small_dataset, {**SEARCHED, **params})]
 
 
 def _figure2_jobs(scale: str) -> list[Job]:
     if scale in MINIATURES:
         return []  # drawn from Figure 1's digits runs at larger radii (see _figure2)
-    return [Job("data_scaling", "mnist"), Job("data_scaling", "cifar100")]
+    return [Job("data_scaling", "mnist", dict(SEARCHED)), Job("data_scaling", "cifar100", dict(SEARCHED))]
+
+
+def _lr_search_jobs(scale: str) -> list[Job]:
+    """One lr search per dataset that a later part trains on, over every recipe trained there."""
+    needed: dict[str | None, list[str]] = {}
+    for part in PARTS:
+        for job in part.jobs(scale) if part.id != "lr-search" else []:
+            needed.setdefault(job.dataset, []).extend(job_recipes(job, scale))
+    return [Job("lr_search", dataset, {"recipes": list(dict.fromkeys(names))}) for dataset, names in needed.items()]
+
+
+def job_recipes(job: Job, scale: str) -> list[str]:
+    """The recipes whose runs ``job`` trains (its sweeps', planned without a run store)."""
+    experiment = get_experiment(job.experiment)
+    setup = experiment.setup(scale, job.dataset, [], **{**job.params, "lr": "recipe"})
+    setup = replace(setup, planning=True)
+    return [sweep.recipe for sweep in experiment.sweeps(setup) if sweep.recipe]
 
 
 def _fit_text(report: Report, metric_prefix: str, kind: str = "line") -> list[tuple[str, str]]:
@@ -244,7 +265,7 @@ PARTS = [
             "rates for 100 epochs, and the one with the highest certified robust accuracy on a validation set "
             "is kept (the reference code's choices: CPL ConvNet 1.0, AOL MLP 0.1, SimpleConvNet 0.1)."
         ],
-        _one("lr_search", "cifar10"),
+        _lr_search_jobs,
         _compare_lr,
     ),
     Part(
@@ -408,12 +429,14 @@ def reproduce(
     device: str | None = None,
     progress: bool = True,
     command: str | None = None,
+    dry_run: bool = False,
     **execution: Any,
 ) -> dict[str, Any]:
     """Run every part of the paper at ``scale`` and write the report; returns its paths and a
     summary per part. ``parts`` selects part ids (default: all, theory included);
     ``extra_data`` is the generated-images file for the extra-data part at small/paper scale;
-    ``execution`` goes to ``run_experiment`` unchanged (workers, launchers)."""
+    ``execution`` goes to ``run_experiment`` unchanged (workers, launchers). With ``dry_run``
+    nothing runs: returns ``plan``'s every job and totals instead."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale '{scale}'; choose one of: {', '.join(SCALES)}")
     known = [p.id for p in PARTS] + ["theory"]
@@ -421,6 +444,8 @@ def reproduce(
     if unknown:
         raise ValueError(f"unknown part '{unknown[0]}'; parts: {', '.join(known)}")
     store = RunStore(runs_root)
+    if dry_run:
+        return plan(scale, store, parts=parts, overrides=overrides, extra_data=extra_data)
     out = Path(out_dir or f"reproduce-{scale}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -470,6 +495,34 @@ def reproduce(
             }
         )
     return {"report": {k: str(v) for k, v in paths.items()}, "seconds": context["seconds"], "parts": summary}
+
+
+def plan(
+    scale: str,
+    store: RunStore,
+    *,
+    parts: list[str] | None = None,
+    overrides: list[str] | None = None,
+    extra_data: str | None = None,
+) -> dict[str, Any]:
+    """Every job the reproduction would run at ``scale`` (``experiments.plan``), each with its
+    section, and the jobs and GPU-hours per section and in all; the lr-search jobs come first,
+    and each job with a searched lr names the search jobs it waits for."""
+    jobs: list[dict[str, Any]] = []
+    searches: dict[str, dict[str, list[str]]] = {}  # dataset -> recipe -> lr-search job ids
+    for part in PARTS:
+        if parts and part.id not in parts and part.id != "lr-search":
+            continue
+        for job in part.jobs(scale):
+            extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
+            setup = get_experiment(job.experiment).setup(scale, job.dataset, (overrides or []) + extra, **job.params)
+            planned = plan_experiment(setup, store, searches.get(setup.dataset, {}))
+            if job.experiment == "lr_search":
+                for entry in planned:
+                    searches.setdefault(setup.dataset, {}).setdefault(entry["recipe"], []).append(entry["id"])
+            if not parts or part.id in parts:
+                jobs += [{"section": part.id, **entry} for entry in planned]
+    return {"scale": scale, "gpu": GPU, "jobs": jobs, "totals": totals(jobs, "section")}
 
 
 def _run_part(part: Part, scale, store, out, overrides, extra_data, device, progress, execution) -> PartResult:

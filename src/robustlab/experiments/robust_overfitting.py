@@ -63,6 +63,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
+            recipe=name,
             base=setup.base_config(
                 {
                     **setup.recipe(name),

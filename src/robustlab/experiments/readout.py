@@ -220,7 +220,8 @@ def fit_panels(
                 reach = None
                 if target is not None and metric.startswith("CRA"):
                     notes.append(fit.target_summary(target))
-                    reach = fit.x_for(target)[0]
+                    best = fit.x_for(target)[0]
+                    reach = None if fit.contradiction(best, target) else best  # no curve towards a refuted x
                 if kind == "line" or fit.status == "ok":  # a flagged sigmoid is told, not drawn
                     panel.curves.append(fit_curve(fit, label, reach))
     return panels, notes, fits

@@ -639,7 +639,9 @@ def _report_blocks(report: Report) -> list:
     blocks += [Figure(path, f"{report.title} ({path.name})") for path in report.figures]
     if report.fit_notes:
         blocks += [
-            Text("Scaling-law fits (95% intervals from a bootstrap over points and seeds):"),
+            Text(
+                "Scaling-law fits (95% intervals from the fit's t distribution, coverage measured in docs/experiments.md):"
+            ),
             Bullets(report.fit_notes),
         ]
     if report.notes:

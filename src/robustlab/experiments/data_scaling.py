@@ -24,6 +24,16 @@ import torch
 from robustlab.certify.smoothing import estimated_radius
 from robustlab.config import PAPER_EPS
 from robustlab.data.datasets import load_dataset
+from robustlab.experiments.claims import (
+    CANNOT,
+    GROWTH_RULE,
+    HOLDS,
+    Verdict,
+    fits_of,
+    growth_verdict,
+    slope_rule,
+    slope_verdict,
+)
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, run_experiment
 from robustlab.experiments.plan import PUBLISHED
 from robustlab.experiments.readout import (
@@ -298,6 +308,42 @@ def scaling_report(
     return report
 
 
+CRA_36 = cra_column(PAPER_EPS)  # the column (and fit metric) of the paper's headline CRA
+
+
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Figures 1-2: CRA grows with every doubling of N (all datasets), by about 5 points on
+    CIFAR-10, and follows a sigmoid in log N."""
+    dataset = str(report.provenance.get("dataset"))
+    verdicts = []
+    for label, fit in fits_of(report, CRA_36).items():
+        ours, verdict = growth_verdict(fit)
+        claim = f"{label}: CRA at 36/255 grows with each doubling of N ({dataset})"
+        verdicts.append(Verdict(claim, "grows (Figures 1-2)", ours, verdict, GROWTH_RULE))
+        ours, verdict = slope_verdict(fit, 4.0, 6.0)
+        if dataset != "cifar10":
+            verdict = CANNOT
+        claim = f"{label}: doubling CIFAR-10 adds about 5 CRA points ({dataset})"
+        rule = slope_rule(4.0, 6.0) + "; cannot tell on another dataset than CIFAR-10"
+        verdicts.append(Verdict(claim, "about +5 per doubling (Section 5.1)", ours, verdict, rule))
+    for label, fit in fits_of(report, CRA_36, "sigmoid").items():
+        inside = "midpoint_log2" in fit.get("params", {})
+        ok = fit["status"] == "ok" and inside
+        ours = (
+            f"ceiling {fit['params']['ceiling']:.1f}% (95% CI {fit['ci95']['ceiling'][0]:.1f} to "
+            f"{fit['ci95']['ceiling'][1]:.1f}), steepest at N = {2 ** fit['params']['midpoint_log2']:,.0f}"
+            if ok
+            else "; ".join(fit["reasons"]) or "its steepest point lies outside the measured N"
+        )
+        claim = f"{label}: CRA follows a sigmoid in log N, from chance to a ceiling ({dataset})"
+        rule = (
+            "holds if the sigmoid fit is unflagged (its ceiling pinned down) and its steepest point lies inside "
+            "the measured N; cannot tell otherwise"
+        )
+        verdicts.append(Verdict(claim, "a sigmoid across datasets (Figure 2)", ours, HOLDS if ok else CANNOT, rule))
+    return verdicts
+
+
 DEMO_RECIPES = ("tiny-lipmlp", "tiny-convnet")  # `robustlab demo`: the central result, without smoothing
 
 
@@ -340,5 +386,6 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
     ),
 )

@@ -123,7 +123,9 @@ class Experiment:
     ``scales`` maps each scale to its parameters: a ``dataset`` default, optionally a
     ``preset`` to start from and ``config`` overrides, and the experiment's own ones;
     ``sweeps(setup)`` returns the sweeps; ``report(rows, setup, out_dir)`` returns a
-    ``Report`` without ``tables`` (written here, the same way for every experiment).
+    ``Report`` without ``tables`` (written here, the same way for every experiment);
+    ``claims(report, others)`` the paper's claims it tests, as ``claims.Verdict`` s computed from
+    the report (``others``: the reports of the same reproduction and dataset, by experiment name).
     """
 
     name: str
@@ -131,6 +133,7 @@ class Experiment:
     scales: dict[str, dict[str, Any]]
     sweeps: Callable[[Setup], list[Sweep]]
     report: Callable[[list[SweepRow], Setup, Path], Report]
+    claims: Callable[[Report, dict[str, Report]], list[Any]] = lambda report, others: []
 
     def setup(
         self, scale: str = "small", dataset: str | None = None, overrides: list[str] | None = None, **params: Any

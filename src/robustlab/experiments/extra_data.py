@@ -18,7 +18,8 @@ import numpy as np
 
 from robustlab.config import ConfigError
 from robustlab.data.datasets import AFFINE_DIGITS, load_generated
-from robustlab.experiments.data_scaling import scaling_report, scaling_table, training_set_size
+from robustlab.experiments.claims import GROWTH_RULE, Verdict, fits_of, growth_verdict
+from robustlab.experiments.data_scaling import CRA_36, scaling_report, scaling_table, training_set_size
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
@@ -149,6 +150,16 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     )
 
 
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Section 5.1 / 9: with generated data added, CRA keeps growing with N."""
+    verdicts = []
+    for label, fit in fits_of(report, CRA_36).items():
+        ours, verdict = growth_verdict(fit)
+        claim = f"{label}: with generated images added, CRA keeps growing with each doubling of N"
+        verdicts.append(Verdict(claim, "the trend continues (Section 5.1)", ours, verdict, GROWTH_RULE))
+    return verdicts
+
+
 EXPERIMENTS.add(
     "extra_data",
     Experiment(
@@ -157,5 +168,6 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
     ),
 )

@@ -21,6 +21,7 @@ import numpy as np
 
 from robustlab.config import PAPER_EPS, ConfigError
 from robustlab.experiments.choices import LrChoice, store_choice
+from robustlab.experiments.claims import FAILS, HOLDS, Verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.readout import Results, accuracy_percent, cra_percent, metric_panels, seed_mean_table
 from robustlab.experiments.recipes import DEMO_CONFIG
@@ -218,6 +219,29 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     return Report("lr_search", title, list(table[0]) if table else [], table, notes, [figure])
 
 
+REFERENCE_LRS = {"lipconvnet-cpl": 1.0, "lipmlp-aol": 0.1, "simpleconvnet": 0.1, "smoothing": 0.3}
+CHOSEN, MODEL, LR = "chosen", "model", "lr"  # table columns
+
+
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Section 4: the peak lr is the one hyperparameter tuned, by validation CRA; a search is only
+    conclusive when its choice lies inside the searched grid."""
+    verdicts = []
+    for row in report.rows:
+        if row.get(CHOSEN) != "yes":
+            continue
+        lrs = sorted(line[LR] for line in report.rows if line[MODEL] == row[MODEL])
+        inside = lrs[0] < row[LR] < lrs[-1]
+        reference = REFERENCE_LRS.get(row[MODEL])
+        paper = f"reference code: {reference:g}" if reference is not None else "tuned on validation CRA (Section 4)"
+        metric = "CRA 36/255" if row.get("CRA 36/255") is not None else "accuracy"
+        ours = f"{row[LR]:g} (validation {metric} {row[metric]:.1f}%; searched {lrs[0]:g} to {lrs[-1]:g})"
+        rule = "holds if the chosen lr lies strictly inside the searched grid, does not hold at its edge"
+        claim = f"{row[MODEL]}: the validation {metric} peaks inside the searched lrs"
+        verdicts.append(Verdict(claim, paper, ours, HOLDS if inside else FAILS, rule))
+    return verdicts
+
+
 EXPERIMENTS.add(
     "lr_search",
     Experiment(
@@ -226,5 +250,6 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
     ),
 )

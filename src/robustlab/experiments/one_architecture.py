@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from robustlab.experiments.claims import Verdict, difference_rule, difference_verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.readout import mean_over_seeds, result_readers, sd_over_seeds
 from robustlab.experiments.recipes import DEMO_CONFIG
@@ -103,6 +104,30 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     )
 
 
+ARCHITECTURE, LOSS, ACCURACY, CRA_36 = "architecture", "loss", "accuracy", "CRA 36/255"  # table columns
+CE, OFFSET_CE = list(LOSSES)
+
+
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Section 5.4: one architecture is accuracy-oriented with cross-entropy and robustness-oriented
+    with OffsetCrossEntropy; a robust architecture does not keep a net from generalizing."""
+    verdicts = []
+    for architecture in dict.fromkeys(row[ARCHITECTURE] for row in report.rows):
+        by_loss = {row[LOSS]: row for row in report.rows if row[ARCHITECTURE] == architecture}
+        ce, offset = by_loss.get(CE, {}), by_loss.get(OFFSET_CE, {})
+        for column, first, second, paper in (
+            (ACCURACY, ce, offset, "93.2% accuracy with cross-entropy"),
+            (CRA_36, offset, ce, "61.7% CRA at 36/255 with OffsetCrossEntropy"),
+        ):
+            a, b = first.get(column), second.get(column)
+            verdict = difference_verdict(a, first.get(column + SD), b, second.get(column + SD))
+            ours = "n/a" if a is None or b is None else f"{a:.1f}% against {b:.1f}%"
+            higher = CE if first is ce else OFFSET_CE
+            claim = f"{architecture}: {higher} gives the higher {column} ({first.get('seeds', 0)} seed(s))"
+            verdicts.append(Verdict(claim, paper, ours, verdict, difference_rule()))
+    return verdicts
+
+
 EXPERIMENTS.add(
     "one_architecture",
     Experiment(
@@ -111,5 +136,6 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
     ),
 )

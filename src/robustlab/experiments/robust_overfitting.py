@@ -15,6 +15,7 @@ import numpy as np
 
 from robustlab.certify.results import eps_label
 from robustlab.config import PAPER_EPS
+from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict, difference_rule, difference_verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.readout import (
     Results,
@@ -158,6 +159,39 @@ def _epoch_curves(label: str, group: list[SweepRow]) -> list[Curve]:
     return curves
 
 
+MODEL, SPLIT, TRAIN, EVAL = "model", "split", "train", "eval"  # table columns and split names
+GAP = 10.0  # points by which training CRA must exceed the evaluation CRA to count as overfitting
+
+
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Figure 4: the training images' CRA lies far above the evaluation CRA at every radius; the
+    AOL MLP's almost 100% even at eps = 1."""
+    verdicts = []
+    by = {(row[MODEL], row[SPLIT]): row for row in report.rows}
+    for model in dict.fromkeys(row[MODEL] for row in report.rows):
+        train, test = by.get((model, TRAIN), {}), by.get((model, EVAL), {})
+        radii = [name for name in result_readers(TABLE_EPS) if name.startswith("CRA ")]
+        results = [
+            difference_verdict(train.get(c), train.get(c + SD), test.get(c), test.get(c + SD), GAP) for c in radii
+        ]
+        verdict = HOLDS if all(v == HOLDS for v in results) else FAILS if FAILS in results else CANNOT
+        ours = ", ".join(
+            f"{c.removeprefix('CRA ')}: {train[c]:.1f}% / {test[c]:.1f}%"
+            for c in radii
+            if train.get(c) is not None and test.get(c) is not None
+        )
+        claim = f"{model}: training-image CRA far above the evaluation CRA at every radius (train / eval)"
+        rule = difference_rule(GAP) + ", at every radius; does not hold if it fails at one"
+        verdicts.append(Verdict(claim, "far above at every radius (Figure 4)", ours or "n/a", verdict, rule))
+        at_one = train.get("CRA 1")
+        if "lipmlp" in model and at_one is not None:
+            verdict = HOLDS if at_one >= 95 else FAILS if at_one < 90 else CANNOT
+            rule = "holds if the training images' CRA at 1 is at least 95%, does not hold below 90%"
+            claim = f"{model}: the AOL MLP fits its training images robustly even at eps = 1"
+            verdicts.append(Verdict(claim, "almost 100% (Figure 4)", f"{at_one:.1f}%", verdict, rule))
+    return verdicts
+
+
 EXPERIMENTS.add(
     "robust_overfitting",
     Experiment(
@@ -166,5 +200,6 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
     ),
 )

@@ -33,7 +33,9 @@ def test_data_scaling_verdicts_follow_the_slope_and_its_interval():
     assert verdicts["rising: doubling CIFAR-10 adds about 5 CRA points (cifar10)"].verdict == HOLDS
     assert verdicts["steep: doubling CIFAR-10 adds about 5 CRA points (cifar10)"].verdict == FAILS
     assert verdicts["flat: CRA at 36/255 grows with each doubling of N (cifar10)"].verdict in (CANNOT, FAILS)
-    assert verdicts["steep: doubling CIFAR-10 adds about 5 CRA points (cifar10)"].ours.startswith("+8.9 per doubling (95% CI")
+    assert verdicts["steep: doubling CIFAR-10 adds about 5 CRA points (cifar10)"].ours.startswith(
+        "+8.9 per doubling (95% CI"
+    )
     digits = _verdicts(_scaling_report("data_scaling", "digits", {"rising": 5.0}))
     assert digits["rising: doubling CIFAR-10 adds about 5 CRA points (digits)"].verdict == CANNOT  # another dataset
 

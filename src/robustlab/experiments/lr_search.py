@@ -32,7 +32,7 @@ SCALES = {
     "smoke": {
         "dataset": "digits",
         "preset": "digits",
-        "recipes": ("tiny-lipmlp",),
+        "recipes": ("tiny-lipmlp", "tiny-convnet", "tiny-smoothing"),  # every recipe the smoke experiments train
         "lr_min": 0.03,
         "lr_max": 1.0,
         "lr_count": 3,
@@ -45,7 +45,7 @@ SCALES = {
     "demo": {
         "dataset": "digits",
         "preset": "digits",
-        "recipes": ("tiny-lipmlp", "tiny-convnet"),
+        "recipes": ("tiny-lipmlp", "tiny-convnet", "tiny-smoothing", "tiny-lipmlp-wide", "tiny-lipconvnet-cpl"),
         "lr_min": 0.01,
         "lr_max": 3.1623,
         "lr_count": 6,
@@ -58,7 +58,7 @@ SCALES = {
     },
     "small": {
         "dataset": "cifar10",
-        "recipes": ("small-lipmlp", "small-convnet"),
+        "recipes": ("small-lipmlp", "small-convnet", "small-smoothing", "small-lipconvnet-cpl", "small-convnet-cpl"),
         "lr_min": 0.01,
         "lr_max": 3.1623,
         "lr_count": 6,
@@ -71,7 +71,7 @@ SCALES = {
     },
     "paper": {
         "dataset": "cifar10",
-        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet"),
+        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet", "smoothing", "wide-lipconvnet-cpl"),
         "lr_min": 0.01,
         "lr_max": 3.1623,
         "lr_count": 6,

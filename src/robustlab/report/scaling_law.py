@@ -51,7 +51,7 @@ DRAWS = 4000  # parameter draws per fit: the intervals' percentiles
 
 @dataclass
 class Fit:
-    """One fitted law with its bootstrap replicates; ``status`` is ok, flagged or refused."""
+    """One fitted law with its parameter draws; ``status`` is ok, flagged or refused."""
 
     kind: Kind
     metric: str  # e.g. "CRA 36/255 (%)"
@@ -84,7 +84,7 @@ class Fit:
         return out[0] if params is None or np.ndim(params) == 1 else out
 
     def band(self, x: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise 95% band of the law at ``x`` over the bootstrap replicates."""
+        """Pointwise 95% band of the law at ``x`` over the parameter draws."""
         curves = self.predict(x, self.replicates)
         return tuple(np.percentile(curves, [50 * (1 - self.confidence), 50 * (1 + self.confidence)], axis=0))
 

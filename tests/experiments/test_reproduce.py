@@ -7,7 +7,8 @@ import matplotlib.image
 import pytest
 
 from robustlab.cli import main
-from robustlab.experiments.reproduce import PARTS, THEORY_TITLE
+from robustlab.experiments.parts import paper_parts
+from robustlab.experiments.reproduce import THEORY_TITLE
 
 
 @pytest.mark.slow
@@ -16,11 +17,11 @@ def test_reproduce_smoke_writes_a_report_with_every_section(tmp_path, capsys):
     argv = ["reproduce", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--out", str(out), "--quiet"]
     assert main([*argv, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert [p["part"] for p in summary["parts"]] == [p.id for p in PARTS] + ["theory"]
+    assert [p["part"] for p in summary["parts"]] == [p.id for p in paper_parts()] + ["theory"]
     assert not any(p["error"] for p in summary["parts"])
     page = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
-    for part in PARTS:
+    for part in paper_parts():
         assert f'<section id="{part.id}"><h2>{part.title}</h2>' in page
         assert f"## {part.title}" in markdown
     assert f"<h2>{THEORY_TITLE}</h2>" in page and "The paper&#x27;s numbers beside ours" in page

@@ -12,6 +12,7 @@ from pathlib import Path
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict, fits_of
 from robustlab.experiments.data_scaling import CRA_36, scaling_report, scaling_table
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.parts import Part, one_job
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 
@@ -115,6 +116,21 @@ def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
     return verdicts
 
 
+# The sections of the paper this experiment makes in `robustlab reproduce`, and its jobs per scale.
+PARTS = [
+    Part(
+        "figure-5",
+        "Figure 5: compute scaling (Section 5.1)",
+        [
+            "Training longer on the same data also helps, but much less than more data, and the curves flatten "
+            "with growing compute."
+        ],
+        one_job("compute_scaling", "cifar10"),
+        order=50,
+    ),
+]
+
+
 EXPERIMENTS.add(
     "compute_scaling",
     Experiment(
@@ -124,5 +140,6 @@ EXPERIMENTS.add(
         sweeps=sweeps,
         report=report,
         claims=claims,
+        parts=PARTS,
     ),
 )

@@ -19,6 +19,7 @@ from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, lo
 from robustlab.errors import RobustlabError
 from robustlab.experiments.choices import choice_path, read_choice
 from robustlab.experiments.launch import SubmititLauncher
+from robustlab.experiments.parts import Part
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
 from robustlab.registry import Registry
@@ -134,6 +135,7 @@ class Experiment:
     sweeps: Callable[[Setup], list[Sweep]]
     report: Callable[[list[SweepRow], Setup, Path], Report]
     claims: Callable[[Report, dict[str, Report]], list[Any]] = lambda report, others: []
+    parts: list[Part] = field(default_factory=list)  # the sections of the paper it makes in `reproduce`
 
     def setup(
         self, scale: str = "small", dataset: str | None = None, overrides: list[str] | None = None, **params: Any
@@ -238,7 +240,7 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
     done = [row for row in rows if row.results is not None]
     report = experiment.report(done, setup, out_dir)
     report.runs_done, report.runs_missing = len(done), len(rows) - len(done)
-    report.notes += recipe_notes(done)
+    report.notes += recipe_notes(done, setup.lr_sources)
     if report.runs_missing:
         report.notes.append(
             f"{report.runs_missing} of {len(rows)} runs have no results yet (run `robustlab experiment` to train them)."
@@ -248,14 +250,17 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
     return report
 
 
-def recipe_notes(rows: list[SweepRow]) -> list[str]:
-    """Which peak learning rate and which OffsetCrossEntropy offset each sweep trained with
-    (one note for all sweeps when they agree)."""
+def recipe_notes(rows: list[SweepRow], lr_sources: dict[str, str] | None = None) -> list[str]:
+    """Which peak learning rate (and where it came from: ``Setup.lr_sources`` by recipe) and which
+    OffsetCrossEntropy offset each sweep trained with (one note for all sweeps when they agree)."""
     recipes: dict[str, str] = {}  # sweep label -> its recipe
     for label in dict.fromkeys(row.label for row in rows):
         configs = [row.config for row in rows if row.label == label]
         lrs = sorted({c.optim.lr for c in configs})
         text = f"peak lr {', '.join(f'{lr:g}' for lr in lrs)}"
+        recipe_name = next(row.recipe for row in rows if row.label == label)
+        if lr_sources and recipe_name in lr_sources:
+            text += f" ({lr_sources[recipe_name]})"
         offsets = sorted({c.loss.offset for c in configs if c.loss.name == "offset_ce"})
         if offsets:
             text += ", OffsetCrossEntropy offset " + ", ".join(_offset_name(u) for u in offsets)

@@ -23,6 +23,7 @@ from robustlab.config import PAPER_EPS, ConfigError
 from robustlab.experiments.choices import LrChoice, store_choice
 from robustlab.experiments.claims import FAILS, HOLDS, Verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.parts import Part, searched_recipe_jobs
 from robustlab.experiments.readout import Results, accuracy_percent, cra_percent, metric_panels, seed_mean_table
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow, collect
@@ -242,6 +243,22 @@ def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
     return verdicts
 
 
+# The sections of the paper this experiment makes in `robustlab reproduce`, and its jobs per scale.
+PARTS = [
+    Part(
+        "lr-search",
+        "Learning-rate search (Section 4)",
+        [
+            "The only tuned hyperparameter is the peak learning rate: models are trained with several learning "
+            "rates for 100 epochs, and the one with the highest certified robust accuracy on a validation set "
+            "is kept (the reference code's choices: CPL ConvNet 1.0, AOL MLP 0.1, SimpleConvNet 0.1)."
+        ],
+        searched_recipe_jobs,
+        order=0,
+    ),
+]
+
+
 EXPERIMENTS.add(
     "lr_search",
     Experiment(
@@ -251,5 +268,6 @@ EXPERIMENTS.add(
         sweeps=sweeps,
         report=report,
         claims=claims,
+        parts=PARTS,
     ),
 )

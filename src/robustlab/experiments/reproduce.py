@@ -16,8 +16,7 @@ import platform
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from robustlab.experiments.claims import CANNOT, FAILS, HOLDS
 from robustlab.experiments.claims import COLUMNS as CLAIM_COLUMNS
 from robustlab.experiments.experiment import Report, get_experiment, run_experiment
 from robustlab.experiments.launch import _cpu_count
+from robustlab.experiments.parts import MINIATURES, Job, Part, paper_parts, param_text
 from robustlab.experiments.plan import GPU, plan_experiment, totals
 from robustlab.experiments.readout import metric_panels
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document
@@ -35,36 +35,6 @@ from robustlab.report.tables import SD
 from robustlab.runs.store import RunStore
 
 SCALES = ("smoke", "demo", "small", "paper")
-MINIATURES = ("smoke", "demo")  # built-in digits on a CPU: tiny nets, run on one thread
-MINIATURE = "miniature"  # a caveat for both miniature scales
-
-
-@dataclass
-class Job:
-    """One experiment of a part: its name, dataset (None: the scale's default) and parameters."""
-
-    experiment: str
-    dataset: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def command(self, scale: str, runs_root: Path, overrides: list[str]) -> str:
-        words = ["robustlab experiment", self.experiment, f"--scale {scale}"]
-        words += [f"--dataset {self.dataset}"] if self.dataset else []
-        words += [f"--param {k}={_param_text(v)}" for k, v in self.params.items()]
-        words += [f"--set '{o}'" for o in overrides] + [f"--runs-root {runs_root}"]
-        return " ".join(words)
-
-
-@dataclass
-class Part:
-    id: str
-    title: str
-    paper: list[str]  # what the paper reports
-    jobs: Callable[[str], list[Job]]  # the experiments at a scale
-    caveat: dict[str, str] = field(default_factory=dict)  # scale (or MINIATURE): what it cannot show there
-
-    def caveat_at(self, scale: str) -> str | None:
-        return self.caveat.get(scale) or (self.caveat.get(MINIATURE) if scale in MINIATURES else None)
 
 
 @dataclass
@@ -75,155 +45,6 @@ class PartResult:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-
-# ---------------------------------------------------------------------------------------
-# The parts of the paper
-
-
-SEARCHED = {"lr": "searched"}  # every experiment after the lr search trains with its choices
-
-
-def _one(experiment: str, small_dataset: str | None = None, **params) -> Callable[[str], list[Job]]:
-    """One job with the searched lrs: at the miniature scales on the scale's dataset, else on ``small_dataset``."""
-    return lambda scale: [Job(experiment, None if scale in MINIATURES else small_dataset, {**SEARCHED, **params})]
-
-
-def _figure2_jobs(scale: str) -> list[Job]:
-    if scale in MINIATURES:
-        return []  # drawn from Figure 1's digits runs at larger radii (see _figure2)
-    return [Job("data_scaling", "mnist", dict(SEARCHED)), Job("data_scaling", "cifar100", dict(SEARCHED))]
-
-
-def _lr_search_jobs(scale: str) -> list[Job]:
-    """One lr search per dataset that a later part trains on, over every recipe trained there."""
-    needed: dict[str | None, list[str]] = {}
-    for part in PARTS:
-        for job in part.jobs(scale) if part.id != "lr-search" else []:
-            needed.setdefault(job.dataset, []).extend(job_recipes(job, scale))
-    return [Job("lr_search", dataset, {"recipes": list(dict.fromkeys(names))}) for dataset, names in needed.items()]
-
-
-def job_recipes(job: Job, scale: str) -> list[str]:
-    """The recipes whose runs ``job`` trains (its sweeps', planned without a run store)."""
-    experiment = get_experiment(job.experiment)
-    setup = experiment.setup(scale, job.dataset, [], **{**job.params, "lr": "recipe"})
-    setup = replace(setup, planning=True)
-    return [sweep.recipe for sweep in experiment.sweeps(setup) if sweep.recipe]
-
-
-PARTS = [
-    Part(
-        "lr-search",
-        "Learning-rate search (Section 4)",
-        [
-            "The only tuned hyperparameter is the peak learning rate: models are trained with several learning "
-            "rates for 100 epochs, and the one with the highest certified robust accuracy on a validation set "
-            "is kept (the reference code's choices: CPL ConvNet 1.0, AOL MLP 0.1, SimpleConvNet 0.1)."
-        ],
-        _lr_search_jobs,
-    ),
-    Part(
-        "figure-1",
-        "Figure 1: data scaling on CIFAR-10 (Section 5.1)",
-        [
-            "Accuracy and CRA at 36/255 of models trained on subsets of CIFAR-10 with the same compute for every "
-            "size; doubling the dataset reliably adds about 5% CRA.",
-            "Across datasets, the convolutional net and the MLP end up similar when trained long enough.",
-        ],
-        _one("data_scaling", "cifar10"),
-        {
-            "demo": "demo: the built-in 8x8 digits (1,437 training images) in place of CIFAR-10; small nets and short "
-            "runs, so the absolute numbers are the digits', not CIFAR-10's."
-        },
-    ),
-    Part(
-        "figure-2",
-        "Figure 2: data scaling on MNIST and CIFAR-100 (Section 5.1)",
-        [
-            "The same experiment on MNIST and CIFAR-100: read together, CRA follows a sigmoid in log N, robust at "
-            "chance level with little data (CIFAR-100 starts almost flat), about linear in log N in the middle, "
-            "and flattening towards 100% (MNIST)."
-        ],
-        _figure2_jobs,
-        {
-            MINIATURE: "the miniatures cannot show Figure 2: MNIST and CIFAR-100 need downloads (use --scale small "
-            "or paper with the data present). In their place, Figure 1's digits runs at the smallest, a middle and "
-            "the largest certified radius, where a sigmoid reading expects the flat top, the rising middle and the "
-            "flat bottom; Figure 1's fits say which each radius shows."
-        },
-    ),
-    Part(
-        "table-1",
-        "Table 1 and Figure 3: principal-component subsets (Section 5.2)",
-        [
-            "Components 513-3072 of CIFAR-10 hold about 2% of the variance, yet a standard net reaches about 85% "
-            "test accuracy on them; the last 1024 hold about 0.02% and still give about 39%, while no robust "
-            "classifier can use them.",
-            "The first 16 hold about 72% of the variance: a standard net fits them (>= 99% training accuracy) but "
-            "reaches only about 43% test accuracy; a 1-Lipschitz ConvNet gets 64% training CRA with augmentation, "
-            "97% without. Components 1-16 plus 513-3072: 86% accuracy, 35% CRA.",
-        ],
-        _one("pca", "cifar10"),
-        {
-            "demo": "demo: the digits have 64 components; the subsets hold the shares of variance the paper's do on "
-            "CIFAR-10 (first ~72%, tail ~2%, last ~0.02%), not the same indices, so the digits' subsets are not the "
-            "paper's and their class information is spread differently; chance is 10%."
-        },
-    ),
-    Part(
-        "figure-4",
-        "Figure 4: robust overfitting (Section 5.3)",
-        [
-            "Without augmentation, with offset sqrt(2) and 3000 epochs, a CPL ConvNet and an AOL MLP fit the "
-            "CIFAR-10 training set robustly (the MLP almost perfectly even at eps = 1), but the test CRA is much "
-            "lower at every radius: capacity is not the bottleneck."
-        ],
-        _one("robust_overfitting", "cifar10"),
-        {
-            "demo": "demo: 150 digits and 800 epochs of an AOL MLP (width 256, depth 5) in place of CIFAR-10 and 3000 epochs."
-        },
-    ),
-    Part(
-        "figure-5",
-        "Figure 5: compute scaling (Section 5.1)",
-        [
-            "Training longer on the same data also helps, but much less than more data, and the curves flatten "
-            "with growing compute."
-        ],
-        _one("compute_scaling", "cifar10"),
-    ),
-    Part(
-        "one-architecture",
-        "One architecture, two losses (Section 5.4 and Section 11)",
-        [
-            "One 1-Lipschitz architecture reaches competitive accuracy (93.2%) with cross-entropy or competitive "
-            "CRA (61.7% at 36/255) with OffsetCrossEntropy, so the architecture (e.g. the lack of global pooling) "
-            "is not what keeps robust nets from generalizing. Section 11, which describes it, is not in our text: "
-            "the architecture here is our choice, measured against a global-pooling alternative at the small "
-            "scale (docs/experiments.md)."
-        ],
-        _one("one_architecture", "cifar10"),
-        {
-            "small": "small: what a CPU affords (width 16, 3 epochs) on CIFAR-10; the paper-scale run is a GPU job "
-            "(docs/experiments.md)."
-        },
-    ),
-    Part(
-        "extra-data",
-        "Extra (generated) data (Section 5.1 and Section 9)",
-        [
-            "Adding CIFAR-10-like images generated by a diffusion model (EDM) extends the data-scaling trend to "
-            "larger sizes."
-        ],
-        _one("extra_data", "cifar10"),
-        {
-            MINIATURE: "'digits-affine', mild random affine distortions of the digits training images, stands in "
-            "for a generative model's samples; the demo adds them to 179 real digits (an eighth of the set), so "
-            "that the real data alone leave room to grow. Distorted copies carry less new information than "
-            "generated images: the verdict below tests the direction of the paper's claim, not its strength."
-        },
-    ),
-]
 
 THEORY_TITLE = "Theorems 1 and 2 (Section 3)"
 THEORY_SLACK = 0.02  # Monte-Carlo allowance of a measured accuracy against a theorem's bound
@@ -281,7 +102,7 @@ def reproduce(
     nothing runs: returns ``plan``'s every job and totals instead."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale '{scale}'; choose one of: {', '.join(SCALES)}")
-    known = [p.id for p in PARTS] + ["theory"]
+    known = [p.id for p in paper_parts()] + ["theory"]
     unknown = sorted(set(parts or []) - set(known))
     if unknown:
         raise ValueError(f"unknown part '{unknown[0]}'; parts: {', '.join(known)}")
@@ -297,7 +118,7 @@ def reproduce(
     try:
         results = [
             _run_part(part, scale, store, out, overrides or [], extra_data, device, progress, execution)
-            for part in PARTS
+            for part in paper_parts()
             if not parts or part.id in parts
         ]
         theory = _run_theory(scale, out, progress) if not parts or "theory" in parts else None
@@ -352,7 +173,7 @@ def plan(
     and each job with a searched lr names the search jobs it waits for."""
     jobs: list[dict[str, Any]] = []
     searches: dict[str, dict[str, list[str]]] = {}  # dataset -> recipe -> lr-search job ids
-    for part in PARTS:
+    for part in paper_parts():
         if parts and part.id not in parts and part.id != "lr-search":
             continue
         for job in part.jobs(scale):
@@ -496,7 +317,7 @@ def scale_note(result: PartResult, scale: str) -> str:
         )
     text = f"scale '{scale}'; " + ("; ".join(made) if made else "no report was made")
     caveat = result.part.caveat_at(scale)
-    return text + (". " + caveat if caveat else ".")
+    return text + (". " + caveat[0].upper() + caveat[1:] if caveat else ".")
 
 
 def _report_blocks(report: Report) -> list:
@@ -605,7 +426,7 @@ def _theory_section(theory: dict[str, Any], scale: str) -> Section:
 def _flags(arguments: dict[str, Any]) -> str:
     """A sweep's keyword arguments as `robustlab theory` flags (``ns`` is ``--sizes``)."""
     names = {"ns": "sizes"}
-    return " ".join(f"--{names.get(k, k).replace('_', '-')} {_param_text(v)}" for k, v in arguments.items())
+    return " ".join(f"--{names.get(k, k).replace('_', '-')} {param_text(v)}" for k, v in arguments.items())
 
 
 def _provenance(result: PartResult, scale: str, runs_root: Path, overrides: list[str]) -> Bullets:
@@ -671,7 +492,3 @@ def duration(seconds: float) -> str:
         if seconds < 7200
         else f"{seconds / 3600:.1f} h"
     )
-
-
-def _param_text(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)

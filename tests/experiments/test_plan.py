@@ -31,12 +31,16 @@ def _sweeps(jobs, experiment):
     return groups
 
 
-def test_every_size_of_a_sweep_processes_the_same_images_within_one_percent(paper):
-    for experiment in ("data_scaling", "extra_data"):
-        for key, group in _sweeps(paper["jobs"], experiment).items():
-            images = [job["images"] for job in group]
-            assert max(images) / min(images) - 1 < 0.01, (key, images)
-            assert len({job["subset_size"] + job["extra_size"] for job in group}) == 11
+def test_every_size_of_a_sweep_processes_the_same_images_within_one_percent(paper, tmp_path):
+    demo = plan("demo", RunStore(tmp_path / "runs"), parts=["figure-1", "extra-data"])
+    for jobs, sizes in ((paper["jobs"], 11), (demo["jobs"], 6)):
+        for experiment in ("data_scaling", "extra_data"):
+            groups = _sweeps(jobs, experiment)
+            assert groups
+            for key, group in groups.items():
+                images = [job["images"] for job in group]
+                assert max(images) / min(images) - 1 < 0.01, (key, images)
+                assert len({job["subset_size"] + job["extra_size"] for job in group}) == sizes
 
 
 def test_the_budget_is_the_full_sets_epochs_in_images_whatever_the_batch_divides():

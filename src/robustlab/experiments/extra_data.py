@@ -11,6 +11,7 @@ affine distortions of the digits training images, as a stand-in for generated da
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,6 +95,12 @@ def generated_count(path: str) -> int:
         ) from None
 
 
+def pass_images(size: int, batch: int) -> int:
+    """Images one pass over ``size`` images processes: its batches, the last one filled up to
+    ``batch`` (``train.loop.training_steps``); a set smaller than a batch is one partial batch."""
+    return math.ceil(size / batch) * batch if size > batch else size
+
+
 def real_size(setup: Setup) -> int:
     """Real training images: the subset (``data.subset_size``) when one is set, else the whole split."""
     return setup.base_config({}).data.subset_size or training_set_size(setup)
@@ -111,9 +118,11 @@ def sweeps(setup: Setup) -> list[Sweep]:
         )
     available = max(setup.params["extra"]) if extra_path == PLANNED_FILE else generated_count(extra_path)
     real, epochs = real_size(setup), setup.params["epochs"]
-    # The same number of steps for every size: the epochs shrink as the training set grows.
+    # The same images processed for every size (``epochs`` passes over the real images): the
+    # epochs shrink as the training set grows, counting each pass as the loader fills its last batch.
+    batch = setup.base_config({}).train.batch_size
     grid = [
-        {"data.extra_size": n, "train.epochs": epochs * real / (real + n), "seed": seed}
+        {"data.extra_size": n, "train.epochs": epochs * real / pass_images(real + n, batch), "seed": seed}
         for n in sorted({min(int(n), available) for n in setup.params["extra"]})
         for seed in setup.params["seeds"]
     ]

@@ -75,7 +75,8 @@ def test_data_scaling_smoke_runs_and_reports(tmp_path):
     assert estimate.params.n == 50 and estimate.params.sigma == 0.125 and "ESTIMATE" in estimate.guarantee
     assert report.rows[-1]["CRA 36/255"] == 100 * estimate.cra[0].cra  # scored by its smoothed classifier
     assert matplotlib.image.imread(report.figures[0]).shape[0] > 100
-    assert json.loads(report.tables["json"].read_text())["rows"] == json.loads(json.dumps(report.rows))
+    written = json.loads(report.tables["json"].read_text())
+    assert written["rows"] == json.loads(json.dumps(report.rows)) and written["fits"] == report.fits
     assert all(r["train accuracy"] is not None for r in standard + lipschitz)  # the training images, certified
     assert all(f["status"] == "refused" for f in report.fits)  # two sizes are too few for a law
     assert "tiny-lipmlp, CRA 36/255: no line fit (2 distinct N values" in " ".join(report.fit_notes)

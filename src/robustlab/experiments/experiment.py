@@ -246,7 +246,8 @@ def _write_report(experiment: Experiment, rows: list[SweepRow], setup: Setup, ou
             f"{report.runs_missing} of {len(rows)} runs have no results yet (run `robustlab experiment` to train them)."
         )
     report.provenance = provenance(setup, done)
-    report.tables = write_table(report.rows, out_dir / "table", report.columns, report.fit_notes + report.notes)
+    notes = report.fit_notes + report.notes
+    report.tables = write_table(report.rows, out_dir / "table", report.columns, notes, report.fits)
     return report
 
 

@@ -24,7 +24,12 @@ def test_reproduce_smoke_writes_a_report_with_every_section(tmp_path, capsys):
     for part in paper_parts():
         assert f'<section id="{part.id}"><h2>{part.title}</h2>' in page
         assert f"## {part.title}" in markdown
-    assert f"<h2>{THEORY_TITLE}</h2>" in page and "The paper&#x27;s numbers beside ours" in page
+    assert f"<h2>{THEORY_TITLE}</h2>" in page and "The paper&#x27;s claims, tested at this scale" in page
+    for part in paper_parts():  # every section says where its numbers come from
+        section = markdown.split(f"## {part.title}")[1].split("\n## ")[0]
+        assert "At this scale: scale 'smoke'" in section
+    verdicts = re.findall(r"\| (holds|does not hold|cannot tell at this scale) \|", markdown)
+    assert len(verdicts) >= 10 and "The theorems&#x27; bounds, tested" in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 10  # every experiment's figures, the Figure 2 stand-in and both theorems
     for image in images:

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
         description="Runs each part of the paper (lr search, Figures 1-5, Table 1, the one-architecture table, "
         "extra data, Theorems 1-2) at one scale through the run store (finished runs are reused, a killed "
         "reproduction resumes), then writes report.html and report.md laid out like the paper, with the "
-        "paper's numbers beside ours, the scaling-law fits and each figure's provenance. A part that fails "
+        "paper's claims each with a computed verdict, the scaling-law fits and each figure's provenance. A part that fails "
         "(e.g. a dataset that is not there) is reported as such; the others still run.",
     )
     parser.add_argument(

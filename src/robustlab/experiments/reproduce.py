@@ -1,13 +1,15 @@
 """The whole paper in one command: every experiment and the theory lab at one scale, and one
 report laid out like the paper (``robustlab reproduce --scale smoke|demo|small|paper``).
 
-Each part of the paper (Figure 1, Figure 2, Table 1 / Figure 3, ...) is a ``Part``: the
-experiments it needs at each scale, what the paper reports, how our numbers line up against
-the paper's, and what a miniature cannot show. ``reproduce`` runs the parts one after another
-through ``run_experiment`` (so a killed reproduction resumes, and finished runs are reused),
-keeps going when one part fails (the report says why), and writes ``report.html`` and
-``report.md`` with every figure as PNG and SVG and each part's provenance: commit, hardware,
-the command that reproduces it alone, runs done and missing.
+The parts of the paper (Figure 1, Figure 2, Table 1 / Figure 3, ...) are the ``Part`` s the
+experiments declare (``parts.paper_parts`` walks the registry): the jobs each needs at each
+scale, what the paper reports and what a miniature cannot show; the claims each tests are the
+experiments' own (``Experiment.claims``, computed verdicts). ``reproduce`` runs the parts one after
+another through ``run_experiment`` (so a killed reproduction resumes, and finished runs are
+reused), keeps going when one part fails (the report says why), and writes ``report.html`` and
+``report.md`` with every figure as PNG and SVG and each part's scale note and provenance: commit,
+hardware, the command that reproduces it alone, runs done and missing. ``plan`` (``--dry-run``)
+lists every job it would run, with its budget, lr and GPU-hours, and runs nothing.
 """
 
 from __future__ import annotations

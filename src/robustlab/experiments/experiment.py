@@ -61,7 +61,7 @@ class Setup:
         recipe's, a searched one or a number) and the offset the ``offset`` parameter names."""
         overrides = recipe(name, self.dataset)
         choice = str(self.params.get("lr", "recipe"))
-        source = f"recipe ({name}'s preset, the reference code's)"
+        source = f"recipe ({name}'s preset)"
         if choice == "searched":
             root = self.store.root if self.store else None
             if root is not None and choice_path(root, self.dataset, self.scale, name).exists():

@@ -62,7 +62,9 @@ def test_a_stored_choice_is_what_lr_searched_trains_with(tmp_path):
     store = RunStore(tmp_path / "runs")
     with pytest.raises(ConfigError, match="run `robustlab experiment lr_search --scale smoke"):
         run_experiment(get_experiment("data_scaling").setup("smoke", lr="searched"), store)
-    search = get_experiment("lr_search").setup("smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=0.5)
+    search = get_experiment("lr_search").setup(
+        "smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=0.5, recipes=("tiny-lipmlp",)
+    )
     _, report = run_experiment(search, store, out_dir=tmp_path / "lr", progress=False)
     (chosen,) = [row for row in report.rows if row["chosen"] == "yes"]
     stored = json.loads((tmp_path / "runs" / "choices" / "lr-digits-smoke-tiny-lipmlp.json").read_text())

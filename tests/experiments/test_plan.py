@@ -137,8 +137,8 @@ def test_a_plan_reads_the_searched_lr_once_the_search_has_chosen(tmp_path):
 
 @pytest.mark.parametrize("scale", ["smoke", "demo", "small", "paper"])
 def test_the_lr_searchs_own_recipes_cover_every_recipe_of_its_scale(scale):
+    from robustlab.experiments.experiment import searched_recipe_jobs
     from robustlab.experiments.lr_search import SCALES
-    from robustlab.experiments.parts import searched_recipe_jobs
 
     searched = set(SCALES[scale]["recipes"])
     for job in searched_recipe_jobs(scale):

@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 
 from robustlab.cli import main
-from robustlab.experiments.parts import paper_parts
+from robustlab.experiments.experiment import paper_parts
 from robustlab.experiments.reproduce import THEORY_TITLE
 
 

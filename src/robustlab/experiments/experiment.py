@@ -19,7 +19,7 @@ from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, lo
 from robustlab.errors import RobustlabError
 from robustlab.experiments.choices import choice_path, read_choice
 from robustlab.experiments.launch import SubmititLauncher
-from robustlab.experiments.parts import Part
+from robustlab.experiments.parts import Job, Part
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
 from robustlab.registry import Registry
@@ -171,6 +171,31 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 def get_experiment(name: str) -> Experiment:
     # Importing this module imported its package first, and the package registers every experiment.
     return EXPERIMENTS.get(name)
+
+
+# The sections of the paper, walked from the registry (``robustlab reproduce``)
+
+
+def paper_parts() -> list[Part]:
+    """Every registered experiment's parts, in the paper's order."""
+    parts = [part for name in EXPERIMENTS.names() for part in EXPERIMENTS.get(name).parts]
+    return sorted(parts, key=lambda part: part.order)
+
+
+def searched_recipe_jobs(scale: str) -> list[Job]:
+    """One lr search per dataset that a later part trains on, over every recipe trained there."""
+    needed: dict[str | None, list[str]] = {}
+    for part in paper_parts():
+        for job in part.jobs(scale) if part.jobs is not searched_recipe_jobs else []:
+            needed.setdefault(job.dataset, []).extend(job_recipes(job, scale))
+    return [Job("lr_search", dataset, {"recipes": list(dict.fromkeys(names))}) for dataset, names in needed.items()]
+
+
+def job_recipes(job: Job, scale: str) -> list[str]:
+    """The recipes whose runs ``job`` trains (its sweeps', planned without a run store)."""
+    experiment = get_experiment(job.experiment)
+    setup = experiment.setup(scale, job.dataset, [], **{**job.params, "lr": "recipe"})
+    return [sweep.recipe for sweep in experiment.sweeps(replace(setup, planning=True)) if sweep.recipe]
 
 
 def run_experiment(

@@ -22,8 +22,8 @@ import numpy as np
 from robustlab.config import PAPER_EPS, ConfigError
 from robustlab.experiments.choices import LrChoice, store_choice
 from robustlab.experiments.claims import FAILS, HOLDS, Verdict
-from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
-from robustlab.experiments.parts import Part, searched_recipe_jobs
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, searched_recipe_jobs
+from robustlab.experiments.parts import Part
 from robustlab.experiments.readout import Results, accuracy_percent, cra_percent, metric_panels, seed_mean_table
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow, collect

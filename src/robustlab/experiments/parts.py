@@ -3,15 +3,16 @@
 Each experiment module declares the ``Part`` s it makes (``Experiment.parts``): the section's
 title, what the paper reports, its jobs at each scale (which experiment on which dataset with
 which parameters) and what a scale cannot show. ``paper_parts`` walks the experiment registry
-and orders them as the paper does, so adding an experiment adds its section without editing
-``reproduce``. Every job after the lr search trains with the searched lrs (``SEARCHED``), and the
-lr search's own jobs cover every recipe and dataset those jobs train (``searched_recipe_jobs``).
+and orders them as the paper does (``experiment.paper_parts``), so adding an experiment adds its
+section without editing ``reproduce``. Every job after the lr search trains with the searched lrs
+(``SEARCHED``), and the lr search's own jobs cover every recipe and dataset those jobs train
+(``experiment.searched_recipe_jobs``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,29 +57,3 @@ def param_text(value: Any) -> str:
 def one_job(experiment: str, dataset: str | None = None, **params) -> Callable[[str], list[Job]]:
     """One job with the searched lrs: at the miniature scales on the scale's dataset, else on ``dataset``."""
     return lambda scale: [Job(experiment, None if scale in MINIATURES else dataset, {**SEARCHED, **params})]
-
-
-def paper_parts() -> list[Part]:
-    """Every registered experiment's parts, in the paper's order."""
-    from robustlab.experiments.experiment import EXPERIMENTS
-
-    parts = [part for name in EXPERIMENTS.names() for part in EXPERIMENTS.get(name).parts]
-    return sorted(parts, key=lambda part: part.order)
-
-
-def searched_recipe_jobs(scale: str) -> list[Job]:
-    """One lr search per dataset that a later part trains on, over every recipe trained there."""
-    needed: dict[str | None, list[str]] = {}
-    for part in paper_parts():
-        for job in part.jobs(scale) if part.jobs is not searched_recipe_jobs else []:
-            needed.setdefault(job.dataset, []).extend(job_recipes(job, scale))
-    return [Job("lr_search", dataset, {"recipes": list(dict.fromkeys(names))}) for dataset, names in needed.items()]
-
-
-def job_recipes(job: Job, scale: str) -> list[str]:
-    """The recipes whose runs ``job`` trains (its sweeps', planned without a run store)."""
-    from robustlab.experiments.experiment import get_experiment
-
-    experiment = get_experiment(job.experiment)
-    setup = experiment.setup(scale, job.dataset, [], **{**job.params, "lr": "recipe"})
-    return [sweep.recipe for sweep in experiment.sweeps(replace(setup, planning=True)) if sweep.recipe]

@@ -26,9 +26,9 @@ import torch
 
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS
 from robustlab.experiments.claims import COLUMNS as CLAIM_COLUMNS
-from robustlab.experiments.experiment import Report, get_experiment, run_experiment
+from robustlab.experiments.experiment import Report, get_experiment, paper_parts, run_experiment
 from robustlab.experiments.launch import _cpu_count
-from robustlab.experiments.parts import MINIATURES, Job, Part, paper_parts, param_text
+from robustlab.experiments.parts import MINIATURES, Job, Part, param_text
 from robustlab.experiments.plan import GPU, plan_experiment, totals
 from robustlab.experiments.readout import metric_panels
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document

@@ -11,7 +11,6 @@ GPU-hours, from the seconds per optimizer step measured in ``benchmarks/RESULTS.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -201,9 +200,3 @@ def _total(name: str, group: list[dict[str, Any]], key: str) -> dict[str, Any]:
         "longest job (h)": round(max(hours), 1) if hours else None,
         "jobs without a GPU speed": unmeasured,
     }
-
-
-def steps_spread(jobs: Sequence[dict[str, Any]], field: str = "images") -> float:
-    """(largest / smallest - 1) of ``field`` over the jobs: how far one sweep's budget varies."""
-    values = [job[field] for job in jobs]
-    return max(values) / min(values) - 1 if values else math.nan

@@ -22,7 +22,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="experiment name; omit it to list them")
     add_setup_arguments(parser)
     parser.add_argument("--device", help="device for training (auto, cpu, cuda, cuda:1); default: the config's")
-    parser.add_argument("--dry-run", action="store_true", help="only list the runs that would train")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train nothing: list every run with its budget (epochs, steps, images), lr and where it comes from, "
+        "and GPU-hours",
+    )
     parser.add_argument(
         "--status",
         action="store_true",

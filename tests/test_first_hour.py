@@ -147,7 +147,8 @@ def test_experiment_runs_read_the_data_folder_given_by_data_dir(tmp_path, capsys
     assert setup.base_config({}).data.data_dir == str(tmp_path / "data")
     status, out, err = run_cli(capsys, *argv, "--dry-run", "--json", "--runs-root", str(tmp_path / "runs"))
     assert status == 0, err
-    assert json.loads(out) and all(row["status"] == "train" for row in json.loads(out))
+    jobs = json.loads(out)["jobs"]
+    assert jobs and all(job["status"] == "train" for job in jobs)
 
 
 @pytest.mark.parametrize(
@@ -237,10 +238,10 @@ def test_a_mistyped_run_folder_points_to_the_listing_and_the_close_name(digits_r
 def test_miniature_scales_train_on_one_thread_and_give_the_threads_back():
     import torch
 
-    from robustlab.experiments.experiment import MINIATURE_SCALES
+    from robustlab.experiments.parts import MINIATURES
     from robustlab.runtime import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):
         assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before and MINIATURE_SCALES == ("smoke", "demo")
+    assert torch.get_num_threads() == before and MINIATURES == ("smoke", "demo")

@@ -147,7 +147,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: float = ranged(24, **POSITIVE)  # for the full training set; see scale_epochs
     batch_size: int = ranged(256, **COUNT)
-    scale_epochs: bool = True  # subsets train for epochs * full_size / N (same number of steps)
+    scale_epochs: bool = True  # subsets train for epochs * full_size / N (the same images processed)
     eval_every: int = ranged(0, **NON_NEGATIVE)  # evaluate every K epochs (0: only at the end)
     checkpoint_every: int = ranged(1, **COUNT)  # write the resumable checkpoint every K epochs
     device: str = field(default="auto", metadata={"check": check_device_name})  # auto, cpu, cuda, cuda:1, ...

@@ -1,5 +1,6 @@
 """The learning-rate search: it picks the best lr, stores it, and other experiments train with it."""
 
+import itertools
 import json
 import math
 
@@ -60,12 +61,15 @@ def test_the_search_picks_the_lr_with_the_best_mean_validation_cra():
 def test_a_stored_choice_is_what_lr_searched_trains_with(tmp_path):
     store = RunStore(tmp_path / "runs")
     with pytest.raises(ConfigError, match="run `robustlab experiment lr_search --scale smoke"):
-        run_experiment(get_experiment("data_scaling").setup("smoke", lr="searched"), store, dry_run=True)
-    search = get_experiment("lr_search").setup("smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=0.5)
+        run_experiment(get_experiment("data_scaling").setup("smoke", lr="searched"), store)
+    search = get_experiment("lr_search").setup(
+        "smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=0.5, recipes=("tiny-lipmlp",)
+    )
     _, report = run_experiment(search, store, out_dir=tmp_path / "lr", progress=False)
     (chosen,) = [row for row in report.rows if row["chosen"] == "yes"]
     stored = json.loads((tmp_path / "runs" / "choices" / "lr-digits-smoke-tiny-lipmlp.json").read_text())
-    assert stored["lr"] == chosen["lr"] and stored["searched"] == [0.03, 0.173, 1.0]
+    assert stored["lr"] == chosen["lr"] and {0.03, 0.173, 1.0} <= set(stored["searched"])
+    assert len(stored["searched"]) <= 3 + 2  # widened by at most `widen` grid steps
     searched, _ = run_experiment(search, store, dry_run=True)
     assert all(row.config.data.val_size == 287 for row in searched)  # chosen on validation images
     setup = get_experiment("data_scaling").setup("smoke", lr="searched", recipes=("tiny-lipmlp",))
@@ -84,3 +88,16 @@ def test_offsets_are_offered_by_name_and_mnist_keeps_its_presets_augmentation():
     assert recipe("small-lipmlp", "mnist")["augment.flip"] is False  # the -mnist presets: no flips
     assert recipe("small-smoothing", "mnist")["augment.flip"] is False
     assert "augment.flip" not in recipe("small-lipmlp", "cifar10")  # CIFAR-10 keeps the default flips
+
+
+@pytest.mark.slow
+def test_a_best_lr_at_the_edge_widens_the_grid_by_itself(tmp_path):
+    # two lrs far too small for one epoch: one of them is the best, so the grid grows beyond that edge
+    search = get_experiment("lr_search").setup(
+        "smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=1, lr_min=0.0001, lr_max=0.0002, lr_count=2
+    )
+    rows, report = run_experiment(search, RunStore(tmp_path / "runs"), out_dir=tmp_path / "lr", progress=False)
+    rates = sorted({row.config.optim.lr for row in rows})
+    assert len(rates) == 4 and {0.0001, 0.0002} <= set(rates)  # two steps added, one at a time
+    assert all(b / a == pytest.approx(2, rel=0.01) for a, b in itertools.pairwise(rates))  # the grid's own ratio
+    assert any("widened by 2 step(s)" in note for note in report.notes)

@@ -154,7 +154,7 @@ def test_recipe_notes_say_once_what_every_sweep_shared():
 
 def test_the_larger_radii_panel_tells_radii_apart_by_colour_when_one_model_is_certified():
     from robustlab.experiments.data_scaling import larger_radii_curves
-    from robustlab.experiments.experiment import cra_column
+    from robustlab.experiments.readout import cra_column
 
     radii = [72 / 255, 108 / 255, 1.0]
     rows = [{"model": "mlp", "N": n, **{cra_column(r): 50.0 for r in radii}} for n in (48, 97)]

@@ -7,7 +7,8 @@ import matplotlib.image
 import pytest
 
 from robustlab.cli import main
-from robustlab.experiments.reproduce import PARTS, THEORY_TITLE, section_title
+from robustlab.experiments.experiment import paper_parts
+from robustlab.experiments.reproduce import THEORY_TITLE, section_title
 
 
 @pytest.mark.slow
@@ -16,15 +17,19 @@ def test_reproduce_smoke_writes_a_report_with_every_section(tmp_path, capsys):
     argv = ["reproduce", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--out", str(out), "--quiet"]
     assert main([*argv, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert [p["part"] for p in summary["parts"]] == [p.id for p in PARTS] + ["theory"]
+    assert [p["part"] for p in summary["parts"]] == [p.id for p in paper_parts()] + ["theory"]
     assert not any(p["error"] for p in summary["parts"])
     page = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
-    for part in PARTS:
+    for part in paper_parts():
         assert f'<section id="{part.id}"><h2>{section_title(part, "smoke")}</h2>' in page
         assert f"## {section_title(part, 'smoke')}\n" in markdown
-    assert "## Figure 1: data scaling on CIFAR-10 (Section 5.1), in miniature on the built-in digits\n" in markdown
-    assert f"<h2>{THEORY_TITLE}</h2>" in page and "The paper&#x27;s numbers beside ours" in page
+    assert f"<h2>{THEORY_TITLE}</h2>" in page and "The paper&#x27;s claims, tested at this scale" in page
+    for part in paper_parts():  # every section says where its numbers come from
+        section = markdown.split(f"## {section_title(part, 'smoke')}")[1].split("\n## ")[0]
+        assert "At this scale: scale 'smoke'" in section
+    verdicts = re.findall(r"\| (holds|does not hold|cannot tell at this scale) \|", markdown)
+    assert len(verdicts) >= 10 and "The theorems&#x27; bounds, tested" in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) >= 10  # every experiment's figures, the Figure 2 stand-in and both theorems
     for image in images:

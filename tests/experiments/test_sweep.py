@@ -11,7 +11,6 @@ from robustlab.experiments.sweep import (
     Sweep,
     collect,
     expand_grid,
-    find_done,
     result_key,
     run_sweep,
     with_overrides,
@@ -100,8 +99,8 @@ def test_a_run_done_on_another_device_counts_as_done(tmp_path):
     config = with_overrides(load_config(), {"train.device": "cuda"})
     run = store.create(config)
     store.record(run, config, "done", run_results())
-    assert find_done(store, with_overrides(config, {"train.device": "cpu"})) is not None
-    assert find_done(store, with_overrides(config, {"seed": 1})) is None
+    assert store.find_done(with_overrides(config, {"train.device": "cpu"})) is not None
+    assert store.find_done(with_overrides(config, {"seed": 1})) is None
 
 
 def _rewrite_stored_config(store: RunStore, stored: dict) -> None:
@@ -117,11 +116,11 @@ def test_a_run_stored_before_a_config_key_existed_takes_its_default(tmp_path):
     older = config.to_dict()
     del older["data"]["split"]  # as a robustlab from before data.split stored it
     _rewrite_stored_config(store, older)
-    assert find_done(store, config) is not None
-    assert find_done(store, with_overrides(config, {"data.split": "reference"})) is None
+    assert store.find_done(config) is not None
+    assert store.find_done(with_overrides(config, {"data.split": "reference"})) is None
     older["data"]["retired_option"] = 1  # a key this version does not know: not comparable
     _rewrite_stored_config(store, older)
-    assert find_done(store, config) is None
+    assert store.find_done(config) is None
 
 
 def test_a_run_of_an_older_architecture_version_is_trained_again(tmp_path):
@@ -131,6 +130,6 @@ def test_a_run_of_an_older_architecture_version_is_trained_again(tmp_path):
     store.record(run, config, "done", run_results())
     with sqlite3.connect(store.index_path) as db:  # results from before architecture versions
         db.execute("UPDATE runs SET results = ?", (json.dumps(OLD_RESULTS_JSON),))
-    assert find_done(store, config) is None
+    assert store.find_done(config) is None
     store.record(run, config, "done", run_results(accuracy=0.5))
-    assert find_done(store, config) is not None
+    assert store.find_done(config) is not None

@@ -51,8 +51,36 @@ def test_lipconvnet_matches_the_paper_on_cifar_shapes():
     model = create_model("lipconvnet-aol", (3, 32, 32), 10)
     linears = [m for m in model.modules() if isinstance(m, AOLLinear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(2048, 2048)]
-    assert sum(type(m).__name__ == "AOLConv2d" for m in model.modules()) == 15
+    assert sum(type(m).__name__ == "AOLConv2d" for m in model.modules()) == 16  # the reference code's 1x1 stem
     assert not any(isinstance(m, ZeroPad) for m in model.modules())
+
+
+def test_lipconvnet_has_the_reference_codes_parameter_count():
+    # berndprach/IntriguingProperties' CPL-LCN at width 16: 2,621,408 parameters; without the
+    # 1x1 conv after the zero-channel concatenation (architecture version 2) 272 fewer.
+    def count(**kwargs):
+        return sum(p.numel() for p in create_model("lipconvnet-cpl", (3, 32, 32), 10, width=16, **kwargs).parameters())
+
+    assert (count(), count(stem=False)) == (2_621_408, 2_621_136)
+
+
+def test_lipconvnet_weights_of_version_2_still_load(tmp_path):
+    from robustlab.runs.checkpoint import create_from_architecture, load_model, save_model
+
+    old = create_model("lipconvnet-aol", (1, 8, 8), 10, width=8, depth=1, stem=False)
+    architecture = {"name": "lipconvnet-aol", "input_shape": [1, 8, 8], "num_classes": 10, "mean": [0.0]}
+    architecture |= {"kwargs": {"width": 8, "depth": 1}, "version": 2}
+    save_model(tmp_path / "model.pt", old, architecture)
+    loaded = load_model(tmp_path / "model.pt")
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(loaded(x), old.eval()(x))
+    assert (
+        sum(
+            type(m).__name__ == "AOLConv2d"
+            for m in create_from_architecture(architecture | {"version": 3}, 10).modules()
+        )
+        == 4
+    )
 
 
 def test_lipconvnet_adapts_to_mnist_and_digits():

@@ -124,7 +124,7 @@ def test_cli_verify_passes_a_lipconvnet_on_cifar10_shapes(capsys):
     report = json.loads(capsys.readouterr().out)
     assert status == 0 and report["ok"]
     assert report["input_shape"] == [3, 32, 32]
-    assert sum(row["type"] == "CPLConv2d" for row in report["layers"]) == 5
+    assert sum(row["type"] == "CPLConv2d" for row in report["layers"]) == 6  # the 1x1 stem + 5 blocks
 
 
 def test_cli_verify_exits_1_for_a_broken_model(capsys):

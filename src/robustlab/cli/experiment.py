@@ -32,7 +32,12 @@ def add_parser(subparsers) -> None:
     add_setup_arguments(parser)
     add_device_flag(parser, None, "device for training (auto, cpu, cuda, cuda:1); default: the config's")
     add_data_dir_flag(parser, " (sets data.data_dir of every run)")
-    parser.add_argument("--dry-run", action="store_true", help="only list the runs that would train")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train nothing: list every run with its budget (epochs, steps, images), lr and where it comes from, "
+        "and GPU-hours",
+    )
     parser.add_argument(
         "--status",
         action="store_true",
@@ -145,22 +150,25 @@ def run(args: argparse.Namespace) -> int:
     store = RunStore(args.runs_root)
     if args.status:
         return show_status(args, setup, store)
+    if args.dry_run:
+        from robustlab.cli.reproduce import render_plan
+        from robustlab.experiments.plan import GPU, plan_experiment, totals
+
+        jobs = plan_experiment(setup, store)
+        plan = {"scale": setup.scale, "gpu": GPU, "jobs": jobs, "totals": totals(jobs, "experiment")}
+        emit(args, plan, lambda p: format_table(_plan_rows(p["jobs"])) + "\n" + render_plan(p))
+        return 0
     launcher = launcher_from_args(args)
     rows, report = run_experiment(
         setup,
         store,
         out_dir=args.out,
         device=args.device,
-        dry_run=args.dry_run,
         progress=not args.quiet,
         workers=1 if launcher else args.workers or 1,
         gpus_per_job=args.gpus_per_job or 1,
         launcher=launcher,
     )
-    if args.dry_run:
-        plan = [{"sweep": r.sweep, **r.overrides, "status": r.status} for r in rows]
-        emit(args, plan, lambda p: format_table(p) + f"\n{sum(r['status'] != 'done' for r in p)} runs to train")
-        return 0
     if report is None:  # submitted to SLURM
         waiting = sum(r.status != "done" for r in rows)
         message = f"{waiting} runs submitted; `robustlab experiment {args.name} ... --status` shows where they stand"
@@ -228,6 +236,11 @@ def show_status(args: argparse.Namespace, setup, store) -> int:
     counts = Counter(row["state"] for row in table)
     emit(args, table, lambda t: format_table(t) + "\n" + ", ".join(f"{n} {state}" for state, n in counts.items()))
     return 0
+
+
+def _plan_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    shown = ("id", "subset_size", "seed", "epochs", "steps", "images", "lr", "lr_source", "gpu_hours", "status")
+    return [{key: job[key] for key in shown} for job in jobs]
 
 
 def _describe(overrides: dict[str, Any]) -> str:

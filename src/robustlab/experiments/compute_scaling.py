@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlab.experiments.data_scaling import scaling_report, scaling_table
+from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict, fits_of
+from robustlab.experiments.data_scaling import CRA_36, scaling_report, scaling_table
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.parts import Part, one_job
 from robustlab.experiments.recipes import DEMO_CONFIG
 from robustlab.experiments.sweep import Sweep, SweepRow
 
@@ -60,6 +62,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
+            recipe=name,
             base=setup.base_config(
                 {**setup.recipe(name), **subset, "train.scale_epochs": False, "eval.train_set": True}
             ),
@@ -87,6 +90,47 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     )
 
 
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Figure 5: a doubling of the epochs adds less CRA than a doubling of the data (the data
+    scaling report of the same reproduction and dataset)."""
+    data = others.get("data_scaling")
+    by_data = fits_of(data, CRA_36) if data is not None else {}
+    verdicts = []
+    for label, fit in fits_of(report, CRA_36).items():
+        other = by_data.get(label)
+        if other is None or fit["status"] != "ok" or other["status"] != "ok":
+            ours, verdict = "no unflagged fit of both the epochs and the data sweep of this net", CANNOT
+        else:
+            (low, high), (data_low, data_high) = fit["ci95"]["slope"], other["ci95"]["slope"]
+            ours = (
+                f"{fit['params']['slope']:+.1f} per doubling of epochs (95% CI {low:+.1f} to {high:+.1f}) against "
+                f"{other['params']['slope']:+.1f} per doubling of N (95% CI {data_low:+.1f} to {data_high:+.1f})"
+            )
+            verdict = HOLDS if high < data_low else FAILS if low >= data_high else CANNOT
+        claim = f"{label}: more compute helps much less than more data"
+        rule = (
+            "holds if the 95% CI of CRA gained per doubling of epochs lies below that per doubling of N, does not "
+            "hold if it lies at or above it; cannot tell if they overlap or a fit is missing or flagged"
+        )
+        verdicts.append(Verdict(claim, "much less than per doubling of data (Figure 5)", ours, verdict, rule))
+    return verdicts
+
+
+# The sections of the paper this experiment makes in `robustlab reproduce`, and its jobs per scale.
+PARTS = [
+    Part(
+        "figure-5",
+        "Figure 5: compute scaling (Section 5.1)",
+        [
+            "Training longer on the same data also helps, but much less than more data, and the curves flatten "
+            "with growing compute."
+        ],
+        one_job("compute_scaling", "cifar10"),
+        order=50,
+    ),
+]
+
+
 EXPERIMENTS.add(
     "compute_scaling",
     Experiment(
@@ -95,5 +139,7 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
+        parts=PARTS,
     ),
 )

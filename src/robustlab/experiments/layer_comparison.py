@@ -27,15 +27,8 @@ import torch
 
 from robustlab.config import ConfigError, ExperimentConfig
 from robustlab.data.splits import prepare_data
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
-    Setup,
-    cra_column,
-    mean_over_seeds,
-    seed_mean_table,
-)
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.readout import cra_column, mean_over_seeds, seed_mean_table
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.files import atomic_write_json
 from robustlab.nn.lipschitz import LAYER_FAMILIES

@@ -4,9 +4,12 @@ For each recipe, train with several peak learning rates (a log-spaced grid, or l
 random draws) for a short budget (the paper: 100 epochs; scaled down with the scale) on a
 validation split (CIFAR-10: the reference code's 45k/5k), and choose the lr with the highest
 mean validation CRA at 36/255 over the seeds (validation accuracy for standard nets, which
-certify nothing). The choice is stored in the run store, ``choices/lr-<dataset>-<scale>-<recipe>.json``,
-once every run of the recipe has finished; the other experiments train with it when given
-``--param lr=searched``.
+certify nothing; the smoothed classifier's estimate for a smoothing base net). A best lr at the
+edge of the grid widens it by itself: one more grid step beyond that edge, up to ``widen`` times
+(``run_experiment`` trains the new points as they appear). The choice is stored in the run store,
+``choices/lr-<dataset>-<scale>-<recipe>.json``, once every run of the recipe has finished; the other
+experiments train with it when given ``--param lr=searched`` (``reproduce`` gives it to every
+experiment, and searches every recipe and dataset they train).
 """
 
 from __future__ import annotations
@@ -18,29 +21,24 @@ import numpy as np
 
 from robustlab.config import PAPER_EPS, ConfigError
 from robustlab.experiments.choices import LrChoice, store_choice
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
-    Setup,
-    accuracy_percent,
-    cra_percent,
-    metric_panels,
-    seed_mean_table,
-)
+from robustlab.experiments.claims import FAILS, HOLDS, Verdict
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, searched_recipe_jobs
+from robustlab.experiments.parts import Part
+from robustlab.experiments.readout import Results, accuracy_percent, cra_percent, metric_panels, seed_mean_table
 from robustlab.experiments.recipes import DEMO_CONFIG
-from robustlab.experiments.sweep import Sweep, SweepRow
+from robustlab.experiments.sweep import Sweep, SweepRow, collect
 from robustlab.report.plots import plot_panels
 
 SCALES = {
     "smoke": {
         "dataset": "digits",
         "preset": "digits",
-        "recipes": ("tiny-lipmlp",),
+        "recipes": ("tiny-lipmlp", "tiny-convnet", "tiny-smoothing"),  # every recipe the smoke experiments train
         "lr_min": 0.03,
         "lr_max": 1.0,
         "lr_count": 3,
         "sampling": "grid",
+        "widen": 2,  # grid steps a search may add beyond an edge its best lr sits at
         "epochs": 1,
         "seeds": (0,),
         "val_size": 287,
@@ -48,11 +46,12 @@ SCALES = {
     "demo": {
         "dataset": "digits",
         "preset": "digits",
-        "recipes": ("tiny-lipmlp", "tiny-convnet"),
+        "recipes": ("tiny-lipmlp", "tiny-convnet", "tiny-smoothing", "tiny-lipmlp-wide", "tiny-lipconvnet-cpl"),
         "lr_min": 0.01,
         "lr_max": 3.1623,
         "lr_count": 6,
         "sampling": "grid",
+        "widen": 2,  # grid steps a search may add beyond an edge its best lr sits at
         "epochs": 25,  # the demo experiments' own budget: their runs are short enough
         "seeds": (0, 1),
         "val_size": 287,  # 20% of the 1,437 training digits
@@ -60,11 +59,12 @@ SCALES = {
     },
     "small": {
         "dataset": "cifar10",
-        "recipes": ("small-lipmlp", "small-convnet"),
+        "recipes": ("small-lipmlp", "small-convnet", "small-smoothing", "small-lipconvnet-cpl", "small-convnet-cpl"),
         "lr_min": 0.01,
         "lr_max": 3.1623,
         "lr_count": 6,
         "sampling": "grid",
+        "widen": 2,  # grid steps a search may add beyond an edge its best lr sits at
         "epochs": 10,
         "seeds": (0, 1, 2),
         "val_size": 5000,
@@ -72,11 +72,12 @@ SCALES = {
     },
     "paper": {
         "dataset": "cifar10",
-        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet"),
+        "recipes": ("lipconvnet-cpl", "lipmlp-aol", "simpleconvnet", "smoothing", "wide-lipconvnet-cpl"),
         "lr_min": 0.01,
         "lr_max": 3.1623,
         "lr_count": 6,
         "sampling": "grid",
+        "widen": 2,  # grid steps a search may add beyond an edge its best lr sits at
         "epochs": 100,
         "seeds": (0,),
         "val_size": 5000,
@@ -102,31 +103,58 @@ def learning_rates(params: dict) -> list[float]:
 
 
 def sweeps(setup: Setup) -> list[Sweep]:
+    return [recipe_sweep(setup, name, searched_rates(setup, name)) for name in setup.params["recipes"]]
+
+
+def recipe_sweep(setup: Setup, name: str, rates: list[float]) -> Sweep:
     params = setup.params
     settings = {"data.val_size": params["val_size"], "train.epochs": params["epochs"], "train.scale_epochs": False}
-    return [
-        Sweep(
-            name=setup.slug(name),
-            label=name,
-            base=setup.base_config({**setup.recipe(name), **settings}),
-            grid={"optim.lr": learning_rates(params), "seed": list(params["seeds"])},
-        )
-        for name in params["recipes"]
-    ]
+    base = setup.base_config({**setup.recipe(name), **settings})
+    setup.lr_sources[name] = "lr_search grid"
+    grid = {"optim.lr": rates, "seed": list(params["seeds"])}
+    return Sweep(name=setup.slug(name), label=name, recipe=name, base=base, grid=grid)
+
+
+def searched_rates(setup: Setup, name: str) -> list[float]:
+    """The grid of ``learning_rates``, widened by one grid step beyond an edge each time every run
+    has finished and the best lr lies on that edge (at most ``widen`` steps in all)."""
+    rates = learning_rates(setup.params)
+    for _ in range(int(setup.params["widen"]) if setup.store is not None and len(rates) > 1 else 0):
+        rows = collect(recipe_sweep(setup, name, rates), setup.store)  # type: ignore[arg-type]
+        if any(row.results is None for row in rows):
+            break
+        best = choose_lr(rows, setup, name).lr
+        ratio = rates[1] / rates[0]
+        if best == rates[0]:
+            rates = [_three_digits(rates[0] / ratio), *rates]
+        elif best == rates[-1]:
+            rates = [*rates, _three_digits(rates[-1] * ratio)]
+        else:
+            break
+    return rates
+
+
+def _three_digits(value: float) -> float:
+    return float(f"{value:.3g}")
 
 
 def selection_metric(rows: list[SweepRow]) -> str:
     """Validation CRA at 36/255 where the nets certify, else validation accuracy."""
-    return "CRA 36/255" if any(cra_percent(r.results) is not None for r in rows) else "accuracy"
+    return "CRA 36/255" if any(cra_percent(scored(r)) is not None for r in rows) else "accuracy"
+
+
+def scored(row: SweepRow) -> Results | None:
+    """What a run is judged by: a smoothing base net's smoothed estimate, else its certified evaluation."""
+    return row.results.smoothing if row.results is not None and row.results.smoothing is not None else row.results
 
 
 def choose_lr(rows: list[SweepRow], setup: Setup, recipe_name: str) -> LrChoice:
     """The lr of ``rows`` (one recipe's finished runs) with the best mean over seeds."""
     metric = selection_metric(rows)
     read = (
-        (lambda r: cra_percent(r.results, PAPER_EPS))
+        (lambda r: cra_percent(scored(r), PAPER_EPS))
         if metric != "accuracy"
-        else (lambda r: accuracy_percent(r.results))
+        else (lambda r: accuracy_percent(scored(r)))
     )
     by_lr: dict[float, list[float]] = {}
     for row in rows:
@@ -157,7 +185,8 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     notes = []
     for name in setup.params["recipes"]:
         runs = [r for r in rows if r.label == name]
-        expected = len(learning_rates(setup.params)) * len(setup.params["seeds"])
+        rates = searched_rates(setup, name)
+        expected = len(rates) * len(setup.params["seeds"])
         if not runs:
             continue
         choice = choose_lr(runs, setup, name)
@@ -168,8 +197,11 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
             f"{name}: chosen peak lr {choice.lr:g} (validation {choice.metric} {choice.value:.1f}%, mean of "
             f"{choice.seeds} seed(s), {choice.epochs:g} epochs)"
         )
+        widened = len(rates) - len(learning_rates(setup.params))
+        if widened:
+            text += f"; the grid was widened by {widened} step(s) beyond its edge ({rates[0]:g} to {rates[-1]:g})"
         if choice.at_edge:
-            text += "; the best lr is at the edge of the searched range, so widen it (lr_min / lr_max)"
+            text += "; the best lr is still at the edge of the searched range (raise --param widen, or lr_min / lr_max)"
         if len(runs) < expected or setup.store is None:
             text += f"; not stored: {len(runs)} of {expected} runs finished"
         else:
@@ -188,6 +220,45 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
     return Report("lr_search", title, list(table[0]) if table else [], table, notes, [figure])
 
 
+REFERENCE_LRS = {"lipconvnet-cpl": 1.0, "lipmlp-aol": 0.1, "simpleconvnet": 0.1, "smoothing": 0.3}
+CHOSEN, MODEL, LR = "chosen", "model", "lr"  # table columns
+
+
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Section 4: the peak lr is the one hyperparameter tuned, by validation CRA; a search is only
+    conclusive when its choice lies inside the searched grid."""
+    verdicts = []
+    for row in report.rows:
+        if row.get(CHOSEN) != "yes":
+            continue
+        lrs = sorted(line[LR] for line in report.rows if line[MODEL] == row[MODEL])
+        inside = lrs[0] < row[LR] < lrs[-1]
+        reference = REFERENCE_LRS.get(row[MODEL])
+        paper = f"reference code: {reference:g}" if reference is not None else "tuned on validation CRA (Section 4)"
+        metric = "CRA 36/255" if row.get("CRA 36/255") is not None else "accuracy"
+        ours = f"{row[LR]:g} (validation {metric} {row[metric]:.1f}%; searched {lrs[0]:g} to {lrs[-1]:g})"
+        rule = "holds if the chosen lr lies strictly inside the searched grid, does not hold at its edge"
+        claim = f"{row[MODEL]}: the validation {metric} peaks inside the searched lrs"
+        verdicts.append(Verdict(claim, paper, ours, HOLDS if inside else FAILS, rule))
+    return verdicts
+
+
+# The sections of the paper this experiment makes in `robustlab reproduce`, and its jobs per scale.
+PARTS = [
+    Part(
+        "lr-search",
+        "Learning-rate search (Section 4)",
+        [
+            "The only tuned hyperparameter is the peak learning rate: models are trained with several learning "
+            "rates for 100 epochs, and the one with the highest certified robust accuracy on a validation set "
+            "is kept (the reference code's choices: CPL ConvNet 1.0, AOL MLP 0.1, SimpleConvNet 0.1)."
+        ],
+        searched_recipe_jobs,
+        order=0,
+    ),
+]
+
+
 EXPERIMENTS.add(
     "lr_search",
     Experiment(
@@ -196,5 +267,7 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
+        parts=PARTS,
     ),
 )

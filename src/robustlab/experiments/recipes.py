@@ -78,7 +78,3 @@ def recipe(name: str, dataset: str | None = None) -> Overrides:
         overrides |= {"augment.flip": augment.flip, "augment.crop_padding": augment.crop_padding}
         overrides |= {"augment.cutout": augment.cutout}
     return overrides
-
-
-# The paper's robust loss, OffsetCrossEntropy(sqrt(2) * 36/255, temperature 1/4)
-OFFSET_CE = {key: value for key, value in recipe("lipconvnet-cpl").items() if key.startswith("loss.")}

@@ -15,12 +15,11 @@ import numpy as np
 
 from robustlab.certify.results import eps_label
 from robustlab.config import PAPER_EPS
-from robustlab.experiments.experiment import (
-    EXPERIMENTS,
-    Experiment,
-    Report,
+from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict, difference_rule, difference_verdict
+from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
+from robustlab.experiments.parts import Part, one_job
+from robustlab.experiments.readout import (
     Results,
-    Setup,
     cra_percent,
     mean_over_seeds,
     result_readers,
@@ -66,6 +65,7 @@ def sweeps(setup: Setup) -> list[Sweep]:
         Sweep(
             name=setup.slug(name),
             label=name,
+            recipe=name,
             base=setup.base_config(
                 {
                     **setup.recipe(name),
@@ -160,6 +160,58 @@ def _epoch_curves(label: str, group: list[SweepRow]) -> list[Curve]:
     return curves
 
 
+MODEL, SPLIT, TRAIN, EVAL = "model", "split", "train", "eval"  # table columns and split names
+GAP = 10.0  # points by which training CRA must exceed the evaluation CRA to count as overfitting
+
+
+def claims(report: Report, others: dict[str, Report]) -> list[Verdict]:
+    """Figure 4: the training images' CRA lies far above the evaluation CRA at every radius; the
+    AOL MLP's almost 100% even at eps = 1."""
+    verdicts = []
+    by = {(row[MODEL], row[SPLIT]): row for row in report.rows}
+    for model in dict.fromkeys(row[MODEL] for row in report.rows):
+        train, test = by.get((model, TRAIN), {}), by.get((model, EVAL), {})
+        radii = [name for name in result_readers(TABLE_EPS) if name.startswith("CRA ")]
+        results = [
+            difference_verdict(train.get(c), train.get(c + SD), test.get(c), test.get(c + SD), GAP) for c in radii
+        ]
+        verdict = HOLDS if all(v == HOLDS for v in results) else FAILS if FAILS in results else CANNOT
+        ours = ", ".join(
+            f"{c.removeprefix('CRA ')}: {train[c]:.1f}% / {test[c]:.1f}%"
+            for c in radii
+            if train.get(c) is not None and test.get(c) is not None
+        )
+        claim = f"{model}: training-image CRA far above the evaluation CRA at every radius (train / eval)"
+        rule = difference_rule(GAP) + ", at every radius; does not hold if it fails at one"
+        verdicts.append(Verdict(claim, "far above at every radius (Figure 4)", ours or "n/a", verdict, rule))
+        at_one = train.get("CRA 1")
+        if "lipmlp" in model and at_one is not None:
+            verdict = HOLDS if at_one >= 95 else FAILS if at_one < 90 else CANNOT
+            rule = "holds if the training images' CRA at 1 is at least 95%, does not hold below 90%"
+            claim = f"{model}: the AOL MLP fits its training images robustly even at eps = 1"
+            verdicts.append(Verdict(claim, "almost 100% (Figure 4)", f"{at_one:.1f}%", verdict, rule))
+    return verdicts
+
+
+# The sections of the paper this experiment makes in `robustlab reproduce`, and its jobs per scale.
+PARTS = [
+    Part(
+        "figure-4",
+        "Figure 4: robust overfitting (Section 5.3)",
+        [
+            "Without augmentation, with offset sqrt(2) and 3000 epochs, a CPL ConvNet and an AOL MLP fit the "
+            "CIFAR-10 training set robustly (the MLP almost perfectly even at eps = 1), but the test CRA is much "
+            "lower at every radius: capacity is not the bottleneck."
+        ],
+        one_job("robust_overfitting", "cifar10"),
+        {
+            "demo": "demo: 150 digits and 800 epochs of an AOL MLP (width 256, depth 5) in place of CIFAR-10 and 3000 epochs."
+        },
+        order=40,
+    ),
+]
+
+
 EXPERIMENTS.add(
     "robust_overfitting",
     Experiment(
@@ -168,5 +220,7 @@ EXPERIMENTS.add(
         scales=SCALES,
         sweeps=sweeps,
         report=report,
+        claims=claims,
+        parts=PARTS,
     ),
 )

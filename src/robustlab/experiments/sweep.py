@@ -49,13 +49,15 @@ def with_overrides(config: ExperimentConfig, overrides: Overrides) -> Experiment
 class Sweep:
     """Every config of ``grid`` applied to ``base``; runs are named ``name``.
 
-    ``label`` names the sweep in figures and tables (default: ``name``).
+    ``label`` names the sweep in figures and tables (default: ``name``); ``recipe`` is the
+    recipe (``recipes.RECIPE_SOURCES``) its runs train, which says whose searched lr they take.
     """
 
     name: str
     base: ExperimentConfig
     grid: Grid = field(default_factory=list)
     label: str = ""
+    recipe: str = ""
 
     def points(self) -> list[SweepPoint]:
         base = with_overrides(self.base, {"name": self.name})
@@ -81,6 +83,7 @@ class SweepRow:
     run: str | None = None
     results: RunResults | None = None
     error: str | None = None  # why the point failed, in one line
+    recipe: str = ""  # the sweep's recipe
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,23 +98,6 @@ class SweepRow:
 
 
 # ---------------------------------------------------------------------------------------
-# Matching configs against the store
-
-
-def find_runs(store: RunStore, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
-    """Store rows (oldest first) of runs with the same result-relevant config."""
-    return store.find(config, status)
-
-
-def find_done(store: RunStore, config: ExperimentConfig) -> StoredRun | None:
-    return store.find_done(config)
-
-
-def find_unfinished(store: RunStore, config: ExperimentConfig) -> StoredRun | None:
-    return store.find_unfinished(config)
-
-
-# ---------------------------------------------------------------------------------------
 # Running
 
 
@@ -119,7 +105,9 @@ def collect(sweep: Sweep, store: RunStore) -> list[SweepRow]:
     """The sweep's points with the results the store already has; nothing is trained."""
     rows = []
     for point in sweep.points():
-        row = SweepRow(sweep.name, sweep.label or sweep.name, point.overrides, point.config, "train")
+        row = SweepRow(
+            sweep.name, sweep.label or sweep.name, point.overrides, point.config, "train", recipe=sweep.recipe
+        )
         done = store.find_done(point.config)
         if done:
             row.status, row.run, row.results = DONE, done.path, _results(done)

@@ -46,10 +46,25 @@ CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
 
 # Saved with the weights. Bumped when a layer starts to compute another function from the
 # same weights; each change names the layer, so weights of models without it stay valid.
-ARCHITECTURE_VERSION = 2
+ARCHITECTURE_VERSION = 3
 ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
     2: (MaxMin, "MaxMin pairs adjacent channels (version 1 paired the first and second half)"),
 }
+# Changes that add layers rather than change one: weights saved before them still load, into
+# the model built with the keyword arguments that leave the new layers out (``legacy_kwargs``).
+# Version 3: LipConvNet gained the reference code's 1x1 conv + MaxMin after the zero-channel
+# concatenation (16 convolutions, as SPEC.md and berndprach/IntriguingProperties).
+LEGACY_KWARGS: dict[int, dict[str, dict[str, object]]] = {3: {"lipconvnet-": {"stem": False}}}
+
+
+def legacy_kwargs(name: str, saved_version: int) -> dict[str, object]:
+    """The keyword arguments that rebuild model ``name`` as architecture ``saved_version`` built it."""
+    kwargs: dict[str, object] = {}
+    for version, by_prefix in LEGACY_KWARGS.items():
+        if saved_version < version:
+            for prefix, values in by_prefix.items():
+                kwargs |= values if name.lower().startswith(prefix) else {}
+    return kwargs
 
 
 class ImageClassifier(nn.Sequential):
@@ -140,6 +155,8 @@ def architecture_change(model: nn.Module, saved_version: int) -> str | None:
     if saved_version > ARCHITECTURE_VERSION:
         return f"they were saved by a newer robustlab (architecture version {saved_version}, this one builds {ARCHITECTURE_VERSION})"
     for version in range(saved_version + 1, ARCHITECTURE_VERSION + 1):
+        if version not in ARCHITECTURE_CHANGES:  # a change legacy_kwargs rebuilds
+            continue
         layer, change = ARCHITECTURE_CHANGES[version]
         if any(isinstance(module, layer) for module in model.modules()):
             return f"since architecture version {version}, {change}; they were saved by version {saved_version}"
@@ -250,13 +267,18 @@ def lip_conv_net(
     blocks: int | None = None,
     depth: int = 3,
     kernel_size: int = 3,
+    stem: bool = True,
 ) -> tuple[list[nn.Module], float]:
-    """LipConvNet as in the paper (reference 'CPL-LCN'/'AOL-LCN')."""
+    """LipConvNet as in the paper's reference code ('CPL-LCN'/'AOL-LCN'): after the zero-channel
+    concatenation one 1x1 Lipschitz conv and MaxMin (``stem``; architecture version 3, absent in
+    runs saved before it), then ``blocks`` of ``depth`` x [conv, MaxMin] and a downsampling."""
     name = f"lipconvnet-{family}"
     layer = LAYER_FAMILIES.get(family)
     _positive(name, depth=depth, kernel_size=kernel_size)
     blocks, layers, (height, image_width) = _downsampling_plan(name, input_shape, width, blocks)
     channels = width
+    if stem:
+        layers += [layer.conv(channels, 1, input_size=(height, image_width)), MaxMin()]
     for _ in range(blocks):
         for _ in range(depth):
             layers += [layer.conv(channels, kernel_size, input_size=(height, image_width)), MaxMin()]

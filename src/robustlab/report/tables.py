@@ -44,12 +44,13 @@ def write_table(
     path_stem: str | Path,
     columns: list[str] | None = None,
     notes: list[str] | None = None,
+    fits: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Write ``<stem>.json`` (rows and notes) and ``<stem>.md`` (table, then notes)."""
+    """Write ``<stem>.json`` (rows, notes and any scaling-law ``fits``) and ``<stem>.md`` (table, then notes)."""
     stem = Path(path_stem)
     text = markdown_table(rows, columns) + "".join(f"\n\n{note}" for note in notes or [])
     paths = {"json": stem.with_suffix(".json"), "text": stem.with_suffix(".md")}
-    atomic_write_json(paths["json"], {"rows": rows, "notes": notes or []})
+    atomic_write_json(paths["json"], {"rows": rows, "notes": notes or [], **({"fits": fits} if fits else {})})
     atomic_write_text(paths["text"], text + "\n")
     return paths
 

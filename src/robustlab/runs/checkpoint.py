@@ -38,7 +38,13 @@ from robustlab.errors import RobustlabError
 from robustlab.files import atomic_open, atomic_torch_save, safe_torch_load
 from robustlab.nn.export import export_model
 from robustlab.nn.lipschitz import configure_eval
-from robustlab.nn.models import ARCHITECTURE_VERSION, ImageClassifier, architecture_change, create_model
+from robustlab.nn.models import (
+    ARCHITECTURE_VERSION,
+    ImageClassifier,
+    architecture_change,
+    create_model,
+    legacy_kwargs,
+)
 from robustlab.registry import UnknownNameError
 from robustlab.runs.store import Run
 
@@ -78,7 +84,7 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> Image
         tuple(architecture["input_shape"]),
         architecture["num_classes"],
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
-        **architecture["kwargs"],
+        **{**legacy_kwargs(architecture["name"], architecture.get("version", 1)), **architecture["kwargs"]},
     )
     configure_eval(model, power_iterations=power_iterations)
     return model

@@ -155,7 +155,7 @@ def build_training(config: ExperimentConfig, device: torch.device) -> TrainingPa
         fill_last=True,
     )
     epochs = training_epochs(config, data)
-    steps = total_steps(epochs, len(loader))
+    steps = training_steps(config, len(data.y_train), data.full_train_size)
     model = build_model(config, data).to(device)
     optimizer = build_optimizer(model.parameters(), config.optim)
     schedule = build_schedule(optimizer, config.optim, steps)
@@ -356,6 +356,21 @@ def training_epochs(config: ExperimentConfig, data: PreparedData) -> float:
     if config.data.subset_size is not None and config.train.scale_epochs:
         epochs = epochs * data.full_train_size / len(data.y_train)
     return epochs
+
+
+def training_steps(config: ExperimentConfig, size: int, full_size: int) -> int:
+    """Optimizer steps of a run on ``size`` training images (``full_size`` before subsetting).
+
+    The budget is images processed: ``epochs`` passes over the full training split. A subset
+    with ``train.scale_epochs`` processes the same number of images (the paper's rule: epochs x k
+    when the set is divided by k), in steps of min(batch, N) images (the loader fills a pass's
+    last batch up to the batch size), so every size of a sweep sees the same images within one
+    batch, whatever the batch size divides. Otherwise: ``epochs`` passes over the set.
+    """
+    batch = config.train.batch_size
+    if config.data.subset_size is not None and config.train.scale_epochs and size < full_size:
+        return max(1, math.ceil(config.train.epochs * full_size / min(batch, size) - 1e-9))
+    return total_steps(config.train.epochs, math.ceil(size / batch))
 
 
 def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) -> nn.Module:

@@ -313,6 +313,36 @@ def test_layers_work_inside_sequential_and_report_bad_inputs():
         AOLConv2d(2, 2, padding_mode="reflect")
 
 
+def _maxmin_by_separate_ops(x: torch.Tensor) -> torch.Tensor:
+    """MaxMin as it was before the fused autograd node: torch.maximum and torch.minimum."""
+    a, b = x.unflatten(1, (x.shape[1] // 2, 2)).unbind(2)
+    return torch.stack((torch.maximum(a, b), torch.minimum(a, b)), 2).flatten(1, 2)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "dense"])
+def test_maxmin_output_and_gradient_equal_the_separate_ops_bit_for_bit(layout):
+    generator = torch.Generator().manual_seed(0)
+    shape = (4, 6) if layout == "dense" else (3, 6, 4, 5)
+    x = torch.randn(shape, generator=generator).round(decimals=1)  # many ties
+    x.view(-1)[:3] = float("nan")  # an unordered pair, and a NaN against a number
+    grad = torch.randn(shape, generator=generator)
+    grad.view(-1)[3:9] = -0.0  # signed zeros: +0.0 and -0.0 gradients must come out as before
+    if layout == "channels_last":
+        x, grad = x.to(memory_format=torch.channels_last), grad.to(memory_format=torch.channels_last)
+    results = []
+    for function in (_maxmin_by_separate_ops, MaxMin()):
+        leaf = x.clone().requires_grad_()
+        out = function(leaf)
+        out.backward(grad)
+        assert leaf.grad is not None
+        results.append((out.detach().contiguous(), leaf.grad.contiguous()))
+    (old_out, old_grad), (new_out, new_grad) = results
+    assert torch.equal(old_out.view(torch.int32), new_out.view(torch.int32))
+    assert torch.equal(old_grad.view(torch.int32), new_grad.view(torch.int32))
+    ties = (x.unflatten(1, (x.shape[1] // 2, 2)).diff(dim=2) == 0).sum()
+    assert ties > 0  # the tie branch ran
+
+
 def test_maxmin_sorts_adjacent_pairs_and_groupsort_larger_groups():
     x = torch.tensor([[-2.0, 1.0, 3.0, 0.5]])
     torch.testing.assert_close(MaxMin()(x), torch.tensor([[1.0, -2.0, 3.0, 0.5]]))

@@ -27,8 +27,10 @@ from robustlab.nn.lipschitz import (
     SLLConv2d,
     SLLLinear,
     SOCConv2d,
+    cpl,
 )
-from robustlab.nn.lipschitz.base import top_eigenpair
+from robustlab.nn.lipschitz.base import conv_fft_bound, top_eigenpair
+from robustlab.nn.lipschitz.cpl import conv_gram_matrix, shift_test
 from robustlab.registry import UnknownNameError
 
 # (constructor, input shape): small enough for exact dense Jacobians
@@ -164,7 +166,35 @@ def test_cpl_eval_sigma_is_a_tight_upper_estimate_of_the_spectral_norm():
     layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
     exact = _conv_operator_norm(layer, 6)
     sigma = float(layer.eval_sigma().detach())
-    assert exact <= sigma <= exact * (1 + 2e-3)
+    assert exact <= sigma <= exact * (1 + 2e-5)  # proved by the shift test at theta (1 + 1e-5)
+
+
+def test_cpl_gram_matrix_is_the_operators_gram():
+    layer = _scaled(lambda: CPLConv2d(3, hidden_channels=5, input_size=(4, 5))).double()
+    size = 3 * 4 * 5
+    operator = torch.autograd.functional.jacobian(
+        lambda v: layer.down(v.view(1, 3, 4, 5)).flatten(), torch.zeros(size, dtype=torch.float64)
+    )
+    gram = conv_gram_matrix(layer.weight.detach(), (4, 5))
+    torch.testing.assert_close(gram, operator.t() @ operator, rtol=0, atol=1e-12)
+
+
+def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those():
+    layer = _scaled(lambda: CPLConv2d(4, input_size=(5, 5))).double()
+    kernel = layer.weight.detach()
+    gram = conv_gram_matrix(kernel, (5, 5))
+    top = float(torch.linalg.eigvalsh(gram)[-1])
+    assert shift_test(gram.clone(), top * (1 + 1e-9), kernel, (5, 5))
+    assert not shift_test(gram.clone(), top * (1 - 1e-9), kernel, (5, 5))
+
+
+def test_cpl_eval_sigma_above_the_dense_limit_is_the_per_frequency_bound(monkeypatch):
+    monkeypatch.setattr(cpl, "DENSE_LIMIT", 10)
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
+    exact = _conv_operator_norm(layer, 6)
+    sigma = float(layer.eval_sigma())
+    assert sigma == pytest.approx(conv_fft_bound(layer.weight, (6, 6)), rel=1e-6)
+    assert exact <= sigma
 
 
 def test_cpl_eval_sigma_stays_an_upper_bound_when_lanczos_is_cut_short():

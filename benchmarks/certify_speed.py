@@ -37,10 +37,10 @@ torch.set_num_threads(1)
 from robustlab.certify.evaluate import certify_points
 from robustlab.runs.checkpoint import load_run_model
 from robustlab.certify.evaluate import split_images
-run_dir, count, out, dense_limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-if dense_limit >= 0:
+run_dir, count, out, shift_test_cost = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+if shift_test_cost >= 0:
     from robustlab.nn.lipschitz import cpl
-    cpl.DENSE_LIMIT = dense_limit
+    cpl.SHIFT_TEST_COST = shift_test_cost
 model, config = load_run_model(run_dir)
 images, labels, _, _ = split_images(config, "test")
 images, labels = images[:count], labels[:count]
@@ -53,10 +53,10 @@ print(json.dumps({"seconds": seconds, "package": robustlab.__file__}))
 """
 
 
-def certify_once(source: Path, run_dir: str, count: int, out: Path, dense_limit: int = -1) -> float:
+def certify_once(source: Path, run_dir: str, count: int, out: Path, shift_test_cost: float = -1) -> float:
     env = dict(os.environ, PYTHONPATH=str(source / "src"), OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, run_dir, str(count), str(out), str(dense_limit)],
+        [sys.executable, "-c", WORKER, run_dir, str(count), str(out), str(shift_test_cost)],
         env=env,
         capture_output=True,
         text=True,
@@ -77,11 +77,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[500])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--dense-limits",
-        type=int,
+        "--shift-test-costs",
+        type=float,
         nargs="*",
         default=[],
-        help="also certify with ours at these cpl.DENSE_LIMIT values (once each) and compare the radii",
+        help="also certify with ours at these cpl.SHIFT_TEST_COST values (once each) and compare the radii",
     )
     args = parser.parse_args()
     print(f"processor: {cpu_name()}; load average: {os.getloadavg()}")
@@ -100,9 +100,9 @@ def main() -> None:
                 f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}] over {args.repeats}"
             )
             report_radii(Path(tmp))
-            for limit in args.dense_limits:
+            for limit in args.shift_test_costs:
                 seconds = certify_once(REPO, args.run_dir, count, Path(tmp) / "ours.npy", limit)
-                print(f"  ours with DENSE_LIMIT={limit}: {seconds:.2f} s")
+                print(f"  ours with SHIFT_TEST_COST={limit:g}: {seconds:.2f} s")
                 report_radii(Path(tmp))
     print(f"load average after: {os.getloadavg()}")
 

@@ -30,7 +30,7 @@ from robustlab.nn.lipschitz import (
     cpl,
 )
 from robustlab.nn.lipschitz.base import conv_fft_bound, top_eigenpair
-from robustlab.nn.lipschitz.cpl import conv_gram_matrix, shift_test
+from robustlab.nn.lipschitz.cpl import ConvGram, shift_test
 from robustlab.registry import UnknownNameError
 
 # (constructor, input shape): small enough for exact dense Jacobians
@@ -169,27 +169,32 @@ def test_cpl_eval_sigma_is_a_tight_upper_estimate_of_the_spectral_norm():
     assert exact <= sigma <= exact * (1 + 2e-5)  # proved by the shift test at theta (1 + 1e-5)
 
 
-def test_cpl_gram_matrix_is_the_operators_gram():
-    layer = _scaled(lambda: CPLConv2d(3, hidden_channels=5, input_size=(4, 5))).double()
-    size = 3 * 4 * 5
+@pytest.mark.parametrize("kernel_size, size", [(3, (4, 5)), (3, (16, 3)), (5, (19, 2)), (1, (3, 4))])
+def test_cpl_gram_blocks_assemble_the_operators_gram(kernel_size, size):
+    layer = _scaled(lambda: CPLConv2d(3, kernel_size, hidden_channels=5, input_size=size)).double()
+    inputs = 3 * size[0] * size[1]
     operator = torch.autograd.functional.jacobian(
-        lambda v: layer.down(v.view(1, 3, 4, 5)).flatten(), torch.zeros(size, dtype=torch.float64)
+        lambda v: layer.down(v.view(1, 3, *size)).flatten(), torch.zeros(inputs, dtype=torch.float64)
     )
-    gram = conv_gram_matrix(layer.weight.detach(), (4, 5))
-    torch.testing.assert_close(gram, operator.t() @ operator, rtol=0, atol=1e-12)
+    # ConvGram orders pixel-major (channels inner); the Jacobian's columns are channel-major
+    order = torch.arange(inputs).view(3, size[0] * size[1]).t().flatten()
+    gram = ConvGram(layer.weight.detach(), size)
+    torch.testing.assert_close(gram.matrix(), (operator.t() @ operator)[order][:, order], rtol=1e-13, atol=1e-12)
 
 
-def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those():
-    layer = _scaled(lambda: CPLConv2d(4, input_size=(5, 5))).double()
+@pytest.mark.parametrize("size", [(5, 5), (9, 4)])
+def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those(size):
+    layer = _scaled(lambda: CPLConv2d(4, input_size=size)).double()
     kernel = layer.weight.detach()
-    gram = conv_gram_matrix(kernel, (5, 5))
-    top = float(torch.linalg.eigvalsh(gram)[-1])
-    assert shift_test(gram.clone(), top * (1 + 1e-9), kernel, (5, 5))
-    assert not shift_test(gram.clone(), top * (1 - 1e-9), kernel, (5, 5))
+    gram = ConvGram(kernel, size)
+    assert gram.blocks > 1 or size == (5, 5)
+    top = float(torch.linalg.eigvalsh(gram.matrix())[-1])
+    assert shift_test(gram, top * (1 + 1e-9), kernel)
+    assert not shift_test(gram, top * (1 - 1e-9), kernel)
 
 
-def test_cpl_eval_sigma_above_the_dense_limit_is_the_per_frequency_bound(monkeypatch):
-    monkeypatch.setattr(cpl, "DENSE_LIMIT", 10)
+def test_cpl_eval_sigma_above_the_shift_test_cost_is_the_per_frequency_bound(monkeypatch):
+    monkeypatch.setattr(cpl, "SHIFT_TEST_COST", 10)
     layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
     exact = _conv_operator_norm(layer, 6)
     sigma = float(layer.eval_sigma())

@@ -43,8 +43,35 @@ def aol_conv_rescaling(kernel: Tensor) -> Tensor:
     return (conv_gram_row_sums(kernel) + AOL_EPS).rsqrt()
 
 
-def conv_gram_row_sums(kernel: Tensor) -> Tensor:
+def conv_gram_row_sums(kernel: Tensor, form: str | None = None) -> Tensor:
     """sum_j |P^T P|_ij (in_channels,) for the convolution P with ``kernel`` on the infinite plane.
+
+    Two forms compute it, equal up to rounding: ``"products"`` (below) and ``"convolution"``
+    (the reference code's one self-convolution). ``form=None`` picks the faster for the
+    kernel's shape and device (``gram_row_sums_form``).
+    """
+    form = form or gram_row_sums_form(kernel)
+    if form == "convolution":
+        return gram_row_sums_by_convolution(kernel)
+    if form != "products":
+        raise ValueError(f"conv_gram_row_sums: form must be 'products' or 'convolution', got '{form}'")
+    return gram_row_sums_by_products(kernel)
+
+
+def gram_row_sums_form(kernel: Tensor) -> str:
+    """The faster form of ``conv_gram_row_sums`` for this kernel (benchmarks/aol_rescaling.py)."""
+    return "products"
+
+
+def gram_row_sums_by_convolution(kernel: Tensor) -> Tensor:
+    """The kernel of P^T P as the self-convolution of K^T (padding k-1), its |.| summed."""
+    kh, kw = kernel.shape[-2:]
+    transposed = kernel.transpose(0, 1)
+    return F.conv2d(transposed, transposed, padding=(kh - 1, kw - 1)).abs().sum(dim=(1, 2, 3))
+
+
+def gram_row_sums_by_products(kernel: Tensor) -> Tensor:
+    """sum_j |P^T P|_ij from the overlap products of the kernel's taps.
 
     Their maximum bounds ||P||^2 (Gershgorin), for zero or circular padding and any image size.
     The kernel of P^T P (the self-convolution of K^T, padding k-1) has at offset s the

@@ -16,8 +16,7 @@ sigma, by mode:
      per-frequency matrices (``exact_spectral_norm``, eigenvalues exact to ~1e-13);
      tight on large images (0.1% on 32x32 at initialisation), loose on tiny ones (50%
      on 2x2);
-  2. where the layer's operator has at most ``DENSE_LIMIT`` inputs: a certified shift
-     test. Restarted Lanczos in float32 from the stored vector (fast) gives
+  2. where its cost is within ``SHIFT_TEST_COST``: a certified shift test. Restarted Lanczos in float32 from the stored vector (fast) gives
      theta ~ ||W||^2; then a float64 Cholesky factorisation of c I - W^T W with
      c = theta (1 + delta) proves ||W||^2 <= c, with the rounding of the Gram matrix and
      of the factorisation itself (Demmel's bound: a completed Cholesky of X proves
@@ -53,9 +52,10 @@ from robustlab.nn.lipschitz.bounded import frequency_matrices
 from robustlab.nn.lipschitz.fourier import exact_spectral_norm
 from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
 
-# The shift test's float64 Cholesky costs ~n^3 / 3 flops for n = channels * H * W inputs
-# (about 1 s at n = 4096 on one core); larger layers keep the per-frequency bound.
-DENSE_LIMIT = 4096
+# The shift test factors W^T W in blocks of kh - 1 image rows (m = (kh - 1) W channels
+# unknowns each, nb blocks): about 2.3 nb m^3 flops, ~1 s per 1e10 on one core. Layers above
+# this many nb m^3 keep the per-frequency bound.
+SHIFT_TEST_COST = 2e10
 SHIFT_STEPS = (1e-5, 1e-4, 1e-3)  # c = theta * (1 + delta), tried in this order
 FREQUENCY_BOUND_SLACK = 1e-10  # exact_spectral_norm's float64 eigenvalues, with a wide margin
 UNIT_ROUNDOFF = 2.0**-53
@@ -66,75 +66,120 @@ def gamma(n: int) -> float:
     return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
 
 
-def conv_gram_matrix(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """W^T W as an (n, n) matrix, n = in * H * W, for the zero-padded 'same' convolution
-    with ``kernel`` (out, in, kh, kw) on ``size`` images; in the kernel's dtype.
+class ConvGram:
+    """W^T W for the zero-padded 'same' convolution with ``kernel`` (out, in, kh, kw) on
+    ``size`` images, in blocks of ``rows`` = kh - 1 image rows (pixel-major, channels inner).
 
-    With S_t the (output pixel x input pixel) 0/1 matrix of tap t, W = sum_t W_t (x) S_t,
-    so W^T W = sum_{t,s} (W_t^T W_s) (x) (S_t^T S_s): 81 channel products and 81 pixel
-    products for a 3x3 kernel, instead of n convolutions.
+    Input pixel p meets input pixel q in W^T W through every output pixel r (in the image)
+    that reads p with tap t and q with tap s: r = p - o_t = q - o_s for the taps' offsets o.
+    So block (p, q) is the sum of W_t^T W_s over the tap pairs with q = p - o_t + o_s and
+    p - o_t in the image, and pixels more than kh - 1 rows apart never meet: with blocks of
+    kh - 1 rows, only neighbouring blocks couple (a block-tridiagonal matrix).
     """
-    out_channels, in_channels, kh, kw = kernel.shape
-    height, width = size
-    rows = torch.arange(height, device=kernel.device).view(-1, 1)
-    cols = torch.arange(width, device=kernel.device).view(1, -1)
-    shifts = []
-    for i in range(kh):
-        for j in range(kw):
-            source_rows, source_cols = rows + i - kh // 2, cols + j - kw // 2
-            valid = (source_rows >= 0) & (source_rows < height) & (source_cols >= 0) & (source_cols < width)
-            shift = torch.zeros(height * width, height * width, dtype=kernel.dtype, device=kernel.device)
-            outputs = (rows * width + cols).expand(height, width)[valid]
-            shift[outputs, (source_rows * width + source_cols)[valid]] = 1
-            shifts.append(shift)
-    taps = kernel.reshape(out_channels, in_channels, kh * kw)
-    channel_products = torch.einsum("oat,obs->tsab", taps, taps)  # (taps, taps, in, in)
-    stacked = torch.stack(shifts)
-    pixel_products = torch.einsum("trp,srq->tspq", stacked, stacked)  # (taps, taps, HW, HW)
-    gram = torch.einsum("tsab,tspq->apbq", channel_products, pixel_products)
-    n = in_channels * height * width
-    return gram.reshape(n, n)
+
+    def __init__(self, kernel: Tensor, size: tuple[int, int]):
+        out_channels, self.channels, kh, kw = kernel.shape
+        self.size, self.rows = size, max(1, kh - 1)
+        self.blocks = math.ceil(size[0] / self.rows)
+        self.offsets = [(i - kh // 2, j - kw // 2) for i in range(kh) for j in range(kw)]
+        taps = kernel.reshape(out_channels, self.channels, kh * kw)
+        self.products = torch.einsum("oat,obs->tsab", taps, taps)  # W_t^T W_s: (taps, taps, in, in)
+        self.terms = out_channels * (kh * kw) ** 2  # products summed into one entry, at most
+        self._blocks: dict[tuple, Tensor] = {}
+
+    def block_size(self, index: int) -> int:
+        return (min(self.size[0], (index + 1) * self.rows) - index * self.rows) * self.size[1] * self.channels
+
+    def block(self, i: int, j: int) -> Tensor:
+        """Rows of image-row block i against columns of block j: (m_i, m_j). Blocks away
+        from the top and bottom edges repeat (the operator is shift-invariant there): one
+        computation per distinct (distance to the edges, offset, sizes)."""
+        height = self.size[0]
+        first_i, first_j, reach = i * self.rows, j * self.rows, 2 * self.rows + 1
+        rows_i, rows_j = min(height, first_i + self.rows) - first_i, min(height, first_j + self.rows) - first_j
+        key = (min(first_i, reach), min(height - first_i, reach), j - i, rows_i, rows_j)
+        if key not in self._blocks:
+            self._blocks[key] = self._block(i, j)
+        return self._blocks[key]
+
+    def _block(self, i: int, j: int) -> Tensor:
+        height, width = self.size
+        first_i, first_j = i * self.rows, j * self.rows
+        rows_i, rows_j = min(height, first_i + self.rows) - first_i, min(height, first_j + self.rows) - first_j
+        device = self.products.device
+        y = torch.arange(first_i, first_i + rows_i, device=device).view(-1, 1).expand(rows_i, width).flatten()
+        x = torch.arange(width, device=device).repeat(rows_i)
+        block = self.products.new_zeros(rows_i * width, self.channels, rows_j * width, self.channels)
+        for t, (ty, tx) in enumerate(self.offsets):
+            ry, rx = y - ty, x - tx  # the output pixel that reads p with tap t
+            reads = (ry >= 0) & (ry < height) & (rx >= 0) & (rx < width)
+            for s, (sy, sx) in enumerate(self.offsets):
+                qy, qx = ry + sy, rx + sx
+                valid = reads & (qy >= first_j) & (qy < first_j + rows_j) & (qx >= 0) & (qx < width)
+                if valid.any():
+                    p = valid.nonzero().flatten()
+                    q = (qy[valid] - first_j) * width + qx[valid]
+                    block[p, :, q, :] += self.products[t, s]
+        return block.reshape(rows_i * width * self.channels, rows_j * width * self.channels)
+
+    def matrix(self) -> Tensor:
+        """The whole (n, n) matrix (tests and small layers)."""
+        return torch.cat([torch.cat([self.block(i, j) for j in range(self.blocks)], 1) for i in range(self.blocks)])
 
 
-def shift_test(gram: Tensor, bound: float, kernel: Tensor, size: tuple[int, int]) -> bool:
+def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
     """True only if lambda_max of the exact W^T W is at most ``bound`` (a proof).
 
-    ``gram`` is ``conv_gram_matrix`` computed in float64. Its entries are sums of at most
-    out * kh * kw * kh * kw products, so each errs by at most gamma_m times the same sum
-    of absolute values; those sums form |W|^T |W|, whose Frobenius norm is at most its
-    trace ||W||_F^2 <= H W ||kernel||_F^2: ||E||_2 <= gamma_m H W ||kernel||_F^2. A
-    float64 Cholesky of X = c' I - gram that runs to completion proves
-    lambda_min(X) >= -gamma_{n+1} / (1 - gamma_{n+1}) tr(X) (Demmel 1989), and forming
-    the diagonal of X errs by at most u c' per entry. So with c' = bound minus both
-    allowances, success proves bound I - W^T W >= 0.
+    ``gram`` is computed in float64. Each entry is a sum of at most ``gram.terms``
+    products, so it errs by at most gamma_terms times the same sum of absolute values;
+    those sums form |W|^T |W|, whose Frobenius norm is at most its trace
+    ||W||_F^2 <= H W ||kernel||_F^2: ||E||_2 <= gamma_terms H W ||kernel||_F^2. A float64
+    Cholesky factorisation of X = c' I - W^T W that runs to completion proves
+    lambda_min(X) >= -gamma_{n+1} / (1 - gamma_{n+1}) tr(X) (Demmel 1989; the bound holds
+    for any order of the inner products, so for blocked factorisations too; doubled here
+    for safety), and forming the diagonal of X errs by at most u c' per entry. With c' =
+    ``bound`` minus these allowances, success proves bound I - W^T W >= 0.
+
+    X is block tridiagonal (``ConvGram``): block Cholesky, L_kk = chol(X_kk - L_k,k-1
+    L_k,k-1^T), L_k+1,k = X_k+1,k L_kk^-T, never forming the zero blocks.
     """
-    n = gram.shape[0]
-    out_channels, _, kh, kw = kernel.shape
-    terms = out_channels * (kh * kw) ** 2
-    gram_error = gamma(terms) * size[0] * size[1] * float(kernel.double().pow(2).sum()) * (1 + 1e-6)
-    cholesky_error = (gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)
+    n = gram.channels * gram.size[0] * gram.size[1]
+    gram_error = gamma(gram.terms) * gram.size[0] * gram.size[1] * float(kernel.double().pow(2).sum()) * (1 + 1e-6)
+    cholesky_error = (2 * gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)
     shifted = bound - gram_error - cholesky_error
     if shifted <= 0:
         return False
-    matrix = -gram
-    matrix.diagonal().add_(shifted)
-    return int(torch.linalg.cholesky_ex(matrix).info) == 0
+    below: Tensor | None = None  # L_k,k-1
+    for k in range(gram.blocks):
+        diagonal = -gram.block(k, k)
+        diagonal.diagonal().add_(shifted)
+        if below is not None:
+            diagonal -= below @ below.T
+        factor, info = torch.linalg.cholesky_ex(diagonal)
+        if int(info):
+            return False
+        if k + 1 < gram.blocks:
+            coupling = -gram.block(k + 1, k)
+            below = torch.linalg.solve_triangular(factor, coupling.T, upper=False).T
+    return True
 
 
 def certified_conv_sigma(kernel: Tensor, size: tuple[int, int], theta: Callable[[], float | None]) -> float:
     """A guaranteed upper bound on the norm of the zero-padded 'same' convolution with
-    ``kernel`` on ``size`` images (float64). Up to ``DENSE_LIMIT`` inputs: sqrt(c) for the
-    first c = theta (1 + delta) that ``shift_test`` proves; otherwise, or when none passes,
-    the per-frequency bound. ``theta()`` estimates the squared norm (None: no estimate).
+    ``kernel`` on ``size`` images (float64): sqrt(c) for the first c = theta (1 + delta)
+    that ``shift_test`` proves, where its cost is within ``SHIFT_TEST_COST``; otherwise,
+    or when none passes, the per-frequency bound. ``theta()`` estimates the squared norm
+    (None: no estimate).
     """
     kernel = kernel.detach().double()
-    if kernel.shape[1] * size[0] * size[1] <= DENSE_LIMIT:
+    gram = ConvGram(kernel, size)
+    cost = gram.blocks * gram.block_size(0) ** 3
+    if cost <= SHIFT_TEST_COST:
         estimate = theta()
         if estimate is not None and estimate > 0:
-            gram = conv_gram_matrix(kernel, size)
             for delta in SHIFT_STEPS:
                 bound = estimate * (1 + delta)
-                if shift_test(gram.clone(), bound, kernel, size):
+                if shift_test(gram, bound, kernel):
                     return math.sqrt(bound) * (1 + 2 * UNIT_ROUNDOFF)  # sqrt rounds to nearest
     return exact_spectral_norm(frequency_matrices(kernel, size)) * (1 + FREQUENCY_BOUND_SLACK)
 

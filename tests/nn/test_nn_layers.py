@@ -442,15 +442,25 @@ def _self_convolution_rescaling(kernel):
     return (gram.abs().sum(dim=(1, 2, 3)) + 1e-6).rsqrt()
 
 
+@pytest.mark.parametrize("form", ["products", "convolution"])
 @pytest.mark.parametrize("shape", [(5, 3, 3, 3), (3, 7, 1, 1), (6, 4, 5, 5), (4, 6, 3, 5), (9, 2, 2, 2)])
-def test_aol_conv_rescaling_equals_the_self_convolution(shape):
-    from robustlab.nn.lipschitz.aol import aol_conv_rescaling
+def test_aol_conv_rescaling_equals_the_self_convolution(shape, form):
+    from robustlab.nn.lipschitz.aol import AOL_EPS, conv_gram_row_sums
 
     kernel = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     expected = _self_convolution_rescaling(kernel)
-    actual = aol_conv_rescaling(kernel)
+    actual = (conv_gram_row_sums(kernel, form=form) + AOL_EPS).rsqrt()
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=0)
     weights = torch.randn(shape[1], dtype=torch.float64)
     (expected_grad,) = torch.autograd.grad(expected @ weights, kernel)
     (actual_grad,) = torch.autograd.grad(actual @ weights, kernel)
     torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_aol_rescaling_picks_the_self_convolution_for_small_kernels_on_the_cpu():
+    from robustlab.nn.lipschitz.aol import conv_gram_row_sums, gram_row_sums_form
+
+    assert gram_row_sums_form(torch.empty(16, 16, 3, 3)) == "convolution"
+    assert gram_row_sums_form(torch.empty(256, 256, 3, 3)) == "products"
+    with pytest.raises(ValueError, match="form must be 'products' or 'convolution'"):
+        conv_gram_row_sums(torch.randn(2, 2, 3, 3), form="fft")

@@ -138,7 +138,7 @@ class ConvResidual(ResidualLipschitz):
             # The same map as a convolution with the adjoint kernel (odd kernel, stride 1, 'same'
             # padding): float64 conv_transpose2d has no fast CPU kernel, conv2d is 1.4-1.9x faster
             # (certification runs in float64; benchmarks/certify_speed.py).
-            return F.conv2d(z, weight.transpose(0, 1).flip(-2, -1), padding=self.padding)
+            return F.conv2d(z, weight.transpose(0, 1).flip(-2, -1).contiguous(), padding=self.padding)
         return F.conv_transpose2d(z, weight, padding=self.padding)
 
     def _plain_down(self) -> nn.Module:

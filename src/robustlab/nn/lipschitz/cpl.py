@@ -296,7 +296,8 @@ class CPLConv2d(_CPL, ConvResidual):
         return normalize(u) if u.numel() else u
 
     def eval_sigma(self) -> Tensor:
-        sigma = certified_conv_sigma(self.weight, tuple(self.u.shape[-2:]), self._lanczos_estimate)
+        height, width = self.u.shape[-2:]
+        sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos_estimate)
         return rounded_up(sigma, self.weight.dtype, self.weight.device)
 
     def _lanczos_estimate(self) -> float | None:

@@ -462,5 +462,6 @@ def test_aol_rescaling_picks_the_self_convolution_for_small_kernels_on_the_cpu()
 
     assert gram_row_sums_form(torch.empty(16, 16, 3, 3)) == "convolution"
     assert gram_row_sums_form(torch.empty(256, 256, 3, 3)) == "products"
+    assert gram_row_sums_form(torch.empty(64, 64, 1, 1)) == "products"  # a single product
     with pytest.raises(ValueError, match="form must be 'products' or 'convolution'"):
         conv_gram_row_sums(torch.randn(2, 2, 3, 3), form="fft")

@@ -61,8 +61,8 @@ def conv_gram_row_sums(kernel: Tensor, form: str | None = None) -> Tensor:
 # Below this many multiply-adds of the products form (in_channels^2 * out * taps) the
 # self-convolution is faster on a CPU: one call against ~13 small products and their Python
 # overhead. Measured forward + backward (benchmarks/aol_rescaling.py, one thread, Xeon with
-# AMX): 16 channels 5.3x, 32 2.3x, 64 1.2x faster as a convolution; 128 1.3x, 256 1.9x and
-# 512 2.5x faster as products.
+# AMX): 3x3 kernels with 16 channels 5.3x, 32 2.3x, 64 1.2x faster as a convolution; 128 1.3x,
+# 256 1.9x, 512 2.5x faster as products; a 1x1 kernel (one product) 3.1x faster as products.
 CONVOLUTION_BELOW = 64 * 64 * 64 * 9 * 2
 
 
@@ -72,7 +72,8 @@ def gram_row_sums_form(kernel: Tensor) -> str:
     On the GPU the products form stays (not re-measured here; eager steps there are
     launch-bound and run from CUDA graphs, docs/performance.md)."""
     out_channels, in_channels, kh, kw = kernel.shape
-    if kernel.device.type == "cpu" and in_channels**2 * out_channels * kh * kw < CONVOLUTION_BELOW:
+    small = in_channels**2 * out_channels * kh * kw < CONVOLUTION_BELOW
+    if kernel.device.type == "cpu" and kh * kw > 1 and small:
         return "convolution"
     return "products"
 

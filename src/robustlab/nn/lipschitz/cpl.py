@@ -136,7 +136,7 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
     ||W||_F^2 <= H W ||kernel||_F^2: ||E||_2 <= gamma_terms H W ||kernel||_F^2. A float64
     Cholesky factorisation of X = c' I - W^T W that runs to completion proves
     lambda_min(X) >= -gamma_{n+1} / (1 - gamma_{n+1}) tr(X) (Demmel 1989; the bound holds
-    for any order of the inner products, so for blocked factorisations too; doubled here
+    for any order of the inner products, so for blocked factorisations too; taken 8x here
     for safety), and forming the diagonal of X errs by at most u c' per entry. With c' =
     ``bound`` minus these allowances, success proves bound I - W^T W >= 0.
 
@@ -145,7 +145,7 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
     """
     n = gram.channels * gram.size[0] * gram.size[1]
     gram_error = gamma(gram.terms) * gram.size[0] * gram.size[1] * float(kernel.double().pow(2).sum()) * (1 + 1e-6)
-    cholesky_error = (2 * gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)
+    cholesky_error = (8 * gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)
     shifted = bound - gram_error - cholesky_error
     if shifted <= 0:
         return False

@@ -27,8 +27,10 @@ from robustlab.nn.lipschitz import (
     SLLConv2d,
     SLLLinear,
     SOCConv2d,
+    cpl,
 )
-from robustlab.nn.lipschitz.base import top_eigenpair
+from robustlab.nn.lipschitz.base import conv_fft_bound, top_eigenpair
+from robustlab.nn.lipschitz.cpl import ConvGram, shift_test
 from robustlab.registry import UnknownNameError
 
 # (constructor, input shape): small enough for exact dense Jacobians
@@ -164,7 +166,40 @@ def test_cpl_eval_sigma_is_a_tight_upper_estimate_of_the_spectral_norm():
     layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
     exact = _conv_operator_norm(layer, 6)
     sigma = float(layer.eval_sigma().detach())
-    assert exact <= sigma <= exact * (1 + 2e-3)
+    assert exact <= sigma <= exact * (1 + 2e-5)  # proved by the shift test at theta (1 + 1e-5)
+
+
+@pytest.mark.parametrize("kernel_size, size", [(3, (4, 5)), (3, (16, 3)), (5, (19, 2)), (1, (3, 4))])
+def test_cpl_gram_blocks_assemble_the_operators_gram(kernel_size, size):
+    layer = _scaled(lambda: CPLConv2d(3, kernel_size, hidden_channels=5, input_size=size)).double()
+    inputs = 3 * size[0] * size[1]
+    operator = torch.autograd.functional.jacobian(
+        lambda v: layer.down(v.view(1, 3, *size)).flatten(), torch.zeros(inputs, dtype=torch.float64)
+    )
+    # ConvGram orders pixel-major (channels inner); the Jacobian's columns are channel-major
+    order = torch.arange(inputs).view(3, size[0] * size[1]).t().flatten()
+    gram = ConvGram(layer.weight.detach(), size)
+    torch.testing.assert_close(gram.matrix(), (operator.t() @ operator)[order][:, order], rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(5, 5), (9, 4)])
+def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those(size):
+    layer = _scaled(lambda: CPLConv2d(4, input_size=size)).double()
+    kernel = layer.weight.detach()
+    gram = ConvGram(kernel, size)
+    assert gram.blocks > 1 or size == (5, 5)
+    top = float(torch.linalg.eigvalsh(gram.matrix())[-1])
+    assert shift_test(gram, top * (1 + 1e-9), kernel)
+    assert not shift_test(gram, top * (1 - 1e-9), kernel)
+
+
+def test_cpl_eval_sigma_above_the_shift_test_cost_is_the_per_frequency_bound(monkeypatch):
+    monkeypatch.setattr(cpl, "SHIFT_TEST_COST", 10)
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
+    exact = _conv_operator_norm(layer, 6)
+    sigma = float(layer.eval_sigma())
+    assert sigma == pytest.approx(conv_fft_bound(layer.weight, (6, 6)), rel=1e-6)
+    assert exact <= sigma
 
 
 def test_cpl_eval_sigma_stays_an_upper_bound_when_lanczos_is_cut_short():
@@ -313,6 +348,36 @@ def test_layers_work_inside_sequential_and_report_bad_inputs():
         AOLConv2d(2, 2, padding_mode="reflect")
 
 
+def _maxmin_by_separate_ops(x: torch.Tensor) -> torch.Tensor:
+    """MaxMin as it was before the fused autograd node: torch.maximum and torch.minimum."""
+    a, b = x.unflatten(1, (x.shape[1] // 2, 2)).unbind(2)
+    return torch.stack((torch.maximum(a, b), torch.minimum(a, b)), 2).flatten(1, 2)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "dense"])
+def test_maxmin_output_and_gradient_equal_the_separate_ops_bit_for_bit(layout):
+    generator = torch.Generator().manual_seed(0)
+    shape = (4, 6) if layout == "dense" else (3, 6, 4, 5)
+    x = torch.randn(shape, generator=generator).round(decimals=1)  # many ties
+    x.view(-1)[:3] = float("nan")  # an unordered pair, and a NaN against a number
+    grad = torch.randn(shape, generator=generator)
+    grad.view(-1)[3:9] = -0.0  # signed zeros: +0.0 and -0.0 gradients must come out as before
+    if layout == "channels_last":
+        x, grad = x.to(memory_format=torch.channels_last), grad.to(memory_format=torch.channels_last)
+    results = []
+    for function in (_maxmin_by_separate_ops, MaxMin()):
+        leaf = x.clone().requires_grad_()
+        out = function(leaf)
+        out.backward(grad)
+        assert leaf.grad is not None
+        results.append((out.detach().contiguous(), leaf.grad.contiguous()))
+    (old_out, old_grad), (new_out, new_grad) = results
+    assert torch.equal(old_out.view(torch.int32), new_out.view(torch.int32))
+    assert torch.equal(old_grad.view(torch.int32), new_grad.view(torch.int32))
+    ties = (x.unflatten(1, (x.shape[1] // 2, 2)).diff(dim=2) == 0).sum()
+    assert ties > 0  # the tie branch ran
+
+
 def test_maxmin_sorts_adjacent_pairs_and_groupsort_larger_groups():
     x = torch.tensor([[-2.0, 1.0, 3.0, 0.5]])
     torch.testing.assert_close(MaxMin()(x), torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
@@ -377,15 +442,26 @@ def _self_convolution_rescaling(kernel):
     return (gram.abs().sum(dim=(1, 2, 3)) + 1e-6).rsqrt()
 
 
+@pytest.mark.parametrize("form", ["products", "convolution"])
 @pytest.mark.parametrize("shape", [(5, 3, 3, 3), (3, 7, 1, 1), (6, 4, 5, 5), (4, 6, 3, 5), (9, 2, 2, 2)])
-def test_aol_conv_rescaling_equals_the_self_convolution(shape):
-    from robustlab.nn.lipschitz.aol import aol_conv_rescaling
+def test_aol_conv_rescaling_equals_the_self_convolution(shape, form):
+    from robustlab.nn.lipschitz.aol import AOL_EPS, conv_gram_row_sums
 
     kernel = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     expected = _self_convolution_rescaling(kernel)
-    actual = aol_conv_rescaling(kernel)
+    actual = (conv_gram_row_sums(kernel, form=form) + AOL_EPS).rsqrt()
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=0)
     weights = torch.randn(shape[1], dtype=torch.float64)
     (expected_grad,) = torch.autograd.grad(expected @ weights, kernel)
     (actual_grad,) = torch.autograd.grad(actual @ weights, kernel)
     torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_aol_rescaling_picks_the_self_convolution_for_small_kernels_on_the_cpu():
+    from robustlab.nn.lipschitz.aol import conv_gram_row_sums, gram_row_sums_form
+
+    assert gram_row_sums_form(torch.empty(16, 16, 3, 3)) == "convolution"
+    assert gram_row_sums_form(torch.empty(256, 256, 3, 3)) == "products"
+    assert gram_row_sums_form(torch.empty(64, 64, 1, 1)) == "products"  # a single product
+    with pytest.raises(ValueError, match="form must be 'products' or 'convolution'"):
+        conv_gram_row_sums(torch.randn(2, 2, 3, 3), form="fft")

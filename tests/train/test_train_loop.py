@@ -13,7 +13,9 @@ from robustlab.files import safe_torch_load
 from robustlab.nn.models import ARCHITECTURE_VERSION, architecture_change, create_model
 from robustlab.runs.checkpoint import load_run_model
 from robustlab.runs.store import Run, RunStore
+from robustlab.train import step
 from robustlab.train.loop import TrainingDivergedError, train
+from robustlab.train.step import cpu_bf16_flags
 
 
 def test_training_writes_a_complete_run(tmp_path):
@@ -134,6 +136,27 @@ def test_missing_weights_are_explained(tmp_path):
         load_run_model(run.path)
 
 
+def test_cpu_bf16_flags_are_read_from_cpuinfo(tmp_path):
+    xeon, old, arm = tmp_path / "xeon", tmp_path / "old", tmp_path / "arm"
+    xeon.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n\n")
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\nbugs\t\t: bf16\n\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n\n")
+    assert cpu_bf16_flags(xeon) == {"avx512_bf16", "amx_bf16"}
+    assert cpu_bf16_flags(old) == set()  # a flag named on another line does not count
+    assert cpu_bf16_flags(arm) == {"bf16"}
+    assert cpu_bf16_flags(tmp_path / "missing") == set()
+
+
+def test_bfloat16_is_refused_on_a_cpu_without_bf16_arithmetic(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n\n")
+    monkeypatch.setattr(step, "CPUINFO", cpuinfo)
+    config = tiny_config("train.device=cpu", "train.epochs=1", "train.precision=bfloat16")
+    with pytest.raises(ConfigError, match=r"needs native bfloat16 arithmetic .* use train.precision=float32"):
+        train(config, tmp_path / "run", progress=False)
+
+
+@pytest.mark.skipif(not cpu_bf16_flags(), reason="bfloat16 training on this CPU is refused (no bf16 arithmetic)")
 def test_bfloat16_and_channels_last_train_while_certification_stays_float64(tmp_path):
     config = tiny_config(
         "model.name=lipconvnet-aol",

@@ -38,7 +38,8 @@ class MaxMin(nn.Module):
     the halves (i, i + C/2) instead would keep the max of every pair and drop every min,
     which cost CPL-LipConvNet about 4 points of accuracy and of CRA at 3 epochs
     (docs/performance.md). ``GroupSort(2)`` computes the same function; this one avoids a
-    sort, whose int64 indices autograd would keep for the backward pass.
+    sort, whose int64 indices autograd would keep for the backward pass, and runs forward
+    and backward as one autograd node (``_MaxMinPairs``).
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,6 +51,44 @@ class MaxMin(nn.Module):
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
         y = x.movedim(1, -1) if channels_last else x
         dim = y.dim() - 1 if channels_last else 1
-        a, b = y.unflatten(dim, (y.shape[dim] // 2, 2)).unbind(dim + 1)
-        out = torch.stack((torch.maximum(a, b), torch.minimum(a, b)), dim + 1).flatten(dim, dim + 1)
+        out = _MaxMinPairs.apply(y.unflatten(dim, (y.shape[dim] // 2, 2)), dim + 1).flatten(dim, dim + 1)
         return out.movedim(-1, 1) if channels_last else out
+
+
+class _MaxMinPairs(torch.autograd.Function):
+    """(max, min) of the pairs along ``dim`` (of size 2), forward and backward in one node.
+
+    The gradients are those of ``torch.maximum`` / ``torch.minimum`` bit for bit (a test
+    compares): to the larger input the max's gradient, to the smaller the min's; at a tie
+    half of each to both; where the pair is unordered (NaN) both gradients to both. Only
+    the input is saved, as the two separate ops saved it, and the comparison runs once in
+    the backward pass instead of four times.
+    """
+
+    @staticmethod
+    def forward(ctx, pairs: Tensor, dim: int) -> Tensor:
+        a, b = pairs.unbind(dim)
+        out = torch.empty_like(pairs)
+        torch.maximum(a, b, out=out.select(dim, 0))
+        torch.minimum(a, b, out=out.select(dim, 1))
+        ctx.save_for_backward(pairs)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (pairs,) = ctx.saved_tensors
+        a, b = pairs.unbind(ctx.dim)
+        grad_max, grad_min = grad.unbind(ctx.dim)
+        greater, less = a > b, a < b
+        shared = torch.where(a == b, grad_max / 2 + grad_min / 2, grad_max + grad_min)
+        # maximum's backward adds the +0.0 of minimum's masked-out half (and vice versa): + 0.0
+        # turns a -0.0 gradient into +0.0 as that sum does
+        to_larger, to_smaller = grad_max + 0.0, grad_min + 0.0
+        grad_pairs = torch.empty_like(pairs)
+        grad_a, grad_b = grad_pairs.select(ctx.dim, 0), grad_pairs.select(ctx.dim, 1)
+        torch.where(less, to_smaller, shared, out=grad_a)
+        torch.where(greater, to_larger, grad_a, out=grad_a)
+        torch.where(less, to_larger, shared, out=grad_b)
+        torch.where(greater, to_smaller, grad_b, out=grad_b)
+        return grad_pairs, None

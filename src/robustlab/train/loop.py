@@ -60,7 +60,7 @@ from robustlab.train.cuda_graph import GraphedTrainStep
 from robustlab.train.loggers import MetricMirrors, check_available
 from robustlab.train.losses import build_loss
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
-from robustlab.train.step import TrainStep
+from robustlab.train.step import TrainStep, cpu_bf16_flags
 
 SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence check)
 
@@ -396,6 +396,11 @@ def make_train_step(
             "train.compile with train.precision=bfloat16 is refused on CUDA: under bf16 autocast the compiled "
             "backward pass gave NaN gradients from the first step (torch 2.11 on an H200; benchmarks/RESULTS.md). "
             "Use train.cuda_graph=true with bfloat16 (the fast path), or train.compile with float32"
+        )
+    if autocast is not None and device.type == "cpu" and not cpu_bf16_flags():
+        raise ConfigError(
+            "train.precision=bfloat16 on the CPU needs native bfloat16 arithmetic (cpuinfo flags avx512_bf16, "
+            "amx_bf16 or bf16), which this processor lacks; use train.precision=float32"
         )
     if not cfg.cuda_graph:
         return TrainStep(model, loss_fn, optimizer, schedule, autocast, grad_clip)

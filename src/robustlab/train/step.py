@@ -6,8 +6,32 @@ replays its forward and backward pass from a captured CUDA graph.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+# /proc/cpuinfo flags of native bfloat16 arithmetic: x86 (AVX-512 BF16, AMX) and Arm (FEAT_BF16)
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_bf16_flags(cpuinfo: str | Path | None = None) -> set[str]:
+    """The bfloat16 flags the CPU reports (empty where it has none, or no /proc/cpuinfo).
+
+    Without them, oneDNN emulates bfloat16 through float32 conversions: autocast then only
+    adds work (see docs/performance.md).
+    """
+    try:
+        text = Path(cpuinfo or CPUINFO).read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags |= CPU_BF16_FLAGS.intersection(value.split())
+    return flags
 
 
 class TrainStep:

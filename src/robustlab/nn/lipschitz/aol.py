@@ -48,8 +48,50 @@ def aol_conv_rescaling(kernel: Tensor) -> Tensor:
     return (conv_gram_row_sums(kernel) + AOL_EPS).rsqrt()
 
 
-def conv_gram_row_sums(kernel: Tensor) -> Tensor:
+def conv_gram_row_sums(kernel: Tensor, form: str | None = None) -> Tensor:
     """sum_j |P^T P|_ij (in_channels,) for the convolution P with ``kernel`` on the infinite plane.
+
+    Two forms compute it, equal up to rounding: ``"products"`` (below) and ``"convolution"``
+    (the reference code's one self-convolution). ``form=None`` picks the faster for the
+    kernel's shape and device (``gram_row_sums_form``).
+    """
+    form = form or gram_row_sums_form(kernel)
+    if form == "convolution":
+        return gram_row_sums_by_convolution(kernel)
+    if form != "products":
+        raise ValueError(f"conv_gram_row_sums: form must be 'products' or 'convolution', got '{form}'")
+    return gram_row_sums_by_products(kernel)
+
+
+# Below this many multiply-adds of the products form (in_channels^2 * out * taps) the
+# self-convolution is faster on a CPU: one call against ~13 small products and their Python
+# overhead. Measured forward + backward (benchmarks/aol_rescaling.py, one thread, Xeon with
+# AMX): 3x3 kernels with 16 channels 5.3x, 32 2.3x, 64 1.2x faster as a convolution; 128 1.3x,
+# 256 1.9x, 512 2.5x faster as products; a 1x1 kernel (one product) 3.1x faster as products.
+CONVOLUTION_BELOW = 64 * 64 * 64 * 9 * 2
+
+
+def gram_row_sums_form(kernel: Tensor) -> str:
+    """The faster form of ``conv_gram_row_sums`` for this kernel (benchmarks/aol_rescaling.py).
+
+    On the GPU the products form stays (not re-measured here; eager steps there are
+    launch-bound and run from CUDA graphs, docs/performance.md)."""
+    out_channels, in_channels, kh, kw = kernel.shape
+    small = in_channels**2 * out_channels * kh * kw < CONVOLUTION_BELOW
+    if kernel.device.type == "cpu" and kh * kw > 1 and small:
+        return "convolution"
+    return "products"
+
+
+def gram_row_sums_by_convolution(kernel: Tensor) -> Tensor:
+    """The kernel of P^T P as the self-convolution of K^T (padding k-1), its |.| summed."""
+    kh, kw = kernel.shape[-2:]
+    transposed = kernel.transpose(0, 1)
+    return F.conv2d(transposed, transposed, padding=(kh - 1, kw - 1)).abs().sum(dim=(1, 2, 3))
+
+
+def gram_row_sums_by_products(kernel: Tensor) -> Tensor:
+    """sum_j |P^T P|_ij from the overlap products of the kernel's taps.
 
     Their maximum bounds ||P||^2 (Gershgorin), for zero or circular padding and any image size.
     The kernel of P^T P (the self-convolution of K^T, padding k-1) has at offset s the

@@ -35,7 +35,15 @@ from typing import Any
 
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
 from robustlab.errors import RobustlabError
-from robustlab.files import append_json_lines, atomic_write_json, atomic_write_text, json_default, read_json
+from robustlab.files import (
+    append_json_lines,
+    atomic_write_json,
+    atomic_write_text,
+    json_default,
+    mount_of,
+    read_json,
+    remove_stale_temporaries,
+)
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
 from robustlab.runs.results import RunResults
@@ -284,7 +292,7 @@ class RunStore:
         self._set_journal_mode()
 
     def _set_journal_mode(self) -> None:
-        mode = "DELETE" if _file_system(self._resolved_root) in NETWORK_FILE_SYSTEMS else "WAL"
+        mode = "DELETE" if mount_of(self._resolved_root)[1] in NETWORK_FILE_SYSTEMS else "WAL"
         with self.connect() as db:
             db.execute(f"PRAGMA journal_mode={mode}")
 
@@ -415,6 +423,7 @@ class RunStore:
                 Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
         rows, unreadable = [], []
         for folder in _run_folders(self.root):
+            remove_stale_temporaries(folder)  # writes that a killed process left unfinished
             row = self._folder_row(folder)
             if row is None:
                 unreadable.append(folder)
@@ -536,18 +545,3 @@ def _is_database(path: Path) -> bool:
         return True
     except sqlite3.DatabaseError:
         return False
-
-
-def _file_system(path: Path) -> str:
-    """The type of the file system holding ``path`` (Linux; '' elsewhere)."""
-    best, kind = "", ""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    for line in mounts:
-        fields = line.split()
-        inside = f"{path}/".startswith(fields[1].rstrip("/") + "/") if len(fields) >= 3 else False
-        if inside and len(fields[1]) > len(best):
-            best, kind = fields[1], fields[2]
-    return kind

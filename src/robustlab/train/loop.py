@@ -40,7 +40,7 @@ from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError, one_line
-from robustlab.files import atomic_write_text
+from robustlab.files import atomic_write_text, remove_stale_temporaries
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.progress import Progress, note
 from robustlab.runs import claims
@@ -394,6 +394,7 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
         if run.results_path.exists():
             raise ValueError(f"{run.path} has finished (results.json exists); nothing to resume")
         if context.is_main:
+            remove_stale_temporaries(run.path)  # a checkpoint write that a kill cut short
             store = store or RunStore(run.path.parent)
         return run, saved, store
     if config is None:

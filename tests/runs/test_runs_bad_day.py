@@ -1,0 +1,64 @@
+"""A bad day for the run store: writers killed mid-write, damaged metrics, a missing root, a
+locked index, a full disk. Real run folders, real processes, real SQLite files."""
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from robustlab.cli import main
+from robustlab.config import load_config
+from robustlab.files import atomic_open
+from robustlab.runs.store import Run, RunStore
+from robustlab.train.loop import train
+
+TINY = ["model.kwargs={width: 16, depth: 1}", "train.batch_size=128", "train.epochs=2", "train.device=cpu"]
+
+
+def tiny_config(*overrides: str):
+    return load_config("digits", [*TINY, *overrides])
+
+
+def _write_forever(path):
+    """Child process: writes a checkpoint through atomic_open, and is killed mid-write."""
+    with atomic_open(path, "wb") as handle:
+        while True:
+            handle.write(b"\0" * 65536)
+
+
+def _leave_killed_checkpoint_write(run: Run):
+    process = mp.get_context("spawn").Process(target=_write_forever, args=(run.checkpoint_path,))
+    process.start()
+    deadline = time.time() + 30
+    while not list(run.path.glob(".checkpoint.pt.*.tmp")):
+        assert time.time() < deadline, "writer never started"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    assert len(list(run.path.glob(".checkpoint.pt.*.tmp"))) == 1
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_epoch(epoch, run):
+    if epoch == 0:
+        raise _Stop
+
+
+@pytest.mark.slow
+def test_resume_and_reindex_remove_checkpoint_temporaries_of_killed_writers(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(_Stop):
+        train(tiny_config(), tmp_path / "r", store=store, progress=False, on_epoch_end=_stop_after_first_epoch)
+    run = Run(tmp_path / "r")
+    _leave_killed_checkpoint_write(run)
+    train(None, run.path, resume=True, progress=False)
+    assert run.results_path.exists() and list(run.path.glob(".*.tmp")) == []
+
+    _leave_killed_checkpoint_write(run)
+    assert main(["runs", "reindex", "--runs-root", str(tmp_path)]) == 0
+    assert list(run.path.glob(".*.tmp")) == []

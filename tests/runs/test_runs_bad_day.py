@@ -62,3 +62,21 @@ def test_resume_and_reindex_remove_checkpoint_temporaries_of_killed_writers(tmp_
     _leave_killed_checkpoint_write(run)
     assert main(["runs", "reindex", "--runs-root", str(tmp_path)]) == 0
     assert list(run.path.glob(".*.tmp")) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs", "list"],
+        ["runs", "list", "--status", "failed"],
+        ["runs", "reindex"],
+        ["experiment", "compute_scaling", "--scale", "smoke", "--status"],
+        ["report", "compute_scaling", "--scale", "smoke"],
+    ],
+)
+def test_reading_commands_refuse_a_runs_root_that_does_not_exist(tmp_path, capsys, command):
+    missing = tmp_path / "no" / "such" / "dir"
+    assert main([*command, "--runs-root", str(missing)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"runs root {missing} does not exist" in error
+    assert not (tmp_path / "no").exists()

@@ -73,7 +73,7 @@ def list_runs(args: argparse.Namespace) -> int:
         if value is None:
             raise ConfigError(f"--where '{text}': expected KEY=VALUE, e.g. data.subset_size=390")
         where[".".join(path)] = value
-    rows = RunStore(args.runs_root).query(status=args.status, **where)
+    rows = RunStore(args.runs_root, create=False).query(status=args.status, **where)
     rows = [row for row in rows if not args.name or args.name in (row.name or "")]
     emit(args, [row.to_dict() for row in rows], lambda _: format_table([_summary(row) for row in rows]))
     return 0

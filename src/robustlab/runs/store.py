@@ -37,6 +37,8 @@ from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, confi
 from robustlab.errors import RobustlabError
 from robustlab.files import (
     append_json_lines,
+    disk_full_error,
+    is_disk_full,
     atomic_write_json,
     atomic_write_text,
     json_default,
@@ -227,15 +229,27 @@ class RunStore:
     heartbeats of the processes that train (``robustlab.runs.claims``).
     """
 
-    def __init__(self, root: str | Path | None = None):
-        self._locate(root)
+    def __init__(self, root: str | Path | None = None, create: bool = True):
+        """``create=False`` (every command that only reads) refuses a root that does not
+        exist: a typo must not look like an empty store."""
+        self._locate(root, create)
         self._open()
 
-    def _locate(self, root: str | Path | None) -> None:
+    def _locate(self, root: str | Path | None, create: bool) -> None:
         self.root = Path(root or os.environ.get(DEFAULT_ROOT_ENV, "runs"))
         if self.root.exists() and not self.root.is_dir():
             raise RobustlabError(f"runs root {self.root} is a file; give a folder (--runs-root or ${DEFAULT_ROOT_ENV})")
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not create and not self.root.exists():
+            raise RobustlabError(
+                f"runs root {self.root} does not exist; give the folder of an existing run store "
+                f"(--runs-root or ${DEFAULT_ROOT_ENV})"
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if is_disk_full(error):
+                raise disk_full_error(self.root) from None
+            raise
         self._resolved_root = self.root.resolve()
         self.index_path = self.root / INDEX_NAME
 
@@ -411,10 +425,11 @@ class RunStore:
     @classmethod
     def reindex(cls, root: str | Path | None = None) -> tuple[RunStore, list[Path]]:
         """Rebuild the index of ``root`` from its run folders (a missing, damaged or foreign index
-        included); returns the store and the folders that could not be read. The claims of
+        included; a root that does not exist is an error); returns the store and the folders
+        that could not be read. The claims of
         running sweeps stay when the file was a sound index."""
         store = cls.__new__(cls)
-        store._locate(root)
+        store._locate(root, create=False)
         return store, store._rebuild()
 
     def _rebuild(self, upgrade: bool = False) -> list[Path]:

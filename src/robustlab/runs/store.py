@@ -37,10 +37,10 @@ from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, confi
 from robustlab.errors import RobustlabError
 from robustlab.files import (
     append_json_lines,
-    disk_full_error,
-    is_disk_full,
     atomic_write_json,
     atomic_write_text,
+    disk_full_error,
+    is_disk_full,
     json_default,
     mount_of,
     read_json,

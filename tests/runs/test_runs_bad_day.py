@@ -1,8 +1,10 @@
 """A bad day for the run store: writers killed mid-write, damaged metrics, a missing root, a
 locked index, a full disk. Real run folders, real processes, real SQLite files."""
 
+import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import time
 
@@ -80,3 +82,63 @@ def test_reading_commands_refuse_a_runs_root_that_does_not_exist(tmp_path, capsy
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and f"runs root {missing} does not exist" in error
     assert not (tmp_path / "no").exists()
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A run stopped after 3 of 4 epochs: 3 metrics records, a checkpoint at the third."""
+    root = tmp_path_factory.mktemp("stopped")
+
+    def stop_after_third(epoch, run):
+        if epoch == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(tiny_config("train.epochs=4"), root / "run", progress=False, on_epoch_end=stop_after_third)
+    return root / "run"
+
+
+def _copy_of(run_dir, tmp_path) -> Run:
+    shutil.copytree(run_dir, tmp_path / "run")
+    return Run(tmp_path / "run")
+
+
+def _resume(run: Run, capsys) -> tuple[int, str]:
+    code = main(["train", "--resume", str(run.path), "--quiet"])
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_damaged_metrics_line_that_history_follows(stopped_run, tmp_path, capsys):
+    run = _copy_of(stopped_run, tmp_path)
+    lines = run.metrics_path.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    damaged = lines[0] + '{"epoch": 2, "st\x00ep' + "\n" + lines[2]
+    run.metrics_path.write_text(damaged)
+    code, error = _resume(run, capsys)
+    assert code == 2 and len(error.splitlines()) == 1
+    assert f"{run.metrics_path} line 2 is not a metrics record" in error and "1 records follow it" in error
+    assert run.metrics_path.read_text() == damaged and not run.results_path.exists()
+
+
+@pytest.mark.slow
+def test_resume_refuses_metrics_that_are_not_utf8(stopped_run, tmp_path, capsys):
+    run = _copy_of(stopped_run, tmp_path)
+    damaged = run.metrics_path.read_bytes().replace(b'"epoch"', b'"ep\xff\xfeh"', 1)
+    run.metrics_path.write_bytes(damaged)
+    code, error = _resume(run, capsys)
+    assert code == 2 and f"{run.metrics_path} line 1 is not UTF-8 text" in error and len(error.splitlines()) == 1
+    assert run.metrics_path.read_bytes() == damaged
+
+
+@pytest.mark.slow
+def test_resume_sets_a_damaged_tail_aside_and_keeps_the_history(stopped_run, tmp_path, capsys):
+    run = _copy_of(stopped_run, tmp_path)
+    lines = run.metrics_path.read_text().splitlines(keepends=True)
+    run.metrics_path.write_text("".join(lines) + '{"epoch": 4, "step": 3')  # a torn last write
+    code, error = _resume(run, capsys)
+    aside = run.path / "metrics.jsonl.damaged-1"
+    assert code == 0 and f"moved them to {aside}" in error
+    assert aside.read_text() == '{"epoch": 4, "step": 3'
+    kept = run.metrics_path.read_text().splitlines(keepends=True)
+    assert kept[:3] == lines and json.loads(kept[-1])["final"] is True

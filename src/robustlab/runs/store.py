@@ -96,15 +96,58 @@ class Run:
         append_json_lines(self.metrics_path, [{"time": time.time(), **record}])
 
     def metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a kill
+        """The logged records. Damaged lines at the end (a write that a kill cut short) are
+        left out; a damaged line that sound records follow, or bytes that are not UTF-8, is a
+        ``MetricsError`` naming the file and line: history is never dropped unseen."""
+        return self._read_metrics()[0]
+
+    def rewind_metrics(self, step: int) -> Path | None:
+        """Keep the records up to ``step`` (a resumed run trains the later ones again). Damaged
+        lines at the end move to ``metrics.jsonl.damaged-N`` (returned), never deleted."""
+        records, damaged = self._read_metrics()
+        aside = None
+        if damaged:
+            aside = next(
+                path
+                for n in range(1, 10**6)
+                if not (path := self.metrics_path.with_name(f"{self.metrics_path.name}.damaged-{n}")).exists()
+            )
+            atomic_write_text(aside, "".join(damaged))
+        kept = [record for record in records if record.get("step", 0) <= step and not record.get("final")]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+        return aside
+
+    def _read_metrics(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """(the records, the damaged lines after the last sound one)."""
+        path = self.metrics_path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return [], []
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise MetricsError(
+                f"{path} line {line} is not UTF-8 text (byte {error.start}): the file was damaged; "
+                "repair or delete that line, then retry"
+            ) from None
+        lines = text.splitlines(keepends=True)
+        records: list[dict[str, Any]] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
                 continue
-        return records
+            record = _metrics_record(line)
+            if record is None:
+                following = sum(_metrics_record(later) is not None for later in lines[number:])
+                if following:
+                    raise MetricsError(
+                        f"{path} line {number} is not a metrics record ({line.strip()[:40]!r}) and {following} "
+                        "records follow it: repair or delete that line, then retry"
+                    )
+                return records, lines[number - 1 :]
+            records.append(record)
+        return records, []
 
     def save_results(self, results: RunResults) -> None:
         atomic_write_json(self.results_path, results.to_dict())
@@ -119,6 +162,22 @@ class Run:
         path = self.path / name
         atomic_write_json(path, data)
         return path
+
+
+class MetricsError(RobustlabError):
+    """A run's metrics.jsonl is damaged where dropping the damage would drop history."""
+
+
+def _metrics_record(line: str) -> dict[str, Any] | None:
+    """One line of metrics.jsonl as a record, or None for a damaged line."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step", 0)
+    return record if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 # ---------------------------------------------------------------------------------------

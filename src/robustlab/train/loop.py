@@ -17,7 +17,6 @@ that is killed and resumed ends with exactly the weights of an uninterrupted one
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -40,7 +39,7 @@ from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError, one_line
-from robustlab.files import atomic_write_text, remove_stale_temporaries
+from robustlab.files import remove_stale_temporaries
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.progress import Progress, note
 from robustlab.runs import claims
@@ -419,9 +418,15 @@ def _record_data_folder(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def _forget_metrics_after(run: Run, step: int) -> None:
-    """Drop metrics of steps the checkpoint does not include: they are about to be trained again."""
-    kept = [record for record in run.metrics() if record.get("step", 0) <= step and not record.get("final")]
-    atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+    """Drop metrics of steps the checkpoint does not include: they are about to be trained again.
+    A damaged tail is set aside in a named file (said on stderr); damage before sound records
+    stops the resume with an error naming the line (``Run.rewind_metrics``)."""
+    aside = run.rewind_metrics(step)
+    if aside is not None:
+        print(
+            f"robustlab: {run.metrics_path} ended in damaged lines (a write cut short?); moved them to {aside}",
+            file=sys.stderr,
+        )
 
 
 def _certify_eval_split(

@@ -97,7 +97,7 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     with atomic_open(path, "wb", size=len(data)) as handle:
         handle.write(data)
 
@@ -148,6 +148,15 @@ def process_running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
     except OSError:
         return True
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes this user may still write on the file system holding ``path``."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return 1 << 62  # unknown: plenty
+    return info.f_bavail * info.f_frsize
 
 
 def mount_of(path: Path) -> tuple[str, str]:

@@ -6,13 +6,15 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import subprocess
 import time
+from contextlib import suppress
 
 import pytest
 
 from robustlab.cli import main
 from robustlab.config import load_config
-from robustlab.files import atomic_open
+from robustlab.files import DiskFullError, atomic_open, free_bytes
 from robustlab.runs.store import Run, RunStore
 from robustlab.train.loop import train
 
@@ -142,3 +144,65 @@ def test_resume_sets_a_damaged_tail_aside_and_keeps_the_history(stopped_run, tmp
     assert aside.read_text() == '{"epoch": 4, "step": 3'
     kept = run.metrics_path.read_text().splitlines(keepends=True)
     assert kept[:3] == lines and json.loads(kept[-1])["final"] is True
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real tmpfs of 1 MB (root only: elsewhere these tests are skipped)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def _fill(mount, leave: int):
+    """Write ballast until only ``leave`` bytes are free on ``mount``."""
+    free = free_bytes(mount)
+    with open(mount / "ballast", "ab") as handle:
+        with suppress(OSError):
+            handle.write(b"\0" * max(free - leave, 0))
+    return mount / "ballast"
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_the_second_checkpoint_loses_nothing(small_tmpfs):
+    first = {}
+
+    def fill_after_first_checkpoint(epoch, run):
+        if epoch == 0:
+            first["bytes"] = run.checkpoint_path.read_bytes()
+            _fill(small_tmpfs, leave=len(first["bytes"]) // 2)
+
+    config = tiny_config("model.kwargs={width: 64, depth: 2}", "train.epochs=3")
+    with pytest.raises(DiskFullError) as raised:
+        train(config, small_tmpfs / "run", progress=False, on_epoch_end=fill_after_first_checkpoint)
+    run = Run(small_tmpfs / "run")
+    message = str(raised.value)
+    assert message.startswith(f"no space left on {small_tmpfs} writing {run.checkpoint_path} (")
+    assert f"({len(first['bytes']) / 1e6:.3g} MB needed)" in message and "\n" not in message
+    assert run.checkpoint_path.read_bytes() == first["bytes"]  # the earlier checkpoint is intact
+    assert [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")] == []
+    (row,) = RunStore(small_tmpfs).query()
+    assert row.status in ("failed", "interrupted")  # marked with the disk's error, or untouched
+    assert row.status == "interrupted" or row.error == f"DiskFullError: {message}"
+    (small_tmpfs / "ballast").unlink()  # space again: the run resumes and finishes
+    train(None, run.path, resume=True, progress=False)
+    assert RunStore(small_tmpfs).query()[0].status == "done"
+
+
+def test_a_full_disk_at_the_start_of_a_run_is_one_line_and_leaves_no_folder(small_tmpfs, capsys):
+    RunStore(small_tmpfs)  # the index exists; then the disk fills up
+    ballast = _fill(small_tmpfs, leave=0)
+    code = main(["train", *[f"--set={o}" for o in TINY], "--runs-root", str(small_tmpfs), "--quiet"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1
+    assert error.startswith(f"robustlab train: error: no space left on {small_tmpfs} writing {small_tmpfs}/")
+    assert "not a usable robustlab index" not in error
+    assert sorted(p.name for p in small_tmpfs.iterdir() if p.is_dir()) == []  # no orphan run folder
+    ballast.unlink()
+    assert RunStore(small_tmpfs).query() == []  # the index is sound

@@ -40,6 +40,7 @@ from robustlab.files import (
     atomic_write_json,
     atomic_write_text,
     disk_full_error,
+    free_bytes,
     is_disk_full,
     json_default,
     mount_of,
@@ -240,6 +241,8 @@ IN_PROGRESS = ("created", "running")  # statuses of a run whose process is (or w
 RESUMABLE = ("failed", INTERRUPTED)
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction
+SQLITE_FULL = 13  # sqlite3.SQLITE_FULL (Python 3.11+; written out for 3.10)
+LOW_SPACE_BYTES = 1 << 20  # an I/O error of the index with less space left than this is a full disk
 TABLES = {
     # run_id: the run folder's path relative to the root (absolute for a folder outside it)
     "runs": "run_id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, "
@@ -253,6 +256,10 @@ COLUMNS = {table: [column.split()[0] for column in spec.split(", ")] for table, 
 SCHEMA_1_RUNS = ["run_id", "path", "name", "status", "created", "updated", "config", "results"]
 # WAL needs memory shared between the processes, which these file systems do not give across hosts
 NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "fuse.sshfs"}
+
+
+class IndexBusyError(RobustlabError):
+    """Another process held the index's write lock for longer than ``BUSY_TIMEOUT_S``."""
 
 
 class DamagedIndexError(RobustlabError):
@@ -321,13 +328,25 @@ class RunStore:
         try:
             yield db
         except sqlite3.OperationalError as error:
-            if "locked" in str(error) or "unable to open" in str(error):
+            if self._disk_full(error):
+                raise disk_full_error(self.index_path) from None
+            if "locked" in str(error) or "busy" in str(error):
+                raise IndexBusyError(
+                    f"{self.index_path} is locked by another process ({error}, after waiting {BUSY_TIMEOUT_S:g} s)"
+                ) from None
+            if "unable to open" in str(error):
                 raise RobustlabError(f"{self.index_path}: {error}") from None
             raise self._damaged(str(error)) from None
         except sqlite3.DatabaseError as error:
             raise self._damaged(str(error)) from None
         finally:
             db.close()
+
+    def _disk_full(self, error: sqlite3.OperationalError) -> bool:
+        if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error):
+            return True
+        # a -shm or -wal file that cannot grow is reported as an I/O error: look at the space left
+        return "disk I/O error" in str(error) and free_bytes(self.root) < LOW_SPACE_BYTES
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -383,9 +402,17 @@ class RunStore:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = self.root / f"{config.name}-{stamp}-{uuid.uuid4().hex[:6]}"
         run = Run(run_dir)
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.save_config(config)
-        self.record(run, config, status="created")
+        made = not run.path.exists()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.save_config(config)
+            self.record(run, config, status="created")
+        except BaseException:  # a full disk, a locked index: no folder is left behind
+            run.config_path.unlink(missing_ok=True)
+            if made:
+                with suppress(OSError):
+                    run.path.rmdir()
+            raise
         return run
 
     def record(
@@ -422,11 +449,11 @@ class RunStore:
 
     def discard(self, run: Run) -> None:
         """Forget a run that never trained: its index row, its config, and its folder if now empty."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM runs WHERE run_id = ?", (self.run_id(run.path),))
         run.config_path.unlink(missing_ok=True)
         with suppress(OSError):  # a folder the user gave that holds other files stays
             run.path.rmdir()
+        with self.transaction() as db:  # last: on a full disk this may fail, and the folder is gone already
+            db.execute("DELETE FROM runs WHERE run_id = ?", (self.run_id(run.path),))
 
     def query(self, status: str | None = None, **where: Any) -> list[StoredRun]:
         """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``.

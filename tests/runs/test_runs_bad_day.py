@@ -163,9 +163,8 @@ def small_tmpfs(tmp_path):
 def _fill(mount, leave: int):
     """Write ballast until only ``leave`` bytes are free on ``mount``."""
     free = free_bytes(mount)
-    with open(mount / "ballast", "ab") as handle:
-        with suppress(OSError):
-            handle.write(b"\0" * max(free - leave, 0))
+    with open(mount / "ballast", "ab") as handle, suppress(OSError):
+        handle.write(b"\0" * max(free - leave, 0))
     return mount / "ballast"
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import suppress
 
@@ -15,7 +16,9 @@ import pytest
 from robustlab.cli import main
 from robustlab.config import load_config
 from robustlab.files import DiskFullError, atomic_open, free_bytes
+from robustlab.runs import store as store_module
 from robustlab.runs.store import Run, RunStore
+from robustlab.train import loop as loop_module
 from robustlab.train.loop import train
 
 TINY = ["model.kwargs={width: 16, depth: 1}", "train.batch_size=128", "train.epochs=2", "train.device=cpu"]
@@ -205,3 +208,62 @@ def test_a_full_disk_at_the_start_of_a_run_is_one_line_and_leaves_no_folder(smal
     assert sorted(p.name for p in small_tmpfs.iterdir() if p.is_dir()) == []  # no orphan run folder
     ballast.unlink()
     assert RunStore(small_tmpfs).query() == []  # the index is sound
+
+
+LOCKER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _lock_index_at_last_epoch(store: RunStore, seconds: float, lockers: list):
+    def lock(epoch, run):
+        if epoch == 1:  # the last of two: the run's final index entry comes next
+            locker = subprocess.Popen(
+                [sys.executable, "-c", LOCKER, str(store.index_path), str(seconds)], stdout=subprocess.PIPE, text=True
+            )
+            lockers.append(locker)
+            assert locker.stdout.readline().strip() == "locked"
+
+    return lock
+
+
+@pytest.fixture
+def impatient_index(monkeypatch):
+    """Seconds instead of minutes of waiting for a locked index (the same code path)."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(loop_module, "INDEX_RETRY_S", (0.3, 0.6))
+
+
+@pytest.mark.slow
+def test_a_locked_index_never_fails_a_finished_run(tmp_path, capsys, impatient_index):
+    store, lockers = RunStore(tmp_path), []
+    try:
+        run = train(
+            tiny_config(), store=store, progress=False, on_epoch_end=_lock_index_at_last_epoch(store, 60, lockers)
+        )
+    finally:
+        for locker in lockers:
+            locker.kill()
+            locker.wait()
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith(f"robustlab: warning: {run.path} is done but its index entry")
+    assert f"robustlab runs reindex --runs-root {tmp_path}" in warning[0]
+    # the index still says what it said before the lock (running, while this process lives)
+    assert run.results_path.exists() and store.query()[0].status == "running"
+    assert main(["runs", "reindex", "--runs-root", str(tmp_path)]) == 0
+    (row,) = store.query()
+    assert row.status == "done" and row.results == run.load_results()
+
+
+@pytest.mark.slow
+def test_a_briefly_locked_index_is_written_after_a_retry(tmp_path, capsys, impatient_index):
+    store, lockers = RunStore(tmp_path), []
+    run = train(tiny_config(), store=store, progress=False, on_epoch_end=_lock_index_at_last_epoch(store, 0.5, lockers))
+    lockers[0].wait()
+    assert "warning" not in capsys.readouterr().err
+    (row,) = store.query()
+    assert row.status == "done" and row.results == run.load_results()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +81,9 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def _summary(row: StoredRun) -> dict[str, Any]:
-    config, results = row.config, row.results
-    cra = results.cra_at(PAPER_EPS) if results else None
+    config, results = row.config, row.results_data or {}
+    cra = _cra_at(results.get("cra") or [], PAPER_EPS)
+    accuracy = results.get("accuracy")
     return {
         "run": row.id,
         "status": row.status,
@@ -90,11 +92,19 @@ def _summary(row: StoredRun) -> dict[str, Any]:
         "N": config.get("data", {}).get("subset_size"),
         "epochs": config.get("train", {}).get("epochs"),
         "seed": config.get("seed"),
-        "accuracy": None if results is None else 100 * results.accuracy,
+        "accuracy": None if accuracy is None else 100 * accuracy,
         "CRA 36/255": None if cra is None else 100 * cra,
         "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated)),
         "error": row.error,
     }
+
+
+def _cra_at(points: list[dict[str, Any]], eps: float) -> float | None:
+    """``RunResults.cra_at`` on the stored data: the listing reads no result classes (they import torch)."""
+    for point in points:
+        if math.isclose(point["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
+            return point["cra"]
+    return None
 
 
 def rebuild_index(args: argparse.Namespace) -> int:

@@ -380,8 +380,7 @@ def point_states(configs: list[ExperimentConfig], store: RunStore) -> list[dict[
     store ``row`` of a finished run."""
     held = claims.claims(store, [point_key(config) for config in configs])
     states = []
-    for config in configs:
-        done = store.find_done(config)
+    for config, done in zip(configs, store.find_done_many(configs)):
         claim = held.get(point_key(config)) or {}
         state = claim.get("state")
         if done is not None:

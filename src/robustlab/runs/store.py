@@ -20,6 +20,7 @@ and holds the claims and heartbeats that let many processes train from one root
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,10 +32,10 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
-from robustlab.errors import RobustlabError
+from robustlab.errors import RobustlabError, one_line
 from robustlab.files import (
     append_json_lines,
     atomic_write_json,
@@ -47,9 +48,10 @@ from robustlab.files import (
     read_json,
     remove_stale_temporaries,
 )
-from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
-from robustlab.runs.results import RunResults
+
+if TYPE_CHECKING:  # the result classes import torch: the store's listing does without
+    from robustlab.runs.results import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -154,15 +156,30 @@ class Run:
         atomic_write_json(self.results_path, results.to_dict())
 
     def load_results(self) -> RunResults:
+        """``results.json``; a file that is not a robustlab results file is a ``ResultsFileError``."""
+        from robustlab.runs.results import RunResults
+
         if not self.results_path.exists():
             raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
-        return RunResults.from_dict(read_json(self.results_path))
+        data = read_json(self.results_path)
+        try:
+            return RunResults.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+            problem = f"no {error}" if isinstance(error, KeyError) else one_line(error)
+            raise ResultsFileError(
+                f"{self.results_path} is not a robustlab results file ({problem}); "
+                "train the run again or restore the file"
+            ) from None
 
     def write_json(self, name: str, data: Any) -> Path:
         """An extra result file of this run (e.g. certify.json), written atomically."""
         path = self.path / name
         atomic_write_json(path, data)
         return path
+
+
+class ResultsFileError(RobustlabError, ValueError):
+    """A results.json that is JSON but not a run's results."""
 
 
 class MetricsError(RobustlabError):
@@ -217,6 +234,36 @@ def point_key(config: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(result_key(config), sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _match_name(key: dict[str, Any]) -> str:
+    """A short name of a result key that two keys share when they are equal (``==``: the
+    YAML of a config may write 1 where the config held 1.0): the ``points`` cache's key."""
+    return hashlib.sha256(json.dumps(_integral(key), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@functools.cache
+def config_schema() -> str:
+    """A name of what ``point_key`` depends on: the config's keys and defaults and the
+    execution keys. Point keys cached under another schema are computed again."""
+    described = {"defaults": ExperimentConfig().to_dict(), "execution": EXECUTION_KEYS}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stored_point(config_json: str) -> str:
+    """The point key of a config as the index stores it ('' for one this robustlab cannot read)."""
+    key = _stored_result_key(json.loads(config_json))
+    return "" if key is None else _match_name(key)
+
+
 def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
     # Parsed again so that a config key added since the run was stored takes its default:
     # a new option whose default keeps the old behaviour leaves finished runs matched.
@@ -229,6 +276,8 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
 def _current_architecture(row: StoredRun) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
+    from robustlab.nn.models import ARCHITECTURE_VERSION  # torch: only where models are matched
+
     version = row.results.architecture_version if row.results else 1
     return row.status != DONE or version == ARCHITECTURE_VERSION
 
@@ -252,6 +301,15 @@ TABLES = {
     "workers": "worker TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL",
 }
 COLUMNS = {table: [column.split()[0] for column in spec.split(", ")] for table, spec in TABLES.items()}
+# A cache beside the tables above: each run's point key (``point_key`` of its stored config) as
+# this robustlab's config schema computes it, so that a sweep finds its runs by key without
+# parsing every config of the store. Robustlabs that do not know it ignore it; a key that
+# another schema computed is computed again when first needed.
+POINTS = "points"
+REBUILD_BATCH = 500  # run folders read between two writes of a rebuild
+POINTS_SPEC = "run_id TEXT PRIMARY KEY, schema TEXT NOT NULL, config TEXT NOT NULL, point TEXT NOT NULL"
+# a cached key holds while its run's stored config is the text it was computed from
+FRESH_POINT = "p.run_id = r.run_id AND p.schema = ? AND p.config = r.config"
 # robustlab 0.1's index: one table, runs keyed by their absolute path (a copied root lost its runs)
 SCHEMA_1_RUNS = ["run_id", "path", "name", "status", "created", "updated", "config", "results"]
 # WAL needs memory shared between the processes, which these file systems do not give across hosts
@@ -274,14 +332,27 @@ class StoredRun:
     name: str
     status: str  # created | running | failed | interrupted | done
     config: dict[str, Any]  # the config as stored (``config.config_from_dict`` parses it)
-    results: RunResults | None  # None until the run is done
+    results_data: dict[str, Any] | None  # results.json's data as indexed; None until the run is done
     id: str = ""  # the run folder relative to the runs root (the index's key)
     error: str | None = None  # why it failed, in one line
     created: float = 0.0
     updated: float = 0.0
 
+    @property
+    def results(self) -> RunResults | None:
+        """The typed results, parsed when first read (listing a store never imports torch,
+        which the result classes of ``robustlab.certify`` pull in)."""
+        if self.results_data is None:
+            return None
+        if "_results" not in self.__dict__:
+            from robustlab.runs.results import RunResults
+
+            self.__dict__["_results"] = RunResults.from_dict(self.results_data)
+        return self.__dict__["_results"]
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "results": None if self.results is None else self.results.to_dict()}
+        data = asdict(self)
+        return {key if key != "results_data" else "results": value for key, value in data.items()}
 
 
 class RunStore:
@@ -381,6 +452,10 @@ class RunStore:
         elif version != SCHEMA_VERSION or any(tables.get(table) != columns for table, columns in COLUMNS.items()):
             found = ", ".join(f"{name}({', '.join(columns)})" for name, columns in sorted(tables.items()))
             raise self._damaged(f"its tables are {found}, schema version {version}; expected version {SCHEMA_VERSION}")
+        elif tables.get(POINTS) != [column.split()[0] for column in POINTS_SPEC.split(", ")]:
+            with self.transaction() as db:  # an index of a robustlab without the cache (or another one)
+                db.execute(f"DROP TABLE IF EXISTS {POINTS}")
+                _create_tables(db)
         self._set_journal_mode()
 
     def _set_journal_mode(self) -> None:
@@ -426,6 +501,7 @@ class RunStore:
         """Index the run's status (``error``: one line, for a failed run). A ``created`` or
         ``running`` run belongs to this process, and reads ``interrupted`` once it stops beating."""
         now = time.time()
+        stored_config = json.dumps(config.to_dict())
         with self.transaction() as db:
             db.execute(
                 """INSERT INTO runs (run_id, name, status, created, updated, config, results, error, worker)
@@ -440,11 +516,15 @@ class RunStore:
                     status,
                     now,
                     now,
-                    json.dumps(config.to_dict()),
+                    stored_config,
                     None if results is None else json.dumps(results.to_dict(), default=json_default),
                     error,
                     worker_id() if status in IN_PROGRESS else None,
                 ),
+            )
+            db.execute(
+                f"INSERT OR REPLACE INTO {POINTS} VALUES (?, ?, ?, ?)",
+                (self.run_id(run.path), config_schema(), stored_config, _match_name(result_key(config))),
             )
 
     def discard(self, run: Run) -> None:
@@ -454,22 +534,26 @@ class RunStore:
             run.path.rmdir()
         with self.transaction() as db:  # last: on a full disk this may fail, and the folder is gone already
             db.execute("DELETE FROM runs WHERE run_id = ?", (self.run_id(run.path),))
+            db.execute(f"DELETE FROM {POINTS} WHERE run_id = ?", (self.run_id(run.path),))
 
     def query(self, status: str | None = None, **where: Any) -> list[StoredRun]:
         """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``.
 
         A run whose process died reads ``interrupted`` (also for ``status``)."""
-        sql = f"""SELECT r.run_id, r.name, r.status, r.created, r.updated, r.config, r.results, r.error,
-                  {WORKER_COLUMNS} FROM runs r {WORKER_JOIN.format(table="r")} WHERE 1=1"""
-        args: list[Any] = []
-        if status is not None and status not in (INTERRUPTED, *IN_PROGRESS):
-            sql += " AND r.status = ?"
-            args.append(status)
+        sql, args = "", []
         for key, value in where.items():
             sql += " AND json_extract(r.config, ?) IS ?"
             args += [f"$.{key}", value]
+        return self._select(status, sql, args)
+
+    def _select(self, status: str | None, where_sql: str, args: list[Any]) -> list[StoredRun]:
+        sql = f"""SELECT r.run_id, r.name, r.status, r.created, r.updated, r.config, r.results, r.error,
+                  {WORKER_COLUMNS} FROM runs r {WORKER_JOIN.format(table="r")} WHERE 1=1"""
+        if status is not None and status not in (INTERRUPTED, *IN_PROGRESS):
+            sql += " AND r.status = ?"
+            args = [status, *args]
         with self.connect() as db:
-            rows = db.execute(sql + " ORDER BY r.created", args).fetchall()
+            rows = db.execute(sql + where_sql + " ORDER BY r.created", args).fetchall()
         now = time.time()
         found = [
             StoredRun(
@@ -477,7 +561,7 @@ class RunStore:
                 name,
                 INTERRUPTED if state in IN_PROGRESS and not is_live(host, pid, beat, now) else state,
                 json.loads(config),
-                RunResults.from_dict(json.loads(results)) if results else None,
+                json.loads(results) if results else None,
                 run_id,
                 error,
                 created,
@@ -490,13 +574,55 @@ class RunStore:
     def find(self, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
         """Rows (oldest first) of runs with the same result-relevant config (``result_key``);
         finished ones only when trained by this robustlab's architecture version."""
-        key = result_key(config)
-        candidates = self.query(status=status, **{"model.name": config.model.name, "data.name": config.data.name})
-        return [row for row in candidates if _stored_result_key(row.config) == key and _current_architecture(row)]
+        return self.find_many([config], status)[0]
 
     def find_done(self, config: ExperimentConfig) -> StoredRun | None:
-        done = self.find(config, status=DONE)
-        return done[-1] if done else None
+        return self.find_done_many([config])[0]
+
+    def find_done_many(self, configs: list[ExperimentConfig]) -> list[StoredRun | None]:
+        """``find_done`` of each config, in one pass over the index (a sweep's status)."""
+        return [rows[-1] if rows else None for rows in self.find_many(configs, status=DONE)]
+
+    def find_many(self, configs: list[ExperimentConfig], status: str | None = None) -> list[list[StoredRun]]:
+        """``find`` of each config. The runs are found by their cached point keys (the
+        ``points`` table), not by parsing every stored config."""
+        wanted = [_match_name(result_key(config)) for config in configs]
+        point_of = self._points_of(set(wanted))
+        run_ids = sorted(point_of)
+        rows: list[StoredRun] = []
+        for start in range(0, len(run_ids), 500):  # SQLite limits the number of parameters
+            part = run_ids[start : start + 500]
+            rows += self._select(status, f" AND r.run_id IN ({', '.join('?' * len(part))})", part)
+        by_point: dict[str, list[StoredRun]] = {}
+        for row in sorted(rows, key=lambda row: row.created):
+            if _current_architecture(row):
+                by_point.setdefault(point_of[row.id], []).append(row)
+        return [by_point.get(point, []) for point in wanted]
+
+    def _points_of(self, points: set[str]) -> dict[str, str]:
+        """{run id: point key} of the runs whose point key is one of ``points``."""
+        schema = config_schema()
+        with self.connect() as db:
+            stale = db.execute(
+                f"SELECT r.run_id, r.config FROM runs r LEFT JOIN {POINTS} p ON {FRESH_POINT} WHERE p.run_id IS NULL",
+                (schema,),
+            ).fetchall()
+            found: dict[str, str] = {}
+            for point in points:
+                found.update(
+                    db.execute(
+                        f"""SELECT p.run_id, p.point FROM {POINTS} p JOIN runs r ON {FRESH_POINT}
+                            WHERE p.schema = ? AND p.point = ?""",
+                        (schema, schema, point),
+                    ).fetchall()
+                )
+        if stale:  # runs indexed by merge or by another robustlab: their keys are computed once
+            computed = [(run_id, schema, config, _stored_point(config)) for run_id, config in stale]
+            found.update((run_id, point) for run_id, _, _, point in computed if point in points)
+            # only a cache: a locked or read-only index computes them again next time
+            with suppress(RobustlabError), self.transaction() as db:
+                db.executemany(f"INSERT OR REPLACE INTO {POINTS} VALUES (?, ?, ?, ?)", computed)
+        return found
 
     def find_unfinished(self, config: ExperimentConfig) -> StoredRun | None:
         """The newest interrupted or failed run of this config that left a checkpoint to resume
@@ -522,24 +648,49 @@ class RunStore:
         if self.index_path.exists() and not _is_database(self.index_path):
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
-        rows, unreadable = [], []
+        unreadable: list[Path] = []
+        run_columns = ", ".join("?" * len(COLUMNS["runs"]))
+        with self.connect() as db:
+            # The folders' rows go to a temporary table in batches (memory stays flat in the
+            # number of runs, and no lock is held while folders are read), then replace the
+            # index's rows in one short transaction: a reader sees the old index or the new one.
+            db.execute("PRAGMA temp_store = FILE")
+            db.execute(f"CREATE TEMP TABLE rebuilt ({TABLES['runs']})")
+            db.execute(f"CREATE TEMP TABLE rebuilt_points ({POINTS_SPEC})")
+            for batch in _batches(self._folder_rows(unreadable), REBUILD_BATCH):
+                db.executemany(f"INSERT INTO temp.rebuilt VALUES ({run_columns})", [row for row, _ in batch])
+                db.executemany(
+                    "INSERT INTO temp.rebuilt_points VALUES (?, ?, ?, ?)",
+                    [(row[0], config_schema(), row[5], point) for row, point in batch],
+                )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if upgrade and db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                    db.execute("ROLLBACK")
+                    return unreadable  # another process upgraded it first
+                for table, columns in COLUMNS.items():  # claims and heartbeats of running sweeps stay
+                    if table == "runs" or [c[1] for c in db.execute(f"PRAGMA table_info('{table}')")] != columns:
+                        db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute(f"DROP TABLE IF EXISTS {POINTS}")
+                _create_tables(db)
+                db.execute("INSERT INTO runs SELECT * FROM temp.rebuilt")
+                db.execute(f"INSERT INTO {POINTS} SELECT * FROM temp.rebuilt_points")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        self._set_journal_mode()
+        return unreadable
+
+    def _folder_rows(self, unreadable: list[Path]) -> Iterator[tuple[tuple, str]]:
+        """(index row, point key) of each run folder of the root; unreadable ones are added to ``unreadable``."""
         for folder in _run_folders(self.root):
             remove_stale_temporaries(folder)  # writes that a killed process left unfinished
             row = self._folder_row(folder)
             if row is None:
                 unreadable.append(folder)
             else:
-                rows.append(row)
-        with self.transaction() as db:
-            if upgrade and db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return unreadable  # another process upgraded it first
-            for table, columns in COLUMNS.items():  # claims and heartbeats of running sweeps stay
-                if table == "runs" or [c[1] for c in db.execute(f"PRAGMA table_info('{table}')")] != columns:
-                    db.execute(f"DROP TABLE IF EXISTS {table}")
-            _create_tables(db)
-            db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(COLUMNS['runs']))})", rows)
-        self._set_journal_mode()
-        return unreadable
+                yield row, _stored_point(row[5])
 
     def _folder_row(self, folder: Path) -> tuple | None:
         """The index row of a run folder, read from its files alone."""
@@ -632,7 +783,20 @@ class RunStore:
 def _create_tables(db: sqlite3.Connection) -> None:
     for table, columns in TABLES.items():
         db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {POINTS} ({POINTS_SPEC})")
+    db.execute(f"CREATE INDEX IF NOT EXISTS {POINTS}_by_point ON {POINTS} (schema, point)")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _run_folders(root: Path) -> list[Path]:

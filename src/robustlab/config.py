@@ -356,9 +356,14 @@ def _load_raw(source: str | Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``optim.lr=0.3`` -> (["optim", "lr"], 0.3); values are read as YAML scalars."""
     key, sep, raw = text.partition("=")
+    shown = f"'{text}'" if text.isprintable() else repr(text)  # a newline in it must not break the error's line
     if not sep or not key.strip():
-        raise ConfigError(f"override '{text}' must look like key=value, e.g. optim.lr=0.3")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+        raise ConfigError(f"override {shown} must look like key=value, e.g. optim.lr=0.3")
+    try:
+        return key.strip().split("."), yaml.load(raw, Loader=SAFE_LOADER) if raw.strip() else None
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())  # the parser's message spans lines
+        raise ConfigError(f"override {shown}: the value is not valid YAML ({reason}); quote text values") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

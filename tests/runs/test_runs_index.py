@@ -209,3 +209,13 @@ def test_a_sweep_finds_runs_indexed_without_point_keys(tmp_path):
     found = store.find_done_many([load_config(None, ["seed=3"]), load_config(None, ["seed=4"])])
     assert found[0] is not None and found[0].id == run.path.name and found[0].results.accuracy == 0.75
     assert found[1] is None
+
+
+@pytest.mark.parametrize("runs", [0, 1, 3])
+def test_runs_list_json_is_streamed_as_the_same_json_array(tmp_path, capsys, runs):
+    store = RunStore(tmp_path)
+    for seed in range(runs):
+        _finished(store, f"seed={seed}")
+    assert main(["runs", "list", "--runs-root", str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps([row.to_dict() for row in store.query()], indent=2) + "\n"

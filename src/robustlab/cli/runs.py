@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.config import PAPER_EPS, ConfigError, parse_override
+from robustlab.files import json_default
 
 if TYPE_CHECKING:
     from robustlab.runs.store import StoredRun
@@ -74,10 +78,24 @@ def list_runs(args: argparse.Namespace) -> int:
         if value is None:
             raise ConfigError(f"--where '{text}': expected KEY=VALUE, e.g. data.subset_size=390")
         where[".".join(path)] = value
-    rows = RunStore(args.runs_root, create=False).query(status=args.status, **where)
-    rows = [row for row in rows if not args.name or args.name in (row.name or "")]
-    emit(args, [row.to_dict() for row in rows], lambda _: format_table([_summary(row) for row in rows]))
+    store = RunStore(args.runs_root, create=False)
+    rows = (
+        row for row in store.iter_query(status=args.status, **where) if not args.name or args.name in (row.name or "")
+    )
+    if args.json:  # streamed: a store of 10,000 runs is never in memory at once
+        _print_json_array(json.dumps(row.to_dict(), indent=2, default=json_default) for row in rows)
+    else:
+        summaries = [_summary(row) for row in rows]  # the table's widths need every row: keep only its cells
+        print(format_table(summaries))
     return 0
+
+
+def _print_json_array(items: Iterator[str]) -> None:
+    """Write what ``json.dump(list(items), indent=2)`` writes, one item at a time."""
+    count = 0
+    for count, item in enumerate(items, 1):
+        sys.stdout.write(("[\n  " if count == 1 else ",\n  ") + item.replace("\n", "\n  "))
+    sys.stdout.write("\n]\n" if count else "[]\n")
 
 
 def _summary(row: StoredRun) -> dict[str, Any]:

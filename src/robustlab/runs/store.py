@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -351,8 +351,8 @@ class StoredRun:
         return self.__dict__["_results"]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {key if key != "results_data" else "results": value for key, value in data.items()}
+        # shallow (no deep copy through asdict): a listing of 10,000 runs spent seconds copying configs
+        return {"results" if f.name == "results_data" else f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class RunStore:
@@ -540,36 +540,41 @@ class RunStore:
         """Runs whose config matches, e.g. ``query(**{"optim.lr": 0.1, "data.subset_size": 390})``.
 
         A run whose process died reads ``interrupted`` (also for ``status``)."""
+        return list(self.iter_query(status, **where))
+
+    def iter_query(self, status: str | None = None, **where: Any) -> Iterator[StoredRun]:
+        """``query``, one run at a time (a listing of many runs holds one in memory)."""
         sql, args = "", []
         for key, value in where.items():
             sql += " AND json_extract(r.config, ?) IS ?"
             args += [f"$.{key}", value]
         return self._select(status, sql, args)
 
-    def _select(self, status: str | None, where_sql: str, args: list[Any]) -> list[StoredRun]:
+    def _select(self, status: str | None, where_sql: str, args: list[Any]) -> Iterator[StoredRun]:
         sql = f"""SELECT r.run_id, r.name, r.status, r.created, r.updated, r.config, r.results, r.error,
                   {WORKER_COLUMNS} FROM runs r {WORKER_JOIN.format(table="r")} WHERE 1=1"""
         if status is not None and status not in (INTERRUPTED, *IN_PROGRESS):
             sql += " AND r.status = ?"
             args = [status, *args]
+        root, now = str(self._resolved_root), time.time()
         with self.connect() as db:
-            rows = db.execute(sql + where_sql + " ORDER BY r.created", args).fetchall()
-        now = time.time()
-        found = [
-            StoredRun(
-                str(self._resolved_root / run_id),
-                name,
-                INTERRUPTED if state in IN_PROGRESS and not is_live(host, pid, beat, now) else state,
-                json.loads(config),
-                json.loads(results) if results else None,
-                run_id,
-                error,
-                created,
-                updated,
-            )
-            for run_id, name, state, created, updated, config, results, error, host, pid, beat in rows
-        ]
-        return [row for row in found if status is None or row.status == status]
+            for run_id, name, state, created, updated, config, results, error, host, pid, beat in db.execute(
+                sql + where_sql + " ORDER BY r.created", args
+            ):
+                if state in IN_PROGRESS and not is_live(host, pid, beat, now):
+                    state = INTERRUPTED
+                if status is None or state == status:
+                    yield StoredRun(
+                        os.path.join(root, run_id),  # an absolute run id (a folder outside the root) stays
+                        name,
+                        state,
+                        json.loads(config),
+                        json.loads(results) if results else None,
+                        run_id,
+                        error,
+                        created,
+                        updated,
+                    )
 
     def find(self, config: ExperimentConfig, status: str | None = None) -> list[StoredRun]:
         """Rows (oldest first) of runs with the same result-relevant config (``result_key``);

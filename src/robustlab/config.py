@@ -181,6 +181,11 @@ class ExperimentConfig:
 # Building a config from plain data
 
 
+def _printable(text: str) -> str:
+    """``text`` as an error shows it: quoted and escaped when it holds a newline or another control character."""
+    return text if text.isprintable() else repr(text)
+
+
 def from_dict(data: dict[str, Any], cls: type = ExperimentConfig, where: str = "") -> Any:
     """Build the dataclass ``cls`` from nested plain data, checking every key and value."""
     if not isinstance(data, dict):
@@ -190,7 +195,7 @@ def from_dict(data: dict[str, Any], cls: type = ExperimentConfig, where: str = "
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"unknown config key {_join(where, unknown[0])!s}; "
+            f"unknown config key {_printable(_join(where, str(unknown[0])))}; "
             f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(known))}"
         )
     values = {name: _coerce(value, hints[name], _join(where, name)) for name, value in data.items()}

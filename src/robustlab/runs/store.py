@@ -135,7 +135,8 @@ class Run:
                 f"{path} line {line} is not UTF-8 text (byte {error.start}): the file was damaged; "
                 "repair or delete that line, then retry"
             ) from None
-        lines = text.splitlines(keepends=True)
+        parts = text.split("\n")  # not splitlines(): a line separator inside a JSON string is no line end
+        lines = [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
         records: list[dict[str, Any]] = []
         for number, line in enumerate(lines, 1):
             if not line.strip():

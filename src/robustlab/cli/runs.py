@@ -129,7 +129,8 @@ def rebuild_index(args: argparse.Namespace) -> int:
     from robustlab.runs.store import RunStore
 
     store, unreadable = RunStore.reindex(args.runs_root)
-    summary = {"index": str(store.index_path), "runs": len(store.query()), "unreadable": [str(p) for p in unreadable]}
+    indexed = sum(1 for _ in store.iter_query())  # counted one run at a time: memory flat in the store's size
+    summary = {"index": str(store.index_path), "runs": indexed, "unreadable": [str(p) for p in unreadable]}
     emit(
         args,
         summary,

@@ -98,6 +98,7 @@ def test_a_file_given_as_the_data_folder_is_named_as_a_file(tmp_path, capsys):
 
 def test_report_of_an_experiment_without_runs_is_an_error_and_draws_nothing(tmp_path, capsys):
     out = tmp_path / "report"
+    (tmp_path / "runs").mkdir()  # an empty store (a root that does not exist is another error)
     status, _, err = run_cli(
         capsys, "report", "data_scaling", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "--out", str(out)
     )

@@ -6,6 +6,8 @@ import json
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -181,3 +183,39 @@ def test_a_claim_is_exclusive_until_its_process_stops_beating(tmp_path):
         assert not claims.claim(store, key, "s", since)  # failed during this sweep: not again
         assert claims.claim(store, key, "s", time.time() + 1)  # the next sweep retries it
         assert claims.claims(store, [key])[key]["attempts"] == 4
+
+
+@pytest.mark.parametrize("flags", [[], ["--status", "failed"], ["--status", "done", "--json"], ["--where", "seed=1"]])
+def test_listing_a_store_imports_no_torch(tmp_path, flags):
+    store = RunStore(tmp_path)
+    _finished(store, "seed=1")
+    _unfinished(store, "seed=2")
+    code = (
+        "import sys; from robustlab.cli import main; "
+        f"code = main(['runs', 'list', '--runs-root', {str(tmp_path)!r}, *{flags!r}]); "
+        "print('torch' in sys.modules, 'numpy' in sys.modules, code, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "False False 0"
+    assert "s-" in done.stdout  # each listing has one of the two runs
+
+
+def test_a_sweep_finds_runs_indexed_without_point_keys(tmp_path):
+    store = RunStore(tmp_path)
+    run = _finished(store, "seed=3", accuracy=0.75)
+    with sqlite3.connect(store.index_path) as db:  # as an index written by a robustlab without the cache
+        db.execute("DROP TABLE points")
+    store = RunStore(tmp_path)
+    found = store.find_done_many([load_config(None, ["seed=3"]), load_config(None, ["seed=4"])])
+    assert found[0] is not None and found[0].id == run.path.name and found[0].results.accuracy == 0.75
+    assert found[1] is None
+
+
+@pytest.mark.parametrize("runs", [0, 1, 3])
+def test_runs_list_json_is_streamed_as_the_same_json_array(tmp_path, capsys, runs):
+    store = RunStore(tmp_path)
+    for seed in range(runs):
+        _finished(store, f"seed={seed}")
+    assert main(["runs", "list", "--runs-root", str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps([row.to_dict() for row in store.query()], indent=2) + "\n"

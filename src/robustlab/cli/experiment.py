@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.runs.store import RunStore
 
     setup = setup_from_args(args)
-    store = RunStore(args.runs_root)
+    store = RunStore(args.runs_root, create=not args.status)  # --status only reads: the root must exist
     if args.status:
         return show_status(args, setup, store)
     if args.dry_run:

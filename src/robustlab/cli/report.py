@@ -25,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.experiments import report_experiment
     from robustlab.runs.store import RunStore
 
-    report = report_experiment(setup_from_args(args), RunStore(args.runs_root), out_dir=args.out)
+    report = report_experiment(setup_from_args(args), RunStore(args.runs_root, create=False), out_dir=args.out)
     emit(args, report.to_dict(), render_report)
     return 0

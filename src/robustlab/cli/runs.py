@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shlex
+import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from robustlab.cli.common import add_json_flag, emit, format_table
 from robustlab.config import PAPER_EPS, ConfigError, parse_override
+from robustlab.files import json_default
 
 if TYPE_CHECKING:
     from robustlab.runs.store import StoredRun
@@ -74,14 +79,28 @@ def list_runs(args: argparse.Namespace) -> int:
         if value is None:
             raise ConfigError(f"--where '{text}': expected KEY=VALUE, e.g. data.subset_size=390")
         where[".".join(path)] = value
-    rows = RunStore(args.runs_root).query(status=args.status, **where)
-    rows = [row for row in rows if not args.name or args.name in (row.name or "")]
-    emit(
-        args,
-        [row.to_dict() for row in rows],
-        lambda _: format_table([_summary(row) for row in rows]) + _resume_hint(rows),
+    store = RunStore(args.runs_root, create=False)
+    rows = (
+        row for row in store.iter_query(status=args.status, **where) if not args.name or args.name in (row.name or "")
     )
+    if args.json:  # streamed: a store of 10,000 runs is never in memory at once
+        _print_json_array(json.dumps(row.to_dict(), indent=2, default=json_default) for row in rows)
+    else:
+        summaries, interrupted = [], []  # the table's widths need every row: keep only its cells
+        for row in rows:
+            summaries.append(_summary(row))
+            if row.status == "interrupted":
+                interrupted.append(row)
+        print(format_table(summaries) + _resume_hint(interrupted))
     return 0
+
+
+def _print_json_array(items: Iterator[str]) -> None:
+    """Write what ``json.dump(list(items), indent=2)`` writes, one item at a time."""
+    count = 0
+    for count, item in enumerate(items, 1):
+        sys.stdout.write(("[\n  " if count == 1 else ",\n  ") + item.replace("\n", "\n  "))
+    sys.stdout.write("\n]\n" if count else "[]\n")
 
 
 def _resume_hint(rows: list) -> str:
@@ -94,8 +113,9 @@ def _resume_hint(rows: list) -> str:
 
 
 def _summary(row: StoredRun) -> dict[str, Any]:
-    config, results = row.config, row.results
-    cra = results.cra_at(PAPER_EPS) if results else None
+    config, results = row.config, row.results_data or {}
+    cra = _cra_at(results.get("cra") or [], PAPER_EPS)
+    accuracy = results.get("accuracy")
     return {
         "run": row.id,
         "status": row.status,
@@ -104,18 +124,27 @@ def _summary(row: StoredRun) -> dict[str, Any]:
         "N": config.get("data", {}).get("subset_size"),
         "epochs": config.get("train", {}).get("epochs"),
         "seed": config.get("seed"),
-        "accuracy": None if results is None else 100 * results.accuracy,
+        "accuracy": None if accuracy is None else 100 * accuracy,
         "CRA 36/255": None if cra is None else 100 * cra,
         "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated)),
         "error": row.error,
     }
 
 
+def _cra_at(points: list[dict[str, Any]], eps: float) -> float | None:
+    """``RunResults.cra_at`` on the stored data: the listing reads no result classes (they import torch)."""
+    for point in points:
+        if math.isclose(point["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
+            return point["cra"]
+    return None
+
+
 def rebuild_index(args: argparse.Namespace) -> int:
     from robustlab.runs.store import RunStore
 
     store, unreadable = RunStore.reindex(args.runs_root)
-    summary = {"index": str(store.index_path), "runs": len(store.query()), "unreadable": [str(p) for p in unreadable]}
+    indexed = sum(1 for _ in store.iter_query())  # counted one run at a time: memory flat in the store's size
+    summary = {"index": str(store.index_path), "runs": indexed, "unreadable": [str(p) for p in unreadable]}
     emit(
         args,
         summary,

@@ -27,9 +27,11 @@ import dataclasses
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,19 +247,60 @@ def run_workers(order: WorkOrder, workers: int) -> None:
         )
         process.start()
         processes.append(process)
+    store, keys = RunStore(order.root), sorted({point_key(config) for config in order.configs})
+    held: dict[int, set[str]] = {}  # a live worker's pid -> the points it held when last looked at
+
+    def running() -> bool:
+        states = claims.claims(store, keys)
+        for process in processes:
+            if process.is_alive():  # is_alive reaps dead workers
+                held[process.pid or 0] = {k for k, s in states.items() if _holder_pid(s) == process.pid}
+        return any(process.is_alive() for process in processes)
+
     try:
-        _watch(lambda: any(process.is_alive() for process in processes), order)  # is_alive reaps dead workers
+        _watch(running, order)
     finally:
         for process in processes:
             process.join()
     for process in processes:
         if process.exitcode:
-            print(f"robustlab: {process.name} ended with exit status {process.exitcode}", file=sys.stderr)
+            print(_death_line(process, held.get(process.pid or 0, set()), processes, store, order), file=sys.stderr)
+
+
+def _holder_pid(state: dict[str, Any]) -> int | None:
+    """The pid of the process holding a claim (None when settled)."""
+    if state["state"] not in (claims.RUNNING, "interrupted") or not state["worker"]:
+        return None
+    return int(state["worker"].split(":")[1])
+
+
+def _death_line(process, points: set[str], processes: list, store: RunStore, order: WorkOrder) -> str:
+    """What the summary says of a worker that ended badly: how, and who took over its point."""
+    code = process.exitcode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit status {code}"
+    names = {other.pid: f"{other.name} (pid {other.pid})" for other in processes}
+    labels = {point_key(config): order.label(config) for config in order.configs}
+    taken = []
+    for key, state in sorted(claims.claims(store, sorted(points)).items()):
+        label = labels.get(key, key)
+        holder = int(state["worker"].split(":")[1]) if state["worker"] else None
+        if holder is None or holder == process.pid:
+            taken.append(f"{label} (not taken over)")
+        else:
+            taker = names.get(holder, f"another process (pid {holder})")
+            taken.append(f"{label}, which {taker} took over ({state['state']})")
+    held = f" while it trained {'; '.join(taken)}" if taken else ""
+    return f"robustlab: {process.name} (pid {process.pid}) {how}{held}"
 
 
 def _worker_main(order: WorkOrder, cuda_devices: str | None) -> None:
     if cuda_devices is not None:  # before anything initialises CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore, which a SIGKILLed worker leaves for the
+    # resource tracker to warn about; a worker writes no bars to share a lock for
+    tqdm.set_lock(threading.RLock())
     work(order)
 
 
@@ -380,8 +423,7 @@ def point_states(configs: list[ExperimentConfig], store: RunStore) -> list[dict[
     store ``row`` of a finished run."""
     held = claims.claims(store, [point_key(config) for config in configs])
     states = []
-    for config in configs:
-        done = store.find_done(config)
+    for config, done in zip(configs, store.find_done_many(configs)):
         claim = held.get(point_key(config)) or {}
         state = claim.get("state")
         if done is not None:

@@ -23,6 +23,7 @@ safetensors holds only tensors and strings, and a ``model.pt`` is read with
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch import nn
 
 from robustlab.config import ExperimentConfig
 from robustlab.data.splits import PreparedData
-from robustlab.errors import RobustlabError
+from robustlab.errors import RobustlabError, one_line
 from robustlab.files import atomic_open, atomic_torch_save, safe_torch_load
 from robustlab.nn.export import export_model
 from robustlab.nn.lipschitz import configure_eval
@@ -277,7 +278,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_na
     ``expected_name`` (a registered model name) refuses weights of any other model.
     """
     architecture, state, form = read_weights(path)
-    name = architecture.get("name", "?")
+    check_architecture(path, architecture)
+    name = architecture["name"]
     if expected_name is not None and name.lower() != expected_name.lower():
         raise WeightsError(
             f"{path} holds weights of a '{name}' model, not of '{expected_name}' "
@@ -286,11 +288,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_na
     if form not in FORMS:
         raise WeightsError(f"{path}: unknown weights form {form!r}; this robustlab reads {', '.join(FORMS)}")
     try:
+        _check_model_size(path, architecture, state)
         model = create_from_architecture(architecture, architecture.get("power_iterations", 1000))
-    except (UnknownNameError, ValueError) as error:  # a model this robustlab lacks, or bad arguments
-        raise WeightsError(f"{path}: cannot build its model: {error}") from None
-    except KeyError as error:
-        raise WeightsError(f"{path}: the architecture record has no {error}") from None
+    except (UnknownNameError, ValueError, TypeError) as error:  # a model this robustlab lacks, or bad arguments
+        raise WeightsError(f"{path}: cannot build its model: {one_line(error)}") from None
     change = architecture_change(model, architecture.get("version", 1))
     if change:
         raise WeightsError(f"{path} does not fit this robustlab's '{name}' model: {change}. Train it again.")
@@ -325,3 +326,59 @@ def _exported_as_saved(model: ImageClassifier, plain: dict[str, torch.Tensor], p
             "export the run again"
         )
     return exported
+
+
+# What an architecture record may claim before anything is sized from it: far above every
+# model robustlab trains (3 x 32 x 32 images, 100 classes), far below an allocation that hurts.
+MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_CLASSES, MAX_POWER_ITERATIONS = 64, 4096, 100_000, 100_000
+WEIGHTS_SLACK = 2  # a model may need at most this many times the weights its file holds (+1 MB: buffers)
+
+
+def check_architecture(path: str | Path, architecture: Any) -> None:
+    """Refuse an architecture record whose fields have the wrong types or absurd sizes (a
+    weights file is untrusted: its numbers must not size an allocation unchecked)."""
+
+    def refuse(problem: str) -> WeightsError:
+        return WeightsError(f"{path}: the architecture record {problem}; re-export the weights with robustlab")
+
+    if not isinstance(architecture, dict):
+        raise refuse(f"is a {type(architecture).__name__}, not a mapping")
+    for key, kind in (("name", str), ("input_shape", list), ("num_classes", int), ("mean", list), ("kwargs", dict)):
+        if key not in architecture:
+            raise refuse(f"has no {key!r}")
+        if not isinstance(architecture[key], kind) or isinstance(architecture[key], bool):
+            raise refuse(f"has {key} = {str(architecture[key])[:40]!r}, not a {kind.__name__}")
+    shape, classes, mean = architecture["input_shape"], architecture["num_classes"], architecture["mean"]
+    limits = (MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    if len(shape) != 3 or not all(_whole(side) and 1 <= side <= top for side, top in zip(shape, limits)):
+        raise refuse(
+            f"has input_shape {str(shape)[:40]}; expected [channels <= {MAX_CHANNELS}, height, width <= {MAX_IMAGE_SIDE}]"
+        )
+    if not 2 <= classes <= MAX_CLASSES:
+        raise refuse(f"has num_classes {classes}; expected 2 to {MAX_CLASSES}")
+    if len(mean) != shape[0] or not all(isinstance(m, int | float) and math.isfinite(m) for m in mean):
+        raise refuse(f"has mean {str(mean)[:40]}; expected {shape[0]} finite numbers")
+    for key, top in (("version", 10**6), ("power_iterations", MAX_POWER_ITERATIONS)):
+        if key in architecture and not (_whole(architecture[key]) and 0 <= architecture[key] <= top):
+            raise refuse(f"has {key} {str(architecture[key])[:40]}; expected a whole number from 0 to {top}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_model_size(path: str | Path, architecture: dict, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a record that describes a model much larger than the weights the file holds
+    (its size is read from a skeleton on the meta device, which allocates nothing)."""
+    try:
+        with torch.device("meta"):
+            skeleton = create_from_architecture(architecture, 0)
+    except (NotImplementedError, RuntimeError):  # a layer that computes at build time: the range checks bound it
+        return
+    needed = sum(tensor.numel() * tensor.element_size() for tensor in skeleton.state_dict().values())
+    held = sum(tensor.numel() * tensor.element_size() for tensor in state.values() if torch.is_tensor(tensor))
+    if needed > WEIGHTS_SLACK * held + 2**20:
+        raise WeightsError(
+            f"{path}: the architecture record describes a model of {needed / 1e6:.3g} MB of weights, but the file "
+            f"holds {held / 1e6:.3g} MB; the record does not belong to these weights"
+        )

@@ -31,9 +31,12 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
+from robustlab.files import process_running
 
-class RunStore(Protocol):
-    """What claims need of ``robustlab.runs.store.RunStore`` (which imports this module)."""
+
+class IndexAccess(Protocol):
+    """An index that claims are read from and written to: what claims need of
+    ``robustlab.runs.store.RunStore`` (which imports this module, so it cannot be named here)."""
 
     index_path: Path
 
@@ -64,20 +67,7 @@ def is_live(host: str | None, pid: int | None, heartbeat: float | None, now: flo
     host, it still runs."""
     if heartbeat is None or pid is None or (now or time.time()) - heartbeat > LEASE_S:
         return False
-    return host != socket.gethostname() or _pid_running(pid)
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    try:  # a killed child that its parent has not reaped yet is a zombie: dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
-    except OSError:
-        return True
+    return host != socket.gethostname() or process_running(pid)
 
 
 # SQL that joins a row's process (column ``worker``) with its heartbeat
@@ -86,7 +76,7 @@ WORKER_COLUMNS = "w.host, w.pid, w.heartbeat"
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, store: RunStore):
+    def __init__(self, store: IndexAccess):
         super().__init__(name="robustlab-heartbeat", daemon=True)
         self.store, self.users, self.stopped = store, 0, threading.Event()
         self.beat()  # the row exists before the first claim
@@ -112,7 +102,7 @@ class _Heartbeat(threading.Thread):
 
 
 @contextmanager
-def alive(store: RunStore) -> Iterator[None]:
+def alive(store: IndexAccess) -> Iterator[None]:
     """While inside, this process beats in ``store``'s index (nested uses share one thread)."""
     key = (os.getpid(), str(store.index_path.resolve()))
     beat = _BEATS.get(key)
@@ -133,7 +123,7 @@ def alive(store: RunStore) -> Iterator[None]:
 # Claims on sweep points
 
 
-def claim(store: RunStore, key: str, sweep: str, since: float) -> bool:
+def claim(store: IndexAccess, key: str, sweep: str, since: float) -> bool:
     """Take the point ``key`` for this process, unless another live process holds it or it
     was settled since ``since`` (the sweep's start). Call inside ``alive(store)``."""
     with store.transaction() as db:
@@ -161,7 +151,7 @@ def _claimable(state: str, updated: float, host: str | None, pid: int | None, he
     return state == RELEASED or updated < since
 
 
-def hold(store: RunStore, key: str, run_id: str | None = None) -> bool:
+def hold(store: IndexAccess, key: str, run_id: str | None = None) -> bool:
     """Whether this process still holds ``key`` (records the run it trains, when given)."""
     with store.transaction() as db:
         held = db.execute(
@@ -171,7 +161,7 @@ def hold(store: RunStore, key: str, run_id: str | None = None) -> bool:
         return held.rowcount == 1
 
 
-def settle(store: RunStore, key: str, state: str, error: str | None = None) -> None:
+def settle(store: IndexAccess, key: str, state: str, error: str | None = None) -> None:
     """End this process's claim on ``key``: ``done``, ``failed`` (with its error) or ``released``."""
     with store.transaction() as db:
         db.execute(
@@ -180,7 +170,7 @@ def settle(store: RunStore, key: str, state: str, error: str | None = None) -> N
         )
 
 
-def claims(store: RunStore, keys: list[str]) -> dict[str, dict[str, Any]]:
+def claims(store: IndexAccess, keys: list[str]) -> dict[str, dict[str, Any]]:
     """The claims on ``keys``; a held claim whose process died reads ``interrupted``."""
     rows = {}
     with store.connect() as db:

@@ -17,12 +17,11 @@ that is killed and resumed ends with exactly the weights of an uninterrupted one
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -40,7 +39,7 @@ from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
 from robustlab.data.splits import PreparedData, prepare_data
 from robustlab.errors import RobustlabError, one_line
-from robustlab.files import atomic_write_text
+from robustlab.files import DiskFullError, remove_stale_temporaries
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.progress import Progress, note
 from robustlab.runs import claims
@@ -53,7 +52,7 @@ from robustlab.runs.checkpoint import (
     save_model,
 )
 from robustlab.runs.results import RunResults
-from robustlab.runs.store import Run, RunStore
+from robustlab.runs.store import IndexBusyError, Run, RunStore
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed
 from robustlab.train.cuda_graph import GraphedTrainStep
@@ -63,6 +62,7 @@ from robustlab.train.optim import build_optimizer, build_schedule, total_steps
 from robustlab.train.step import TrainStep, cpu_bf16_flags
 
 SYNC_EVERY = 20  # steps between host synchronisations (progress bar, divergence check)
+INDEX_RETRY_S = (2.0, 8.0, 30.0)  # back-off between tries to index a stopped run whose index is locked
 
 
 class TrainingDivergedError(RobustlabError, RuntimeError):
@@ -106,23 +106,61 @@ def _train(config, run_dir, store, resume, progress, on_epoch_end, context, devi
             _fit(run, config, store, resume, progress, on_epoch_end, context, device)
         except Exception as error:  # bad data, bad config, diverged or crashed: the last checkpoint stays
             if context.is_main:
-                _record_stop(run, config, store, resume, "failed", one_line(error))
+                _record_stop(run, config, store, resume, "failed", one_line(error), error)
             raise
-        except BaseException:  # Ctrl-C, or a scheduler's signal
+        except BaseException as error:  # Ctrl-C, or a scheduler's signal
             if context.is_main:
-                _record_stop(run, config, store, resume, "interrupted", None)
+                _record_stop(run, config, store, resume, "interrupted", None, error)
             raise
     distributed.barrier(context)
     return run
 
 
-def _record_stop(run: Run, config: ExperimentConfig, store: RunStore, resume: bool, status: str, error) -> None:
+def _record_stop(
+    run: Run, config: ExperimentConfig, store: RunStore, resume: bool, status: str, error, cause: BaseException
+) -> None:
     """Index a run that stopped; one that stopped before its first epoch ended (bad data, bad
-    config) leaves no folder behind."""
+    config) leaves no folder behind. ``cause`` is what stopped it."""
     if not resume and not run.metrics_path.exists() and not run.checkpoint_path.exists():
-        store.discard(run)
+        with suppress(DiskFullError, IndexBusyError):  # the folder is gone; a stale row reads interrupted
+            store.discard(run)
     else:
-        store.record(run, config, status=status, error=error)
+        _index(run, config, store, status, error=error, cause=cause)
+
+
+def _index(
+    run: Run,
+    config: ExperimentConfig,
+    store: RunStore,
+    status: str,
+    results: RunResults | None = None,
+    error: str | None = None,
+    cause: BaseException | None = None,
+) -> None:
+    """Record the run's status in the index. Its folder is the run's record: an index that
+    another process keeps locked is tried again after ``INDEX_RETRY_S`` and, failing that (or
+    on a full disk), the run is left for ``runs reindex`` with a one-line warning, never failed."""
+    for delay in (*INDEX_RETRY_S, None):
+        try:
+            store.record(run, config, status=status, results=results, error=error)
+            return
+        except IndexBusyError as problem:
+            if delay is not None:
+                time.sleep(delay)
+                continue
+            _warn_unindexed(run, store, status, problem)
+        except DiskFullError as problem:
+            if not isinstance(cause, DiskFullError):  # else the run's own error says it already
+                _warn_unindexed(run, store, status, problem)
+        return
+
+
+def _warn_unindexed(run: Run, store: RunStore, status: str, problem: Exception) -> None:
+    print(
+        f"robustlab: warning: {run.path} is {status} but its index entry was not written ({problem}); "
+        f"its folder holds everything: `robustlab runs reindex --runs-root {store.root}` indexes it",
+        file=sys.stderr,
+    )
 
 
 @dataclass
@@ -238,7 +276,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         run.log_metrics(final)
         mirrors.log(final)
         mirrors.close()
-        store.record(run, config, status="done", results=results)
+        _index(run, config, store, "done", results=results)
 
 
 # ---------------------------------------------------------------------------------------
@@ -435,6 +473,7 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
         if run.results_path.exists():
             raise ValueError(f"{run.path} has finished (results.json exists); nothing to resume")
         if context.is_main:
+            remove_stale_temporaries(run.path)  # a checkpoint write that a kill cut short
             store = store or RunStore(run.path.parent)
         return run, saved, store
     if config is None:
@@ -459,9 +498,15 @@ def _record_data_folder(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def _forget_metrics_after(run: Run, step: int) -> None:
-    """Drop metrics of steps the checkpoint does not include: they are about to be trained again."""
-    kept = [record for record in run.metrics() if record.get("step", 0) <= step and not record.get("final")]
-    atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+    """Drop metrics of steps the checkpoint does not include: they are about to be trained again.
+    A damaged tail is set aside in a named file (said on stderr); damage before sound records
+    stops the resume with an error naming the line (``Run.rewind_metrics``)."""
+    aside = run.rewind_metrics(step)
+    if aside is not None:
+        print(
+            f"robustlab: {run.metrics_path} ended in damaged lines (a write cut short?); moved them to {aside}",
+            file=sys.stderr,
+        )
 
 
 def _certify_eval_split(

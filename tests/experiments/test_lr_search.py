@@ -9,11 +9,14 @@ import pytest
 from robustlab.certify.results import CRAPoint
 from robustlab.config import ConfigError, load_config
 from robustlab.experiments import get_experiment, run_experiment
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.lr_search import choose_lr, learning_rates
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import SweepRow, with_overrides
 from robustlab.runs.results import RunResults
 from robustlab.runs.store import RunStore
+
+QUIET = Execution(progress=False)
 
 
 def _synthetic_row(lr: float, seed: int, cra: float) -> SweepRow:
@@ -62,7 +65,7 @@ def test_a_stored_choice_is_what_lr_searched_trains_with(tmp_path):
     with pytest.raises(ConfigError, match="run `robustlab experiment lr_search --scale smoke"):
         run_experiment(get_experiment("data_scaling").setup("smoke", lr="searched"), store, dry_run=True)
     search = get_experiment("lr_search").setup("smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=0.5)
-    _, report = run_experiment(search, store, out_dir=tmp_path / "lr", progress=False)
+    _, report = run_experiment(search, store, out_dir=tmp_path / "lr", execution=QUIET)
     (chosen,) = [row for row in report.rows if row["chosen"] == "yes"]
     stored = json.loads((tmp_path / "runs" / "choices" / "lr-digits-smoke-tiny-lipmlp.json").read_text())
     assert stored["lr"] == chosen["lr"] and stored["searched"] == [0.03, 0.173, 1.0]

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from robustlab.cli.common import add_json_flag, add_overrides_flag, emit, format_table
+from robustlab.cli.experiment import add_execution_arguments, execution_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -33,26 +34,47 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--extra-data", metavar="FILE", help="generated images (.npz: image, label) for extra data")
     parser.add_argument("--device", help="device for training (auto, cpu, cuda, ...); default: the configs'")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="per section: runs queued, pending in SLURM (with its reason), running, interrupted, done and failed, "
+        "and the device-hours spent and left; trains nothing",
+    )
     add_json_flag(parser)
+    add_execution_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlab.experiments.reproduce import reproduce
+    from robustlab.experiments.reproduce import reproduce, status
 
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
+    if args.status:
+        rows = status(args.scale, args.runs_root, parts, args.overrides, args.extra_data)
+        emit(args, rows, render_status)
+        return 0
     result = reproduce(
         args.scale,
         args.runs_root,
         args.out,
-        parts=[p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None,
+        parts=parts,
         overrides=args.overrides,
         extra_data=args.extra_data,
-        device=args.device,
-        progress=not args.quiet,
         command="robustlab " + shlex.join(sys.argv[1:]),
+        execution=execution_from_args(args),
     )
     emit(args, result, render_summary)
     return 1 if any(part["error"] for part in result["parts"]) else 0
+
+
+def render_status(rows: list[dict]) -> str:
+    runs = sum(row["runs"] for row in rows)
+    done = sum(row["done"] for row in rows)
+    spent = sum(row["hours spent"] for row in rows)
+    left = [row["hours left"] for row in rows]
+    estimate = f"{sum(left):.2f}" if None not in left else "unknown for sections with no run done yet"
+    footer = f"{done} of {runs} runs done; {spent:.2f} device-hours spent, left (estimated): {estimate}"
+    return format_table(rows) + "\n" + footer
 
 
 def render_summary(result: dict) -> str:

@@ -36,6 +36,7 @@ from robustlab.experiments.experiment import (
     seed_mean_table,
     training_set_evaluation,
 )
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.recipes import DEMO_CONFIG, SMOOTHING_SAMPLES
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.report.plots import Curve, Panel, plot_panels
@@ -305,7 +306,8 @@ def run_demo(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: one thread is as fast, and never stalls on busy cores
     try:
-        _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, device=device, progress=progress)
+        execution = Execution(device=device, progress=progress)
+        _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, execution=execution)
     finally:
         torch.set_num_threads(threads)
     assert report is not None  # written unless it is a dry run

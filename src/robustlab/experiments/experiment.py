@@ -25,7 +25,7 @@ from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, config_fr
 from robustlab.data.splits import prepare_data
 from robustlab.errors import RobustlabError
 from robustlab.experiments.choices import read_choice
-from robustlab.experiments.launch import SubmititLauncher
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
 from robustlab.files import read_json
@@ -170,20 +170,15 @@ def run_experiment(
     setup: Setup,
     store: RunStore,
     out_dir: str | Path | None = None,
-    device: str | None = None,
+    execution: Execution | None = None,
     dry_run: bool = False,
-    progress: bool = True,
-    workers: int = 1,
-    gpus_per_job: int = 1,
-    launcher: SubmititLauncher | None = None,
 ) -> tuple[list[SweepRow], Report | None]:
     """Train every run of the experiment not in ``store`` yet, then write its report.
 
     With ``dry_run`` nothing is trained and no report is written: the rows say what
     would train (``train``), resume (``resume``) or is already there (``done``).
-    ``workers``, ``gpus_per_job`` and ``launcher`` say where the runs train
-    (``robustlab.experiments.launch``): the points of all the experiment's sweeps share the
-    workers. Failed points are rows with status ``failed`` and their ``error``; the report
+    ``execution`` says where and how the runs train (``robustlab.experiments.launch``):
+    the points of all the experiment's sweeps share the workers. Failed points are rows with status ``failed`` and their ``error``; the report
     leaves them out. With a launcher that does not wait, no report is written either.
     """
     experiment = get_experiment(setup.experiment)
@@ -191,8 +186,9 @@ def run_experiment(
     rows = [row for sweep in experiment.sweeps(setup) for row in collect(sweep, store)]
     if dry_run:
         return rows, None
-    rows = train_rows(rows, store, device, progress, workers, gpus_per_job, launcher)
-    if launcher is not None and not launcher.wait:
+    execution = execution or Execution()
+    rows = train_rows(rows, store, execution)
+    if not execution.waits:
         return rows, None
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 

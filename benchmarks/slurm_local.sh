@@ -86,13 +86,19 @@ start_munge() {
     refuse "munged did not start"
 }
 
+running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
 start() {
     mkdir -p "$STATE"
     install
     write_conf
     start_munge
-    [ -f "$STATE/slurmctld.pid" ] && kill -0 "$(cat "$STATE/slurmctld.pid")" 2>/dev/null || slurmctld
-    [ -f "$STATE/slurmd.pid" ] && kill -0 "$(cat "$STATE/slurmd.pid")" 2>/dev/null || slurmd
+    if running slurmctld && running slurmd; then
+        scontrol reconfigure  # already up: read the conf written above
+    else
+        running slurmctld || slurmctld
+        running slurmd || slurmd
+    fi
     for _ in $(seq 60); do
         if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
             sinfo

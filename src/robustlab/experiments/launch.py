@@ -42,6 +42,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -435,7 +437,8 @@ def submit(order: WorkOrder, execution: Execution, points: int) -> list[Any]:
         )
         job_order = dataclasses.replace(order, configs=fresh, threads=launcher.cpus_per_job, wait=False, progress=False)
         try:
-            jobs = executor.submit_array([SweepJob(job_order) for _ in range(size)])
+            with _stderr_kept_back():  # sbatch's own complaint would come before our one line
+                jobs = executor.submit_array([SweepJob(job_order) for _ in range(size)])
         except submitit.core.utils.FailedJobError as error:  # sbatch refused: its own words, in one line
             raise RobustlabError(f"SLURM refused the jobs: {slurm.sbatch_error(str(error))}") from None
         array = jobs[0].job_id.split("_")[0]
@@ -448,6 +451,28 @@ def submit(order: WorkOrder, execution: Execution, points: int) -> list[Any]:
         else:
             _watch(lambda: not all(job.done() for job in jobs), order)
     return jobs
+
+
+@contextmanager
+def _stderr_kept_back() -> Iterator[None]:
+    """Hold back what child processes (sbatch) write to stderr; show it only if no exception follows
+    (a refusal is reported in one line, from submitit's error, which carries sbatch's words)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+") as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                sys.stderr.write(held.read())
 
 
 def wait_for_jobs(

@@ -130,7 +130,7 @@ def check_request(launcher: Any, gpus_per_job: int) -> None:
     partitions = sorted({node.partition for node in known})
     name = launcher.partition or next((node.partition for node in known if node.default), None)
     if name is None or name not in partitions:
-        what = f"partition '{name}'" if name else "no --partition given and no default partition"
+        what = f"no partition '{name}'" if name else "no --partition given, and no default partition"
         raise ConfigError(f"{what} on this cluster; sinfo lists: {', '.join(partitions) or 'none'}")
     mine = [node for node in known if node.partition == name]
     most_gpus = max(node.gpus for node in mine)

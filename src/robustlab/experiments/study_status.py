@@ -51,7 +51,15 @@ def _section_row(section: str, configs: list, waits: list[str], store: RunStore)
     hours = [state["row"].results.train_time_s / 3600 for state in states if state["row"] and state["row"].results]
     left = len(configs) - counts["done"]
     row: dict[str, Any] = {"section": section, "runs": len(configs), **{state: counts[state] for state in STATES}}
-    row["reason"] = ", ".join(f"{reason} ({n})" for reason, n in why.items()) or ("waits: " + waits[0] if waits else "")
+    row["reason"] = ", ".join(f"{reason} ({n})" for reason, n in why.items()) or (
+        _first_clause(waits[0]) if waits else ""
+    )
     row["hours spent"] = round(sum(hours), 3)
-    row["hours left"] = round(left * sum(hours) / len(hours), 3) if hours else (0.0 if not left else None)
+    row["hours left"] = round(left * sum(hours) / len(hours), 3) if hours else (0.0 if not left and not waits else None)
     return row
+
+
+def _first_clause(error: str, width: int = 70) -> str:
+    """Why a section cannot list its runs yet, short enough for a table cell (--json has no more)."""
+    text = "not ready: " + error.split(": expected")[0].split("; ")[0]
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -15,7 +15,7 @@ from sweep_child import SIZES, tiny_sweep
 
 from robustlab.cli import main
 from robustlab.config import ConfigError
-from robustlab.experiments import Execution, SubmititLauncher, get_experiment
+from robustlab.experiments import Execution, SubmititLauncher, get_experiment, slurm
 from robustlab.experiments.launch import execute, job_minutes
 from robustlab.experiments.sweep import Sweep, run_sweep
 from robustlab.runs import claims
@@ -173,3 +173,42 @@ def test_execution_options_are_checked(tmp_path, capsys):
     assert str(settings) in line and "time_minutes" in line and "time_min" in line
     assert main([*command, "--partition", "gpu"]) == 2  # a SLURM flag without the SLURM launcher
     assert "--launcher submitit" in capsys.readouterr().err
+
+
+def test_an_execution_is_one_checked_value():
+    with pytest.raises(ConfigError, match="workers must be at least 1"):
+        Execution(workers=0)
+    with pytest.raises(ConfigError, match="0 only for SLURM jobs"):
+        Execution(gpus_per_job=0)  # no GPU is a SLURM request; on this machine say --device cpu
+    with pytest.raises(TypeError, match="gpus"):
+        Execution(gpus=2)  # a misspelt setting is an error, not a failed run
+    with pytest.raises(ConfigError, match="unknown config key execution.worker; valid keys of execution: device"):
+        Execution.from_dict({"worker": 4})
+    execution = Execution.from_dict({"workers": 4, "gpus_per_job": 0, "launcher": {"partition": "gpu"}})
+    assert execution.launcher == SubmititLauncher(partition="gpu") and execution.workers == 4
+    assert not execution.waits and Execution().waits
+    with pytest.raises(ConfigError, match="cpus_per_job"):
+        SubmititLauncher(cpus_per_job=0)
+
+
+def test_reproduce_takes_the_execution_flags_and_refuses_in_one_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    command = ["reproduce", "--scale", "smoke", "--runs-root", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main([*command, "--partition", "gpu"]) == 2  # a SLURM flag without the SLURM launcher
+    assert "--launcher submitit" in capsys.readouterr().err
+    settings = tmp_path / "cluster.yaml"
+    settings.write_text("workers: 2\ngpus_per_job: 0\ncpus_per_job: 1\nqueue: long\n")
+    assert main([*command, "--launcher", "submitit", "--launcher-config", str(settings)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "unknown key 'queue'" in line and "cpus_per_job" in line and "workers" in line
+    settings.write_text("workers: 2\ngpus_per_job: 0\ncpus_per_job: 1\n")
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without SLURM
+    assert main([*command, "--launcher", "submitit", "--launcher-config", str(settings)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # before any part runs
+    assert "sbatch is not on this machine's PATH" in line
+
+
+def test_sinfo_gres_reads_as_a_gpu_count():
+    assert slurm._gpu_count("gpu:a100:8(S:0-1),shard:4") == 8
+    assert slurm._gpu_count("gpu:2,gpu:tesla:1") == 3
+    assert slurm._gpu_count("(null)") == 0 and slurm._gpu_count("mps:100") == 0

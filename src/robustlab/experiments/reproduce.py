@@ -26,6 +26,7 @@ import torch
 
 from robustlab.experiments.experiment import Report, get_experiment, metric_panels, report_experiment, run_experiment
 from robustlab.experiments.launch import Execution, wait_for_jobs
+from robustlab.experiments.slurm import check_request
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document
 from robustlab.report.plots import plot_panel_grid
 from robustlab.report.tables import SD
@@ -511,6 +512,7 @@ def _run_on_cluster(parts: list[Part], scale, store, out, overrides, extra_data,
     was killed, too) submits nothing that a live job holds and writes the report once the
     runs are done."""
     assert execution.launcher is not None
+    check_request(execution.launcher, execution.gpus_per_job)  # what the cluster refuses: one line, before any part
     first = [part for part in parts if part.id == "lr-search"]
     rest = [part for part in parts if part.id != "lr-search"]
     waiting = replace(execution, launcher=replace(execution.launcher, wait=True))

@@ -161,9 +161,11 @@ def test_a_cancelled_job_is_recorded_as_failed_and_the_others_finish(cluster, tm
 
 
 def _slurm_job_of(pid: int) -> str:
-    """The array task (ARRAY_TASK) that a worker process on this machine runs in."""
+    """The SLURM job (ARRAY_TASK of an array) that a worker process on this machine runs in."""
     environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
-    return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    if "SLURM_ARRAY_JOB_ID" in environ:
+        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    return environ["SLURM_JOB_ID"]  # an array of one job is submitted as a plain job
 
 
 def test_a_killed_job_step_leaves_its_point_claimable_and_a_later_sweep_resumes_it(cluster, tmp_path):

@@ -179,7 +179,7 @@ def run_experiment(
     would train (``train``), resume (``resume``) or is already there (``done``).
     ``execution`` says where and how the runs train (``robustlab.experiments.launch``):
     the points of all the experiment's sweeps share the workers. Failed points are rows with status ``failed`` and their ``error``; the report
-    leaves them out. With a launcher that does not wait, no report is written either.
+    leaves them out. With a launcher that does not wait, no report is written while runs are left.
     """
     experiment = get_experiment(setup.experiment)
     setup = replace(setup, store=store)
@@ -188,8 +188,8 @@ def run_experiment(
         return rows, None
     execution = execution or Execution()
     rows = train_rows(rows, store, execution)
-    if not execution.waits:
-        return rows, None
+    if not execution.waits and any(row.status not in ("done", "trained", "failed") for row in rows):
+        return rows, None  # submitted: the report comes once the jobs are done
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 
 

@@ -54,8 +54,8 @@ def _section_row(section: str, configs: list, waits: list[str], store: RunStore)
     row["reason"] = ", ".join(f"{reason} ({n})" for reason, n in why.items()) or (
         _first_clause(waits[0]) if waits else ""
     )
-    row["hours spent"] = round(sum(hours), 4)
-    row["hours left"] = round(left * sum(hours) / len(hours), 4) if hours else (0.0 if not left and not waits else None)
+    row["hours spent"] = sum(hours)
+    row["hours left"] = left * sum(hours) / len(hours) if hours else (0.0 if not left and not waits else None)
     return row
 
 

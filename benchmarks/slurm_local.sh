@@ -112,10 +112,11 @@ start() {
 }
 
 stop_pid() {  # a daemon this script started, by its pid file
-    local file=$1
-    if [ -f "$file" ] && kill -0 "$(cat "$file")" 2>/dev/null; then
-        kill "$(cat "$file")"
-        for _ in $(seq 50); do kill -0 "$(cat "$file")" 2>/dev/null || break; sleep 0.1; done
+    local file=$1 pid
+    pid=$(cat "$file" 2>/dev/null) || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
     rm -f "$file"
 }
@@ -123,7 +124,7 @@ stop_pid() {  # a daemon this script started, by its pid file
 stop() {
     stop_pid "$STATE/slurmd.pid"
     stop_pid "$STATE/slurmctld.pid"
-    [ -f /run/munge/munged.pid ] && stop_pid /run/munge/munged.pid
+    stop_pid /run/munge/munged.pid
     echo "slurm_local.sh: stopped"
 }
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from robustlab.config import load_config
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.sweep import Sweep, run_sweep, with_overrides
 from robustlab.runs.store import RunStore
 
@@ -21,5 +22,5 @@ def tiny_sweep(epochs: float) -> Sweep:
 
 if __name__ == "__main__":  # worker processes import this module again
     root, workers, epochs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    rows = run_sweep(tiny_sweep(epochs), RunStore(root), progress=False, workers=workers)
+    rows = run_sweep(tiny_sweep(epochs), RunStore(root), Execution(progress=False, workers=workers))
     print(json.dumps([row.status for row in rows]))

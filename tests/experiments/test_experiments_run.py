@@ -10,9 +10,12 @@ from robustlab.cli import main
 from robustlab.config import ConfigError, load_config
 from robustlab.errors import RobustlabError
 from robustlab.experiments import get_experiment, report_experiment, run_experiment
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.sweep import Sweep, collect, run_sweep, with_overrides
 from robustlab.runs.store import Run, RunStore
 from robustlab.train.loop import train
+
+QUIET = Execution(progress=False)
 
 TINY = ["model.kwargs={width: 16, depth: 1}"]  # shrinks the 1-Lipschitz MLP of the smoke scale
 
@@ -26,13 +29,13 @@ def _tiny_sweep(sizes=(48, 97)):
 @pytest.mark.slow
 def test_sweep_trains_what_is_missing_and_skips_what_is_done(tmp_path):
     store = RunStore(tmp_path)
-    first = run_sweep(_tiny_sweep((48,)), store, progress=False)
+    first = run_sweep(_tiny_sweep((48,)), store, execution=QUIET)
     assert [r.status for r in first] == ["trained"] and first[0].results.n_train == 48
-    rows = run_sweep(_tiny_sweep((48, 97)), store, progress=False)
+    rows = run_sweep(_tiny_sweep((48, 97)), store, execution=QUIET)
     assert [r.status for r in rows] == ["done", "trained"]
     assert rows[0].run == first[0].run  # the finished run is reused, not retrained
     assert len(store.query()) == 2
-    assert [r.status for r in run_sweep(_tiny_sweep((48, 97)), store, progress=False)] == ["done", "done"]
+    assert [r.status for r in run_sweep(_tiny_sweep((48, 97)), store, execution=QUIET)] == ["done", "done"]
 
 
 class _Killed(Exception):
@@ -52,7 +55,7 @@ def test_an_interrupted_sweep_resumes_the_interrupted_run(tmp_path):
     (killed,) = store.query()
     assert killed.status == "failed"
     assert [r.status for r in collect(sweep, store)] == ["resume"]
-    (row,) = run_sweep(sweep, store, progress=False)
+    (row,) = run_sweep(sweep, store, execution=QUIET)
     assert row.status == "trained" and row.run == killed.path  # continued in the same folder
     epochs = [m["epoch"] for m in Run(killed.path).metrics() if "final" not in m]
     assert epochs == list(range(1, len(epochs) + 1))  # no epoch trained twice, none skipped
@@ -63,7 +66,7 @@ def test_an_interrupted_sweep_resumes_the_interrupted_run(tmp_path):
 def test_data_scaling_smoke_runs_and_reports(tmp_path):
     store = RunStore(tmp_path / "runs")
     setup = get_experiment("data_scaling").setup("smoke", overrides=[], sizes=(48, 97), epochs=0.5)
-    rows, report = run_experiment(setup, store, out_dir=tmp_path / "report", progress=False)
+    rows, report = run_experiment(setup, store, out_dir=tmp_path / "report", execution=QUIET)
     assert len(rows) == 6 and all(r.status == "trained" for r in rows)
     assert [(r["model"], r["N"]) for r in report.rows] == [
         (model, n) for model in ("tiny-convnet", "tiny-lipmlp", "tiny-smoothing") for n in (48, 97)
@@ -87,10 +90,10 @@ def test_data_scaling_smoke_runs_and_reports(tmp_path):
 def test_compute_scaling_and_one_architecture_smoke(tmp_path):
     store = RunStore(tmp_path)
     setup = get_experiment("compute_scaling").setup("smoke", overrides=TINY, epochs=(0.5, 1))
-    _, report = run_experiment(setup, store, out_dir=tmp_path / "c", progress=False)
+    _, report = run_experiment(setup, store, out_dir=tmp_path / "c", execution=QUIET)
     assert [r["epochs"] for r in report.rows] == [0.5, 1.0] and report.figures[0].exists()
     setup = get_experiment("one_architecture").setup("smoke", overrides=TINY, epochs=0.5)
-    _, report = run_experiment(setup, store, out_dir=tmp_path / "o", progress=False)
+    _, report = run_experiment(setup, store, out_dir=tmp_path / "o", execution=QUIET)
     assert [r["loss"] for r in report.rows] == ["cross-entropy", "offset cross-entropy"]
     assert all(r["accuracy"] is not None and r["CRA 36/255"] is not None for r in report.rows)
 
@@ -103,7 +106,7 @@ def test_pca_smoke_table_has_every_subset(tmp_path):
         recipes=("tiny-convnet",),
         augmentation=("on", "off"),
     )
-    rows, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
+    rows, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", execution=QUIET)
     subsets = ["all", "1-10", "1-37", "38-64", "53-64", "1-10 + 38-64"]  # 1-based, as the paper writes them
     assert [(r["components"], r["augmentation"]) for r in report.rows] == [
         (s, a) for s in subsets for a in ("on", "off")
@@ -117,7 +120,7 @@ def test_pca_smoke_table_has_every_subset(tmp_path):
 
 def test_robust_overfitting_smoke_certifies_train_and_eval(tmp_path):
     setup = get_experiment("robust_overfitting").setup("smoke", overrides=TINY + ["train.eval_every=1"], epochs=2)
-    _, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", progress=False)
+    _, report = run_experiment(setup, RunStore(tmp_path), out_dir=tmp_path / "r", execution=QUIET)
     assert [r["split"] for r in report.rows] == ["train", "eval"]
     assert all(r["CRA 1"] is not None and r["CRA 36/255"] >= r["CRA 1"] for r in report.rows)
     assert len(report.figures) == 2 and all(p.exists() for p in report.figures)
@@ -134,7 +137,7 @@ def test_extra_data_smoke_with_a_generated_file(tmp_path):
     with pytest.raises(RobustlabError, match=r"no finished runs of extra_data .*\(0 of 3\)"):  # before training
         report_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()  # no empty figure
-    rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", progress=False)
+    rows, report = run_experiment(setup, RunStore(tmp_path / "runs"), out_dir=tmp_path / "r", execution=QUIET)
     assert report.notes[0].startswith("N = 1437 real images + the generated ones")
     # 1437..1557 images is no range for a law: refused, not "doubling adds -144.9% CRA"
     assert "no line fit (N = 1,437..1,557 spans 0.12 doublings" in " ".join(report.fit_notes)

@@ -7,9 +7,12 @@ import pytest
 from robustlab.cli import main
 from robustlab.config import ConfigError
 from robustlab.experiments import get_experiment, report_experiment, run_experiment
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.layer_comparison import COSTS_FILE
 from robustlab.nn.lipschitz import LAYER_FAMILIES
 from robustlab.runs.store import RunStore
+
+QUIET = Execution(progress=False)
 
 
 @pytest.mark.slow
@@ -32,7 +35,7 @@ def test_a_time_budget_becomes_epochs_from_the_measured_cost(tmp_path):
     experiment = get_experiment("layer_comparison")
     store = RunStore(tmp_path)
     setup = experiment.setup("smoke", families=("aol", "bro"), epochs=0.0, budget_s=0.5)
-    rows, report = run_experiment(setup, store, out_dir=tmp_path / "r", progress=False)
+    rows, report = run_experiment(setup, store, out_dir=tmp_path / "r", execution=QUIET)
     costs = {json.loads(key)[0]: cost for key, cost in json.loads((tmp_path / COSTS_FILE).read_text()).items()}
     assert sorted(costs) == ["lipconvnet-aol", "lipconvnet-bro"]
     for row in rows:

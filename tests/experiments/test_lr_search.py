@@ -10,11 +10,14 @@ import pytest
 from robustlab.certify.results import CRAPoint
 from robustlab.config import ConfigError, load_config
 from robustlab.experiments import get_experiment, run_experiment
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.lr_search import choose_lr, learning_rates
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import SweepRow, with_overrides
 from robustlab.runs.results import RunResults
 from robustlab.runs.store import RunStore
+
+QUIET = Execution(progress=False)
 
 
 def _synthetic_row(lr: float, seed: int, cra: float) -> SweepRow:
@@ -65,7 +68,7 @@ def test_a_stored_choice_is_what_lr_searched_trains_with(tmp_path):
     search = get_experiment("lr_search").setup(
         "smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=0.5, recipes=("tiny-lipmlp",)
     )
-    _, report = run_experiment(search, store, out_dir=tmp_path / "lr", progress=False)
+    _, report = run_experiment(search, store, out_dir=tmp_path / "lr", execution=QUIET)
     (chosen,) = [row for row in report.rows if row["chosen"] == "yes"]
     stored = json.loads((tmp_path / "runs" / "choices" / "lr-digits-smoke-tiny-lipmlp.json").read_text())
     assert stored["lr"] == chosen["lr"] and {0.03, 0.173, 1.0} <= set(stored["searched"])
@@ -96,7 +99,7 @@ def test_a_best_lr_at_the_edge_widens_the_grid_by_itself(tmp_path):
     search = get_experiment("lr_search").setup(
         "smoke", overrides=["model.kwargs={width: 16, depth: 1}"], epochs=1, lr_min=0.0001, lr_max=0.0002, lr_count=2
     )
-    rows, report = run_experiment(search, RunStore(tmp_path / "runs"), out_dir=tmp_path / "lr", progress=False)
+    rows, report = run_experiment(search, RunStore(tmp_path / "runs"), out_dir=tmp_path / "lr", execution=QUIET)
     rates = sorted({row.config.optim.lr for row in rows})
     assert len(rates) == 4 and {0.0001, 0.0002} <= set(rates)  # two steps added, one at a time
     assert all(b / a == pytest.approx(2, rel=0.01) for a, b in itertools.pairwise(rates))  # the grid's own ratio

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpus-per-job",
         type=int,
         metavar="G",
-        help="GPUs per worker; G > 1 trains each run data-parallel with torchrun (default 1)",
+        help="GPUs per worker; G > 1 trains each run data-parallel with torchrun; 0: SLURM jobs without a GPU "
+        "(default 1)",
     )
     group.add_argument(
         "--launcher",
@@ -75,8 +77,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--launcher-config",
         metavar="YAML",
-        help="SLURM settings: partition, time_min, gpus_per_job, cpus_per_job, mem_gb, array_size, "
-        "sbatch (a mapping of extra sbatch options), max_requeues, folder; the flags below win",
+        help="SLURM settings: partition, time_min, cpus_per_job, mem_gb, sbatch (a mapping of extra sbatch "
+        "options, e.g. account), max_requeues, folder, wait, and workers and gpus_per_job; the flags win",
     )
     group.add_argument("--partition", help="SLURM partition")
     group.add_argument("--time", metavar="LIMIT", help="each SLURM job's time limit: minutes or [D-]HH:MM:SS")
@@ -151,24 +153,13 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         return show_status(args, setup, store)
     if args.dry_run:
-        from robustlab.cli.reproduce import render_plan
         from robustlab.experiments.plan import GPU, plan_experiment, totals
 
         jobs = plan_experiment(setup, store)
         plan = {"scale": setup.scale, "gpu": GPU, "jobs": jobs, "totals": totals(jobs, "experiment")}
         emit(args, plan, lambda p: format_table(_plan_rows(p["jobs"])) + "\n" + render_plan(p))
         return 0
-    launcher = launcher_from_args(args)
-    rows, report = run_experiment(
-        setup,
-        store,
-        out_dir=args.out,
-        device=args.device,
-        progress=not args.quiet,
-        workers=1 if launcher else args.workers or 1,
-        gpus_per_job=args.gpus_per_job or 1,
-        launcher=launcher,
-    )
+    rows, report = run_experiment(setup, store, out_dir=args.out, execution=execution_from_args(args))
     if report is None:  # submitted to SLURM
         waiting = sum(r.status != "done" for r in rows)
         message = f"{waiting} runs submitted; `robustlab experiment {args.name} ... --status` shows where they stand"
@@ -182,39 +173,65 @@ def run(args: argparse.Namespace) -> int:
     return 1 if unfinished else 0
 
 
-def launcher_from_args(args: argparse.Namespace):
-    """The submitit launcher from --launcher-config and the flags (which win); None for local."""
+EXECUTION_KEYS = ("workers", "gpus_per_job")  # keys of a launcher config that are the execution's, not SLURM's
+
+
+def execution_from_args(args: argparse.Namespace):
+    """The one execution value of a command: --device, --quiet, --workers, --gpus-per-job and
+    the launcher from --launcher-config and the flags (the flags win)."""
+    from robustlab.experiments.launch import Execution
+
+    settings: dict[str, Any] = {}
+    launcher = None
     if args.launcher == "local":
         if args.launcher_config or args.partition or args.time or args.sbatch or args.wait:
             raise ConfigError("--launcher-config, --partition, --time, --sbatch and --wait go with --launcher submitit")
-        return None
-    from robustlab.experiments.launch import SubmititLauncher, job_minutes
-
-    launcher = _launcher_config(args.launcher_config) if args.launcher_config else SubmititLauncher()
-    launcher.cluster = "local" if args.launcher == "submitit-local" else "slurm"
-    for field, value in (
-        ("partition", args.partition),
-        ("time_min", job_minutes(args.time) if args.time else None),
-        ("gpus_per_job", args.gpus_per_job),
-        ("array_size", args.workers),
-    ):
+    else:
+        launcher_settings = _launcher_settings(args.launcher_config) if args.launcher_config else {}
+        settings = {key: launcher_settings.pop(key) for key in EXECUTION_KEYS if key in launcher_settings}
+        launcher = _launcher(launcher_settings, args)
+    for key, value in (("workers", args.workers), ("gpus_per_job", args.gpus_per_job)):
         if value is not None:
-            setattr(launcher, field, value)
-    for text in args.sbatch:
-        (key,), value = parse_override(text)
-        launcher.sbatch[key] = value
-    launcher.wait = launcher.wait or args.wait
-    return launcher
+            settings[key] = value
+    try:
+        return Execution(device=args.device, progress=not args.quiet, launcher=launcher, **settings)
+    except TypeError as error:  # a value of the wrong type in the launcher config
+        raise ConfigError(f"--launcher-config {args.launcher_config}: {error}") from None
 
 
-def _launcher_config(path: str):
+def _launcher_settings(path: str) -> dict[str, Any]:
     from robustlab.experiments.launch import SubmititLauncher
 
     settings = read_yaml(Path(path))  # a damaged file is a one-line error naming it
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--launcher-config {path}: expected a mapping of settings, got {settings!r}")
+    known = sorted([field.name for field in fields(SubmititLauncher) if field.name != "cluster"] + list(EXECUTION_KEYS))
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"--launcher-config {path}: unknown key '{unknown[0]}'; valid keys: {', '.join(known)}")
+    return dict(settings)
+
+
+def _launcher(settings: dict[str, Any], args: argparse.Namespace):
+    """The submitit launcher from a launcher config's SLURM settings and the flags (which win)."""
+    from robustlab.experiments.launch import SubmititLauncher, job_minutes
+
+    flags: dict[str, Any] = {"cluster": "local" if args.launcher == "submitit-local" else "slurm"}
+    if args.partition:
+        flags["partition"] = args.partition
+    if args.time:
+        flags["time_min"] = job_minutes(args.time)
+    if args.wait:
+        flags["wait"] = True
+    sbatch = dict(settings.get("sbatch") or {})
+    for text in args.sbatch:
+        (key,), value = parse_override(text)
+        sbatch[key] = value
+    where = f"--launcher-config {args.launcher_config}" if args.launcher_config else "launcher"
     try:
-        return from_dict(settings, SubmititLauncher)
+        return from_dict({**settings, **flags, "sbatch": sbatch}, SubmititLauncher, where)
     except ConfigError as error:
-        raise ConfigError(f"--launcher-config {path}: {error}") from None
+        raise ConfigError(str(error) if args.launcher_config else f"launcher: {error}") from None
 
 
 def show_status(args: argparse.Namespace, setup, store) -> int:
@@ -267,3 +284,16 @@ def list_experiments(args: argparse.Namespace) -> int:
     ]
     emit(args, rows, lambda r: format_table(r, ["name", "scales", "reproduces"]))
     return 0
+
+
+def render_plan(result: dict) -> str:
+    """The plan for a human: the totals per section and overall (the jobs are in --json)."""
+    jobs = result["jobs"]
+    searched = sum(job["lr_source"].startswith("searched") for job in jobs)
+    lines = [
+        f"plan at scale {result['scale']}: {len(jobs)} jobs, {searched} of them with the lr search's choice",
+        format_table(result["totals"]),
+        f"GPU-hours from the speeds measured on one {result['gpu']} (benchmarks/RESULTS.md); "
+        "--json lists every job with its budget, lr and dependencies",
+    ]
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from robustlab.cli.common import (
     emit,
     format_table,
 )
+from robustlab.cli.experiment import add_execution_arguments, execution_from_args, render_plan
 
 
 def add_parser(subparsers) -> None:
@@ -48,24 +49,35 @@ def add_parser(subparsers) -> None:
         help="run nothing: list every job (recipe, dataset, size, seed, epochs, steps, images, lr and where it "
         "comes from, the lr-search jobs it waits for, GPU-hours) and the totals per section",
     )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="per section: runs queued, pending in SLURM (with its reason), running, interrupted, done and failed, "
+        "and the device-hours spent and left; trains nothing",
+    )
     add_json_flag(parser)
+    add_execution_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlab.experiments.reproduce import reproduce
+    from robustlab.experiments.reproduce import reproduce, status
 
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
+    if args.status:
+        rows = status(args.scale, args.runs_root, parts, args.overrides + data_dir_override(args), args.extra_data)
+        emit(args, rows, render_status)
+        return 0
     result = reproduce(
         args.scale,
         args.runs_root,
         args.out,
-        parts=[p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None,
+        parts=parts,
         overrides=args.overrides + data_dir_override(args),
         extra_data=args.extra_data,
-        device=args.device,
-        progress=not args.quiet,
         command="robustlab " + shlex.join(sys.argv[1:]),
         dry_run=args.dry_run,
+        execution=execution_from_args(args),
     )
     if args.dry_run:
         emit(args, result, render_plan)
@@ -74,22 +86,19 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(part["error"] for part in result["parts"]) else 0
 
 
+def render_status(rows: list[dict]) -> str:
+    runs = sum(row["runs"] for row in rows)
+    done = sum(row["done"] for row in rows)
+    spent = sum(row["hours spent"] for row in rows)
+    left = [row["hours left"] for row in rows]
+    estimate = f"{sum(left):.2f}" if None not in left else "unknown for sections with no run done yet"
+    footer = f"{done} of {runs} runs done; {spent:.2f} device-hours spent, left (estimated): {estimate}"
+    return format_table(rows) + "\n" + footer
+
+
 def render_summary(result: dict) -> str:
     from robustlab.experiments.reproduce import duration
 
     report = result["report"]
     lines = [format_table(result["parts"]), f"report: {report['html']}", f"        {report['markdown']}"]
     return "\n".join([*lines, f"wall time: {duration(result['seconds'])}"])
-
-
-def render_plan(result: dict) -> str:
-    """The plan for a human: the totals per section and overall (the jobs are in --json)."""
-    jobs = result["jobs"]
-    searched = sum(job["lr_source"].startswith("searched") for job in jobs)
-    lines = [
-        f"plan at scale {result['scale']}: {len(jobs)} jobs, {searched} of them with the lr search's choice",
-        format_table(result["totals"]),
-        f"GPU-hours from the speeds measured on one {result['gpu']} (benchmarks/RESULTS.md); "
-        "--json lists every job with its budget, lr and dependencies",
-    ]
-    return "\n".join(lines)

@@ -12,7 +12,7 @@ from robustlab.experiments.experiment import (
     report_experiment,
     run_experiment,
 )
-from robustlab.experiments.launch import SubmititLauncher
+from robustlab.experiments.launch import Execution, SubmititLauncher
 from robustlab.experiments.sweep import Sweep, SweepRow, collect, run_sweep
 
 # Each module registers its experiment.
@@ -29,6 +29,7 @@ from robustlab.experiments import (  # noqa: F401  isort: skip
 
 __all__ = [
     "EXPERIMENTS",
+    "Execution",
     "Experiment",
     "Report",
     "Setup",

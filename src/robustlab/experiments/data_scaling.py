@@ -35,6 +35,7 @@ from robustlab.experiments.claims import (
     slope_verdict,
 )
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup, run_experiment
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.parts import MINIATURE, MINIATURES, SEARCHED, Job, Part, one_job
 from robustlab.experiments.plan import PUBLISHED
 from robustlab.experiments.readout import (
@@ -382,7 +383,8 @@ def run_demo(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: one thread is as fast, and never stalls on busy cores
     try:
-        _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, device=device, progress=progress)
+        execution = Execution(device=device, progress=progress)
+        _, report = run_experiment(setup, RunStore(out_dir / "runs"), out_dir=out_dir, execution=execution)
     finally:
         torch.set_num_threads(threads)
     assert report is not None  # written unless it is a dry run

@@ -18,7 +18,7 @@ from typing import Any
 from robustlab.config import ConfigError, ExperimentConfig, config_from_dict, load_config, parse_float
 from robustlab.errors import RobustlabError
 from robustlab.experiments.choices import choice_path, read_choice
-from robustlab.experiments.launch import SubmititLauncher
+from robustlab.experiments.launch import Execution
 from robustlab.experiments.parts import MINIATURES, Job, Part
 from robustlab.experiments.recipes import OFFSETS, recipe
 from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, train_rows, with_overrides
@@ -203,36 +203,32 @@ def run_experiment(
     setup: Setup,
     store: RunStore,
     out_dir: str | Path | None = None,
-    device: str | None = None,
+    execution: Execution | None = None,
     dry_run: bool = False,
-    progress: bool = True,
-    workers: int = 1,
-    gpus_per_job: int = 1,
-    launcher: SubmititLauncher | None = None,
 ) -> tuple[list[SweepRow], Report | None]:
     """Train every run of the experiment not in ``store`` yet, then write its report.
 
     With ``dry_run`` nothing is trained and no report is written: the rows say what
     would train (``train``), resume (``resume``) or is already there (``done``).
-    ``workers``, ``gpus_per_job`` and ``launcher`` say where the runs train
-    (``robustlab.experiments.launch``): the points of all the experiment's sweeps share the
-    workers. Failed points are rows with status ``failed`` and their ``error``; the report
-    leaves them out. With a launcher that does not wait, no report is written either.
+    ``execution`` says where and how the runs train (``robustlab.experiments.launch``):
+    the points of all the experiment's sweeps share the workers. Failed points are rows with status ``failed`` and their ``error``; the report
+    leaves them out. With a launcher that does not wait, no report is written while runs are left.
     """
     experiment = get_experiment(setup.experiment)
     setup = replace(setup, store=store, planning=setup.planning or dry_run)
     rows = sweep_rows(experiment, setup, store)
     if dry_run:
         return rows, None
+    execution = execution or Execution()
     with torch_threads(1 if setup.scale in MINIATURES else None):  # tiny nets: one thread is faster
-        rows = train_rows(rows, store, device, progress, workers, gpus_per_job, launcher)
-        if launcher is not None and not launcher.wait:
-            return rows, None
+        rows = train_rows(rows, store, execution)
+        if not execution.waits and any(row.status not in ("done", "trained", "failed") for row in rows):
+            return rows, None  # submitted: the report comes once the jobs are done
         # Sweeps may grow with their results (a learning-rate search whose best lr lies at the edge of
         # its grid widens it): train the new points until the sweeps stand still.
         tried = {point_key(row.config) for row in rows}
         while fresh := [row for row in sweep_rows(experiment, setup, store) if point_key(row.config) not in tried]:
-            rows += train_rows(fresh, store, device, progress, workers, gpus_per_job, launcher)
+            rows += train_rows(fresh, store, execution)
             tried |= {point_key(row.config) for row in fresh}
     return rows, _write_report(experiment, rows, setup, _out_dir(out_dir, store, setup))
 

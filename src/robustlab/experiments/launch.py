@@ -14,11 +14,21 @@ Where the workers run (``execute``):
 - ``workers=K``: K processes on this machine, one per GPU (``CUDA_VISIBLE_DEVICES``), or on
   the CPU with the cores split between them;
 - ``launcher=SubmititLauncher(...)``: a SLURM job array through submitit, each job a
-  worker; a job that reaches its time limit is requeued and its run resumes from the last
-  checkpoint. Results land in the one run store, which every node must see.
+  worker; a job that reaches its time limit, or is requeued (``scontrol requeue``,
+  preemption), starts again and its run resumes from the last checkpoint; a job that is
+  cancelled (``scancel``) records its point as failed. Results land in the one run store,
+  which every node must see.
 
-With ``gpus_per_job`` > 1 a worker trains each run data-parallel on its GPUs, through the
-torchrun path of ``robustlab train`` (``robustlab.train.distributed``).
+All of that is one value, ``Execution`` (device, progress, workers, GPUs per job, launcher),
+which goes unchanged from the command line through ``run_experiment``, ``run_sweep`` and
+``train_rows`` to ``execute``. With ``gpus_per_job`` > 1 a worker trains each run
+data-parallel on its GPUs, through the torchrun path of ``robustlab train``
+(``robustlab.train.distributed``); with 0 (SLURM only) its jobs ask for no GPU.
+
+Before a job array is submitted, ``robustlab.experiments.slurm`` checks it against what
+``sinfo`` says the cluster has (one-line errors instead of sbatch's refusals or jobs that
+pend forever), records the jobs in the store so that a second driver does not submit the
+same points again, and watches them through ``squeue`` (no sacct: accounting is often off).
 """
 
 from __future__ import annotations
@@ -26,13 +36,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,14 +51,16 @@ from typing import Any, Literal
 import torch
 import torch.multiprocessing
 
-from robustlab.config import ConfigError, ExperimentConfig
+from robustlab.config import ConfigError, ExperimentConfig, from_dict
 from robustlab.errors import RobustlabError, one_line
+from robustlab.experiments import slurm
 from robustlab.progress import Progress
 from robustlab.runs import claims
 from robustlab.runs.store import IN_PROGRESS, RunStore, StoredRun, point_key
 from robustlab.train.loop import train
 
 POLL_S = 1.0  # how often a waiting worker, or the process watching workers, looks at the store
+CANCELLED = threading.Event()  # set in a SLURM job that was cancelled: its worker takes no further point
 
 
 class ClaimLostError(RobustlabError):
@@ -75,20 +88,59 @@ class WorkOrder:
 
 @dataclass
 class SubmititLauncher:
-    """SLURM jobs through submitit (``pip install 'robustlab[cluster]'``). The fields are also
-    the keys of a ``--launcher-config`` YAML file."""
+    """SLURM jobs through submitit (``pip install 'robustlab[cluster]'``). The fields, with
+    ``Execution``'s ``workers`` and ``gpus_per_job``, are the keys of a ``--launcher-config``
+    YAML file."""
 
     cluster: Literal["slurm", "local"] = "slurm"  # local: submitit's LocalExecutor, the same jobs on this machine
-    partition: str | None = None
+    partition: str | None = None  # default: the cluster's default partition
     time_min: int = 24 * 60  # each job's time limit in minutes (SLURM's --time)
-    gpus_per_job: int = 1  # > 1: each run trains data-parallel on the job's GPUs
     cpus_per_job: int = 8
-    mem_gb: float | None = None
-    array_size: int = 0  # jobs in the array, each a worker; 0: one per run to train
+    mem_gb: float | None = None  # None: the partition's default memory per job
     sbatch: dict[str, Any] = field(default_factory=dict)  # more sbatch options, e.g. {account: lab, qos: high}
     max_requeues: int = 3  # how often a job that reached its time limit is requeued
     folder: str | None = None  # submitit's job files and logs (default: <runs root>/submitit)
     wait: bool = False  # wait for the jobs to end (the experiment then writes its report)
+
+    def __post_init__(self) -> None:
+        if self.time_min < 1 or self.cpus_per_job < 1 or self.max_requeues < 0:
+            raise ConfigError(
+                f"launcher: time_min and cpus_per_job must be at least 1 and max_requeues at least 0, got "
+                f"{self.time_min}, {self.cpus_per_job} and {self.max_requeues}"
+            )
+        if self.mem_gb is not None and self.mem_gb <= 0:
+            raise ConfigError(f"launcher: mem_gb must be above 0 (or left out), got {self.mem_gb}")
+
+
+@dataclass
+class Execution:
+    """Where and how a sweep's runs train: one value from the command line (or the Python
+    API) down to the workers. A misspelt field is a TypeError when it is built, and
+    ``from_dict`` turns plain data into one with a one-line error for a bad key."""
+
+    device: str | None = None  # overrides train.device of new runs (it does not change which runs count as done)
+    progress: bool = True  # progress bars and a line per finished run
+    workers: int | None = None  # runs at a time: local processes (default 1), or SLURM jobs (default one per run)
+    gpus_per_job: int = 1  # GPUs per worker; > 1: data-parallel with torchrun; 0: SLURM jobs ask for no GPU
+    launcher: SubmititLauncher | None = None  # None: this machine
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.gpus_per_job < 0 or (self.gpus_per_job == 0 and self.launcher is None):
+            raise ConfigError(
+                f"GPUs per job must be at least 1 (0 only for SLURM jobs without GPUs), got {self.gpus_per_job}"
+            )
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> Execution:
+        """``{workers: 4, gpus_per_job: 1, launcher: {partition: gpu, ...}}`` -> an Execution."""
+        return from_dict(settings, cls, "execution")
+
+    @property
+    def waits(self) -> bool:
+        """Whether the runs have finished (or failed) when ``execute`` returns."""
+        return self.launcher is None or self.launcher.wait
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,7 +156,7 @@ def work(order: WorkOrder) -> int:
     pending = [(point_key(config), config) for config in order.configs if store.find_done(config) is None]
     trained = 0
     with claims.alive(store), Progress(len(pending), "runs", "run", order.progress) as bar:
-        while pending:
+        while pending and not CANCELLED.is_set():
             held = claims.claims(store, [key for key, _ in pending])
             pending = [(key, config) for key, config in pending if not claims.settled_since(held.get(key), order.since)]
             free = [(key, config) for key, config in pending if held.get(key, {}).get("state") != claims.RUNNING]
@@ -207,29 +259,31 @@ def _on_device(config: ExperimentConfig, device: str | None) -> ExperimentConfig
 def execute(
     configs: list[ExperimentConfig],
     store: RunStore,
-    device: str | None = None,
-    progress: bool = True,
-    workers: int = 1,
-    gpus_per_job: int = 1,
-    launcher: SubmititLauncher | None = None,
+    execution: Execution | None = None,
     labels: dict[str, str] | None = None,
 ) -> list[Any]:
-    """Train every config that ``store`` has not finished; returns the submitted jobs (with
-    ``launcher``), else nothing, once every point is done or failed. ``labels`` (point key ->
-    name) say what the progress lines call each point (default: the config's name)."""
-    if workers < 1 or gpus_per_job < 1:
-        raise ConfigError(f"workers and GPUs per job must be at least 1, got {workers} and {gpus_per_job}")
+    """Train every config that ``store`` has not finished, as ``execution`` says; returns the
+    submitted jobs (with a launcher), else nothing, once every point is done or failed (or,
+    with a launcher that does not wait, once submitted). ``labels`` (point key -> name) say
+    what the progress lines call each point (default: the config's name)."""
+    execution = execution or Execution()
     todo = [config for config in configs if store.find_done(config) is None]
     points = len({point_key(config) for config in todo})
     order = WorkOrder(
-        str(store.root), todo, device=device, gpus_per_job=gpus_per_job, progress=progress, labels=labels or {}
+        str(store.root),
+        todo,
+        device=execution.device,
+        gpus_per_job=max(1, execution.gpus_per_job),
+        progress=execution.progress,
+        labels=labels or {},
     )
-    if launcher is not None and points:
-        return submit(order, launcher, points)
-    if min(workers, points) == 1 and gpus_per_job == 1:
+    if execution.launcher is not None and points:
+        return submit(order, execution, points)
+    workers = min(execution.workers or 1, points)
+    if workers == 1 and execution.gpus_per_job == 1:
         work(order)
     elif points:
-        run_workers(order, min(workers, points))
+        run_workers(order, workers)
     return []
 
 
@@ -344,12 +398,16 @@ def _watch(running, order: WorkOrder) -> None:
 class SweepJob:
     """One job of a sweep's array: a worker. submitit calls ``checkpoint`` when the job
     reaches its time limit and requeues what it returns: the same worker, which claims the
-    interrupted point again and resumes its run from the last checkpoint."""
+    interrupted point again and resumes its run from the last checkpoint. SLURM stops a job
+    with SIGTERM both when it is cancelled and when it is requeued (``scontrol requeue``,
+    preemption); the job tells them apart by its restart count."""
 
     def __init__(self, order: WorkOrder):
         self.order = order
 
     def __call__(self) -> int:
+        if os.environ.get("SLURM_JOB_ID"):
+            signal.signal(signal.SIGTERM, _on_sigterm)
         return work(self.order)
 
     def checkpoint(self) -> Any:
@@ -358,43 +416,133 @@ class SweepJob:
         return submitit.helpers.DelayedSubmission(SweepJob(self.order))
 
 
-def submit(order: WorkOrder, launcher: SubmititLauncher, points: int) -> list[Any]:
-    """Send the sweep to SLURM as one job array of workers; with ``launcher.wait``, wait for it."""
+class JobRequeued(BaseException):
+    """This SLURM job is being requeued: give the point back, the job's next start resumes it."""
+
+
+class JobCancelled(RobustlabError):
+    """This SLURM job was cancelled: its point is recorded as failed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "?"))
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    name = f"{job}_{task}" if task else job
+    try:
+        requeued = slurm.restarts(os.environ["SLURM_JOB_ID"]) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except RobustlabError:  # scontrol did not answer: give the point back rather than lose it
+        requeued = True
+    if requeued:
+        raise JobRequeued(f"SLURM job {name} is requeued")
+    CANCELLED.set()
+    raise JobCancelled(f"SLURM job {name} was cancelled (scancel) while it trained this run")
+
+
+def submit(order: WorkOrder, execution: Execution, points: int) -> list[Any]:
+    """Send the sweep to SLURM as one job array of workers, after checking it against the
+    cluster; with ``launcher.wait``, wait for it. Points that jobs submitted earlier (by a
+    driver that was stopped) still hold or wait for are not submitted again."""
+    launcher = execution.launcher
+    assert launcher is not None
     try:
         import submitit
     except ImportError:
         raise RobustlabError(
             "--launcher submitit needs the submitit package: pip install 'robustlab[cluster]'"
         ) from None
-    if launcher.cluster == "slurm" and shutil.which("sbatch") is None:
-        raise RobustlabError(
-            "SLURM's sbatch is not on this machine's PATH: submit from the cluster's login node, "
-            "or try the jobs on this machine with --launcher submitit-local"
-        )
+    store = RunStore(order.root)
     folder = Path(launcher.folder or Path(order.root) / "submitit")
-    executor = submitit.AutoExecutor(
-        folder=folder, cluster=launcher.cluster, **{f"{launcher.cluster}_max_num_timeout": launcher.max_requeues}
-    )
-    executor.update_parameters(
-        name=f"robustlab-{order.configs[0].name}",
-        timeout_min=launcher.time_min,
-        gpus_per_node=launcher.gpus_per_job,
-        tasks_per_node=1,
-        cpus_per_task=launcher.cpus_per_job,
-        mem_gb=launcher.mem_gb,
-        slurm_partition=launcher.partition,
-        slurm_additional_parameters=dict(launcher.sbatch),
-    )
-    job_order = dataclasses.replace(
-        order, gpus_per_job=max(1, launcher.gpus_per_job), threads=launcher.cpus_per_job, wait=False, progress=False
-    )
-    size = min(launcher.array_size, points) if launcher.array_size else points
-    jobs = executor.submit_array([SweepJob(job_order) for _ in range(size)])
-    array = jobs[0].job_id.split("_")[0]
-    print(f"robustlab: submitted {size} jobs (array {array}) for {points} runs; logs in {folder}", file=sys.stderr)
+    covered = slurm.covered_points(store) if launcher.cluster == "slurm" else set()
+    fresh = [config for config in order.configs if point_key(config) not in covered]
+    waiting = len({point_key(config) for config in order.configs}) - len({point_key(c) for c in fresh})
+    if waiting:
+        print(f"robustlab: {waiting} runs are in jobs submitted before; not submitting them again", file=sys.stderr)
+    jobs: list[Any] = []
+    if fresh:
+        points = len({point_key(config) for config in fresh})
+        size = min(execution.workers, points) if execution.workers else points
+        if launcher.cluster == "slurm":
+            slurm.check_request(launcher, execution.gpus_per_job)
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster=launcher.cluster, **{f"{launcher.cluster}_max_num_timeout": launcher.max_requeues}
+        )
+        executor.update_parameters(
+            name=f"robustlab-{fresh[0].name}",
+            timeout_min=launcher.time_min,
+            tasks_per_node=1,
+            cpus_per_task=launcher.cpus_per_job,
+            mem_gb=launcher.mem_gb,
+            slurm_partition=launcher.partition,
+            slurm_additional_parameters={"requeue": True, **launcher.sbatch},
+            **({"gpus_per_node": execution.gpus_per_job} if execution.gpus_per_job else {}),
+        )
+        job_order = dataclasses.replace(order, configs=fresh, threads=launcher.cpus_per_job, wait=False, progress=False)
+        try:
+            with _stderr_kept_back():  # sbatch's own complaint would come before our one line
+                jobs = executor.submit_array([SweepJob(job_order) for _ in range(size)])
+        except submitit.core.utils.FailedJobError as error:  # sbatch refused: its own words, in one line
+            raise RobustlabError(f"SLURM refused the jobs: {slurm.sbatch_error(str(error))}") from None
+        array = jobs[0].job_id.split("_")[0]
+        if launcher.cluster == "slurm":
+            slurm.record_jobs(store, array, [job.job_id for job in jobs], [point_key(c) for c in fresh])
+        print(f"robustlab: submitted {size} jobs (array {array}) for {points} runs; logs in {folder}", file=sys.stderr)
     if launcher.wait:
-        _watch(lambda: not all(job.done() for job in jobs), order)
+        if launcher.cluster == "slurm":
+            wait_for_jobs(store, {point_key(config) for config in order.configs}, order=order)
+        else:
+            _watch(lambda: not all(job.done() for job in jobs), order)
     return jobs
+
+
+@contextmanager
+def _stderr_kept_back() -> Iterator[None]:
+    """Hold back what child processes (sbatch) write to stderr; show it only if no exception follows
+    (a refusal is reported in one line, from submitit's error, which carries sbatch's words)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+") as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                sys.stderr.write(held.read())
+
+
+def wait_for_jobs(
+    store: RunStore, keys: set[str] | None = None, progress: bool = True, order: WorkOrder | None = None
+) -> None:
+    """Watch the SLURM jobs submitted into ``store`` (those of ``keys``' points) through
+    squeue, never sacct, until none is queued or running; with ``order``, its points'
+    progress lines, else a line whenever the count of running and pending jobs changes. A
+    job that pends for a reason that waiting does not cure is reported once, with it."""
+    reported: set[tuple[str, str]] = set()
+    counts: list[tuple[int, int]] = []
+
+    def running() -> bool:
+        jobs = slurm.live_jobs(store, keys)
+        for job in jobs:
+            if job.state == "PENDING" and job.reason in slurm.HOPELESS and (job.array, job.reason) not in reported:
+                reported.add((job.array, job.reason))
+                print(f"robustlab: {slurm.hopeless_line(job)}", file=sys.stderr)
+        pending = sum(job.state == "PENDING" for job in jobs)
+        if order is None and progress and (not counts or counts[-1] != (len(jobs) - pending, pending)) and jobs:
+            counts.append((len(jobs) - pending, pending))
+            print(f"robustlab: SLURM jobs: {len(jobs) - pending} running, {pending} pending", file=sys.stderr)
+        return bool(jobs)
+
+    if order is not None:
+        _watch(running, order)
+        return
+    while running():
+        time.sleep(POLL_S * 5)
 
 
 def job_minutes(text: str | int) -> int:

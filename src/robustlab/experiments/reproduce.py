@@ -18,7 +18,7 @@ import platform
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ import torch
 
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS
 from robustlab.experiments.claims import COLUMNS as CLAIM_COLUMNS
-from robustlab.experiments.experiment import Report, get_experiment, paper_parts, run_experiment
-from robustlab.experiments.launch import _cpu_count
+from robustlab.experiments.experiment import Report, get_experiment, paper_parts, report_experiment, run_experiment
+from robustlab.experiments.launch import Execution, _cpu_count, wait_for_jobs
 from robustlab.experiments.parts import MINIATURES, Job, Part, param_text
 from robustlab.experiments.plan import GPU, plan_experiment, totals
 from robustlab.experiments.readout import metric_panels
+from robustlab.experiments.slurm import check_request
 from robustlab.report.document import Bullets, Figure, Section, Table, Text, write_document
 from robustlab.report.plots import plot_panel_grid
 from robustlab.report.tables import SD
@@ -91,17 +92,17 @@ def reproduce(
     parts: list[str] | None = None,
     overrides: list[str] | None = None,
     extra_data: str | None = None,
-    device: str | None = None,
-    progress: bool = True,
     command: str | None = None,
     dry_run: bool = False,
-    **execution: Any,
+    execution: Execution | None = None,
 ) -> dict[str, Any]:
     """Run every part of the paper at ``scale`` and write the report; returns its paths and a
     summary per part. ``parts`` selects part ids (default: all, theory included);
     ``extra_data`` is the generated-images file for the extra-data part at small/paper scale;
-    ``execution`` goes to ``run_experiment`` unchanged (workers, launchers). With ``dry_run``
-    nothing runs: returns ``plan``'s every job and totals instead."""
+    ``execution`` (device, progress, workers, GPUs per job, launcher) goes to every
+    ``run_experiment``. With a SLURM launcher this process is the driver of
+    ``_run_on_cluster``: the lr search first, then every other part at once.
+    With ``dry_run`` nothing runs: returns ``plan``'s every job and totals instead."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale '{scale}'; choose one of: {', '.join(SCALES)}")
     known = [p.id for p in paper_parts()] + ["theory"]
@@ -117,13 +118,14 @@ def reproduce(
     threads = torch.get_num_threads()
     if scale in MINIATURES:
         torch.set_num_threads(1)  # tiny nets: one thread is as fast, and never stalls on busy cores
+    execution = execution or Execution()
+    selected = [part for part in paper_parts() if not parts or part.id in parts]
     try:
-        results = [
-            _run_part(part, scale, store, out, overrides or [], extra_data, device, progress, execution)
-            for part in paper_parts()
-            if not parts or part.id in parts
-        ]
-        theory = _run_theory(scale, out, progress) if not parts or "theory" in parts else None
+        if execution.launcher is not None and execution.launcher.cluster == "slurm":
+            results = _run_on_cluster(selected, scale, store, out, overrides or [], extra_data, execution)
+        else:
+            results = [_run_part(part, scale, store, out, overrides or [], extra_data, execution) for part in selected]
+        theory = _run_theory(scale, out, execution.progress) if not parts or "theory" in parts else None
     finally:
         torch.set_num_threads(threads)
     context = {
@@ -190,7 +192,63 @@ def plan(
     return {"scale": scale, "gpu": GPU, "jobs": jobs, "totals": totals(jobs, "section")}
 
 
-def _run_part(part: Part, scale, store, out, overrides, extra_data, device, progress, execution) -> PartResult:
+def status(
+    scale: str,
+    runs_root: str | Path | None = None,
+    parts: list[str] | None = None,
+    overrides: list[str] | None = None,
+    extra_data: str | None = None,
+) -> list[dict[str, Any]]:
+    """Where the reproduction at ``scale`` stands, per section (``study_status``); trains nothing."""
+    from robustlab.experiments.study_status import study_status
+
+    store = RunStore(runs_root)
+    sections = []
+    for part in paper_parts():
+        if parts and part.id not in parts:
+            continue
+        setups: list[Any] = []
+        for job in part.jobs(scale):
+            extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
+            try:
+                setup = get_experiment(job.experiment).setup(
+                    scale, job.dataset, (overrides or []) + extra, **job.params
+                )
+                setups.append(replace(setup, store=store))
+            except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. lr=searched before the search
+                setups.append(error)
+        sections.append((part.id, setups))
+    return study_status(sections, store)
+
+
+def _run_on_cluster(parts: list[Part], scale, store, out, overrides, extra_data, execution) -> list[PartResult]:
+    """The paper's order on SLURM, with this process as the driver: the lr search's jobs
+    first, waited for (every part that uses lr=searched needs its choice); then every other
+    part's jobs submitted at once, so that they share the cluster. With ``launcher.wait``
+    the driver waits for them through squeue and writes each part's report; without it,
+    the parts say their runs were submitted, and the same command run again (a driver that
+    was killed, too) submits nothing that a live job holds and writes the report once the
+    runs are done."""
+    assert execution.launcher is not None
+    check_request(execution.launcher, execution.gpus_per_job)  # what the cluster refuses: one line, before any part
+    first = [part for part in parts if part.id == "lr-search"]
+    rest = [part for part in parts if part.id != "lr-search"]
+    waiting = replace(execution, launcher=replace(execution.launcher, wait=True))
+    results = {part.id: _run_part(part, scale, store, out, overrides, extra_data, waiting) for part in first}
+    submitting = replace(execution, launcher=replace(execution.launcher, wait=False))
+    submitted = {part.id: _run_part(part, scale, store, out, overrides, extra_data, submitting) for part in rest}
+    if execution.launcher.wait:
+        wait_for_jobs(store, progress=execution.progress)
+        for part in rest:  # every run is done or failed: draw, and leave failed runs failed
+            results[part.id] = _run_part(part, scale, store, out, overrides, extra_data, execution, train=False)
+            results[part.id].seconds += submitted[part.id].seconds
+    else:
+        results.update(submitted)
+    return [results[part.id] for part in parts]
+
+
+def _run_part(part: Part, scale, store, out, overrides, extra_data, execution, train: bool = True) -> PartResult:
+    """Train (unless not ``train``) and report each experiment of ``part``."""
     result = PartResult(part, part.jobs(scale))
     started = time.time()
     for job in result.jobs:
@@ -199,7 +257,10 @@ def _run_part(part: Part, scale, store, out, overrides, extra_data, device, prog
             extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
             setup = experiment.setup(scale, job.dataset, overrides + extra, **job.params)
             folder = out / "experiments" / setup.slug(scale)
-            _, report = run_experiment(setup, store, out_dir=folder, device=device, progress=progress, **execution)
+            if train:
+                _, report = run_experiment(setup, store, out_dir=folder, execution=execution)
+            else:
+                report = report_experiment(setup, store, out_dir=folder)
             if report is None:  # a launcher that does not wait: the runs are queued, nothing to draw yet
                 result.errors.append(f"{job.experiment}: runs submitted; run this command again once they finish")
             else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustlab.config import ExperimentConfig, config_from_dict
-from robustlab.experiments.launch import SubmititLauncher, execute, point_states
+from robustlab.experiments.launch import Execution, execute, point_states
 from robustlab.progress import readable
 from robustlab.runs.results import RunResults
 from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, StoredRun, point_key, result_key
@@ -118,36 +118,21 @@ def collect(sweep: Sweep, store: RunStore) -> list[SweepRow]:
 
 
 def run_sweep(
-    sweep: Sweep,
-    store: RunStore,
-    device: str | None = None,
-    progress: bool = True,
-    dry_run: bool = False,
-    workers: int = 1,
-    gpus_per_job: int = 1,
-    launcher: SubmititLauncher | None = None,
+    sweep: Sweep, store: RunStore, execution: Execution | None = None, dry_run: bool = False
 ) -> list[SweepRow]:
     """Train every point of ``sweep`` not done in ``store``; return all points with results.
 
-    ``device`` overrides ``train.device`` (it does not change which runs count as done).
-    With ``dry_run`` nothing is trained: the rows say which points would train or resume.
-    ``workers``, ``gpus_per_job`` and ``launcher`` say where the points train
-    (``robustlab.experiments.launch.execute``); a point that fails is returned with status
-    ``failed`` and its ``error``, after the others have trained.
+    ``execution`` says where and how the points train (device, progress, workers, GPUs per
+    job, launcher: ``robustlab.experiments.launch``); its device does not change which runs
+    count as done. With ``dry_run`` nothing is trained: the rows say which points would
+    train or resume. A point that fails is returned with status ``failed`` and its
+    ``error``, after the others have trained.
     """
     rows = collect(sweep, store)
-    return rows if dry_run else train_rows(rows, store, device, progress, workers, gpus_per_job, launcher)
+    return rows if dry_run else train_rows(rows, store, execution)
 
 
-def train_rows(
-    rows: list[SweepRow],
-    store: RunStore,
-    device: str | None = None,
-    progress: bool = True,
-    workers: int = 1,
-    gpus_per_job: int = 1,
-    launcher: SubmititLauncher | None = None,
-) -> list[SweepRow]:
+def train_rows(rows: list[SweepRow], store: RunStore, execution: Execution | None = None) -> list[SweepRow]:
     """Train the points of ``rows`` that are not done (of one sweep or several at once), and
     update the rows: ``trained``, ``failed`` with its error, or where a submitted job stands."""
     todo = [row for row in rows if row.status != DONE]
@@ -155,7 +140,7 @@ def train_rows(
         return rows
     configs = [row.config for row in todo]
     labels = {point_key(row.config): f"{row.sweep} {_describe(row.overrides)}".strip() for row in todo}
-    execute(configs, store, device, progress, workers, gpus_per_job, launcher, labels)
+    execute(configs, store, execution, labels)
     for row, state in zip(todo, point_states(configs, store)):
         if state["row"] is not None:
             row.status, row.run, row.results = "trained", state["row"].path, _results(state["row"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robustlab.data.pca import fit_pca, parse_component_spec
+from robustlab.data.principal_components import fit_pca, parse_component_spec
 
 
 def low_rank_images(n=300, seed=0):
@@ -76,7 +76,7 @@ def test_component_specs():
 
 
 def test_a_fit_is_made_once_and_read_back_from_the_cache(tmp_path):
-    from robustlab.data import pca as pca_module
+    from robustlab.data import principal_components as pca_module
 
     images, _ = low_rank_images()
     first = pca_module.cached_pca(images, tmp_path)

@@ -5,9 +5,9 @@ import pytest
 
 from robustlab.config import DataConfig
 from robustlab.data.datasets import DatasetError, load_dataset
-from robustlab.data.pca import fit_pca
-from robustlab.data.sampling import balanced_subset, reference_split, train_val_split
+from robustlab.data.principal_components import fit_pca
 from robustlab.data.splits import channel_means, prepare_data
+from robustlab.data.subsets import balanced_subset, reference_split, train_val_split
 
 BALANCED = np.repeat(np.arange(10), 50)  # 500 labels, 50 per class
 IMBALANCED = np.concatenate([np.zeros(3, int), np.ones(40, int), np.full(17, 2)])

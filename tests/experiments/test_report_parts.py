@@ -10,7 +10,7 @@ from robustlab.cli import main
 from robustlab.cli.experiment import parse_param
 from robustlab.config import ConfigError, load_config
 from robustlab.data.datasets import load_dataset
-from robustlab.data.pca import PCA, parse_component_spec
+from robustlab.data.principal_components import PCA, parse_component_spec
 from robustlab.experiments import EXPERIMENTS, get_experiment, run_experiment
 from robustlab.experiments.data_scaling import PAPER_SIZES, capped_sizes, halvings
 from robustlab.experiments.experiment import recipe_notes

@@ -21,7 +21,7 @@ from robustlab.nn.lipschitz import (
     LayerFamily,
     LipschitzLayer,
     NormReport,
-    configure_eval,
+    configure_model_eval,
 )
 from robustlab.nn.lipschitz.base import dense_norm_report, with_weights
 from robustlab.nn.models import MODELS, ImageClassifier, create_model
@@ -181,7 +181,7 @@ def test_verify_refuses_a_layer_whose_claimed_bound_is_too_low():
 
 def test_configure_eval_reaches_the_layers_that_use_a_setting():
     model = nn.Sequential(CPLConv2d(2, input_size=(4, 4)), Flatten(), CPLLinear(32), SpectralLinear(32, 4))
-    configure_eval(model, power_iterations=7, batch_size=12)  # settings a layer does not use are ignored
+    configure_model_eval(model, power_iterations=7, batch_size=12)  # settings a layer does not use are ignored
     assert [m.eval_iterations for m in model if isinstance(m, (CPLConv2d, CPLLinear))] == [7, 7]
 
 

@@ -6,7 +6,7 @@ import torch
 
 from results_helpers import OLD_RESULTS_JSON, run_results
 from robustlab.config import ExperimentConfig, load_config
-from robustlab.runs.results import RunResults
+from robustlab.runs.result_files import RunResults
 from robustlab.runs.store import Run, RunStore
 
 

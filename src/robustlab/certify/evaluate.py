@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustlab.certify.certificates import ClassResult, EvalResult, cra_points, dense_curve
 from robustlab.certify.margins import certified_radii, cra
-from robustlab.certify.results import ClassResult, EvalResult, cra_points, dense_curve
 from robustlab.config import DEFAULT_EPS
 from robustlab.data.splits import prepare_data
 from robustlab.progress import progress_bar

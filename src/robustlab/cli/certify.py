@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlab.certify.attacks import check_soundness, ensure_available
     from robustlab.certify.evaluate import certify_points, split_images, summarize_certificates
     from robustlab.runs.checkpoint import load_run_model
-    from robustlab.runs.results import CERTIFY_FILE, CertifyReport
+    from robustlab.runs.result_files import CERTIFY_FILE, CertifyReport
     from robustlab.runs.store import Run
     from robustlab.runtime import resolve_device
 

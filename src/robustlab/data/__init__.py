@@ -10,9 +10,9 @@ from robustlab.data.datasets import (
     load_generated,
 )
 from robustlab.data.loader import DeviceLoader, augment_batch
-from robustlab.data.pca import PCA, fit_pca, parse_component_spec
-from robustlab.data.sampling import balanced_subset, reference_split, train_val_split
+from robustlab.data.principal_components import PCA, fit_pca, parse_component_spec
 from robustlab.data.splits import PreparedData, channel_means, prepare_data
+from robustlab.data.subsets import balanced_subset, reference_split, train_val_split
 
 __all__ = [
     "DATASETS",

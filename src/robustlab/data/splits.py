@@ -14,8 +14,8 @@ import numpy as np
 
 from robustlab.config import DataConfig
 from robustlab.data.datasets import DatasetError, check_generated_path, load_dataset, load_generated
-from robustlab.data.pca import cached_pca, parse_component_spec
-from robustlab.data.sampling import balanced_subset, reference_split, train_val_split
+from robustlab.data.principal_components import cached_pca, parse_component_spec
+from robustlab.data.subsets import balanced_subset, reference_split, train_val_split
 
 
 @dataclass

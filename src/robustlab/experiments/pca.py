@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from robustlab.data.datasets import DATASETS
-from robustlab.data.pca import PCA, cached_pca
+from robustlab.data.principal_components import PCA, cached_pca
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup

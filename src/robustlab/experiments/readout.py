@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from robustlab.certify.certificates import EvalResult, eps_label
 from robustlab.certify.evaluate import evaluate
-from robustlab.certify.results import EvalResult, eps_label
-from robustlab.certify.smoothing.results import SmoothingResult
+from robustlab.certify.smoothing.records import SmoothingResult
 from robustlab.config import PAPER_EPS, ExperimentConfig
 from robustlab.data.splits import prepare_data
 from robustlab.experiments.sweep import SweepRow
@@ -25,7 +25,7 @@ from robustlab.report.plots import Curve, Panel
 from robustlab.report.scaling_law import Fit, fit_scaling
 from robustlab.report.tables import SD
 from robustlab.runs.checkpoint import load_run_model
-from robustlab.runs.results import RunResults
+from robustlab.runs.result_files import RunResults
 from robustlab.runs.store import Run
 from robustlab.runtime import resolve_device
 

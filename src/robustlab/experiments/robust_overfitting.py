@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.certify.results import eps_label
+from robustlab.certify.certificates import eps_label
 from robustlab.config import PAPER_EPS
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict, difference_rule, difference_verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup

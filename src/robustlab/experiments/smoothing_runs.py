@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from robustlab.certify import smoothing
+from robustlab.certify.certificates import CRAPoint, cra_at, eps_label
 from robustlab.certify.evaluate import split_images
-from robustlab.certify.results import CRAPoint, cra_at, eps_label
 from robustlab.certify.smoothing import SmoothingResult
 from robustlab.config import DEFAULT_EPS
 from robustlab.files import read_json
 from robustlab.runs.checkpoint import load_run_model
-from robustlab.runs.results import CERTIFY_FILE, CertifyReport, RunResults
+from robustlab.runs.result_files import CERTIFY_FILE, CertifyReport, RunResults
 from robustlab.runs.store import Run
 from robustlab.runtime import resolve_device
 

@@ -21,7 +21,7 @@ from typing import Any
 from robustlab.config import ExperimentConfig, config_from_dict
 from robustlab.experiments.launch import Execution, execute, point_states
 from robustlab.progress import readable
-from robustlab.runs.results import RunResults
+from robustlab.runs.result_files import RunResults
 from robustlab.runs.store import DONE, EXECUTION_KEYS, Run, RunStore, StoredRun, point_key, result_key
 
 __all__ = ["EXECUTION_KEYS", "result_key"]  # where they lived before the store matched runs

@@ -38,7 +38,7 @@ from robustlab.data.splits import PreparedData
 from robustlab.errors import RobustlabError, one_line
 from robustlab.files import atomic_open, atomic_torch_save, safe_torch_load
 from robustlab.nn.export import export_model
-from robustlab.nn.lipschitz import configure_eval
+from robustlab.nn.lipschitz import configure_model_eval
 from robustlab.nn.models import (
     ARCHITECTURE_VERSION,
     ImageClassifier,
@@ -87,7 +87,7 @@ def create_from_architecture(architecture: dict, power_iterations: int) -> Image
         mean=torch.tensor(architecture["mean"], dtype=torch.float32),
         **{**legacy_kwargs(architecture["name"], architecture.get("version", 1)), **architecture["kwargs"]},
     )
-    configure_eval(model, power_iterations=power_iterations)
+    configure_model_eval(model, power_iterations=power_iterations)
     return model
 
 

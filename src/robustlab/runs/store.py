@@ -52,7 +52,7 @@ from robustlab.registry import did_you_mean
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
 
 if TYPE_CHECKING:  # the result classes import torch: the store's listing does without
-    from robustlab.runs.results import RunResults
+    from robustlab.runs.result_files import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -161,7 +161,7 @@ class Run:
 
     def load_results(self) -> RunResults:
         """``results.json``; a file that is not a robustlab results file is a ``ResultsFileError``."""
-        from robustlab.runs.results import RunResults
+        from robustlab.runs.result_files import RunResults
 
         if not self.results_path.exists():
             raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
@@ -349,7 +349,7 @@ class StoredRun:
         if self.results_data is None:
             return None
         if "_results" not in self.__dict__:
-            from robustlab.runs.results import RunResults
+            from robustlab.runs.result_files import RunResults
 
             self.__dict__["_results"] = RunResults.from_dict(self.results_data)
         return self.__dict__["_results"]

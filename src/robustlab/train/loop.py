@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from robustlab.certify import smoothing
+from robustlab.certify.certificates import EvalResult
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import certified_radii
-from robustlab.certify.results import EvalResult
-from robustlab.certify.smoothing.results import SmoothingResult
+from robustlab.certify.smoothing.records import SmoothingResult
 from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, TrainConfig, check_ranges
 from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
@@ -51,7 +51,7 @@ from robustlab.runs.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from robustlab.runs.results import RunResults
+from robustlab.runs.result_files import RunResults
 from robustlab.runs.store import IndexBusyError, Run, RunStore
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed

@@ -36,7 +36,7 @@ from robustlab.certify.smoothing.methods import (
     smooth,
     summarize_records,
 )
-from robustlab.certify.smoothing.results import (
+from robustlab.certify.smoothing.records import (
     ABSTAIN,
     GUARANTEES,
     METHODS,
@@ -44,8 +44,8 @@ from robustlab.certify.smoothing.results import (
     SmoothingResult,
     SmoothingTiming,
 )
-from robustlab.certify.smoothing.sampling import count_predictions, noise_seed
 from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
+from robustlab.certify.smoothing.votes import count_predictions, noise_seed
 
 __all__ = [
     "ABSTAIN",

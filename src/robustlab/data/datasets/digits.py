@@ -9,7 +9,7 @@ import numpy as np
 
 from robustlab.data.datasets.base import DatasetSpec, register
 from robustlab.data.datasets.readers import Splits
-from robustlab.data.sampling import train_val_split
+from robustlab.data.subsets import train_val_split
 
 AFFINE_DIGITS = "digits-affine"  # the name of the generated data (see affine_digits)
 

@@ -21,7 +21,7 @@ from robustlab.nn.blocks import FirstChannels, ZeroChannelConcatenation
 from robustlab.nn.lipschitz import aoc, aol, bcop, bro, cpl, lot, orthogonal, sandwich, sll, soc
 from robustlab.nn.lipschitz.aoc import AOCConv2d
 from robustlab.nn.lipschitz.aol import AOLConv2d, AOLLinear
-from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, configure_eval, lipschitz_layers
+from robustlab.nn.lipschitz.base import LipschitzLayer, NormReport, configure_model_eval, lipschitz_layers
 from robustlab.nn.lipschitz.bcop import BCOPConv2d, BjorckLinear
 from robustlab.nn.lipschitz.bro import BROConv2d, BROLinear
 from robustlab.nn.lipschitz.cpl import CPLConv2d, CPLLinear
@@ -57,7 +57,7 @@ __all__ = [
     "SOCConv2d",
     "SandwichConv2d",
     "SandwichLinear",
-    "configure_eval",
+    "configure_model_eval",
     "lipschitz_layers",
 ]
 

@@ -112,7 +112,7 @@ def layers_lipschitz_bound(model: nn.Module) -> float:
     return math.prod(layer.lipschitz_bound() for layer in lipschitz_layers(model))
 
 
-def configure_eval(model: nn.Module, **settings: Any) -> nn.Module:
+def configure_model_eval(model: nn.Module, **settings: Any) -> nn.Module:
     """Hands the evaluation ``settings`` to every Lipschitz layer of ``model``; returns ``model``."""
     for module in model.modules():
         if isinstance(module, LipschitzLayer):

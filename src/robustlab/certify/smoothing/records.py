@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from robustlab.certify.results import CRACurve, CRAPoint, cra_at
+from robustlab.certify.certificates import CRACurve, CRAPoint, cra_at
 
 METHODS = ("estimate", "certify", "predict")
 ABSTAIN = -1  # the prediction of certify and predict when the vote is too close

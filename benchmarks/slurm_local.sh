@@ -96,7 +96,8 @@ start() {
     if running slurmctld && running slurmd; then
         scontrol reconfigure  # already up: read the conf written above
     else
-        running slurmctld || slurmctld
+        # -c: a fresh start forgets the jobs of an earlier session (a test cluster keeps no state worth keeping)
+        running slurmctld || slurmctld -c
         running slurmd || slurmd
     fi
     for _ in $(seq 60); do

@@ -3,8 +3,14 @@ preset list is the presets, and user-facing text names documents a user has."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import robustlab
 from robustlab.config import preset_names
@@ -70,3 +76,25 @@ def test_user_facing_text_names_no_internal_documents():
         if re.search(r"[\"'][^\"'\n]*\bSPEC('s)?\b[^\"'\n]*[\"']", path.read_text())
     ]
     assert not offenders
+
+
+@pytest.mark.slow
+def test_the_readme_python_block_runs_as_pasted(tmp_path):
+    """The README's Python API tour, executed as written in a fresh folder (its runs and the
+    exported weights land there; torch.hub reads the checkout's hubconf.py from it)."""
+    block = re.search(r"```python\n(.*?)```", README, re.S)
+    assert block, "README.md lost its Python API block"
+    shutil.copy(PACKAGE.parents[1] / "hubconf.py", tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTLAB_PROGRESS": "0"}
+    env.pop("ROBUSTLAB_RUNS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", block.group(1)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    cra, models, verified, smoothed = lines[0], lines[1], lines[2], lines[3]
+    for certified in (cra, smoothed):  # CRAPoints, the first at 36/255, CRA a fraction
+        values = re.findall(r"CRAPoint\(eps=[0-9.]+, label='([0-9/]+)', cra=([0-9.]+)\)", certified)
+        assert values and values[0][0] == "36/255" and all(0.0 <= float(v) <= 1.0 for _, v in values), certified
+    assert "lipconvnet-aol" in models and verified == "True"
+    assert (tmp_path / "model.safetensors").exists() and any((tmp_path / "runs").iterdir())

@@ -85,10 +85,12 @@ def test_reproduce_smoke_on_slurm_lr_search_first_a_second_driver_submits_nothin
     runs, out = tmp_path / "runs", tmp_path / "report"
     where = ["--scale", "smoke", "--runs-root", str(runs), "--device", "cpu", "--quiet"]
     jobs = ["--launcher", "submitit", "--launcher-config", str(_launcher(tmp_path))]
+    planned = json.loads(_robustlab("reproduce", *where, "--parts", "lr-search", "--dry-run", "--json").stdout)
+    searches = sum(job["section"] == "lr-search" for job in planned["jobs"])  # every recipe a later part trains
     # a driver without --wait: the lr search's jobs first, waited for, then figure-1's submitted
     first = _robustlab("reproduce", *where, *jobs, "--parts", "lr-search,figure-1", "--out", str(out), "--json")
     parts = {part["part"]: part for part in json.loads(first.stdout)["parts"]}
-    assert parts["lr-search"]["runs done"] == 3 and not parts["lr-search"]["error"]
+    assert searches >= 3 and parts["lr-search"]["runs done"] == searches and not parts["lr-search"]["error"]
     assert "runs submitted" in parts["figure-1"]["error"]
     arrays = len(slurm.submitted(RunStore(runs)))
     assert arrays == 2
@@ -97,7 +99,7 @@ def test_reproduce_smoke_on_slurm_lr_search_first_a_second_driver_submits_nothin
     assert len(slurm.submitted(RunStore(runs))) == arrays
     status = json.loads(_robustlab("reproduce", "--status", *where, "--parts", "lr-search,figure-1", "--json").stdout)
     assert [row["section"] for row in status] == ["lr-search", "figure-1"]
-    assert status[0]["done"] == 3 and status[1]["runs"] == 6 and status[0]["hours spent"] > 0
+    assert status[0]["done"] == searches and status[1]["runs"] == 6 and status[0]["hours spent"] > 0
     assert sum(status[1][state] for state in ("queued", "pending", "running", "done")) == 6
     # the whole smoke reproduction, waiting for every job: every section to the report
     started = time.time()

@@ -6,6 +6,7 @@ import hashlib
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ def entry_point(name: str) -> Callable[..., nn.Module]:
         input_shape: Sequence[int] = (3, 32, 32),
         num_classes: int = 10,
         device: str = "cpu",
-        **kwargs,
+        **kwargs: Any,  # create_model's: mean and the model's own keyword arguments
     ) -> nn.Module:
         if weights is not None:
             return load_model(fetch(weights), device, expected_name=name)

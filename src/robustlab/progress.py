@@ -13,9 +13,12 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator, Sized
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+Item = TypeVar("Item")
 
 ENV = "ROBUSTLAB_PROGRESS"
 _open: list[Progress] = []  # the units now running, outermost first
@@ -99,7 +102,9 @@ class Progress:
         self.close()
 
 
-def progress_bar(iterable, desc: str, unit: str = "it", enabled: bool = True, total: int | None = None):
+def progress_bar(
+    iterable: Iterable[Item], desc: str, unit: str = "it", enabled: bool = True, total: int | None = None
+) -> Iterator[Item]:
     """Iterate ``iterable`` under a nested-style bar: shown on a terminal only, never as lines."""
     with Progress(total if total is not None else _length(iterable), desc, unit, enabled) as progress:
         progress.lines = False
@@ -145,8 +150,8 @@ def decimals_needed(values: list[Any], most: int) -> int:
     return needed
 
 
-def _length(iterable) -> int | None:
+def _length(iterable: Iterable[object]) -> int | None:
     try:
-        return len(iterable)
-    except TypeError:
+        return len(iterable) if isinstance(iterable, Sized) else None
+    except TypeError:  # a 0-d tensor has __len__ but no length
         return None

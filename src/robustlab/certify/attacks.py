@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ def _import_autoattack() -> Callable[[nn.Module, torch.Tensor, torch.Tensor, flo
     try:
         from autoattack import AutoAttack
 
-        def run(model, x, y, eps, version):
+        def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, version: str) -> torch.Tensor:
             adversary = AutoAttack(model, norm="L2", eps=eps, version=version, verbose=False)
             return adversary.run_standard_evaluation(x, y, bs=len(x))
 
@@ -59,7 +60,7 @@ def _import_autoattack() -> Callable[[nn.Module, torch.Tensor, torch.Tensor, flo
             "`pip install git+https://github.com/fra31/auto-attack`, or use --attack pgd"
         ) from None
 
-    def run_pypi(model, x, y, eps, version):
+    def run_pypi(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, version: str) -> torch.Tensor:
         adversary = PyPIAutoAttack(model, norm="L2", eps=eps, version=version, device=x.device)
         adversary.verbose = False
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # and the labels it predicts
@@ -161,8 +162,8 @@ def check_soundness(
     batch_size: int = 500,
     device: torch.device | str = "cpu",
     progress: bool = False,
-    **attack_options,
-) -> dict:
+    **attack_options: object,
+) -> dict[str, Any]:
     """Attack every certified point at its certified radius; any flip is a counterexample.
 
     The attack runs on the same float64 copy of the model that certification used, and a

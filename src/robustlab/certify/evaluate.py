@@ -28,7 +28,7 @@ from torch import nn
 
 from robustlab.certify.certificates import ClassResult, EvalResult, cra_points, dense_curve
 from robustlab.certify.margins import certified_radii, cra
-from robustlab.config import DEFAULT_EPS
+from robustlab.config import DEFAULT_EPS, ExperimentConfig
 from robustlab.data.splits import prepare_data
 from robustlab.progress import progress_bar
 
@@ -187,7 +187,7 @@ def _as_pixel_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
 
-def _to_float(batch: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
+def _to_float(batch: torch.Tensor, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     # uint8 -> float64 divides exactly-rounded in the target precision (no float32 detour)
     batch = batch.to(device)
     if batch.dtype == torch.uint8:
@@ -195,7 +195,7 @@ def _to_float(batch: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
     return batch.to(dtype).contiguous()
 
 
-def split_images(config, split: str | None = None) -> tuple[np.ndarray, np.ndarray, str, int]:
+def split_images(config: ExperimentConfig, split: str | None = None) -> tuple[np.ndarray, np.ndarray, str, int]:
     """``(images, labels, split, num_classes)`` of a run's split: its evaluation split by default.
 
     ``train`` is the very set the run trained on (subset and extra data included, no

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 from robustlab import __version__
 from robustlab.config import ConfigError
@@ -41,7 +43,8 @@ class CommandParser(argparse.ArgumentParser):
     usage line (argparse would hand it up to the top-level parser, whose usage says nothing
     about the subcommand's options)."""
 
-    def parse_known_args(self, args=None, namespace=None):
+    # Any: typeshed overloads this on the type of the caller's namespace, which is returned filled in
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")

@@ -6,8 +6,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robustlab.cli.common import (
+    Subparsers,
     add_data_dir_flag,
     add_device_flag,
     add_json_flag,
@@ -18,8 +21,11 @@ from robustlab.cli.common import (
 )
 from robustlab.errors import RobustlabError
 
+if TYPE_CHECKING:
+    from robustlab.config import ExperimentConfig
 
-def add_parser(subparsers) -> None:
+
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "certify",
         help="certified robust accuracy of a trained run (and a soundness check by attacks)",
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def result_name(split: str, limit: int | None, eps: list[float], config, default: str) -> str:
+def result_name(split: str, limit: int | None, eps: list[float], config: ExperimentConfig, default: str) -> str:
     """One file per settings: ``default`` (certify.json) for the run's own (its evaluation split, every
     image, its eval.eps), else ``certify-<split>-first<N>-eps<...>.json`` with the parts that differ,
     so a quick ``--limit 200`` never replaces the full result."""
@@ -126,7 +132,7 @@ def result_name(split: str, limit: int | None, eps: list[float], config, default
     return "-".join([default.removesuffix(".json"), *parts]) + ".json"
 
 
-def _keep_checked_result(path) -> None:
+def _keep_checked_result(path: Path) -> None:
     """Refuse to replace a soundness-checked result by an unchecked one of the same settings."""
     try:
         checked = "soundness" in json.loads(path.read_text())

@@ -6,10 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from robustlab.config import MAX_EPS, ConfigError, check_device_name, parse_float
 from robustlab.progress import decimals_needed
+
+if TYPE_CHECKING:
+    from robustlab.cli import CommandParser
+
+# What each command module's ``add_parser`` adds its subcommand to (``build_parser``'s subparsers)
+Subparsers: TypeAlias = "argparse._SubParsersAction[CommandParser]"
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

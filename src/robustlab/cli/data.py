@@ -7,11 +7,15 @@ need them, so that `robustlab --help` does not load them (seconds).
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from robustlab.cli.common import add_data_dir_flag, add_json_flag, emit, format_table
+from robustlab.cli.common import Subparsers, add_data_dir_flag, add_json_flag, emit, format_table
+
+if TYPE_CHECKING:
+    from robustlab.data.datasets.base import ImageDataset
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("data", help="list, inspect and prepare datasets")
     parser.set_defaults(func=lambda args: parser.print_help())
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -81,7 +85,7 @@ def dataset_table(data_dir: str | None = None) -> dict:
     return {"data_dir": str(folder), "datasets": rows}
 
 
-def describe(dataset) -> dict:
+def describe(dataset: ImageDataset) -> dict:
     """Sizes, shape, classes and channel means of an ``ImageDataset``."""
     import numpy as np
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robustlab.cli.common import (
+    Subparsers,
     add_data_dir_flag,
     add_device_flag,
     add_json_flag,
@@ -17,7 +18,7 @@ from robustlab.cli.experiment import render_report
 from robustlab.config import ConfigError
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="accuracy and certified robust accuracy vs training-set size, on built-in data",

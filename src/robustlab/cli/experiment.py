@@ -7,9 +7,10 @@ import sys
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustlab.cli.common import (
+    Subparsers,
     add_data_dir_flag,
     add_device_flag,
     add_json_flag,
@@ -21,8 +22,13 @@ from robustlab.cli.common import (
 )
 from robustlab.config import ConfigError, from_dict, parse_override, read_yaml
 
+if TYPE_CHECKING:
+    from robustlab.experiments.experiment import Setup
+    from robustlab.experiments.launch import Execution, SubmititLauncher
+    from robustlab.runs.store import RunStore
 
-def add_parser(subparsers) -> None:
+
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "experiment",
         help="run one of the paper's experiments, then write its figure and table",
@@ -110,7 +116,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def setup_from_args(args: argparse.Namespace):
+def setup_from_args(args: argparse.Namespace) -> Setup:
     # imported when the command runs, not for --help: keeps start-up fast
     from robustlab.experiments import get_experiment
 
@@ -176,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 EXECUTION_KEYS = ("workers", "gpus_per_job")  # keys of a launcher config that are the execution's, not SLURM's
 
 
-def execution_from_args(args: argparse.Namespace):
+def execution_from_args(args: argparse.Namespace) -> Execution:
     """The one execution value of a command: --device, --quiet, --workers, --gpus-per-job and
     the launcher from --launcher-config and the flags (the flags win)."""
     from robustlab.experiments.launch import Execution
@@ -212,7 +218,7 @@ def _launcher_settings(path: str) -> dict[str, Any]:
     return dict(settings)
 
 
-def _launcher(settings: dict[str, Any], args: argparse.Namespace):
+def _launcher(settings: dict[str, Any], args: argparse.Namespace) -> SubmititLauncher:
     """The submitit launcher from a launcher config's SLURM settings and the flags (which win)."""
     from robustlab.experiments.launch import SubmititLauncher, job_minutes
 
@@ -234,7 +240,7 @@ def _launcher(settings: dict[str, Any], args: argparse.Namespace):
         raise ConfigError(str(error) if args.launcher_config else f"launcher: {error}") from None
 
 
-def show_status(args: argparse.Namespace, setup, store) -> int:
+def show_status(args: argparse.Namespace, setup: Setup, store: RunStore) -> int:
     from robustlab.experiments import get_experiment
     from robustlab.experiments.launch import point_states
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_json_flag, emit
+from robustlab.cli.common import Subparsers, add_json_flag, emit
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
         help="write a run's weights and architecture record as a safetensors file",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from robustlab.cli.common import add_data_dir_flag, emit
+from robustlab.cli.common import Subparsers, add_data_dir_flag, emit
 from robustlab.cli.experiment import add_setup_arguments, render_report, setup_from_args
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write an experiment's figure and table from the runs already trained",

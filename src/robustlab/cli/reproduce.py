@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from robustlab.cli.common import (
+    Subparsers,
     add_data_dir_flag,
     add_device_flag,
     add_json_flag,
@@ -18,7 +19,7 @@ from robustlab.cli.common import (
 from robustlab.cli.experiment import add_execution_arguments, execution_from_args, render_plan
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce",
         help="run every experiment of the paper and the theory lab, then write one report (HTML and Markdown)",

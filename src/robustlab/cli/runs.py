@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from robustlab.cli.common import add_json_flag, emit, format_table
+from robustlab.cli.common import Subparsers, add_json_flag, emit, format_table
 from robustlab.config import PAPER_EPS, ConfigError, parse_override
 from robustlab.files import json_default
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 STATUSES = ("created", "running", "interrupted", "failed", "done")
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "runs",
         help="list runs, rebuild the run index, merge run stores",

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from robustlab.cli.common import (
+    Subparsers,
     add_data_dir_flag,
     add_device_flag,
     add_json_flag,
@@ -19,7 +20,7 @@ from robustlab.cli.common import (
 METHODS = ("estimate", "certify", "predict")  # smoothing.METHODS, without importing torch for --help
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "smooth",
         help="randomized smoothing of a trained run: the paper's estimate or Cohen et al.'s certificate",

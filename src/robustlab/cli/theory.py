@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from robustlab.cli.common import add_device_flag, add_json_flag, emit, format_table, int_list
+from robustlab.cli.common import Subparsers, add_device_flag, add_json_flag, emit, format_table, int_list
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("theory", help="measure Theorem 1 (no free robustness) and Theorem 2 (1-NN)")
     parser.set_defaults(func=lambda args: parser.print_help())
     theorems = parser.add_subparsers(dest="theorem", metavar="THEOREM")

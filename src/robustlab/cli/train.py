@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from robustlab.cli.common import (
+    Subparsers,
     add_data_dir_flag,
     add_device_flag,
     add_json_flag,
@@ -13,12 +15,15 @@ from robustlab.cli.common import (
     emit,
     format_table,
 )
-from robustlab.config import load_config, parse_override, preset_names
+from robustlab.config import ExperimentConfig, load_config, parse_override, preset_names
+
+if TYPE_CHECKING:
+    from robustlab.runs.store import Run
 
 DEFAULT_PRESET = "digits"  # built-in data, trains in seconds on a CPU
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model (preset or YAML config) and certify it",
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lr_for_model(config, args: argparse.Namespace, overrides: list[str]):
+def _lr_for_model(config: ExperimentConfig, args: argparse.Namespace, overrides: list[str]) -> ExperimentConfig:
     """A preset whose model ``--set`` swapped trains at the new layer family's lr (each family's
     ``LR_SCALE``), unless ``--set optim.lr=...`` chose one."""
     from robustlab.progress import note
@@ -85,7 +90,7 @@ def _lr_for_model(config, args: argparse.Namespace, overrides: list[str]):
     return scaled
 
 
-def summary(run) -> dict:
+def summary(run: Run) -> dict:
     return {"run_dir": str(run.path), **run.load_results().to_dict()}
 
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from robustlab.cli.common import add_device_flag, add_json_flag, emit, format_table
+from robustlab.cli.common import Subparsers, add_device_flag, add_json_flag, emit, format_table
 from robustlab.config import parse_override
 
+if TYPE_CHECKING:
+    import torch
 
-def add_parser(subparsers) -> None:
+    from robustlab.nn.models import ImageClassifier
+
+
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "verify",
         help="check that a model is 1-Lipschitz (per-layer norms, network lower bound)",
@@ -92,7 +98,7 @@ def _one_lipschitz(report: dict) -> bool:
     return report["claimed_lipschitz"] in (None, 1.0)
 
 
-def _load(args: argparse.Namespace, device):
+def _load(args: argparse.Namespace, device: torch.device) -> tuple[ImageClassifier, str]:
     if args.run_dir and (args.model or args.dataset):
         raise ValueError("give either RUN_DIR or --model with --dataset, not both")
     if args.run_dir:

@@ -16,13 +16,15 @@ points on CIFAR-10), a sigmoid from chance to a ceiling, and the N a target CRA 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from robustlab.certify.smoothing import estimated_radius
-from robustlab.config import PAPER_EPS
+from robustlab.config import PAPER_EPS, ExperimentConfig
 from robustlab.data.datasets import load_dataset
 from robustlab.experiments.claims import (
     CANNOT,
@@ -128,7 +130,7 @@ def training_set_size(setup: Setup) -> int:
     return dataset_facts(setup)[0]
 
 
-def capped_sizes(sizes, full: int) -> list[int]:
+def capped_sizes(sizes: Sequence[int], full: int) -> list[int]:
     """The sizes below ``full``, then ``full`` itself if any size reached it."""
     below = sorted({int(n) for n in sizes if n < full})
     return below + [full] if any(n >= full for n in sizes) else below
@@ -195,8 +197,8 @@ def training_metrics(eps: list[float]) -> dict:
     """Accuracy and CRA of the training images themselves (not for smoothing base nets, whose
     training-set number would be the base net's, not the smoothed classifier's)."""
 
-    def on_training_images(read):
-        def value(row: SweepRow):
+    def on_training_images(read: Callable[[Results | None], float | None]) -> Callable[[SweepRow], float | None]:
+        def value(row: SweepRow) -> float | None:
             if row.results is None or row.results.smoothing is not None:
                 return None
             return read(training_set_evaluation(row))
@@ -204,10 +206,12 @@ def training_metrics(eps: list[float]) -> dict:
         return value
 
     metrics = {"train accuracy": on_training_images(accuracy_percent)}
-    return metrics | {f"train {cra_column(e)}": on_training_images(lambda x, e=e: cra_percent(x, e)) for e in eps}
+    return metrics | {f"train {cra_column(e)}": on_training_images(partial(cra_percent, eps=e)) for e in eps}
 
 
-def scaling_table(rows: list[SweepRow], x_name: str, x_of) -> tuple[list[dict], list[float]]:
+def scaling_table(
+    rows: list[SweepRow], x_name: str, x_of: Callable[[ExperimentConfig], float]
+) -> tuple[list[dict], list[float]]:
     """seed_mean_table() over what each run is scored by, with the training-image metrics;
     returns the table and the radii it has CRA columns for."""
     eps = radii_certified_at(rows) or [PAPER_EPS]
@@ -217,7 +221,14 @@ def scaling_table(rows: list[SweepRow], x_name: str, x_of) -> tuple[list[dict], 
 RADIUS_MARKERS = ("s", "^", "v", "D", "P", "X")  # one marker per radius in the larger-radii panel
 
 
-def scaling_panels(rows, setup: Setup, table, eps, x_name: str, x_of_row):
+def scaling_panels(
+    rows: list[SweepRow],
+    setup: Setup,
+    table: list[dict[str, Any]],
+    eps: list[float],
+    x_name: str,
+    x_of_row: Callable[[SweepRow], float],
+) -> tuple[list[Panel], list[str], list[dict[str, Any]]]:
     """Accuracy and CRA at 36/255 (test solid, training images dashed) with the fits, then the
     test CRA at every larger radius the runs were certified at in one panel; returns (panels,
     fit notes, fits)."""

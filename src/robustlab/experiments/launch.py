@@ -42,10 +42,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 import torch
@@ -56,7 +58,7 @@ from robustlab.errors import RobustlabError, one_line
 from robustlab.experiments import slurm
 from robustlab.progress import Progress
 from robustlab.runs import claims
-from robustlab.runs.store import IN_PROGRESS, RunStore, StoredRun, point_key
+from robustlab.runs.store import IN_PROGRESS, Run, RunStore, StoredRun, point_key
 from robustlab.train.loop import train
 
 POLL_S = 1.0  # how often a waiting worker, or the process watching workers, looks at the store
@@ -214,7 +216,7 @@ def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: Wor
         _train_with_torchrun(store, config, unfinished, order)
         return
 
-    def keep_claim(epoch, run) -> None:
+    def keep_claim(epoch: int, run: Run) -> None:
         if not claims.hold(store, key, store.run_id(run.path)):
             raise ClaimLostError(f"another worker took over {run.path}")
 
@@ -224,7 +226,9 @@ def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: Wor
         train(_on_device(config, order.device), store=store, progress=order.progress, on_epoch_end=keep_claim)
 
 
-def _train_with_torchrun(store: RunStore, config: ExperimentConfig, unfinished: StoredRun | None, order: WorkOrder):
+def _train_with_torchrun(
+    store: RunStore, config: ExperimentConfig, unfinished: StoredRun | None, order: WorkOrder
+) -> None:
     """One run, data-parallel over this worker's GPUs: ``robustlab train`` under torchrun."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={order.gpus_per_job}"]
     command += ["-m", "robustlab.cli", "train", "--runs-root", str(store.root), "--quiet"]
@@ -328,9 +332,12 @@ def _holder_pid(state: dict[str, Any]) -> int | None:
     return int(state["worker"].split(":")[1])
 
 
-def _death_line(process, points: set[str], processes: list, store: RunStore, order: WorkOrder) -> str:
+def _death_line(
+    process: BaseProcess, points: set[str], processes: Sequence[BaseProcess], store: RunStore, order: WorkOrder
+) -> str:
     """What the summary says of a worker that ended badly: how, and who took over its point."""
     code = process.exitcode
+    assert code is not None, "the process was joined"
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit status {code}"
     names = {other.pid: f"{other.name} (pid {other.pid})" for other in processes}
     labels = {point_key(config): order.label(config) for config in order.configs}
@@ -372,7 +379,7 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _watch(running, order: WorkOrder) -> None:
+def _watch(running: Callable[[], bool], order: WorkOrder) -> None:
     """Progress of the points the workers settle while ``running()``: a bar, or a line each."""
     store = RunStore(order.root)
     configs = {point_key(config): config for config in order.configs}
@@ -424,7 +431,7 @@ class JobCancelled(RobustlabError):
     """This SLURM job was cancelled: its point is recorded as failed."""
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "?"))
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     name = f"{job}_{task}" if task else job

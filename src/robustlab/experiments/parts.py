@@ -54,6 +54,6 @@ def param_text(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-def one_job(experiment: str, dataset: str | None = None, **params) -> Callable[[str], list[Job]]:
+def one_job(experiment: str, dataset: str | None = None, **params: object) -> Callable[[str], list[Job]]:
     """One job with the searched lrs: at the miniature scales on the scale's dataset, else on ``dataset``."""
     return lambda scale: [Job(experiment, None if scale in MINIATURES else dataset, {**SEARCHED, **params})]

@@ -221,7 +221,15 @@ def status(
     return study_status(sections, store)
 
 
-def _run_on_cluster(parts: list[Part], scale, store, out, overrides, extra_data, execution) -> list[PartResult]:
+def _run_on_cluster(
+    parts: list[Part],
+    scale: str,
+    store: RunStore,
+    out: Path,
+    overrides: list[str],
+    extra_data: str | None,
+    execution: Execution,
+) -> list[PartResult]:
     """The paper's order on SLURM, with this process as the driver: the lr search's jobs
     first, waited for (every part that uses lr=searched needs its choice); then every other
     part's jobs submitted at once, so that they share the cluster. With ``launcher.wait``
@@ -247,7 +255,16 @@ def _run_on_cluster(parts: list[Part], scale, store, out, overrides, extra_data,
     return [results[part.id] for part in parts]
 
 
-def _run_part(part: Part, scale, store, out, overrides, extra_data, execution, train: bool = True) -> PartResult:
+def _run_part(
+    part: Part,
+    scale: str,
+    store: RunStore,
+    out: Path,
+    overrides: list[str],
+    extra_data: str | None,
+    execution: Execution,
+    train: bool = True,
+) -> PartResult:
     """Train (unless not ``train``) and report each experiment of ``part``."""
     result = PartResult(part, part.jobs(scale))
     started = time.time()
@@ -341,7 +358,9 @@ def section_title(part: Part, scale: str) -> str:
     return part.title
 
 
-def _sections(results: list[PartResult], theory, scale: str, runs_root: Path, overrides: list[str]) -> list[Section]:
+def _sections(
+    results: list[PartResult], theory: dict[str, Any] | None, scale: str, runs_root: Path, overrides: list[str]
+) -> list[Section]:
     sections = []
     figure1 = next((r for r in results if r.part.id == "figure-1"), None)
     others: dict[str, dict[str, Report]] = {}  # dataset -> experiment -> its report in this reproduction

@@ -6,6 +6,8 @@ wherever it exists.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -66,7 +68,7 @@ class _MaxMinPairs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pairs: Tensor, dim: int) -> Tensor:
+    def forward(ctx: Any, pairs: Tensor, dim: int) -> Tensor:  # ctx: torch's own annotation, it takes attributes
         a, b = pairs.unbind(dim)
         out = torch.empty_like(pairs)
         torch.maximum(a, b, out=out.select(dim, 0))
@@ -76,7 +78,7 @@ class _MaxMinPairs(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (pairs,) = ctx.saved_tensors
         a, b = pairs.unbind(ctx.dim)
         grad_max, grad_min = grad.unbind(ctx.dim)

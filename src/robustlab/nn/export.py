@@ -17,6 +17,7 @@ file is loaded by exporting the registered network its weights came from
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,14 @@ class ExportedClassifier(ImageClassifier):
     """An ``ImageClassifier`` of plain modules with the certificate constants of the model it
     was exported from (float64, guaranteed, as that model computed them)."""
 
-    def __init__(self, layers, input_shape, num_classes, lipschitz: float | None, margins: Tensor | None):
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        lipschitz: float | None,
+        margins: Tensor | None,
+    ):
         super().__init__(layers, input_shape, num_classes, lipschitz)
         self.frozen_margins = margins
 
@@ -78,5 +86,5 @@ def _export(module: nn.Module) -> nn.Module:
     return clone
 
 
-def _detached(parameter):
+def _detached(parameter: nn.Parameter | None) -> nn.Parameter | None:
     return None if parameter is None else nn.Parameter(parameter.detach().clone(), requires_grad=False)

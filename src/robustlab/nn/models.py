@@ -83,7 +83,7 @@ class ImageClassifier(nn.Sequential):
         lipschitz_constant: float | None,
     ):
         super().__init__(*layers)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = (*input_shape,)  # a tuple also when a caller passed a list
         self.num_classes = num_classes
         self.builder_lipschitz = lipschitz_constant
 
@@ -129,7 +129,11 @@ class ImageClassifier(nn.Sequential):
 
 
 def create_model(
-    name: str, input_shape: Sequence[int], num_classes: int, mean: Sequence[float] | Tensor | None = None, **kwargs
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    mean: Sequence[float] | Tensor | None = None,
+    **kwargs: object,
 ) -> ImageClassifier:
     """Builds the registered model ``name`` for images of ``input_shape`` (C, H, W)."""
     builder = MODELS.get(name)
@@ -202,7 +206,9 @@ def _positive(name: str, **values: int) -> None:
 
 
 @MODELS.register("simpleconvnet")
-def simple_conv_net(input_shape, num_classes, *, width: int = 64) -> tuple[list[nn.Module], None]:
+def simple_conv_net(
+    input_shape: tuple[int, int, int], num_classes: int, *, width: int = 64
+) -> tuple[list[nn.Module], None]:
     """The standard net of "94% on CIFAR-10 in 94 seconds": 8 conv-BN-ReLU, 3 max pools."""
     _positive("simpleconvnet", width=width)
     channels, height, image_width = input_shape
@@ -234,7 +240,7 @@ def simple_conv_net(input_shape, num_classes, *, width: int = 64) -> tuple[list[
 
 
 def _downsampling_plan(
-    name: str, input_shape, width: int, blocks: int | None
+    name: str, input_shape: tuple[int, int, int], width: int, blocks: int | None
 ) -> tuple[int, list[nn.Module], tuple[int, int]]:
     """Blocks, the layers that pad and widen the input, and the padded image size."""
     channels, height, image_width = input_shape
@@ -259,8 +265,8 @@ def _downsample(channels: int) -> list[nn.Module]:
 
 
 def lip_conv_net(
-    input_shape,
-    num_classes,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
     family: str,
     *,
     width: int = 64,
@@ -291,8 +297,8 @@ def lip_conv_net(
 
 
 def conv_net(
-    input_shape,
-    num_classes,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
     family: str,
     size: str,
     *,
@@ -321,7 +327,13 @@ def conv_net(
 
 
 def lip_mlp(
-    input_shape, num_classes, family: str, *, depth: int = 7, width: int | None = None, bias: bool = False
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    family: str,
+    *,
+    depth: int = 7,
+    width: int | None = None,
+    bias: bool = False,
 ) -> tuple[list[nn.Module], float]:
     """MLP: flatten, depth x [Lipschitz linear, MaxMin], Lipschitz linear, FirstChannels."""
     name = f"lipmlp-{family}"
@@ -347,7 +359,13 @@ NECK_PATCH = 4  # the neck turns non-overlapping 4x4 patches into vectors, as th
 
 @MODELS.register("liresnet")
 def li_res_net(
-    input_shape, num_classes, *, width: int = 64, depth: int = 12, features: int = 512, kernel_size: int = 3
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    width: int = 64,
+    depth: int = 12,
+    features: int = 512,
+    kernel_size: int = 3,
 ) -> tuple[list[nn.Module], float]:
     """LiResNet (Hu et al., NeurIPS 2023), sized for small images.
 
@@ -391,10 +409,12 @@ def _check_enough(name: str, features: int, num_classes: int) -> None:
         )
 
 
-def _bind(builder: Callable, **fixed) -> Builder:
+def _bind(builder: Builder, **fixed: str) -> Builder:
     """``builder`` with ``family`` (and ``size``) fixed, keeping its keyword-only signature."""
 
-    def build(input_shape, num_classes, **kwargs):
+    def build(
+        input_shape: tuple[int, int, int], num_classes: int, **kwargs: object
+    ) -> tuple[list[nn.Module], float | None]:
         return builder(input_shape, num_classes, **fixed, **kwargs)
 
     signature = inspect.signature(builder)

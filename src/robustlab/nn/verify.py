@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -204,8 +204,8 @@ def _record_inputs(model: nn.Module, units: list[tuple[str, nn.Module]], images:
     return inputs
 
 
-def _recorder(inputs: dict[str, Tensor], name: str):
-    def hook(module, args, output):
+def _recorder(inputs: dict[str, Tensor], name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+    def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
         inputs.setdefault(name, args[0].detach())
 
     return hook

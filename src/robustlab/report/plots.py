@@ -14,12 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 MIN_SPAN = 20.0  # percentage points: the smallest y range a percentage panel shows
 PALETTE = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -97,7 +101,7 @@ def plot_panel_grid(
     return _save(fig, path, title)
 
 
-def _draw_panel(ax, panel: Panel, colours: dict[str, str], logx: bool) -> None:
+def _draw_panel(ax: Axes, panel: Panel, colours: dict[str, str], logx: bool) -> None:
     for curve in panel.curves:
         key = curve.colour or curve.label
         colour = colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
@@ -180,7 +184,7 @@ def plot_bar_panels(groups: list[str], panels: list[BarPanel], path: str | Path,
     return _save(fig, path, title)
 
 
-def _save(fig, path: str | Path, title: str | None) -> Path:
+def _save(fig: Figure, path: str | Path, title: str | None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if title:

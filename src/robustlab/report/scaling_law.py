@@ -269,7 +269,9 @@ def _flags(fit: Fit) -> list[str]:
     return flags
 
 
-def _draws(params: np.ndarray, jacobian: np.ndarray, residuals: np.ndarray, rng, count: int) -> np.ndarray:
+def _draws(
+    params: np.ndarray, jacobian: np.ndarray, residuals: np.ndarray, rng: np.random.Generator, count: int
+) -> np.ndarray:
     """``count`` draws of the parameters from their multivariate t distribution: covariance
     s^2 (J^T J)^-1 with s^2 the residual variance over n - p degrees of freedom."""
     n, p = jacobian.shape
@@ -301,7 +303,7 @@ def _fit_sigmoid(t: np.ndarray, y: np.ndarray, chance: float) -> tuple[np.ndarra
     lower = [chance + 1e-3, 1e-3, t.min() - 20]
     upper = [100.0, 20.0, t.max() + 20]
 
-    def residuals(p):
+    def residuals(p: np.ndarray) -> np.ndarray:
         return chance + (p[0] - chance) * expit(p[1] * (t - p[2])) - y
 
     top = min(100.0, max(y.max() + 5, chance + 1))

@@ -32,6 +32,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from robustlab.config import ExperimentConfig
 from robustlab.data.splits import PreparedData
@@ -114,7 +115,14 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(path, model, optimizer, schedule, state: TrainState, architecture: dict) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRScheduler,
+    state: TrainState,
+    architecture: dict[str, Any],
+) -> None:
     """Everything needed to continue, as tensors and plain data only (loads with weights_only=True)."""
     atomic_torch_save(
         {
@@ -129,12 +137,18 @@ def save_checkpoint(path, model, optimizer, schedule, state: TrainState, archite
     )
 
 
-def save_model(path, model: nn.Module, architecture: dict) -> None:
+def save_model(path: str | Path, model: nn.Module, architecture: dict[str, Any]) -> None:
     """The final weights (``model.pt``): the checkpoint without the training state."""
     atomic_torch_save({"architecture": architecture, "model": model.state_dict()}, path)
 
 
-def load_checkpoint(path, model, optimizer, schedule, device) -> TrainState:
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRScheduler,
+    device: torch.device,
+) -> TrainState:
     """Restore model, optimizer, schedule and RNG states from ``path``; returns where the run stood."""
     checkpoint = safe_torch_load(path, map_location=device)
     load_weights(model, checkpoint, path)
@@ -150,7 +164,7 @@ def _to_cpu(states: dict) -> dict:
     }
 
 
-def load_weights(model: nn.Module, checkpoint: dict, path) -> None:
+def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
     """Load a weights file's state dict into ``model``, refusing weights of another architecture."""
     change = architecture_change(model, checkpoint["architecture"].get("version", 1))
     if change:

@@ -145,7 +145,9 @@ def claim(store: IndexAccess, key: str, sweep: str, since: float) -> bool:
     return True
 
 
-def _claimable(state: str, updated: float, host: str | None, pid: int | None, heartbeat: float | None, since: float):
+def _claimable(
+    state: str, updated: float, host: str | None, pid: int | None, heartbeat: float | None, since: float
+) -> bool:
     if state == RUNNING:
         return not is_live(host, pid, heartbeat)
     return state == RELEASED or updated < since

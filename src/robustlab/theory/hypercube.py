@@ -141,10 +141,10 @@ class Predictor:
 class SignOfLastFeature(Predictor):
     """sign(x_d): perfectly accurate on every D_phi, and robust only for eps < delta."""
 
-    def score(self, x):
+    def score(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, -1]
 
-    def certified_radius(self, x):
+    def certified_radius(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, -1].abs()
 
 
@@ -155,12 +155,12 @@ class OraclePredictor(Predictor):
     def __init__(self, problem: HypercubeProblem):
         self.problem = problem
 
-    def score(self, x):
+    def score(self, x: torch.Tensor) -> torch.Tensor:
         x_robust = x[:, :-1].detach()
         decided = (x_robust != 0).all(dim=1)
         return self.problem.phi(x_robust) * decided
 
-    def certified_radius(self, x):
+    def certified_radius(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :-1].abs().min(dim=1).values
 
 
@@ -180,20 +180,20 @@ class NearestNeighbour(Predictor):
         self.negatives = x_train[y_train == -1]
 
     @staticmethod
-    def _nearest(x, points, exact=True):
+    def _nearest(x: torch.Tensor, points: torch.Tensor, exact: bool = True) -> torch.Tensor:
         if len(points) == 0:  # a class absent from the training set is infinitely far
             return torch.full((len(x),), math.inf, device=x.device)
         mode = "donot_use_mm_for_euclid_dist" if exact else "use_mm_for_euclid_dist"
         return torch.cdist(x, points, compute_mode=mode).min(dim=1).values
 
-    def score(self, x):
+    def score(self, x: torch.Tensor) -> torch.Tensor:
         return self._nearest(x, self.negatives, exact=False) ** 2 - self._nearest(x, self.positives, exact=False) ** 2
 
-    def predict(self, x):
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return torch.sign(self._nearest(x, self.negatives) - self._nearest(x, self.positives)).long()
 
-    def certified_radius(self, x):
+    def certified_radius(self, x: torch.Tensor) -> torch.Tensor:
         # triangle inequality: a move of length r changes each distance by at most r
         with torch.no_grad():
             return (self._nearest(x, self.negatives) - self._nearest(x, self.positives)).abs() / 2
@@ -208,11 +208,11 @@ class NetworkPredictor(Predictor):
         self.model = model.eval()
         self.lipschitz = lipschitz
 
-    def score(self, x):
+    def score(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         return logits[:, 1] - logits[:, 0]
 
-    def certified_radius(self, x):
+    def certified_radius(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.lipschitz is None:
             return None
         with torch.no_grad():
@@ -309,7 +309,7 @@ def _train(
 
 
 def build_classifier(
-    name: str, problem: HypercubeProblem, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **options
+    name: str, problem: HypercubeProblem, x: torch.Tensor, y: torch.Tensor, seed: int = 0, **options: object
 ) -> Predictor:
     """``oracle`` (built from phi) or a learner from LEARNERS fitted on (x, y) with ``options``."""
     if name == ORACLE:
@@ -473,7 +473,7 @@ def _summarise(results: list[dict]) -> dict:
     return summary
 
 
-def _check_sweep(ns, d, eps, trials, test_size) -> None:
+def _check_sweep(ns: Sequence[int], d: int | None, eps: float, trials: int, test_size: int) -> None:
     if not ns or any(int(n) < 1 for n in ns):
         raise ValueError(f"training-set sizes must be positive integers, got {list(ns)}")
     if d is not None and not 2 <= d <= MAX_DIMENSION:

@@ -60,7 +60,7 @@ class CheckerboardProblem:
     delta: float
     cells: int = 3
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.d < 1:
             raise ValueError(f"the dimension d must be >= 1, got {self.d}")
         if self.cells < 2:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure  # no pyplot: no backend or global figure state
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.lines import Line2D
+    from matplotlib.typing import ColorType  # matplotlib >= 3.8; only for the checker
 
 MARKERS = {"sign": "s", "1nn": "o", "mlp": "^", "lipschitz-mlp": "v", "oracle": "D"}
 LEARNER_LABELS = {
@@ -101,7 +107,15 @@ def plot_theorem2(sweep: dict, path: str | Path) -> Path:
     return _save(figure, path)
 
 
-def _band(ax, rows, key, label, color=None, linestyle="-", marker="o"):
+def _band(
+    ax: Axes,
+    rows: list[dict[str, Any]],
+    key: str,
+    label: str,
+    color: ColorType | None = None,
+    linestyle: str = "-",
+    marker: str = "o",
+) -> Line2D:
     """A mean line with markers and its confidence band (clipped to [0, 1]); rows without a
     value are skipped."""
     rows = [r for r in rows if r.get(key) is not None]
@@ -120,7 +134,7 @@ def _band(ax, rows, key, label, color=None, linestyle="-", marker="o"):
     return line
 
 
-def _save(figure, path, layout=True) -> Path:
+def _save(figure: Figure, path: str | Path, layout: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if layout:

@@ -121,7 +121,7 @@ class _PeakMemory:
             self.base = _reset_resident_peak()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         elif self.device.type == "cpu" and self.base is not None:

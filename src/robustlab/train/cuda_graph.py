@@ -21,6 +21,7 @@ never set to None.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from robustlab.errors import RobustlabError
 from robustlab.train.step import TrainStep
@@ -35,8 +36,16 @@ class GraphCaptureError(RobustlabError, RuntimeError):
 class GraphedTrainStep(TrainStep):
     """``TrainStep`` whose forward and backward pass is a CUDA graph after ``WARMUP_STEPS`` steps."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        autocast: torch.dtype | None = None,
+        grad_clip: float | None = None,
+    ):
+        super().__init__(model, loss_fn, optimizer, schedule, autocast, grad_clip)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
 

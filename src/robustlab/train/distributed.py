@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from robustlab.runtime import resolve_device
+
+Picklable = TypeVar("Picklable")
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(value, context: DistributedContext):
+def broadcast_object(value: Picklable, context: DistributedContext) -> Picklable:
     """Rank 0's value of a small picklable object (e.g. the run directory) on every rank."""
     if not context.enabled:
         return value

@@ -20,14 +20,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from robustlab.certify import smoothing
 from robustlab.certify.certificates import EvalResult
@@ -56,6 +57,7 @@ from robustlab.runs.store import IndexBusyError, Run, RunStore
 from robustlab.runtime import seed_everything
 from robustlab.train import distributed
 from robustlab.train.cuda_graph import GraphedTrainStep
+from robustlab.train.distributed import DistributedContext
 from robustlab.train.loggers import MetricMirrors, check_available
 from robustlab.train.losses import build_loss
 from robustlab.train.optim import build_optimizer, build_schedule, total_steps
@@ -98,26 +100,43 @@ def train(
         distributed.teardown(context)
 
 
-def _train(config, run_dir, store, resume, progress, on_epoch_end, context, device) -> Run:
+def _train(
+    config: ExperimentConfig | None,
+    run_dir: str | Path | None,
+    store: RunStore | None,
+    resume: bool,
+    progress: bool,
+    on_epoch_end: Callable[[int, Run], None] | None,
+    context: DistributedContext,
+    device: torch.device,
+) -> Run:
     run, config, store = _open_run(config, run_dir, store, resume, context)
-    # While the main process trains it beats in the index; a run whose beats stop reads "interrupted"
-    with claims.alive(store) if context.is_main else nullcontext():
+    # Only the main process indexes the run (``_open_run`` gives it a store). While it trains it
+    # beats in the index; a run whose beats stop reads "interrupted"
+    main_store = store if context.is_main else None
+    with claims.alive(main_store) if main_store is not None else nullcontext():
         try:
-            _fit(run, config, store, resume, progress, on_epoch_end, context, device)
+            _fit(run, config, main_store, resume, progress, on_epoch_end, context, device)
         except Exception as error:  # bad data, bad config, diverged or crashed: the last checkpoint stays
-            if context.is_main:
-                _record_stop(run, config, store, resume, "failed", one_line(error), error)
+            if main_store is not None:
+                _record_stop(run, config, main_store, resume, "failed", one_line(error), error)
             raise
         except BaseException as error:  # Ctrl-C, or a scheduler's signal
-            if context.is_main:
-                _record_stop(run, config, store, resume, "interrupted", None, error)
+            if main_store is not None:
+                _record_stop(run, config, main_store, resume, "interrupted", None, error)
             raise
     distributed.barrier(context)
     return run
 
 
 def _record_stop(
-    run: Run, config: ExperimentConfig, store: RunStore, resume: bool, status: str, error, cause: BaseException
+    run: Run,
+    config: ExperimentConfig,
+    store: RunStore,
+    resume: bool,
+    status: str,
+    error: str | None,
+    cause: BaseException,
 ) -> None:
     """Index a run that stopped; one that stopped before its first epoch ended (bad data, bad
     config) leaves no folder behind. ``cause`` is what stopped it."""
@@ -175,7 +194,7 @@ class TrainingParts:
     model: nn.Module
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
-    schedule: Any
+    schedule: LRScheduler
 
 
 def build_training(config: ExperimentConfig, device: torch.device) -> TrainingParts:
@@ -200,7 +219,16 @@ def build_training(config: ExperimentConfig, device: torch.device) -> TrainingPa
     return TrainingParts(data, loader, epochs, steps, model, build_loss(config.loss, model), optimizer, schedule)
 
 
-def _fit(run, config, store, resume, progress, on_epoch_end, context, device) -> None:
+def _fit(
+    run: Run,
+    config: ExperimentConfig,
+    store: RunStore | None,
+    resume: bool,
+    progress: bool,
+    on_epoch_end: Callable[[int, Run], None] | None,
+    context: DistributedContext,
+    device: torch.device,
+) -> None:
     parts = build_training(config, device)
     data, loader, epochs, steps, model = parts.data, parts.loader, parts.epochs, parts.steps, parts.model
     loss_fn, optimizer, schedule = parts.loss_fn, parts.optimizer, parts.schedule
@@ -216,8 +244,8 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
         )
     train_model = prepare_for_training(model, config.train, context, device)
 
-    main = context.is_main
-    if main:
+    main = store is not None  # the main process: it indexes the run
+    if store is not None:
         if resume:
             _forget_metrics_after(run, state.step)
         store.record(run, config, status="running")
@@ -262,7 +290,7 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
     finally:
         bar.close()
 
-    if main:
+    if store is not None:
         results = final_results(model, data, config, state, device, context, progress)
         results.warnings = training_warnings(results, data.num_classes, run.metrics())
         save_model(run.model_path, model, architecture)
@@ -283,7 +311,17 @@ def _fit(run, config, store, resume, progress, on_epoch_end, context, device) ->
 # One epoch
 
 
-def run_epoch(step: TrainStep, loader, state, steps, epochs, bounds, context, channels_last, bar) -> dict:
+def run_epoch(
+    step: TrainStep,
+    loader: DeviceLoader,
+    state: TrainState,
+    steps: int,
+    epochs: Iterable[int],
+    bounds: Callable[[], float | torch.Tensor] | None,
+    context: DistributedContext,
+    channels_last: bool,
+    bar: Progress,
+) -> dict[str, float]:
     """Train on the batches of the loader passes ``epochs`` (or up to ``steps``); returns
     their training metrics (the CRA with ``bounds()``, see ``training_bounds``).
 
@@ -324,7 +362,7 @@ def _epoch_line(record: dict, epoch: int, epochs: int, steps: int) -> str:
     return f"epoch {epoch}/{epochs}  step {record['step']}/{steps}  lr {record['lr']:.3g}  {metrics}"
 
 
-def _batches(loader, epochs):
+def _batches(loader: DeviceLoader, epochs: Iterable[int]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """``(epoch, x, y)`` for every batch of the given loader passes."""
     for epoch in epochs:
         loader.set_epoch(epoch)
@@ -350,7 +388,9 @@ def training_bounds(model: nn.Module) -> Callable[[], float | torch.Tensor] | No
     return estimate
 
 
-def _batch_stats(loss, logits, y, bounds) -> torch.Tensor:
+def _batch_stats(
+    loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, bounds: Callable[[], float | torch.Tensor] | None
+) -> torch.Tensor:
     correct = (logits.argmax(dim=1) == y).sum()
     if bounds is None:
         certified = torch.zeros((), device=y.device)
@@ -360,7 +400,7 @@ def _batch_stats(loss, logits, y, bounds) -> torch.Tensor:
     return torch.stack([loss.double() * len(y), correct.double(), certified.double(), n.double()])
 
 
-def _flush(window, epoch, context) -> torch.Tensor:
+def _flush(window: list[tuple[int, float, torch.Tensor]], epoch: int, context: DistributedContext) -> torch.Tensor:
     """Sum a window of step statistics; raise if any step's loss was not finite (on every rank)."""
     stats = torch.stack([s for _, _, s in window])
     finite = torch.isfinite(stats[:, 0])
@@ -376,7 +416,7 @@ def _flush(window, epoch, context) -> torch.Tensor:
     return stats.sum(dim=0)
 
 
-def _epoch_metrics(totals: torch.Tensor, bounds) -> dict:
+def _epoch_metrics(totals: torch.Tensor, bounds: Callable[[], float | torch.Tensor] | None) -> dict[str, float]:
     loss_sum, correct, certified, n = totals.tolist()
     metrics = {"train_loss": loss_sum / max(n, 1), "train_accuracy": correct / max(n, 1)}
     if bounds is not None:
@@ -411,7 +451,9 @@ def training_steps(config: ExperimentConfig, size: int, full_size: int) -> int:
     return total_steps(config.train.epochs, math.ceil(size / batch))
 
 
-def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) -> nn.Module:
+def prepare_for_training(
+    model: nn.Module, cfg: TrainConfig, context: DistributedContext, device: torch.device
+) -> nn.Module:
     """The module the training steps call: the model, maybe channels_last, DDP-wrapped, compiled.
 
     Parameters are shared with ``model``, which evaluation and checkpoints use.
@@ -425,7 +467,14 @@ def prepare_for_training(model: nn.Module, cfg: TrainConfig, context, device) ->
 
 
 def make_train_step(
-    model, loss_fn, optimizer, schedule, cfg: TrainConfig, context, device, grad_clip: float | None = None
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRScheduler,
+    cfg: TrainConfig,
+    context: DistributedContext,
+    device: torch.device,
+    grad_clip: float | None = None,
 ) -> TrainStep:
     """The step the loop calls: eager, or replayed from a CUDA graph with ``train.cuda_graph``."""
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" else None
@@ -459,7 +508,13 @@ def make_train_step(
 # Run directory and results
 
 
-def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentConfig, RunStore | None]:
+def _open_run(
+    config: ExperimentConfig | None,
+    run_dir: str | Path | None,
+    store: RunStore | None,
+    resume: bool,
+    context: DistributedContext,
+) -> tuple[Run, ExperimentConfig, RunStore | None]:
     if resume:
         if run_dir is None:
             raise ValueError("resume=True needs the run directory to continue")
@@ -481,7 +536,7 @@ def _open_run(config, run_dir, store, resume, context) -> tuple[Run, ExperimentC
     if run_dir is not None and Run(run_dir).checkpoint_path.exists():
         raise ValueError(f"{run_dir} already holds a training run; resume it, or choose a new run directory")
     if not context.is_main:
-        return Run(distributed.broadcast_object(None, context)), config, None
+        return Run(distributed.broadcast_object("", context)), config, None  # "": rank 0 sends the run directory
     store = store or RunStore(Path(run_dir).parent if run_dir is not None else None)
     run = store.create(config, run_dir)
     distributed.broadcast_object(str(run.path), context)
@@ -510,7 +565,7 @@ def _forget_metrics_after(run: Run, step: int) -> None:
 
 
 def _certify_eval_split(
-    model, data: PreparedData, config: ExperimentConfig, device, progress: bool = False
+    model: nn.Module, data: PreparedData, config: ExperimentConfig, device: torch.device, progress: bool = False
 ) -> EvalResult:
     return evaluate(
         model, data.x_eval, data.y_eval, config.eval.eps, config.eval.batch_size, device, data.num_classes, progress
@@ -544,7 +599,13 @@ def training_warnings(results: RunResults, num_classes: int, records: list[dict]
 
 
 def final_results(
-    model, data: PreparedData, config: ExperimentConfig, state: TrainState, device, context, progress: bool = False
+    model: nn.Module,
+    data: PreparedData,
+    config: ExperimentConfig,
+    state: TrainState,
+    device: torch.device,
+    context: DistributedContext,
+    progress: bool = False,
 ) -> RunResults:
     evaluation = _certify_eval_split(model, data, config, device, progress)
     epochs_done = state.step / math.ceil(len(data.y_train) / config.train.batch_size)
@@ -570,14 +631,16 @@ def final_results(
     )
 
 
-def _certify_training_images(model, data: PreparedData, config: ExperimentConfig, device) -> EvalResult:
+def _certify_training_images(
+    model: nn.Module, data: PreparedData, config: ExperimentConfig, device: torch.device
+) -> EvalResult:
     """``eval.train_set``: the certified evaluation of the very images the run trained on (no augmentation)."""
     return evaluate(
         model, data.x_train, data.y_train, config.eval.eps, config.eval.batch_size, device, data.num_classes
     )
 
 
-def _smoothing_estimate(model, data: PreparedData, config: ExperimentConfig) -> SmoothingResult:
+def _smoothing_estimate(model: nn.Module, data: PreparedData, config: ExperimentConfig) -> SmoothingResult:
     """``eval.smoothing_samples``: the paper's smoothing estimate (not a guarantee) on the evaluation
     images, with the noise the net was trained with; per-image records are not kept."""
     if not config.augment.noise_std > 0:

@@ -292,7 +292,7 @@ def model_fingerprint(model: nn.Module) -> str:
 # Inputs, devices and the resumable results file
 
 
-def _check_inputs(images, labels, indices) -> None:
+def _check_inputs(images: torch.Tensor | np.ndarray, labels: list[int], indices: list[int]) -> None:
     if len(images) != len(labels) or len(indices) != len(labels):
         raise ValueError(
             f"got {len(images)} images, {len(labels)} labels and {len(indices)} indices; "
@@ -309,7 +309,7 @@ def _check_inputs(images, labels, indices) -> None:
         raise ValueError(f"image tensors must be float NCHW in [0, 1], got {images.dtype} {tuple(images.shape)}")
 
 
-def _check_labels(done, indices, labels) -> None:
+def _check_labels(done: dict[int, dict[str, Any]], indices: list[int], labels: list[int]) -> None:
     for index, label in zip(indices, labels):
         if index in done and done[index]["label"] != label:
             raise ValueError(
@@ -324,7 +324,7 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _to_device(images, rows: list[int], device: torch.device) -> torch.Tensor:
+def _to_device(images: torch.Tensor | np.ndarray, rows: list[int], device: torch.device) -> torch.Tensor:
     """Float NCHW pixels of the given rows; NHWC arrays travel as they are and convert there."""
     if isinstance(images, np.ndarray):
         x = torch.from_numpy(images[rows]).to(device, non_blocking=True).permute(0, 3, 1, 2)

@@ -8,7 +8,7 @@ which other images share a batch.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ def _group_blocks(blocks: list[tuple[int, int]], batch_size: int) -> Iterator[li
         yield group
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager[None]:
     if precision == "float32":
         return _full_float32(device)
     return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def download_file(remote: RemoteFile, target: Path) -> Path:
     )
 
 
-def _copy_url(url: str, out, label: str) -> str:
+def _copy_url(url: str, out: BinaryIO, label: str) -> str:
     digest = hashlib.md5()
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
@@ -113,7 +114,7 @@ _ALLOWED_GLOBALS = {
 class _ArrayUnpickler(pickle.Unpickler):
     """Plain data and numpy arrays only: any other global (os.system, ...) is refused."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:  # as pickle.Unpickler's: a class or a function
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.types import Device
 
-from robustlab.nn.lipschitz.base import PaddingMode
+from robustlab.nn.lipschitz.base import PaddingMode, TensorFactory
 from robustlab.nn.lipschitz.orthogonal_kernels import ExplicitKernelConv, bjorck, block_convolution, projector
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
@@ -47,10 +48,10 @@ class AOCConv2d(ExplicitKernelConv):
         padding_mode: PaddingMode = "circular",
         input_size: int | tuple[int, int] | None = None,
         iterations: int = 12,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         super().__init__(in_channels, out_channels, kernel_size, bias, padding_mode, input_size, iterations, factory)
         k = self.kernel_size[0]
         if self.kernel_size[1] != k:

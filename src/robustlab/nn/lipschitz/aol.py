@@ -10,16 +10,20 @@ holds on the infinite plane, hence also with zero (or circular) padding and any 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
     PaddingMode,
+    TensorFactory,
     check_channels,
     conv_fft_bound,
     dense_norm_report,
@@ -28,6 +32,10 @@ from robustlab.nn.lipschitz.base import (
     same_padding,
     with_weights,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
 # benchmarks/family_lr.py (digits, lipconvnet width 32 depth 2, 5 epochs, test accuracy):
@@ -120,10 +128,17 @@ def gram_row_sums_by_products(kernel: Tensor) -> Tensor:
 class AOLLinear(LipschitzLayer):
     """Like ``nn.Linear``, 1-Lipschitz: y = W diag(d) x + b."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self._cache = EvalCache()
@@ -151,7 +166,7 @@ class AOLLinear(LipschitzLayer):
     def export(self) -> nn.Module:
         return plain_linear(self.effective_weight(), self.bias)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         return dense_norm_report(self.effective_weight())
 
     def extra_repr(self) -> str:
@@ -176,8 +191,8 @@ class AOLConv2d(LipschitzLayer):
         padding: int | tuple[int, int] | None = None,
         bias: bool = True,
         padding_mode: PaddingMode = "zeros",
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if padding_mode not in ("zeros", "circular"):
@@ -189,7 +204,7 @@ class AOLConv2d(LipschitzLayer):
         self.stride = pair(stride, "stride")
         self.padding = same_padding(self.kernel_size) if padding is None else pair_or_zero(padding)
         self.padding_mode = padding_mode
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self._cache = EvalCache()
@@ -232,7 +247,7 @@ class AOLConv2d(LipschitzLayer):
         )
         return with_weights(conv, self.effective_weight(), self.bias)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         """Lanczos on the Jacobian, and the rigorous FFT bound (see ``conv_norm_upper_bound``)."""
         report = super().norm_report(inputs, **lanczos)
         return report._replace(upper_bound=conv_fft_bound(self.effective_weight(), inputs.shape[-2:]))

@@ -19,16 +19,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, NamedTuple, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypedDict, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
+from torch.types import Device
 
 PlainLayer = TypeVar("PlainLayer", bound=nn.Module)
 Value = TypeVar("Value")
 # The paddings that keep a convolution 1-Lipschitz (reflection would copy pixels); a subset
 # of what nn.Conv2d accepts, so a layer can hand its own to the plain module it exports.
 PaddingMode = Literal["zeros", "circular"]
+
+
+class TensorFactory(TypedDict):
+    """Where and in which dtype a layer creates its parameters (``torch.empty(..., **factory)``)."""
+
+    device: Device
+    dtype: torch.dtype | None
+
+
+class LanczosOptions(TypedDict, total=False):
+    """The keywords of ``LipschitzLayer.norm_report`` that a family hands on to
+    ``jacobian_norm_report`` unchanged."""
+
+    max_steps: int
+    restarts: int
+    generator: torch.Generator | None
+
 
 # ---------------------------------------------------------------------------------------
 # The protocol

@@ -27,8 +27,9 @@ from itertools import zip_longest
 
 import torch
 from torch import Tensor, nn
+from torch.types import Device
 
-from robustlab.nn.lipschitz.base import PaddingMode
+from robustlab.nn.lipschitz.base import PaddingMode, TensorFactory
 from robustlab.nn.lipschitz.orthogonal_kernels import (
     ExplicitKernelConv,
     OrthogonalizedLinear,
@@ -66,10 +67,10 @@ class BCOPConv2d(ExplicitKernelConv):
         padding_mode: PaddingMode = "circular",
         input_size: int | tuple[int, int] | None = None,
         iterations: int = 20,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         super().__init__(in_channels, out_channels, kernel_size, bias, padding_mode, input_size, iterations, factory)
         c = self.channels
         blocks = sum(k - 1 for k in self.kernel_size)
@@ -104,7 +105,13 @@ class BjorckLinear(OrthogonalizedLinear):
     """Like ``nn.Linear``, 1-Lipschitz: W is the Björck orthonormalisation of a free matrix."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, iterations: int = 20, device=None, dtype=None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        iterations: int = 20,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__(in_features, out_features, bias, iterations, device, dtype)
 

@@ -31,15 +31,19 @@ bound from below and is never used for a certificate.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
+    TensorFactory,
     check_channels,
     dense_norm_report,
     jacobian_norm_report,
@@ -49,6 +53,10 @@ from robustlab.nn.lipschitz.base import (
     with_weights,
 )
 from robustlab.nn.lipschitz.fourier import exact_spectral_norm
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 WARMUP_STEPS = 50  # power-iteration steps at initialisation, so that training starts near the bound
 
@@ -131,7 +139,7 @@ class SpectralLayer(LipschitzLayer):
         up to rounding)."""
         return power_estimate(self.matrices(), self._vectors())
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         """Dense: the exact norm. Convolutions: Lanczos on the Jacobian, and the bound."""
         if self.weight.dim() == 2:
             return dense_norm_report(self.kernel(torch.float64))
@@ -185,11 +193,11 @@ class BoundedConv2d(SpectralLayer):
         *,
         input_size: int | tuple[int, int] | None = None,
         bias: bool = True,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
@@ -236,8 +244,8 @@ class LiResConv2d(BoundedConv2d):
         *,
         input_size: int | tuple[int, int] | None = None,
         bias: bool = True,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__(channels, channels, kernel_size, input_size=input_size, bias=bias, device=device, dtype=dtype)
 
@@ -259,9 +267,16 @@ class BoundedLinear(SpectralLayer):
 
     input_size = None
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
@@ -288,7 +303,14 @@ class NormalizedLinear(BoundedLinear):
     spectral norm of the normalised weight (at most sqrt(classes)).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(in_features, out_features, bias, device, dtype)
         self._pairs_cache = EvalCache()
 

@@ -23,14 +23,19 @@ the float64 norm of the evaluated W (``exact_bound``) as its proof.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
+    TensorFactory,
     check_channels,
     dense_norm_report,
     jacobian_norm_report,
@@ -49,6 +54,10 @@ from robustlab.nn.lipschitz.fourier import (
     padded_apply,
     spectral_norm_bound,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
 # benchmarks/family_lr.py (digits, lipconvnet width 32 depth 2, 5 epochs, test accuracy):
@@ -126,13 +135,19 @@ class BROLinear(_BRO):
     of V (n x rank), n = max(in, out). Starts as I - 2 diag(1, .., 1, 0, .., 0) (V = [I; 0])."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, rank: int | None = None, device=None, dtype=None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        rank: int | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         width = max(in_features, out_features)
         self.rank = _rank(width, rank, "BROLinear")
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(width, self.rank, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self._cache = EvalCache()
@@ -154,7 +169,7 @@ class BROLinear(_BRO):
     def export(self) -> nn.Module:
         return plain_linear(self.matrix(evaluated=True), self.bias)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         return dense_norm_report(self.matrix(evaluated=True))
 
     def extra_repr(self) -> str:
@@ -181,8 +196,8 @@ class BROConv2d(_BRO):
         bias: bool = True,
         rank: int | None = None,
         input_size: int | tuple[int, int] | None = None,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -192,7 +207,7 @@ class BROConv2d(_BRO):
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = same_padding(self.kernel_size)
         self.input_size = pair(input_size, "input_size") if input_size is not None else None
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(width, self.rank, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self._cache = EvalCache()
@@ -243,7 +258,7 @@ class BROConv2d(_BRO):
         response = self.matrix(self.input_size, evaluated=True)
         return FourierConv2d.from_response(response, self.grid(self.input_size), self.bias, self.padding)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         """Lanczos on the Jacobian (the default), with the largest per-frequency norm of the
         evaluated reflector in float64 as the proof (exact for the circular convolution on
         the padded grid, an upper bound for its crop)."""

@@ -24,15 +24,20 @@ orthogonalisation of one matrix.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
     PaddingMode,
+    TensorFactory,
     check_channels,
     dense_norm_report,
     odd_kernel_size,
@@ -50,6 +55,10 @@ from robustlab.nn.lipschitz.fourier import (
     within_one,
 )
 from robustlab.nn.lipschitz.orthogonal_kernels import OrthogonalizedLinear, check_padding_mode
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
 # benchmarks/family_lr.py (digits, lipconvnet width 32 depth 2, 5 epochs, test accuracy):
@@ -91,8 +100,8 @@ class LOTConv2d(LipschitzLayer):
         padding_mode: PaddingMode = "circular",
         input_size: int | tuple[int, int] | None = None,
         iterations: int = 10,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if iterations < 0:
@@ -103,7 +112,7 @@ class LOTConv2d(LipschitzLayer):
         self.padding_mode = check_padding_mode(padding_mode, "LOTConv2d")
         self.input_size = None if input_size is None else pair(input_size, "input_size")  # for export
         self.iterations = iterations
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(channels, **factory)) if bias else None
         self._cache = EvalCache()
@@ -159,7 +168,7 @@ class LOTConv2d(LipschitzLayer):
         padding = self.padding if self.padding_mode == "zeros" else (0, 0)
         return FourierConv2d.from_response(self.eval_response(grid), grid, self.bias, padding)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         """Lanczos on the Jacobian, and the largest norm of the evaluation-mode W(f) (exact SVD
         for a 1 x 1 kernel)."""
         response = self.eval_response(self.grid(spatial_size(inputs)))
@@ -188,7 +197,13 @@ class LOTLinear(OrthogonalizedLinear):
     """Like ``nn.Linear``, 1-Lipschitz: W = V (V^T V)^{-1/2} of a free V, by Newton-Schulz."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, iterations: int = 10, device=None, dtype=None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        iterations: int = 10,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__(in_features, out_features, bias, iterations, device, dtype)
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
+    TensorFactory,
     check_channels,
     dense_norm_report,
     odd_kernel_size,
@@ -29,6 +32,10 @@ from robustlab.nn.lipschitz.base import (
     spatial_size,
 )
 from robustlab.nn.lipschitz.fourier import apply_response, kernel_response, within_one
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
 # benchmarks/family_lr.py (digits, lipconvnet width 32 depth 2, 5 epochs, test accuracy):
@@ -46,7 +53,14 @@ class OrthogonalLinear(nn.Linear, LipschitzLayer):
 
     parametrizations: nn.ModuleDict  # registered by parametrizations.orthogonal in __init__
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(in_features, out_features, bias, device, dtype)  # calls reset_parameters
         # torch's default map: matrix_exp for square weights, Householder products for
         # rectangular ones (matrix_exp would cost a max(in, out)^2 exponential). The
@@ -87,7 +101,7 @@ class OrthogonalLinear(nn.Linear, LipschitzLayer):
     def export(self) -> nn.Module:
         return plain_linear(self.effective_weight(), self.bias)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         return dense_norm_report(self.effective_weight())
 
 
@@ -97,12 +111,17 @@ class CayleyConv2d(LipschitzLayer):
     affine = True
 
     def __init__(
-        self, channels: int, kernel_size: int | tuple[int, int] = 3, bias: bool = True, device=None, dtype=None
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.channels = channels
         self.kernel_size = odd_kernel_size(kernel_size)
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.zeros(channels, **factory)) if bias else None
         self._cache = EvalCache()

@@ -15,16 +15,21 @@ first, the exact float64 norm where that is loose), ``conv_norm_bound`` for expl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.aol import conv_gram_row_sums
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
     PaddingMode,
+    TensorFactory,
     check_channels,
     dense_norm_report,
     odd_kernel_size,
@@ -41,6 +46,10 @@ from robustlab.nn.lipschitz.fourier import (
     spectral_norm_bound,
     within_one,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 PADDING_MODES: tuple[PaddingMode, ...] = ("circular", "zeros")
 
@@ -133,7 +142,7 @@ class ExplicitKernelConv(LipschitzLayer):
         padding_mode: PaddingMode,
         input_size: int | tuple[int, int] | None,
         iterations: int,
-        factory: dict,
+        factory: TensorFactory,
     ):
         super().__init__()
         name = type(self).__name__
@@ -190,7 +199,7 @@ class ExplicitKernelConv(LipschitzLayer):
         )
         return with_weights(conv, self.eval_kernel(), self.bias)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         """Lanczos on the Jacobian, and ``conv_norm_bound`` of the evaluation-mode kernel."""
         report = super().norm_report(inputs, **lanczos)
         size = spatial_size(inputs)
@@ -208,12 +217,20 @@ class OrthogonalizedLinear(LipschitzLayer):
     orthonormalisation of the free ``weight`` (orthonormal columns if out >= in, else rows).
     Evaluation mode divides W by max(1, ``spectral_norm_bound(W, CHEAP_BOUND_SLACK)``), cached."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, iterations: int, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        iterations: int,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         if iterations < 0:
             raise ValueError(f"{type(self).__name__}: iterations must be >= 0, got {iterations}")
         self.in_features, self.out_features, self.iterations = in_features, out_features, iterations
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self._cache = EvalCache()
@@ -242,7 +259,7 @@ class OrthogonalizedLinear(LipschitzLayer):
     def export(self) -> nn.Module:
         return plain_linear(self.eval_weight(), self.bias)
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         return dense_norm_report(self.eval_weight())
 
     def extra_repr(self) -> str:

@@ -30,15 +30,19 @@ The layer has its own ReLU; in the model zoo MaxMin still follows it.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    LanczosOptions,
     LipschitzLayer,
     NormReport,
+    TensorFactory,
     check_channels,
     jacobian_norm_report,
     odd_kernel_size,
@@ -55,6 +59,10 @@ from robustlab.nn.lipschitz.fourier import (
     known_size,
     spectral_norm_bound,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
 # benchmarks/family_lr.py (digits, lipconvnet width 32 depth 2, 5 epochs, test accuracy):
@@ -87,8 +95,10 @@ class _Sandwich(LipschitzLayer):
     bias: nn.Parameter | None
     _cache: EvalCache
 
-    def _make_parameters(self, weight_shape: tuple[int, ...], bias: bool, device, dtype) -> None:
-        factory = {"device": device, "dtype": dtype}
+    def _make_parameters(
+        self, weight_shape: tuple[int, ...], bias: bool, device: Device, dtype: torch.dtype | None
+    ) -> None:
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         self.alpha = nn.Parameter(torch.empty((), **factory))
         self.psi = nn.Parameter(torch.empty(self.hidden, **factory))
@@ -146,7 +156,7 @@ class _Sandwich(LipschitzLayer):
         factors = self._eval_factors(getattr(self, "input_size", None))
         return spectral_norm_bound(factors) ** 2
 
-    def norm_report(self, inputs: Tensor, **lanczos) -> NormReport:
+    def norm_report(self, inputs: Tensor, **lanczos: Unpack[LanczosOptions]) -> NormReport:
         """The Jacobian's norm at ``inputs`` (Lanczos, the default), with ``exact_bound`` as the proof."""
         return jacobian_norm_report(self, inputs, **lanczos)._replace(upper_bound=self.exact_bound())
 
@@ -155,7 +165,14 @@ class SandwichLinear(_Sandwich):
     """Like ``nn.Linear`` (in_features -> out_features), 1-Lipschitz: a sandwich layer with
     out_features hidden units and its own ReLU."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.in_features, self.out_features, self.hidden = in_features, out_features, out_features
         self._make_parameters((out_features, out_features + in_features), bias, device, dtype)
@@ -193,8 +210,8 @@ class SandwichConv2d(_Sandwich):
         kernel_size: int | tuple[int, int] = 3,
         bias: bool = True,
         input_size: int | tuple[int, int] | None = None,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.in_channels, self.out_channels, self.hidden = in_channels, out_channels, out_channels

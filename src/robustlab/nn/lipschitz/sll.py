@@ -16,8 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
-from robustlab.nn.lipschitz.base import EvalCache, check_channels, odd_kernel_size, same_padding
+from robustlab.nn.lipschitz.base import EvalCache, TensorFactory, check_channels, odd_kernel_size, same_padding
 from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
@@ -68,11 +69,18 @@ class _SLL(ResidualLipschitz):
 class SLLLinear(_SLL, DenseResidual):
     """Dense SLL: maps ``features`` to ``features`` through ``hidden_features`` units."""
 
-    def __init__(self, features: int, hidden_features: int | None = None, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        features: int,
+        hidden_features: int | None = None,
+        bias: bool = True,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.features = features
         self.hidden_features = hidden_features or features
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(self.hidden_features, features, **factory))
         self.bias = nn.Parameter(torch.empty(self.hidden_features, **factory)) if bias else None
         self.log_q = nn.Parameter(torch.empty(self.hidden_features, **factory))
@@ -92,15 +100,15 @@ class SLLConv2d(_SLL, ConvResidual):
         kernel_size: int | tuple[int, int] = 3,
         hidden_channels: int | None = None,
         bias: bool = True,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         self.channels = channels
         self.hidden_channels = hidden_channels or channels
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = same_padding(self.kernel_size)
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(self.hidden_channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(self.hidden_channels, **factory)) if bias else None
         self.log_q = nn.Parameter(torch.empty(self.hidden_channels, **factory))

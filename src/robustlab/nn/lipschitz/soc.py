@@ -22,10 +22,12 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
     LipschitzLayer,
+    TensorFactory,
     check_channels,
     normalize,
     odd_kernel_size,
@@ -96,8 +98,8 @@ class SOCConv2d(LipschitzLayer):
         train_terms: int = 6,
         eval_terms: int = 12,
         correction: float = 0.7,
-        device=None,
-        dtype=None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if not 0 < correction <= 1:
@@ -113,7 +115,7 @@ class SOCConv2d(LipschitzLayer):
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = same_padding(self.kernel_size)
         self.train_terms, self.eval_terms, self.correction = train_terms, eval_terms, correction
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.zeros(channels, **factory)) if bias else None
         self.register_buffer("u", normalize(torch.randn(channels, **factory)))

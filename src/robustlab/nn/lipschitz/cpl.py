@@ -226,8 +226,7 @@ def column_taps(kernel: Tensor, period: int) -> tuple[Tensor, float]:
 
 def column_test_cost(kernel_size: tuple[int, int], channels: int, size: tuple[int, int]) -> float:
     """nb m^3 of the column-Fourier test summed over its frequencies, a complex flop as 4."""
-    kh, kw = kernel_size
-    rows = max(1, kh - 1)
+    rows = max(1, kernel_size[0] - 1)
     frequencies = column_period(kernel_size, size) // 2 + 1
     return 4.0 * frequencies * math.ceil(size[0] / rows) * (rows * channels) ** 3
 

@@ -548,3 +548,12 @@ def test_aol_rescaling_picks_the_self_convolution_for_small_kernels_on_the_cpu()
     assert gram_row_sums_form(torch.empty(64, 64, 1, 1)) == "products"  # a single product
     with pytest.raises(ValueError, match="form must be 'products' or 'convolution'"):
         conv_gram_row_sums(torch.randn(2, 2, 3, 3), form="fft")
+
+
+def test_cpl_plans_the_tight_proofs_for_every_layer_of_lipconvnet_64():
+    """The cpl-lcn preset's model: no layer is left to the loose per-frequency bound."""
+    shapes = [(64, 32), (128, 16), (256, 8), (512, 4), (1024, 2)]
+    planned = [cpl.planned_proof((3, 3), channels, (size, size)) for channels, size in shapes]
+    assert planned == ["column", "column", "column", "exact", "exact"]
+    assert cpl.planned_proof((1, 1), 64, (32, 32)) == "matrix"
+    assert cpl.planned_proof((3, 3), 4096, (2, 2)) == "frequency"

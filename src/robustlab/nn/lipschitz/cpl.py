@@ -236,6 +236,19 @@ def column_shift_test(taps: Tensor, height: int, bound: float) -> bool:
     return all(shift_test(ConvGram(tap, (height, 1)), bound, tap) for tap in taps)
 
 
+def planned_proof(kernel_size: tuple[int, int], channels: int, size: tuple[int, int]) -> str:
+    """Which proof ``certified_conv_sigma`` tries for this shape: "matrix" (1x1 kernels:
+    exact), "exact" (2-D shift test), "column" (column-Fourier shift test) or "frequency"."""
+    if kernel_size == (1, 1):
+        return "matrix"
+    rows = max(1, kernel_size[0] - 1)
+    if math.ceil(size[0] / rows) * (min(rows, size[0]) * size[1] * channels) ** 3 <= SHIFT_TEST_COST:
+        return "exact"
+    if column_test_cost(kernel_size, channels, size) <= COLUMN_TEST_COST:
+        return "column"
+    return "frequency"
+
+
 def certified_conv_sigma(
     kernel: Tensor,
     size: tuple[int, int],
@@ -251,28 +264,26 @@ def certified_conv_sigma(
     (None: no estimate).
     """
     kernel = kernel.detach().double()
-    if kernel.shape[2] == kernel.shape[3] == 1:  # one matrix for all pixels: its norm is exact
-        return exact_spectral_norm(frequency_matrices(kernel, size)) * (1 + FREQUENCY_BOUND_SLACK)
-    gram = ConvGram(kernel, size)
-    if gram.blocks * gram.block_size(0) ** 3 <= SHIFT_TEST_COST:
+    kernel_size = (kernel.shape[2], kernel.shape[3])
+    proof = planned_proof(kernel_size, kernel.shape[1], size)
+    if proof == "exact":
+        gram = ConvGram(kernel, size)
         estimate = theta()
         if estimate is not None and estimate > 0:
             for delta in SHIFT_STEPS:
                 bound = estimate * (1 + delta)
                 if shift_test(gram, bound, kernel):
                     return math.sqrt(bound) * (1 + 2 * UNIT_ROUNDOFF)  # sqrt rounds to nearest
-    else:
-        kernel_size = (kernel.shape[2], kernel.shape[3])
-        if column_theta is not None and column_test_cost(kernel_size, kernel.shape[1], size) <= COLUMN_TEST_COST:
-            period = column_period(kernel_size, size)
-            estimate = column_theta(period)
-            if estimate is not None and estimate > 0:
-                taps, tap_error = column_taps(kernel, period)
-                for delta in SHIFT_STEPS:
-                    bound = estimate * (1 + delta)
-                    if column_shift_test(taps, size[0], bound):
-                        # ||W|| <= ||C|| <= sqrt(bound) + tap_error; each float op rounds once
-                        return (math.sqrt(bound) + tap_error) * (1 + 4 * UNIT_ROUNDOFF)
+    elif proof == "column" and column_theta is not None:
+        period = column_period(kernel_size, size)
+        estimate = column_theta(period)
+        if estimate is not None and estimate > 0:
+            taps, tap_error = column_taps(kernel, period)
+            for delta in SHIFT_STEPS:
+                bound = estimate * (1 + delta)
+                if column_shift_test(taps, size[0], bound):
+                    # ||W|| <= ||C|| <= sqrt(bound) + tap_error; each float op rounds once
+                    return (math.sqrt(bound) + tap_error) * (1 + 4 * UNIT_ROUNDOFF)
     return exact_spectral_norm(frequency_matrices(kernel, size)) * (1 + FREQUENCY_BOUND_SLACK)
 
 

@@ -39,6 +39,7 @@ from robustlab.nn.lipschitz.cpl import (
     column_taps,
     shift_test,
 )
+from robustlab.nn.lipschitz.residual import conv2d_float64
 from robustlab.registry import UnknownNameError
 
 # (constructor, input shape): small enough for exact dense Jacobians
@@ -557,3 +558,27 @@ def test_cpl_plans_the_tight_proofs_for_every_layer_of_lipconvnet_64():
     assert planned == ["column", "column", "column", "exact", "exact"]
     assert cpl.planned_proof((1, 1), 64, (32, 32)) == "matrix"
     assert cpl.planned_proof((3, 3), 4096, (2, 2)) == "frequency"
+
+
+@pytest.mark.parametrize(
+    "kernel_size, size, bias", [(3, (2, 2), True), (3, (1, 4), False), (5, (2, 1), True), (1, (2, 2), True)]
+)
+def test_conv2d_float64_gemm_equals_conv2d_on_tiny_images(kernel_size, size, bias):
+    torch.manual_seed(0)
+    x = torch.randn(7, 6, *size, dtype=torch.float64)
+    weight = torch.randn(5, 6, kernel_size, kernel_size, dtype=torch.float64)
+    offsets = torch.randn(5, dtype=torch.float64) if bias else None
+    padding = (kernel_size // 2, kernel_size // 2)
+    expected = F.conv2d(x, weight, offsets, padding=padding)
+    torch.testing.assert_close(conv2d_float64(x, weight, offsets, padding), expected, rtol=1e-13, atol=1e-13)
+
+
+def test_cpl_float64_on_tiny_images_is_the_layer_formula():
+    """Certification's float64 path (one GEMM per convolution) computes x - 2/sigma^2 W^T relu(W x + b)."""
+    layer = _scaled(lambda: CPLConv2d(4, hidden_channels=6, input_size=(2, 2))).double().eval()
+    x = torch.randn(9, 4, 2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        sigma = layer.eval_sigma()
+        hidden = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
+        expected = x - 2 / sigma**2 * F.conv_transpose2d(hidden, layer.weight, padding=1)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)

@@ -98,6 +98,38 @@ def per_layer(model: torch.nn.Module) -> None:
         )
 
 
+def forward_paths(model: torch.nn.Module, batch: int, repeats: int) -> None:
+    """Float64 forward time of each distinct CPLConv2d (sigma cached first) with F.conv2d
+    everywhere (``GEMM_CONV_PIXELS = 0``) and with the default, alternating order."""
+    from robustlab.nn.lipschitz import cpl, residual
+
+    default = residual.GEMM_CONV_PIXELS
+    seen = set()
+    for layer in model.modules():
+        if not isinstance(layer, cpl.CPLConv2d) or (layer.channels, tuple(layer.u.shape[-2:])) in seen:
+            continue
+        seen.add((layer.channels, tuple(layer.u.shape[-2:])))
+        layer = copy.deepcopy(layer).double().eval()
+        x = torch.rand(batch, layer.channels, *layer.u.shape[-2:], dtype=torch.float64)
+        with torch.no_grad():
+            reference = layer(x)  # computes and caches sigma
+            times: dict[int, list[float]] = {0: [], default: []}
+            for repeat in range(repeats):
+                for pixels in [0, default] if repeat % 2 == 0 else [default, 0]:
+                    residual.GEMM_CONV_PIXELS = pixels
+                    start = time.perf_counter()
+                    out = layer(x)
+                    times[pixels].append(time.perf_counter() - start)
+                    assert torch.allclose(out, reference, rtol=1e-12, atol=1e-12)
+        residual.GEMM_CONV_PIXELS = default
+        conv, ours = min(times[0]), min(times[default])
+        print(
+            f"{layer.channels} ch {tuple(layer.u.shape[-2:])}: forward of {batch} images, conv2d {conv:.3f} s, "
+            f"default {ours:.3f} s (best of {repeats}), ratio {conv / ours:.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, type=Path, help="another robustlab checkout")
@@ -105,6 +137,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--weights", type=Path, help="a state dict of the preset's model (default: seed-0 init)")
     parser.add_argument("--skip-layers", action="store_true", help="only the whole-model certification")
+    parser.add_argument("--forward", type=int, metavar="BATCH", help="only the float64 layer forward times")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"processor: {cpu_name()}; load average: {os.getloadavg()}", flush=True)
@@ -116,6 +149,10 @@ def main() -> None:
     model = robustlab.create_model("lipconvnet-cpl", input_shape=(3, 32, 32), num_classes=10)
     if args.weights:
         model.load_state_dict(torch.load(args.weights, weights_only=True))
+    if args.forward:
+        forward_paths(model, args.forward, args.repeats)
+        print(f"load average after: {os.getloadavg()}")
+        return
     if not args.skip_layers:
         per_layer(model)
     versions = {"ours": REPO, "baseline": args.baseline.resolve()}

@@ -582,3 +582,19 @@ def test_cpl_float64_on_tiny_images_is_the_layer_formula():
         hidden = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
         expected = x - 2 / sigma**2 * F.conv_transpose2d(hidden, layer.weight, padding=1)
         torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cpl_proved_sigma_is_reused_by_a_copy_and_recomputed_when_a_weight_value_changes(monkeypatch):
+    calls = []
+    original = cpl.certified_conv_sigma
+    monkeypatch.setattr(cpl, "certified_conv_sigma", lambda *args: calls.append(1) or original(*args))
+    monkeypatch.setattr(cpl, "PROVED_SIGMAS", {})
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(5, 5))).eval()
+    first = float(layer.eval_sigma())
+    copied = copy.deepcopy(layer).double()  # what certification does: a fresh float64 copy
+    assert float(copied.eval_sigma()) == pytest.approx(first, rel=1e-6) and len(calls) == 1
+    with torch.no_grad():
+        copied.weight.data[0, 0, 1, 1] += 5.0  # a write the version counter does not see
+    changed = float(copied.eval_sigma())
+    assert len(calls) == 2
+    assert _conv_operator_norm(copied.float(), 5) <= changed * (1 + 1e-6)

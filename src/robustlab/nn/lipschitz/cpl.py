@@ -41,6 +41,7 @@ sigma, by mode:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -287,6 +288,22 @@ def certified_conv_sigma(
     return exact_spectral_norm(frequency_matrices(kernel, size)) * (1 + FREQUENCY_BOUND_SLACK)
 
 
+# Proved sigmas of this process, by a SHA-256 of everything they depend on (``proof_key``):
+# certification works on a fresh float64 copy per ``evaluate`` call, whose EvalCache is empty,
+# and the proofs take most of its time on LipConvNet-64. The key hashes the weights' values
+# (never a version counter or storage address: issue 23 item 3).
+PROVED_SIGMAS: dict[bytes, float] = {}
+PROVED_SIGMAS_LIMIT = 1024
+
+
+def proof_key(kernel: Tensor, start: Tensor, settings: tuple) -> bytes:
+    """SHA-256 of the float64 kernel's and start vector's values, shapes and ``settings``."""
+    digest = hashlib.sha256(repr((tuple(kernel.shape), tuple(start.shape), settings)).encode())
+    for tensor in (kernel, start):
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.digest()
+
+
 def _conv_gram(v: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
     return F.conv_transpose2d(F.conv2d(v, weight, padding=padding), weight, padding=padding)
 
@@ -412,7 +429,14 @@ class CPLConv2d(_CPL, ConvResidual):
 
     def eval_sigma(self) -> Tensor:
         height, width = self.u.shape[-2:]
-        sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos_estimate, self._column_estimate)
+        settings = (self.eval_iterations, SHIFT_TEST_COST, COLUMN_TEST_COST, SHIFT_STEPS)
+        key = proof_key(self.weight, self.u, settings)
+        sigma = PROVED_SIGMAS.get(key)
+        if sigma is None:
+            sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos_estimate, self._column_estimate)
+            if len(PROVED_SIGMAS) >= PROVED_SIGMAS_LIMIT:
+                PROVED_SIGMAS.clear()
+            PROVED_SIGMAS[key] = sigma
         return rounded_up(sigma, self.weight.dtype, self.weight.device)
 
     def _lanczos_estimate(self) -> float | None:

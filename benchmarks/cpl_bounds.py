@@ -130,6 +130,23 @@ def forward_paths(model: torch.nn.Module, batch: int, repeats: int) -> None:
         )
 
 
+def certify_twice(model: torch.nn.Module, count: int) -> None:
+    """``certify_points`` twice in this process on the same weights: the second reuses the
+    proved sigmas (``cpl.PROVED_SIGMAS``); the radii must be equal."""
+    import numpy as np
+
+    from robustlab.certify.evaluate import certify_points
+
+    test = np.load(DATA)
+    radii = []
+    for attempt in ("first", "second"):
+        start = time.perf_counter()
+        certificates = certify_points(model, test["x_test"][:count], test["y_test"][:count], batch_size=500)
+        print(f"{attempt} certification of {count} images: {time.perf_counter() - start:.2f} s", flush=True)
+        radii.append(certificates.radii)
+    print(f"radii equal: {bool(torch.equal(radii[0], radii[1]))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, type=Path, help="another robustlab checkout")
@@ -138,6 +155,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="a state dict of the preset's model (default: seed-0 init)")
     parser.add_argument("--skip-layers", action="store_true", help="only the whole-model certification")
     parser.add_argument("--forward", type=int, metavar="BATCH", help="only the float64 layer forward times")
+    parser.add_argument("--twice", action="store_true", help="only: certify twice in this process (sigma reuse)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"processor: {cpu_name()}; load average: {os.getloadavg()}", flush=True)
@@ -151,6 +169,10 @@ def main() -> None:
         model.load_state_dict(torch.load(args.weights, weights_only=True))
     if args.forward:
         forward_paths(model, args.forward, args.repeats)
+        print(f"load average after: {os.getloadavg()}")
+        return
+    if args.twice:
+        certify_twice(model, args.images)
         print(f"load average after: {os.getloadavg()}")
         return
     if not args.skip_layers:

@@ -156,7 +156,8 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
 
     ``gram`` is computed in float64 (complex128). Each entry is a sum of at most
     ``gram.terms`` products, so it errs by at most gamma_terms (real; complex products and
-    sums: sqrt(2) gamma_{terms + 2}, taken 2 gamma_{terms + 2}) times the same sum of
+    sums: sqrt(2) gamma_{terms + 2}, taken 8 gamma_{terms + 2} so that a BLAS that forms
+    complex products another way stays covered) times the same sum of
     absolute values; those sums form |W|^T |W|, whose Frobenius norm is at most its trace
     ||W||_F^2 <= H W ||kernel||_F^2: ||E||_2 <= gamma H W ||kernel||_F^2. A float64
     Cholesky factorisation of X = c' I - W^H W that runs to completion proves
@@ -172,7 +173,7 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
     n = gram.channels * gram.size[0] * gram.size[1]
     is_complex = kernel.is_complex()
     kernel_energy = float(kernel.detach().to(torch.complex128 if is_complex else torch.float64).abs().pow(2).sum())
-    entry_error = 2 * gamma(gram.terms + 2) if is_complex else gamma(gram.terms)
+    entry_error = 8 * gamma(gram.terms + 2) if is_complex else gamma(gram.terms)
     gram_error = entry_error * gram.size[0] * gram.size[1] * kernel_energy * (1 + 1e-6)
     safety = 32 if is_complex else 8
     cholesky_error = (safety * gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)

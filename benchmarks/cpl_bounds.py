@@ -106,9 +106,12 @@ def forward_paths(model: torch.nn.Module, batch: int, repeats: int) -> None:
     default = residual.GEMM_CONV_PIXELS
     seen = set()
     for layer in model.modules():
-        if not isinstance(layer, cpl.CPLConv2d) or (layer.channels, tuple(layer.u.shape[-2:])) in seen:
+        if not isinstance(layer, cpl.CPLConv2d):
             continue
-        seen.add((layer.channels, tuple(layer.u.shape[-2:])))
+        shape = (layer.channels, layer.kernel_size, tuple(layer.u.shape[-2:]))
+        if shape in seen:
+            continue
+        seen.add(shape)
         layer = copy.deepcopy(layer).double().eval()
         x = torch.rand(batch, layer.channels, *layer.u.shape[-2:], dtype=torch.float64)
         with torch.no_grad():
@@ -124,7 +127,7 @@ def forward_paths(model: torch.nn.Module, batch: int, repeats: int) -> None:
         residual.GEMM_CONV_PIXELS = default
         conv, ours = min(times[0]), min(times[default])
         print(
-            f"{layer.channels} ch {tuple(layer.u.shape[-2:])}: forward of {batch} images, conv2d {conv:.3f} s, "
+            f"{layer.channels} ch {layer.kernel_size} {tuple(layer.u.shape[-2:])}: forward of {batch} images, conv2d {conv:.3f} s, "
             f"default {ours:.3f} s (best of {repeats}), ratio {conv / ours:.2f}",
             flush=True,
         )

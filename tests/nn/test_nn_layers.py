@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from nn_helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
 from torch import nn
 
@@ -30,7 +31,15 @@ from robustlab.nn.lipschitz import (
     cpl,
 )
 from robustlab.nn.lipschitz.base import conv_fft_bound, top_eigenpair
-from robustlab.nn.lipschitz.cpl import ConvGram, shift_test
+from robustlab.nn.lipschitz.cpl import (
+    ConvGram,
+    column_circular_conv,
+    column_period,
+    column_shift_test,
+    column_taps,
+    shift_test,
+)
+from robustlab.nn.lipschitz.residual import conv2d_float64
 from robustlab.registry import UnknownNameError
 
 # (constructor, input shape): small enough for exact dense Jacobians
@@ -193,8 +202,83 @@ def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those(si
     assert not shift_test(gram, top * (1 - 1e-9), kernel)
 
 
+def _dense(operator, shape: tuple[int, ...]) -> torch.Tensor:
+    """The matrix of a linear map on float64 tensors of ``shape`` (one column per input)."""
+    count = int(torch.tensor(shape).prod())
+    basis = torch.eye(count, dtype=torch.float64).reshape(count, *shape)
+    return operator(basis).reshape(count, -1).t()
+
+
+@pytest.mark.parametrize(
+    "channels, kernel_size, size, ceiling",  # ceiling: the measured ||C|| / ||W||, rounded up
+    [
+        ((3, 2), (3, 3), (4, 5), 1.08),  # 1.0717
+        ((2, 3), (5, 3), (6, 4), 1.08),  # 1.0791
+        ((4, 4), (1, 1), (3, 3), 1.0 + 1e-12),  # 1x1 kernel: C = W
+        ((3, 3), (3, 5), (2, 7), 1.11),  # 1.1096
+        ((2, 2), (5, 5), (5, 3), 1.15),  # 1.1430
+        ((3, 2), (1, 3), (4, 4), 1.02),  # 1.0159
+        ((2, 2), (3, 1), (4, 2), 1.0 + 1e-12),  # 1-wide taps: C = W
+        ((3, 3), (3, 3), (2, 2), 1.33),  # 1.3232: tiny images are why small layers take the exact test
+    ],
+)
+def test_cpl_column_fourier_test_bounds_the_exact_norm_and_refuses_less_than_the_column_norm(
+    channels, kernel_size, size, ceiling
+):
+    """The column-Fourier test proves ||C||^2 (1 + 1e-9) and refuses ||C||^2 (1 - 1e-9),
+    where C is the column-circular operator (dense), and ||C|| >= ||W|| (dense SVD)."""
+    torch.manual_seed(0)
+    kernel = torch.randn(*channels, *kernel_size, dtype=torch.float64)
+    padding = (kernel_size[0] // 2, kernel_size[1] // 2)
+    shape = (channels[1], *size)
+    exact = float(torch.linalg.matrix_norm(_dense(lambda x: F.conv2d(x, kernel, padding=padding), shape), ord=2))
+    period = column_period(kernel_size, size)
+    column_shape = (channels[1], size[0], period)
+    column = _dense(lambda x: column_circular_conv(x, kernel, padding), column_shape)
+    column_norm = float(torch.linalg.matrix_norm(column, ord=2))
+    taps, tap_error = column_taps(kernel, period)
+    assert tap_error < 1e-11 * column_norm
+    assert column_shift_test(taps, size[0], column_norm**2 * (1 + 1e-9))
+    assert not column_shift_test(taps, size[0], column_norm**2 * (1 - 1e-9))
+    assert exact * (1 - 1e-12) <= column_norm <= ceiling * exact
+
+
+def test_cpl_column_taps_give_the_column_operators_per_frequency_blocks():
+    """Each C_f's Gram, from the complex taps, has the eigenvalues of C^T C on frequency f:
+    together (f and its conjugate -f) they are C^T C's spectrum."""
+    torch.manual_seed(1)
+    kernel = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    size, period = (3, 4), column_period((3, 3), (3, 4))
+    column = _dense(lambda x: column_circular_conv(x, kernel, (1, 1)), (3, size[0], period))
+    expected = torch.linalg.eigvalsh(column.t() @ column)
+    taps, _ = column_taps(kernel, period)
+    spectra = [torch.linalg.eigvalsh(ConvGram(tap, (size[0], 1)).matrix()) for tap in taps]
+    # frequencies 1..(P - 1) // 2 stand for their conjugates too; P // 2 is its own when P is even
+    counted = [spectra[0]] + [
+        spectrum for f, spectrum in enumerate(spectra[1:], 1) for _ in range(2 if 2 * f != period else 1)
+    ]
+    torch.testing.assert_close(torch.cat(counted).sort().values, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_cpl_eval_sigma_between_the_shift_test_costs_is_the_column_fourier_bound(monkeypatch):
+    monkeypatch.setattr(cpl, "SHIFT_TEST_COST", 10)
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 5))).eval()
+    with torch.no_grad():
+        sigma = float(layer.eval_sigma())
+    kernel = layer.weight.detach().double()
+    operator = _dense(lambda x: F.conv2d(x, kernel, padding=1), (3, 6, 5))
+    exact = float(torch.linalg.matrix_norm(operator, ord=2))
+    period = column_period((3, 3), (6, 5))
+    column = _dense(lambda x: column_circular_conv(x, kernel, (1, 1)), (3, 6, period))
+    column_norm = float(torch.linalg.matrix_norm(column, ord=2))
+    assert exact <= column_norm <= sigma <= column_norm * (1 + 2e-5)
+    assert sigma < conv_fft_bound(layer.weight, (6, 5))  # tighter than the fallback here
+    assert_one_lipschitz(layer, (3, 6, 5))
+
+
 def test_cpl_eval_sigma_above_the_shift_test_cost_is_the_per_frequency_bound(monkeypatch):
     monkeypatch.setattr(cpl, "SHIFT_TEST_COST", 10)
+    monkeypatch.setattr(cpl, "COLUMN_TEST_COST", 10)
     layer = _scaled(lambda: CPLConv2d(3, input_size=(6, 6))).eval()
     exact = _conv_operator_norm(layer, 6)
     sigma = float(layer.eval_sigma())
@@ -465,3 +549,52 @@ def test_aol_rescaling_picks_the_self_convolution_for_small_kernels_on_the_cpu()
     assert gram_row_sums_form(torch.empty(64, 64, 1, 1)) == "products"  # a single product
     with pytest.raises(ValueError, match="form must be 'products' or 'convolution'"):
         conv_gram_row_sums(torch.randn(2, 2, 3, 3), form="fft")
+
+
+def test_cpl_plans_the_tight_proofs_for_every_layer_of_lipconvnet_64():
+    """The cpl-lcn preset's model: no layer is left to the loose per-frequency bound."""
+    shapes = [(64, 32), (128, 16), (256, 8), (512, 4), (1024, 2)]
+    planned = [cpl.planned_proof((3, 3), channels, (size, size)) for channels, size in shapes]
+    assert planned == ["column", "column", "column", "exact", "exact"]
+    assert cpl.planned_proof((1, 1), 64, (32, 32)) == "matrix"
+    assert cpl.planned_proof((3, 3), 4096, (2, 2)) == "frequency"
+
+
+@pytest.mark.parametrize(
+    "kernel_size, size, bias", [(3, (2, 2), True), (3, (1, 4), False), (5, (2, 1), True), (1, (2, 2), True)]
+)
+def test_conv2d_float64_gemm_equals_conv2d_on_tiny_images(kernel_size, size, bias):
+    torch.manual_seed(0)
+    x = torch.randn(7, 6, *size, dtype=torch.float64)
+    weight = torch.randn(5, 6, kernel_size, kernel_size, dtype=torch.float64)
+    offsets = torch.randn(5, dtype=torch.float64) if bias else None
+    padding = (kernel_size // 2, kernel_size // 2)
+    expected = F.conv2d(x, weight, offsets, padding=padding)
+    torch.testing.assert_close(conv2d_float64(x, weight, offsets, padding), expected, rtol=1e-13, atol=1e-13)
+
+
+def test_cpl_float64_on_tiny_images_is_the_layer_formula():
+    """Certification's float64 path (one GEMM per convolution) computes x - 2/sigma^2 W^T relu(W x + b)."""
+    layer = _scaled(lambda: CPLConv2d(4, hidden_channels=6, input_size=(2, 2))).double().eval()
+    x = torch.randn(9, 4, 2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        sigma = layer.eval_sigma()
+        hidden = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
+        expected = x - 2 / sigma**2 * F.conv_transpose2d(hidden, layer.weight, padding=1)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cpl_proved_sigma_is_reused_by_a_copy_and_recomputed_when_a_weight_value_changes(monkeypatch):
+    calls = []
+    original = cpl.certified_conv_sigma
+    monkeypatch.setattr(cpl, "certified_conv_sigma", lambda *args: calls.append(1) or original(*args))
+    monkeypatch.setattr(cpl, "PROVED_SIGMAS", {})
+    layer = _scaled(lambda: CPLConv2d(3, input_size=(5, 5))).eval()
+    first = float(layer.eval_sigma())
+    copied = copy.deepcopy(layer).double()  # what certification does: a fresh float64 copy
+    assert float(copied.eval_sigma()) == pytest.approx(first, rel=1e-6) and len(calls) == 1
+    with torch.no_grad():
+        copied.weight.data[0, 0, 1, 1] += 5.0  # a write the version counter does not see
+    changed = float(copied.eval_sigma())
+    assert len(calls) == 2
+    assert _conv_operator_norm(copied.float(), 5) <= changed * (1 + 1e-6)

@@ -24,12 +24,24 @@ sigma, by mode:
      delta is the first of ``SHIFT_STEPS`` that passes: sigma is then within 5e-6 of
      ||W|| (the previous estimate, a converged Lanczos value times 1.001, was not a
      proof and was 0.1% loose).
+  3. above ``SHIFT_TEST_COST``, where its cost is within ``COLUMN_TEST_COST``: the same
+     shift test on the column-Fourier operator C, which is zero-padded along rows but
+     circular along columns with period P = W + kw // 2. W is a compression of C (embed
+     the image with kw // 2 zero columns, apply C, keep the first W output columns: every
+     tap that wraps around reads a zero column), so ||W|| <= ||C||, and the DFT along
+     columns splits C into P one-dimensional zero-padded convolutions C_f along rows with
+     complex (out, in) taps (``column_taps``): ||C|| = max_f ||C_f||. Each C_f^H C_f is
+     block tridiagonal with blocks of (kh - 1) rows x in channels, so the test costs
+     about (P / 2 + 1) nb ((kh - 1) in)^3 complex flops instead of nb ((kh - 1) W in)^3:
+     cheap for the wide layers of LipConvNet-64, tight where W is large (the embedding
+     adds kw // 2 of W + kw // 2 columns), looser on tiny images.
   The stored vector is not changed. If Lanczos has not converged within
   ``eval_iterations`` steps, the per-frequency bound is used alone, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -58,9 +70,14 @@ from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, Residua
 LR_SCALE = 1.0
 
 # The shift test factors W^T W in blocks of kh - 1 image rows (m = (kh - 1) W channels
-# unknowns each, nb blocks): about 2.3 nb m^3 flops, ~1 s per 1e10 on one core. Layers above
-# this many nb m^3 keep the per-frequency bound.
-SHIFT_TEST_COST = 2e10
+# unknowns each, nb blocks): about 2.3 nb m^3 flops. Layers above this many nb m^3 take the
+# column-Fourier test. 1.5e11 makes the 2x2 and 4x4 layers of LipConvNet-64 (6.9e10,
+# 1.4e11) exact: 3.6 s and 5.1 s each on one Xeon core, where the column-Fourier test is
+# 22% and 5% loose (benchmarks/cpl_bounds.py); its 8x8 layers (2.7e11) take the column test.
+SHIFT_TEST_COST = 1.5e11
+# The column-Fourier test (``column_test_cost``, in the same units; a complex flop counts 4):
+# layers above this many keep the per-frequency bound.
+COLUMN_TEST_COST = 2e11
 SHIFT_STEPS = (1e-5, 1e-4, 1e-3)  # c = theta * (1 + delta), tried in this order
 FREQUENCY_BOUND_SLACK = 1e-10  # exact_spectral_norm's float64 eigenvalues, with a wide margin
 UNIT_ROUNDOFF = 2.0**-53
@@ -88,7 +105,8 @@ class ConvGram:
         self.blocks = math.ceil(size[0] / self.rows)
         self.offsets = [(i - kh // 2, j - kw // 2) for i in range(kh) for j in range(kw)]
         taps = kernel.reshape(out_channels, self.channels, kh * kw)
-        self.products = torch.einsum("oat,obs->tsab", taps, taps)  # W_t^T W_s: (taps, taps, in, in)
+        # W_t^H W_s: (taps, taps, in, in); complex taps come from ``column_taps``
+        self.products = torch.einsum("oat,obs->tsab", taps.conj(), taps)
         self.terms = out_channels * (kh * kw) ** 2  # products summed into one entry, at most
         self._blocks: dict[tuple, Tensor] = {}
 
@@ -133,24 +151,32 @@ class ConvGram:
 
 
 def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
-    """True only if lambda_max of the exact W^T W is at most ``bound`` (a proof).
+    """True only if lambda_max of the exact W^H W is at most ``bound`` (a proof), for the
+    convolution W with ``kernel`` (real, or complex from ``column_taps``).
 
-    ``gram`` is computed in float64. Each entry is a sum of at most ``gram.terms``
-    products, so it errs by at most gamma_terms times the same sum of absolute values;
-    those sums form |W|^T |W|, whose Frobenius norm is at most its trace
-    ||W||_F^2 <= H W ||kernel||_F^2: ||E||_2 <= gamma_terms H W ||kernel||_F^2. A float64
-    Cholesky factorisation of X = c' I - W^T W that runs to completion proves
+    ``gram`` is computed in float64 (complex128). Each entry is a sum of at most
+    ``gram.terms`` products, so it errs by at most gamma_terms (real; complex products and
+    sums: sqrt(2) gamma_{terms + 2}, taken 8 gamma_{terms + 2} so that a BLAS that forms
+    complex products another way stays covered) times the same sum of
+    absolute values; those sums form |W|^T |W|, whose Frobenius norm is at most its trace
+    ||W||_F^2 <= H W ||kernel||_F^2: ||E||_2 <= gamma H W ||kernel||_F^2. A float64
+    Cholesky factorisation of X = c' I - W^H W that runs to completion proves
     lambda_min(X) >= -gamma_{n+1} / (1 - gamma_{n+1}) tr(X) (Demmel 1989; the bound holds
     for any order of the inner products, so for blocked factorisations too; taken 8x here
-    for safety), and forming the diagonal of X errs by at most u c' per entry. With c' =
-    ``bound`` minus these allowances, success proves bound I - W^T W >= 0.
+    for safety, 32x for complex arithmetic, whose operations err by at most ~4x a real
+    one's), and forming the diagonal of X errs by at most u c' per entry. With c' =
+    ``bound`` minus these allowances, success proves bound I - W^H W >= 0.
 
     X is block tridiagonal (``ConvGram``): block Cholesky, L_kk = chol(X_kk - L_k,k-1
-    L_k,k-1^T), L_k+1,k = X_k+1,k L_kk^-T, never forming the zero blocks.
+    L_k,k-1^H), L_k+1,k = X_k+1,k L_kk^-H, never forming the zero blocks.
     """
     n = gram.channels * gram.size[0] * gram.size[1]
-    gram_error = gamma(gram.terms) * gram.size[0] * gram.size[1] * float(kernel.double().pow(2).sum()) * (1 + 1e-6)
-    cholesky_error = (8 * gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)
+    is_complex = kernel.is_complex()
+    kernel_energy = float(kernel.detach().to(torch.complex128 if is_complex else torch.float64).abs().pow(2).sum())
+    entry_error = 8 * gamma(gram.terms + 2) if is_complex else gamma(gram.terms)
+    gram_error = entry_error * gram.size[0] * gram.size[1] * kernel_energy * (1 + 1e-6)
+    safety = 32 if is_complex else 8
+    cholesky_error = (safety * gamma(n + 1) / (1 - gamma(n + 1)) * n + 2 * UNIT_ROUNDOFF) * bound * (1 + 1e-6)
     shifted = bound - gram_error - cholesky_error
     if shifted <= 0:
         return False
@@ -159,38 +185,140 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
         diagonal = -gram.block(k, k)
         diagonal.diagonal().add_(shifted)
         if below is not None:
-            diagonal -= below @ below.T
+            diagonal -= below @ below.mH
         factor, info = torch.linalg.cholesky_ex(diagonal)
         if int(info):
             return False
         if k + 1 < gram.blocks:
             coupling = -gram.block(k + 1, k)
-            below = torch.linalg.solve_triangular(factor, coupling.T, upper=False).T
+            below = torch.linalg.solve_triangular(factor, coupling.mH, upper=False).mH
     return True
 
 
-def certified_conv_sigma(kernel: Tensor, size: tuple[int, int], theta: Callable[[], float | None]) -> float:
+def column_period(kernel_size: tuple[int, int], size: tuple[int, int]) -> int:
+    """The smallest column period P of a circular convolution that the zero-padded one on
+    ``size`` images compresses: taps reach kw // 2 columns either side, so kw // 2 zero
+    columns absorb every wrap-around (columns -1..-kw//2 are P-1..P-kw//2 >= W)."""
+    return size[1] + kernel_size[1] // 2
+
+
+def column_taps(kernel: Tensor, period: int) -> tuple[Tensor, float]:
+    """Per column frequency f = 0..P // 2 (the others are the conjugates), the complex taps
+    A_t(f) = sum_s K[:, :, t, s] exp(2 pi i f o_s / P) of the 1-D row convolution C_f,
+    as (F, out, in, kh, 1) complex128, and e: ||C_f - computed C_f|| <= e for every f.
+
+    The phase f o_s mod P is an exact integer; the angle 2 pi j / P errs by ~2 u relative,
+    cos and sin by ~1 ulp, so each twiddle factor by at most 16 u; each computed tap entry
+    then errs by at most (16 u + gamma_{kw+1}) sum_s |K_ts| <= eps sqrt(kw) ||K_t||_F
+    (taken eps = (64 + 4 kw) u), and a 1-D convolution's norm is at most the sum of its
+    taps' norms: e = eps sqrt(kw) sum_t ||K_t||_F <= eps sqrt(kh kw) ||K||_F.
+    """
+    kernel = kernel.detach().double()
+    kh, kw = kernel.shape[-2:]
+    offsets = torch.arange(kw, device=kernel.device) - kw // 2
+    frequencies = torch.arange(period // 2 + 1, device=kernel.device)
+    phase = (frequencies[:, None] * offsets[None, :]) % period  # exact integers in [0, P)
+    angle = phase.double() * (2 * math.pi / period)
+    twiddle = torch.polar(torch.ones_like(angle), angle)  # (F, kw)
+    taps = torch.einsum("oits,fs->foit", kernel.to(torch.complex128), twiddle).unsqueeze(-1)
+    eps = (64 + 4 * kw) * UNIT_ROUNDOFF
+    error = eps * math.sqrt(kh * kw) * math.sqrt(float(kernel.pow(2).sum())) * (1 + 1e-6)
+    return taps, error
+
+
+def column_test_cost(kernel_size: tuple[int, int], channels: int, size: tuple[int, int]) -> float:
+    """nb m^3 of the column-Fourier test summed over its frequencies, a complex flop as 4."""
+    rows = max(1, kernel_size[0] - 1)
+    frequencies = column_period(kernel_size, size) // 2 + 1
+    return 4.0 * frequencies * math.ceil(size[0] / rows) * (rows * channels) ** 3
+
+
+def column_shift_test(taps: Tensor, height: int, bound: float) -> bool:
+    """True only if every computed C_f (``column_taps``) has ||C_f||^2 <= ``bound``."""
+    return all(shift_test(ConvGram(tap, (height, 1)), bound, tap) for tap in taps)
+
+
+def planned_proof(kernel_size: tuple[int, int], channels: int, size: tuple[int, int]) -> str:
+    """Which proof ``certified_conv_sigma`` tries for this shape: "matrix" (1x1 kernels:
+    exact), "exact" (2-D shift test), "column" (column-Fourier shift test) or "frequency"."""
+    if kernel_size == (1, 1):
+        return "matrix"
+    rows = max(1, kernel_size[0] - 1)
+    if math.ceil(size[0] / rows) * (min(rows, size[0]) * size[1] * channels) ** 3 <= SHIFT_TEST_COST:
+        return "exact"
+    if column_test_cost(kernel_size, channels, size) <= COLUMN_TEST_COST:
+        return "column"
+    return "frequency"
+
+
+def certified_conv_sigma(
+    kernel: Tensor,
+    size: tuple[int, int],
+    theta: Callable[[], float | None],
+    column_theta: Callable[[int], float | None] | None = None,
+) -> float:
     """A guaranteed upper bound on the norm of the zero-padded 'same' convolution with
-    ``kernel`` on ``size`` images (float64): sqrt(c) for the first c = theta (1 + delta)
-    that ``shift_test`` proves, where its cost is within ``SHIFT_TEST_COST``; otherwise,
-    or when none passes, the per-frequency bound. ``theta()`` estimates the squared norm
+    ``kernel`` on ``size`` images (float64), by the first proof that applies (see the
+    module docstring): the exact shift test where its cost is within ``SHIFT_TEST_COST``
+    (sqrt(c) for the first c = theta (1 + delta) it proves); else the column-Fourier test
+    where within ``COLUMN_TEST_COST``; else, or when no delta passes, the per-frequency
+    bound. ``theta()`` estimates ||W||^2, ``column_theta(P)`` ||C||^2 for column period P
     (None: no estimate).
     """
     kernel = kernel.detach().double()
-    gram = ConvGram(kernel, size)
-    cost = gram.blocks * gram.block_size(0) ** 3
-    if cost <= SHIFT_TEST_COST:
+    kernel_size = (kernel.shape[2], kernel.shape[3])
+    proof = planned_proof(kernel_size, kernel.shape[1], size)
+    if proof == "exact":
+        gram = ConvGram(kernel, size)
         estimate = theta()
         if estimate is not None and estimate > 0:
             for delta in SHIFT_STEPS:
                 bound = estimate * (1 + delta)
                 if shift_test(gram, bound, kernel):
                     return math.sqrt(bound) * (1 + 2 * UNIT_ROUNDOFF)  # sqrt rounds to nearest
+    elif proof == "column" and column_theta is not None:
+        period = column_period(kernel_size, size)
+        estimate = column_theta(period)
+        if estimate is not None and estimate > 0:
+            taps, tap_error = column_taps(kernel, period)
+            for delta in SHIFT_STEPS:
+                bound = estimate * (1 + delta)
+                if column_shift_test(taps, size[0], bound):
+                    # ||W|| <= ||C|| <= sqrt(bound) + tap_error; each float op rounds once
+                    return (math.sqrt(bound) + tap_error) * (1 + 4 * UNIT_ROUNDOFF)
     return exact_spectral_norm(frequency_matrices(kernel, size)) * (1 + FREQUENCY_BOUND_SLACK)
+
+
+# Proved sigmas of this process, by a SHA-256 of everything they depend on (``proof_key``):
+# certification works on a fresh float64 copy per ``evaluate`` call, whose EvalCache is empty,
+# and the proofs take most of its time on LipConvNet-64. The key hashes the weights' values
+# (never a version counter or storage address: issue 23 item 3).
+PROVED_SIGMAS: dict[bytes, float] = {}
+PROVED_SIGMAS_LIMIT = 1024
+
+
+def proof_key(kernel: Tensor, start: Tensor, settings: tuple) -> bytes:
+    """SHA-256 of the float64 kernel's and start vector's values, shapes and ``settings``."""
+    digest = hashlib.sha256(repr((tuple(kernel.shape), tuple(start.shape), settings)).encode())
+    for tensor in (kernel, start):
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.digest()
 
 
 def _conv_gram(v: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
     return F.conv_transpose2d(F.conv2d(v, weight, padding=padding), weight, padding=padding)
+
+
+def column_circular_conv(v: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
+    """C v: the convolution zero-padded along rows, circular along columns (v's width is
+    the period)."""
+    return F.conv2d(F.pad(v, (padding[1], padding[1], 0, 0), mode="circular"), weight, padding=(padding[0], 0))
+
+
+def _column_gram(v: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
+    # C^T is the same kind of convolution with the flipped, transposed kernel
+    adjoint = weight.transpose(0, 1).flip(2, 3)
+    return column_circular_conv(column_circular_conv(v, weight, padding), adjoint, padding)
 
 
 def rounded_up(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -302,7 +430,14 @@ class CPLConv2d(_CPL, ConvResidual):
 
     def eval_sigma(self) -> Tensor:
         height, width = self.u.shape[-2:]
-        sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos_estimate)
+        settings = (self.eval_iterations, SHIFT_TEST_COST, COLUMN_TEST_COST, SHIFT_STEPS)
+        key = proof_key(self.weight, self.u, settings)
+        sigma = PROVED_SIGMAS.get(key)
+        if sigma is None:
+            sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos_estimate, self._column_estimate)
+            if len(PROVED_SIGMAS) >= PROVED_SIGMAS_LIMIT:
+                PROVED_SIGMAS.clear()
+            PROVED_SIGMAS[key] = sigma
         return rounded_up(sigma, self.weight.dtype, self.weight.device)
 
     def _lanczos_estimate(self) -> float | None:
@@ -320,6 +455,22 @@ class CPLConv2d(_CPL, ConvResidual):
             f"CPLConv2d: {self.eval_iterations} Lanczos steps did not converge on the spectral norm; "
             "using a rigorous but looser bound (lower accuracy and radii). Raise eval_iterations "
             "(config eval.power_iterations) to 1000 for the tight value.",
+            stacklevel=2,
+        )
+        return None
+
+    def _column_estimate(self, period: int) -> float | None:
+        """||C||^2 of the column-circular operator (period ``period``) by float32 Lanczos,
+        from the stored vector padded with zero columns."""
+        if self.eval_iterations > 0:
+            weight = self.weight.detach().float()
+            start = F.pad(self.u.detach().float(), (0, period - self.u.shape[-1]))
+            top = top_eigenpair(lambda v: _column_gram(v, weight, self.padding), start, max_steps=self.eval_iterations)
+            if top.converged:
+                return float(top.value)
+        warnings.warn(
+            f"CPLConv2d: {self.eval_iterations} Lanczos steps did not converge on the column-Fourier norm; "
+            "using a rigorous but looser bound (lower accuracy and radii). Raise eval_iterations.",
             stacklevel=2,
         )
         return None

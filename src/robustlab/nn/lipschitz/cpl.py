@@ -44,14 +44,17 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
     EvalCache,
+    TensorFactory,
     check_channels,
     normalize,
     odd_kernel_size,
@@ -343,7 +346,7 @@ class _CPL(ResidualLipschitz):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def configure_eval(self, *, power_iterations: int | None = None, **settings) -> None:
+    def configure_eval(self, *, power_iterations: int | None = None, **settings: Any) -> None:
         """``power_iterations``: the most Lanczos matvecs for the eval-mode sigma (conv)."""
         if power_iterations is not None:
             self.eval_iterations = power_iterations
@@ -371,14 +374,14 @@ class CPLLinear(_CPL, DenseResidual):
         hidden_features: int | None = None,
         bias: bool = True,
         eval_iterations: int = 1000,
-        device=None,
-        dtype=None,
-    ):
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.features = features
         self.hidden_features = hidden_features or features
         self.eval_iterations = eval_iterations
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(self.hidden_features, features, **factory))
         self.bias = nn.Parameter(torch.empty(self.hidden_features, **factory)) if bias else None
         self.register_buffer("u", normalize(torch.randn(features, **factory)))
@@ -407,16 +410,16 @@ class CPLConv2d(_CPL, ConvResidual):
         bias: bool = True,
         input_size: int | tuple[int, int] | None = None,
         eval_iterations: int = 1000,
-        device=None,
-        dtype=None,
-    ):
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.hidden_channels = hidden_channels or channels
         self.kernel_size = odd_kernel_size(kernel_size)
         self.padding = same_padding(self.kernel_size)
         self.eval_iterations = eval_iterations
-        factory = {"device": device, "dtype": dtype}
+        factory = TensorFactory(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(self.hidden_channels, channels, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(self.hidden_channels, **factory)) if bias else None
         size = pair(input_size, "input_size") if input_size is not None else (0, 0)
@@ -495,7 +498,7 @@ class CPLConv2d(_CPL, ConvResidual):
         self._check_input(x)
         return super().forward(x)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "u")
         if isinstance(saved, Tensor) and saved.dim() == 4 and saved.shape != self.u.shape:
             self.u = torch.empty_like(saved, device=self.u.device, dtype=self.u.dtype)

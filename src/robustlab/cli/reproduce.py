@@ -33,7 +33,7 @@ def add_parser(subparsers: Subparsers) -> None:
         "--scale",
         default="demo",
         choices=("smoke", "demo", "small", "paper"),
-        help="smoke (seconds: the pipeline check), demo (the CPU miniature on built-in digits, under 30 minutes "
+        help="smoke (seconds: the pipeline check), demo (the CPU miniature on built-in digits, about 35 minutes "
         "on 2 cores), small (CIFAR-10/MNIST/CIFAR-100, GPU minutes per experiment), paper (the paper's protocol)",
     )
     parser.add_argument("--runs-root", help="run store folder (default: $ROBUSTLAB_RUNS or ./runs)")

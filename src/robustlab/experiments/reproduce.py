@@ -26,7 +26,14 @@ import torch
 
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS
 from robustlab.experiments.claims import COLUMNS as CLAIM_COLUMNS
-from robustlab.experiments.experiment import Report, get_experiment, paper_parts, report_experiment, run_experiment
+from robustlab.experiments.experiment import (
+    Report,
+    Setup,
+    get_experiment,
+    paper_parts,
+    report_experiment,
+    run_experiment,
+)
 from robustlab.experiments.launch import Execution, _cpu_count, wait_for_jobs
 from robustlab.experiments.parts import MINIATURES, Job, Part, param_text
 from robustlab.experiments.plan import GPU, plan_experiment, totals
@@ -181,8 +188,7 @@ def plan(
         if parts and part.id not in parts and part.id != "lr-search":
             continue
         for job in part.jobs(scale):
-            extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
-            setup = get_experiment(job.experiment).setup(scale, job.dataset, (overrides or []) + extra, **job.params)
+            setup = job_setup(job, scale, overrides, extra_data)
             planned = plan_experiment(setup, store, searches.get(setup.dataset, {}))
             if job.experiment == "lr_search":
                 for entry in planned:
@@ -209,16 +215,19 @@ def status(
             continue
         setups: list[Any] = []
         for job in part.jobs(scale):
-            extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
             try:
-                setup = get_experiment(job.experiment).setup(
-                    scale, job.dataset, (overrides or []) + extra, **job.params
-                )
+                setup = job_setup(job, scale, overrides, extra_data)
                 setups.append(replace(setup, store=store))
             except (ValueError, KeyError, FileNotFoundError) as error:  # e.g. lr=searched before the search
                 setups.append(error)
         sections.append((part.id, setups))
     return study_status(sections, store)
+
+
+def job_setup(job: Job, scale: str, overrides: list[str] | None, extra_data: str | None) -> Setup:
+    """The setup of one of a part's jobs; the extra-data experiment reads ``extra_data``."""
+    extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
+    return get_experiment(job.experiment).setup(scale, job.dataset, (overrides or []) + extra, **job.params)
 
 
 def _run_on_cluster(
@@ -270,9 +279,7 @@ def _run_part(
     started = time.time()
     for job in result.jobs:
         try:
-            experiment = get_experiment(job.experiment)
-            extra = [f"data.extra_path={extra_data}"] if extra_data and job.experiment == "extra_data" else []
-            setup = experiment.setup(scale, job.dataset, overrides + extra, **job.params)
+            setup = job_setup(job, scale, overrides, extra_data)
             folder = out / "experiments" / setup.slug(scale)
             if train:
                 _, report = run_experiment(setup, store, out_dir=folder, execution=execution)

@@ -43,6 +43,7 @@ from robustlab.report.document import Bullets, Figure, Section, Table, Text, wri
 from robustlab.report.plots import plot_panel_grid
 from robustlab.report.tables import SD
 from robustlab.runs.store import RunStore
+from robustlab.runtime import torch_threads
 
 SCALES = ("smoke", "demo", "small", "paper")
 
@@ -122,19 +123,14 @@ def reproduce(
     out = Path(out_dir or f"reproduce-{scale}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    threads = torch.get_num_threads()
-    if scale in MINIATURES:
-        torch.set_num_threads(1)  # tiny nets: one thread is as fast, and never stalls on busy cores
     execution = execution or Execution()
     selected = [part for part in paper_parts() if not parts or part.id in parts]
-    try:
+    with torch_threads(1 if scale in MINIATURES else None):  # the theory lab's tiny nets too
         if execution.launcher is not None and execution.launcher.cluster == "slurm":
             results = _run_on_cluster(selected, scale, store, out, overrides or [], extra_data, execution)
         else:
             results = [_run_part(part, scale, store, out, overrides or [], extra_data, execution) for part in selected]
         theory = _run_theory(scale, out, execution.progress) if not parts or "theory" in parts else None
-    finally:
-        torch.set_num_threads(threads)
     context = {
         "scale": scale,
         "command": command or f"robustlab reproduce --scale {scale}",

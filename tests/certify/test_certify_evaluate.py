@@ -1,3 +1,4 @@
+import importlib
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ from certify_helpers import LinearClassifier, linear_problem
 
 from robustlab.certify.certificates import eps_label
 from robustlab.certify.evaluate import certify_points, evaluate
+from robustlab.nn.models import create_model
 
 
 def brute_force_radii(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -74,3 +76,27 @@ def test_eps_labels():
 def test_mismatched_inputs_are_explained():
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         certify_points(LinearClassifier(torch.eye(2, 4)), torch.rand(3, 4), torch.tensor([0, 1]))
+
+
+def test_float32_screening_sorts_out_only_misclassified_points_and_changes_no_certificate(monkeypatch):
+    """Points the float32 pass sorts out are misclassified in float64 too (radius 0 either
+    way), and every certificate equals the one of float64 alone (screening off) up to rounding."""
+    evaluation = importlib.import_module("robustlab.certify.evaluate")  # the package re-exports `evaluate`
+    torch.manual_seed(0)
+    model = create_model("lipconvnet-cpl", (1, 8, 8), 10, width=4, depth=1).eval()
+    images, labels = torch.rand(120, 1, 8, 8), torch.randint(0, 10, (120,))
+    screen = evaluation.Screen(model, 1.0, "cpu")
+    with torch.no_grad():
+        predicted, wrong = screen.sort_out(images, labels)
+        logits = evaluation.precision_copy(model, torch.float64, "cpu")(images.double())
+    assert 0 < int(wrong.sum()) < len(labels)
+    assert (logits.argmax(dim=1)[wrong] != labels[wrong]).all()
+    assert torch.equal(predicted[wrong], logits.argmax(dim=1)[wrong])
+
+    screened = certify_points(model, images, labels, batch_size=50)
+    monkeypatch.setattr(evaluation, "SCREEN_MARGIN", math.inf)  # sorts out nothing
+    alone = certify_points(model, images, labels, batch_size=50)
+    # equal up to float64 rounding: a GEMM's summation order may depend on its batch's size
+    torch.testing.assert_close(screened.radii, alone.radii, rtol=0, atol=1e-12)
+    assert torch.equal(screened.predictions, alone.predictions)
+    assert (screened.radii[wrong] == 0).all() and (screened.radii > 0).any()

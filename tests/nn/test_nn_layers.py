@@ -29,6 +29,7 @@ from robustlab.nn.lipschitz import (
     SLLLinear,
     SOCConv2d,
     cpl,
+    residual,
 )
 from robustlab.nn.lipschitz.base import conv_fft_bound, top_eigenpair
 from robustlab.nn.lipschitz.cpl import (
@@ -191,12 +192,13 @@ def test_cpl_gram_blocks_assemble_the_operators_gram(kernel_size, size):
     torch.testing.assert_close(gram.matrix(), (operator.t() @ operator)[order][:, order], rtol=1e-13, atol=1e-12)
 
 
-@pytest.mark.parametrize("size", [(5, 5), (9, 4)])
-def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those(size):
-    layer = _scaled(lambda: CPLConv2d(4, input_size=size)).double()
+@pytest.mark.parametrize("kernel_size, size", [(3, (5, 5)), (3, (9, 4)), (5, (8, 3)), ((3, 1), (6, 2))])
+def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those(kernel_size, size):
+    """Block Cholesky of the banded Gram (``reach`` blocks either side, pruned as it goes)."""
+    layer = _scaled(lambda: CPLConv2d(4, kernel_size, input_size=size)).double()
     kernel = layer.weight.detach()
     gram = ConvGram(kernel, size)
-    assert gram.blocks > 1 or size == (5, 5)
+    assert gram.blocks > gram.reach + 1  # blocks beyond the band: the zero blocks are never formed
     top = float(torch.linalg.eigvalsh(gram.matrix())[-1])
     assert shift_test(gram, top * (1 + 1e-9), kernel)
     assert not shift_test(gram, top * (1 - 1e-9), kernel)
@@ -561,16 +563,38 @@ def test_cpl_plans_the_tight_proofs_for_every_layer_of_lipconvnet_64():
 
 
 @pytest.mark.parametrize(
-    "kernel_size, size, bias", [(3, (2, 2), True), (3, (1, 4), False), (5, (2, 1), True), (1, (2, 2), True)]
+    "kernel_size, size, bias",
+    [
+        ((3, 3), (2, 2), True),  # one GEMM over the batch (GEMM_CONV_PIXELS)
+        ((3, 3), (1, 4), False),
+        ((5, 5), (2, 1), True),
+        ((1, 1), (2, 2), True),
+        ((3, 3), (5, 7), True),  # row-tap GEMMs (row_tap_conv)
+        ((5, 3), (6, 4), False),
+        ((1, 5), (3, 9), True),
+        ((3, 3), (16, 16), True),
+    ],
 )
-def test_conv2d_float64_gemm_equals_conv2d_on_tiny_images(kernel_size, size, bias):
+@pytest.mark.parametrize("chunk_bytes", [4 * 2**20, 5000])  # one chunk of images, or one image a chunk
+def test_conv2d_float64_equals_conv2d(kernel_size, size, bias, chunk_bytes, monkeypatch):
+    monkeypatch.setattr(residual, "ROW_TAP_CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
     x = torch.randn(7, 6, *size, dtype=torch.float64)
-    weight = torch.randn(5, 6, kernel_size, kernel_size, dtype=torch.float64)
+    weight = torch.randn(5, 6, *kernel_size, dtype=torch.float64)
     offsets = torch.randn(5, dtype=torch.float64) if bias else None
-    padding = (kernel_size // 2, kernel_size // 2)
+    padding = (kernel_size[0] // 2, kernel_size[1] // 2)
     expected = F.conv2d(x, weight, offsets, padding=padding)
-    torch.testing.assert_close(conv2d_float64(x, weight, offsets, padding), expected, rtol=1e-13, atol=1e-13)
+    with torch.no_grad():
+        torch.testing.assert_close(conv2d_float64(x, weight, offsets, padding), expected, rtol=1e-13, atol=1e-13)
+
+
+def test_conv2d_float64_keeps_gradients_where_they_are_asked_for():
+    """The row-tap path writes into its output: with gradients, conv2d's own kernel runs."""
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    conv2d_float64(x, weight, None, (1, 1)).square().sum().backward()
+    expected = torch.autograd.grad(F.conv2d(x, weight, padding=1).square().sum(), weight)[0]
+    torch.testing.assert_close(weight.grad, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_cpl_float64_on_tiny_images_is_the_layer_formula():

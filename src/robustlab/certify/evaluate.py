@@ -12,6 +12,14 @@ a factor above 1000 while costing at most ~4e-5 of radius on CIFAR-sized inputs.
 
 The model is never the compiled or autocast training model: ``certify_points`` works on
 a float64 deep copy in eval mode, so training shortcuts cannot leak into certificates.
+
+Screening (CPU). float64 convolutions have no fast CPU kernel (5.6x slower than float32 on
+CPL LipConvNet), and a misclassified point gets radius 0 in any precision. So on the CPU a
+float32 copy first sorts out the points it misclassifies by more than ``SCREEN_MARGIN``
+times the activation scale, and only the others are certified in float64 (``Screen``). That
+margin is 2,500x the largest float32-float64 logit gap measured (4e-8 of the scale, CPL
+LipConvNet on CIFAR-10). A point sorted out by mistake could only lose its radius, never gain
+one: 0 is always sound. A sorted-out point's prediction is the float32 copy's.
 """
 
 from __future__ import annotations
@@ -27,12 +35,13 @@ import torch
 from torch import nn
 
 from robustlab.certify.certificates import ClassResult, EvalResult, cra_points, dense_curve
-from robustlab.certify.margins import certified_radii, cra
+from robustlab.certify.margins import certified_radii, cra, margins
 from robustlab.config import DEFAULT_EPS, ExperimentConfig
 from robustlab.data.splits import prepare_data
 from robustlab.progress import progress_bar
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
+SCREEN_MARGIN = 1e-4  # float32 margins below -this times the activation scale: misclassified
 
 
 @dataclass
@@ -109,22 +118,63 @@ def certify_points(
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise ValueError("nothing to evaluate: the image set is empty")
+    screen = Screen(model, lipschitz, device) if lipschitz is not None and torch.device(device).type == "cpu" else None
     predictions, radii = [], []
     batches = range(0, len(images), batch_size)
     for start in progress_bar(batches, "certify", "batch", progress):
-        x = _to_float(images[start : start + batch_size], dtype, device)
-        y = labels[start : start + batch_size].to(device)
-        logits = net(x)
-        predictions.append(logits.argmax(dim=1))
-        if lipschitz is not None and bounds is not None:
-            slack = float_error_slack(logits, x, lipschitz)
-            radii.append(certified_radii(logits, y, bounds, slack))
+        batch, y = images[start : start + batch_size], labels[start : start + batch_size].to(device)
+        predicted = torch.empty(len(batch), dtype=torch.int64, device=device)
+        radius = torch.zeros(len(batch), dtype=torch.float64, device=device)
+        rest = torch.arange(len(batch), device=device)
+        if screen is not None and screen.pays:
+            predicted, wrong = screen.sort_out(batch, y)
+            rest = (~wrong).nonzero().flatten()
+        if len(rest):
+            clock = time.perf_counter()
+            x = _to_float(batch[rest.cpu()], dtype, device)
+            logits = net(x)
+            predicted[rest] = logits.argmax(dim=1)
+            if lipschitz is not None and bounds is not None:
+                radius[rest] = certified_radii(logits, y[rest], bounds, float_error_slack(logits, x, lipschitz))
+            if screen is not None:
+                screen.timed_float64(len(rest), time.perf_counter() - clock)
+        predictions.append(predicted)
+        radii.append(radius)
     return Certificates(  # results stay on the device until here: one host sync in all
         labels=labels,
         predictions=torch.cat(predictions).cpu(),
-        radii=torch.cat(radii).cpu() if radii else None,
+        radii=torch.cat(radii).cpu() if lipschitz is not None and bounds is not None else None,
         lipschitz=lipschitz,
     )
+
+
+class Screen:
+    """The float32 pass that sorts out surely misclassified points before float64
+    certification (module docstring), kept while it pays: while a float32 image costs less
+    than the float64 work it saves (the float64 time per image x the fraction sorted out)."""
+
+    def __init__(self, model: nn.Module, lipschitz: float, device: torch.device | str):
+        self.net = precision_copy(model, torch.float32, device)
+        self.lipschitz, self.device = lipschitz, device
+        self.float32_seconds = self.float64_seconds = 0.0  # per image, of the last batch
+        self.sorted_out = 0.0  # fraction of the last batch
+        self.pays = True  # until measured
+
+    def sort_out(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float32 predictions, and which points are misclassified by more than
+        ``SCREEN_MARGIN`` times the activation scale (``float_error_slack``'s)."""
+        clock = time.perf_counter()
+        x = _to_float(images, torch.float32, self.device)
+        logits = self.net(x).double()
+        scale = float_error_slack(logits, x.double(), self.lipschitz) / SLACK_RELATIVE
+        wrong = margins(logits, labels) < -SCREEN_MARGIN * scale
+        self.float32_seconds = (time.perf_counter() - clock) / len(images)
+        self.sorted_out = wrong.double().mean().item()
+        return logits.argmax(dim=1), wrong
+
+    def timed_float64(self, count: int, seconds: float) -> None:
+        self.float64_seconds = seconds / count
+        self.pays = self.float32_seconds < self.sorted_out * self.float64_seconds
 
 
 def summarize_certificates(

@@ -31,8 +31,8 @@ sigma, by mode:
      tap that wraps around reads a zero column), so ||W|| <= ||C||, and the DFT along
      columns splits C into P one-dimensional zero-padded convolutions C_f along rows with
      complex (out, in) taps (``column_taps``): ||C|| = max_f ||C_f||. Each C_f^H C_f is
-     block tridiagonal with blocks of (kh - 1) rows x in channels, so the test costs
-     about (P / 2 + 1) nb ((kh - 1) in)^3 complex flops instead of nb ((kh - 1) W in)^3:
+     block banded with blocks of one row x in channels, so the test costs about
+     (P / 2 + 1) H in^3 complex flops (times a constant) instead of H (W in)^3:
      cheap for the wide layers of LipConvNet-64, tight where W is large (the embedding
      adds kw // 2 of W + kw // 2 columns), looser on tiny images.
   The stored vector is not changed. If Lanczos has not converged within
@@ -72,15 +72,15 @@ from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, Residua
 # lr 0.3 (the presets'): 84.2%, 0.1: 85.0%, 0.03: 83.3%.
 LR_SCALE = 1.0
 
-# The shift test factors W^T W in blocks of kh - 1 image rows (m = (kh - 1) W channels
-# unknowns each, nb blocks): about 2.3 nb m^3 flops. Layers above this many nb m^3 take the
-# column-Fourier test. 1.5e11 makes the 2x2 and 4x4 layers of LipConvNet-64 (6.9e10,
-# 1.4e11) exact: 3.6 s and 5.1 s each on one Xeon core, where the column-Fourier test is
-# 22% and 5% loose (benchmarks/cpl_bounds.py); its 8x8 layers (2.7e11) take the column test.
-SHIFT_TEST_COST = 1.5e11
+# The shift test factors W^T W in blocks of one image row (m = W channels unknowns each,
+# nb = H blocks, kh - 1 coupled either side): about (kh - 1)(kh + 2) / 2 nb m^3 flops. Layers
+# above this many nb m^3 take the column-Fourier test. 3.75e10 makes the 2x2 and 4x4 layers of
+# LipConvNet-64 (1.7e10, 3.4e10) exact, where the column-Fourier test is 22% and 5% loose
+# (benchmarks/cpl_bounds.py); its 8x8 layers (6.9e10) take the column test.
+SHIFT_TEST_COST = 3.75e10
 # The column-Fourier test (``column_test_cost``, in the same units; a complex flop counts 4):
 # layers above this many keep the per-frequency bound.
-COLUMN_TEST_COST = 2e11
+COLUMN_TEST_COST = 5e10
 SHIFT_STEPS = (1e-5, 1e-4, 1e-3)  # c = theta * (1 + delta), tried in this order
 FREQUENCY_BOUND_SLACK = 1e-10  # exact_spectral_norm's float64 eigenvalues, with a wide margin
 UNIT_ROUNDOFF = 2.0**-53
@@ -93,19 +93,18 @@ def gamma(n: int) -> float:
 
 class ConvGram:
     """W^T W for the zero-padded 'same' convolution with ``kernel`` (out, in, kh, kw) on
-    ``size`` images, in blocks of ``rows`` = kh - 1 image rows (pixel-major, channels inner).
+    ``size`` images, in blocks of one image row (pixel-major, channels inner).
 
     Input pixel p meets input pixel q in W^T W through every output pixel r (in the image)
     that reads p with tap t and q with tap s: r = p - o_t = q - o_s for the taps' offsets o.
     So block (p, q) is the sum of W_t^T W_s over the tap pairs with q = p - o_t + o_s and
-    p - o_t in the image, and pixels more than kh - 1 rows apart never meet: with blocks of
-    kh - 1 rows, only neighbouring blocks couple (a block-tridiagonal matrix).
+    p - o_t in the image, and rows more than kh - 1 apart never meet: the matrix is block
+    banded, ``reach`` = kh - 1 blocks either side of the diagonal.
     """
 
     def __init__(self, kernel: Tensor, size: tuple[int, int]):
         out_channels, self.channels, kh, kw = kernel.shape
-        self.size, self.rows = size, max(1, kh - 1)
-        self.blocks = math.ceil(size[0] / self.rows)
+        self.size, self.blocks, self.reach = size, size[0], kh - 1
         self.offsets = [(i - kh // 2, j - kw // 2) for i in range(kh) for j in range(kw)]
         taps = kernel.reshape(out_channels, self.channels, kh * kw)
         # W_t^H W_s: (taps, taps, in, in); complex taps come from ``column_taps``
@@ -114,39 +113,32 @@ class ConvGram:
         self._blocks: dict[tuple, Tensor] = {}
 
     def block_size(self, index: int) -> int:
-        return (min(self.size[0], (index + 1) * self.rows) - index * self.rows) * self.size[1] * self.channels
+        return self.size[1] * self.channels
 
     def block(self, i: int, j: int) -> Tensor:
-        """Rows of image-row block i against columns of block j: (m_i, m_j). Blocks away
-        from the top and bottom edges repeat (the operator is shift-invariant there): one
-        computation per distinct (distance to the edges, offset, sizes)."""
-        height = self.size[0]
-        first_i, first_j, reach = i * self.rows, j * self.rows, 2 * self.rows + 1
-        rows_i, rows_j = min(height, first_i + self.rows) - first_i, min(height, first_j + self.rows) - first_j
-        key = (min(first_i, reach), min(height - first_i, reach), j - i, rows_i, rows_j)
+        """Image row i against image row j: (m, m) with m = width x channels. Blocks farther
+        than ``reach`` from the image's top and bottom edges repeat (the operator is
+        shift-invariant there): one computation per distinct (distance to the edges, offset)."""
+        height, edge = self.size[0], self.reach + 1
+        key = (min(i, edge), min(height - i, edge), j - i)
         if key not in self._blocks:
             self._blocks[key] = self._block(i, j)
         return self._blocks[key]
 
     def _block(self, i: int, j: int) -> Tensor:
         height, width = self.size
-        first_i, first_j = i * self.rows, j * self.rows
-        rows_i, rows_j = min(height, first_i + self.rows) - first_i, min(height, first_j + self.rows) - first_j
         device = self.products.device
-        y = torch.arange(first_i, first_i + rows_i, device=device).view(-1, 1).expand(rows_i, width).flatten()
-        x = torch.arange(width, device=device).repeat(rows_i)
-        block = self.products.new_zeros(rows_i * width, self.channels, rows_j * width, self.channels)
+        x = torch.arange(width, device=device)
+        block = self.products.new_zeros(width, self.channels, width, self.channels)
         for t, (ty, tx) in enumerate(self.offsets):
-            ry, rx = y - ty, x - tx  # the output pixel that reads p with tap t
-            reads = (ry >= 0) & (ry < height) & (rx >= 0) & (rx < width)
+            rx = x - tx  # the output pixel (row i - ty) that reads p with tap t
+            reads = (rx >= 0) & (rx < width) & (0 <= i - ty < height)
             for s, (sy, sx) in enumerate(self.offsets):
-                qy, qx = ry + sy, rx + sx
-                valid = reads & (qy >= first_j) & (qy < first_j + rows_j) & (qx >= 0) & (qx < width)
+                qx = rx + sx
+                valid = reads & (i - ty + sy == j) & (qx >= 0) & (qx < width)
                 if valid.any():
-                    p = valid.nonzero().flatten()
-                    q = (qy[valid] - first_j) * width + qx[valid]
-                    block[p, :, q, :] += self.products[t, s]
-        return block.reshape(rows_i * width * self.channels, rows_j * width * self.channels)
+                    block[valid.nonzero().flatten(), :, qx[valid], :] += self.products[t, s]
+        return block.reshape(width * self.channels, width * self.channels)
 
     def matrix(self) -> Tensor:
         """The whole (n, n) matrix (tests and small layers)."""
@@ -170,8 +162,11 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
     one's), and forming the diagonal of X errs by at most u c' per entry. With c' =
     ``bound`` minus these allowances, success proves bound I - W^H W >= 0.
 
-    X is block tridiagonal (``ConvGram``): block Cholesky, L_kk = chol(X_kk - L_k,k-1
-    L_k,k-1^H), L_k+1,k = X_k+1,k L_kk^-H, never forming the zero blocks.
+    X is block banded (``ConvGram``, one image row a block, ``reach`` blocks either side):
+    block Cholesky, L_kk = chol(X_kk - sum_j L_kj L_kj^H), L_ik = (X_ik - sum_j L_ij L_kj^H)
+    L_kk^-H for the j < k within reach of both, never forming the zero blocks. (Blocks of
+    kh - 1 rows would make it block tridiagonal, with 1.75x the flops: their coupling blocks
+    are a quarter zero.)
     """
     n = gram.channels * gram.size[0] * gram.size[1]
     is_complex = kernel.is_complex()
@@ -183,19 +178,34 @@ def shift_test(gram: ConvGram, bound: float, kernel: Tensor) -> bool:
     shifted = bound - gram_error - cholesky_error
     if shifted <= 0:
         return False
-    below: Tensor | None = None  # L_k,k-1
+    reach = gram.reach
+    below: dict[tuple[int, int], Tensor] = {}  # L_ij for 0 < i - j <= reach
     for k in range(gram.blocks):
-        diagonal = -gram.block(k, k)
+        diagonal = _negated_update(gram.block(k, k), [(below[k, j], below[k, j]) for j in range(max(0, k - reach), k)])
         diagonal.diagonal().add_(shifted)
-        if below is not None:
-            diagonal -= below @ below.mH
         factor, info = torch.linalg.cholesky_ex(diagonal)
         if int(info):
             return False
-        if k + 1 < gram.blocks:
-            coupling = -gram.block(k + 1, k)
-            below = torch.linalg.solve_triangular(factor, coupling.mH, upper=False).mH
+        for i in range(k + 1, min(gram.blocks, k + reach + 1)):
+            coupling = _negated_update(
+                gram.block(i, k), [(below[i, j], below[k, j]) for j in range(max(0, i - reach), k)]
+            )
+            below[i, k] = torch.linalg.solve_triangular(factor, coupling.mH, upper=False).mH
+        for i in range(k - reach + 1, k + 1):
+            below.pop((i, k - reach), None)  # no later step reaches back to column k - reach
     return True
+
+
+def _negated_update(block: Tensor, terms: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """-block - sum of a b^H over ``terms``: X's block less the factor's earlier columns, the
+    first product fused with the negation (one pass over the block fewer)."""
+    if not terms:
+        return -block
+    (a, b), *rest = terms
+    result = torch.addmm(block, a, b.mH, beta=-1, alpha=-1)
+    for a, b in rest:
+        result.addmm_(a, b.mH, alpha=-1)
+    return result
 
 
 def column_period(kernel_size: tuple[int, int], size: tuple[int, int]) -> int:
@@ -231,9 +241,8 @@ def column_taps(kernel: Tensor, period: int) -> tuple[Tensor, float]:
 
 def column_test_cost(kernel_size: tuple[int, int], channels: int, size: tuple[int, int]) -> float:
     """nb m^3 of the column-Fourier test summed over its frequencies, a complex flop as 4."""
-    rows = max(1, kernel_size[0] - 1)
     frequencies = column_period(kernel_size, size) // 2 + 1
-    return 4.0 * frequencies * math.ceil(size[0] / rows) * (rows * channels) ** 3
+    return 4.0 * frequencies * size[0] * channels**3
 
 
 def column_shift_test(taps: Tensor, height: int, bound: float) -> bool:
@@ -246,8 +255,7 @@ def planned_proof(kernel_size: tuple[int, int], channels: int, size: tuple[int, 
     exact), "exact" (2-D shift test), "column" (column-Fourier shift test) or "frequency"."""
     if kernel_size == (1, 1):
         return "matrix"
-    rows = max(1, kernel_size[0] - 1)
-    if math.ceil(size[0] / rows) * (min(rows, size[0]) * size[1] * channels) ** 3 <= SHIFT_TEST_COST:
+    if size[0] * (size[1] * channels) ** 3 <= SHIFT_TEST_COST:
         return "exact"
     if column_test_cost(kernel_size, channels, size) <= COLUMN_TEST_COST:
         return "column"

@@ -127,22 +127,64 @@ class DenseResidual(ResidualLipschitz):
 # the whole batch (``conv2d_float64``). conv2d's float64 CPU kernel multiplies image by image,
 # re-reading the whole weight for each (1024 x 9216 for LipConvNet-64's 2x2 layers):
 # 0.48 -> 0.115 s per 100 images of 1024 x 2 x 2; equal (0.158 vs 0.162 s) at 512 x 4 x 4.
+# Larger images take ``row_tap_conv``: 1.2-1.3x faster than conv2d from 4x4 to 32x32
+# (500 images, 16-128 channels, one Xeon core).
 GEMM_CONV_PIXELS = 4
+ROW_TAP_CHUNK_BYTES = 4 * 2**20
 
 
 def conv2d_float64(x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int]) -> Tensor:
-    """F.conv2d ('same', stride 1), as one GEMM over the batch for float64 on the CPU on tiny
-    images. Equal up to float64 rounding: each output is the same inner product of length
-    in * kh * kw, summed in another order (the certificate's rounding allowance,
-    ``certify.evaluate.float_error_slack``, covers any order)."""
+    """F.conv2d ('same', stride 1), faster for float64 on the CPU (certification): one GEMM
+    over the batch on tiny images, else ``row_tap_conv``. Equal up to float64 rounding: each
+    output is the same inner product of length in * kh * kw, summed in another order (the
+    certificate's rounding allowance, ``certify.evaluate.float_error_slack``, covers any order)."""
     batch, _, height, width = x.shape
-    if x.dtype != torch.float64 or x.device.type != "cpu" or height * width > GEMM_CONV_PIXELS:
+    kernel_size = tuple(weight.shape[-2:])
+    if (
+        x.dtype != torch.float64
+        or x.device.type != "cpu"
+        or tuple(padding) != (kernel_size[0] // 2, kernel_size[1] // 2)
+    ):
         return F.conv2d(x, weight, bias, padding=padding)
-    columns = F.unfold(x, weight.shape[-2:], padding=padding)  # (N, in * kh * kw, H * W)
+    if height * width > GEMM_CONV_PIXELS:
+        tracked = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+        return F.conv2d(x, weight, bias, padding=padding) if tracked else row_tap_conv(x, weight, bias)
+    columns = F.unfold(x, kernel_size, padding=padding)  # (N, in * kh * kw, H * W)
     rows = columns.transpose(1, 2).reshape(batch * height * width, -1)
     flat = weight.reshape(weight.shape[0], -1).t()
     out = rows @ flat if bias is None else torch.addmm(bias, rows, flat)
     return out.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+def row_tap_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The 'same' convolution as kh batched GEMMs, one per kernel row, in channels-last layout.
+
+    The kw horizontal shifts of the zero-padded image sit side by side, (n, H + kh - 1, W,
+    kw * in), so kernel row i reads the contiguous window of rows i .. i + H - 1 of each
+    image: a strided view, no copy; im2col would copy all kh * kw shifts. Images go in
+    chunks whose shifted copy fits in ``ROW_TAP_CHUNK_BYTES``: built and read while in the
+    cache, which makes it 2.4x faster on 32 x 32 images than one pass over 500. The result is
+    channels-last (a permuted view), which the next convolution reads without a copy.
+    Without gradients (it writes into its output).
+    """
+    batch, channels, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    taps = weight.permute(2, 3, 1, 0).reshape(kh, kw * channels, out_channels)
+    pixels, rows = height * width, (height + kh - 1) * width
+    chunk = max(1, ROW_TAP_CHUNK_BYTES // (rows * kw * channels * x.element_size()))
+    out = x.new_empty(batch, pixels, out_channels)
+    for start in range(0, batch, chunk):
+        images = x[start : start + chunk]
+        padded = x.new_zeros(len(images), height + kh - 1, width + kw - 1, channels)
+        padded[:, kh // 2 : kh // 2 + height, kw // 2 : kw // 2 + width] = images.permute(0, 2, 3, 1)
+        shifted = torch.cat([padded[:, :, j : j + width] for j in range(kw)], dim=3).view(len(images), rows, -1)
+        part = out[start : start + chunk]
+        torch.bmm(shifted[:, :pixels], taps[0].expand(len(images), -1, -1), out=part)
+        for i in range(1, kh):
+            part.baddbmm_(shifted[:, i * width : i * width + pixels], taps[i].expand(len(images), -1, -1))
+    if bias is not None:
+        out += bias
+    return out.view(batch, height, width, out_channels).permute(0, 3, 1, 2)
 
 
 class ConvResidual(ResidualLipschitz):

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
 from robustlab.errors import RobustlabError, one_line
@@ -48,11 +48,10 @@ from robustlab.files import (
     read_json,
     remove_stale_temporaries,
 )
+from robustlab.records import ARCHITECTURE_VERSION
 from robustlab.registry import did_you_mean
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
-
-if TYPE_CHECKING:  # the result classes import torch: the store's listing does without
-    from robustlab.runs.result_files import RunResults
+from robustlab.runs.result_files import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -161,8 +160,6 @@ class Run:
 
     def load_results(self) -> RunResults:
         """``results.json``; a file that is not a robustlab results file is a ``ResultsFileError``."""
-        from robustlab.runs.result_files import RunResults
-
         if not self.results_path.exists():
             raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
         data = read_json(self.results_path)
@@ -280,8 +277,6 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
 def _current_architecture(row: StoredRun) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
-    from robustlab.nn.models import ARCHITECTURE_VERSION  # torch: only where models are matched
-
     version = row.results.architecture_version if row.results else 1
     return row.status != DONE or version == ARCHITECTURE_VERSION
 
@@ -344,13 +339,10 @@ class StoredRun:
 
     @property
     def results(self) -> RunResults | None:
-        """The typed results, parsed when first read (listing a store never imports torch,
-        which the result classes of ``robustlab.certify`` pull in)."""
+        """The typed results, parsed when first read (a listing of 10,000 runs parses none)."""
         if self.results_data is None:
             return None
         if "_results" not in self.__dict__:
-            from robustlab.runs.result_files import RunResults
-
             self.__dict__["_results"] = RunResults.from_dict(self.results_data)
         return self.__dict__["_results"]
 

@@ -198,12 +198,14 @@ def test_a_disk_that_fills_during_the_second_checkpoint_loses_nothing(small_tmpf
 
 
 def test_a_full_disk_at_the_start_of_a_run_is_one_line_and_leaves_no_folder(small_tmpfs, capsys):
-    RunStore(small_tmpfs)  # the index exists; then the disk fills up
+    index = RunStore(small_tmpfs).index_path  # the index exists; then the disk fills up
     ballast = _fill(small_tmpfs, leave=0)
     code = main(["train", *[f"--set={o}" for o in TINY], "--runs-root", str(small_tmpfs), "--quiet"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1
-    assert error.startswith(f"robustlab train: error: no space left on {small_tmpfs} writing {small_tmpfs}/")
+    # the index is the first write to fail; its size is what a write of it may need
+    needed = f"(about {index.stat().st_size / 1e6:.3g} MB needed: the size of the index, which a write may rewrite)"
+    assert error.startswith(f"robustlab train: error: no space left on {small_tmpfs} writing {index} {needed}")
     assert "not a usable robustlab index" not in error
     assert sorted(p.name for p in small_tmpfs.iterdir() if p.is_dir()) == []  # no orphan run folder
     ballast.unlink()

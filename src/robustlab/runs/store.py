@@ -37,6 +37,7 @@ from typing import Any
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
 from robustlab.errors import RobustlabError, one_line
 from robustlab.files import (
+    DiskFullError,
     append_json_lines,
     atomic_write_json,
     atomic_write_text,
@@ -274,6 +275,14 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def _size(path: Path) -> int:
+    """A file's size in bytes; 0 for one that does not exist."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _current_architecture(row: StoredRun) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
@@ -396,7 +405,7 @@ class RunStore:
             yield db
         except sqlite3.OperationalError as error:
             if self._disk_full(error):
-                raise disk_full_error(self.index_path) from None
+                raise self._index_disk_full() from None
             if "locked" in str(error) or "busy" in str(error):
                 raise IndexBusyError(
                     f"{self.index_path} is locked by another process ({error}, after waiting {BUSY_TIMEOUT_S:g} s)"
@@ -408,6 +417,15 @@ class RunStore:
             raise self._damaged(str(error)) from None
         finally:
             db.close()
+
+    def _index_disk_full(self) -> DiskFullError:
+        # SQLite does not say how much it wanted to write: a transaction writes the pages it
+        # changes (to the -wal file, or the journal and the file), up to the whole index when
+        # ``reindex`` replaces every row, so the index's size is the figure a user can act on.
+        index_bytes = sum(_size(Path(f"{self.index_path}{suffix}")) for suffix in ("", "-wal"))
+        return disk_full_error(
+            self.index_path, index_bytes, estimate="the size of the index, which a write may rewrite"
+        )
 
     def _disk_full(self, error: sqlite3.OperationalError) -> bool:
         if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error):

@@ -29,7 +29,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -299,6 +299,8 @@ RESUMABLE = ("failed", INTERRUPTED)
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction
 SQLITE_FULL = 13  # sqlite3.SQLITE_FULL (Python 3.11+; written out for 3.10)
+# SQLite's own verdicts on a file that is no index: SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+NOT_A_DATABASE = {11: "database disk image is malformed", 26: "file is not a database"}
 LOW_SPACE_BYTES = 1 << 20  # an I/O error of the index with less space left than this is a full disk
 TABLES = {
     # run_id: the run folder's path relative to the root (absolute for a folder outside it)
@@ -664,7 +666,7 @@ class RunStore:
         return store, store._rebuild()
 
     def _rebuild(self, upgrade: bool = False) -> list[Path]:
-        if self.index_path.exists() and not _is_database(self.index_path):
+        if self.index_path.exists() and not self._is_database():
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
         unreadable: list[Path] = []
@@ -700,6 +702,20 @@ class RunStore:
             db.execute("COMMIT")
         self._set_journal_mode()
         return unreadable
+
+    def _is_database(self) -> bool:
+        """Whether the index file is an SQLite database. Only SQLite's verdict on the file's
+        contents says no: any other error (a full disk that cannot make the -shm file is a
+        "disk I/O error") is raised as the store's one-line error, for ``_rebuild`` deletes
+        what is no database, and a sound index holds the claims of running sweeps."""
+        with self.connect() as db:
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.DatabaseError as error:
+                if _not_a_database(error):
+                    return False
+                raise
+        return True
 
     def _folder_rows(self, unreadable: list[Path]) -> Iterator[tuple[tuple, str]]:
         """(index row, point key) of each run folder of the root; unreadable ones are added to ``unreadable``."""
@@ -822,10 +838,8 @@ def _run_folders(root: Path) -> list[Path]:
     return sorted(path.parent for path in root.glob("*/config.yaml") if not path.parent.name.startswith("."))
 
 
-def _is_database(path: Path) -> bool:
-    try:
-        with closing(sqlite3.connect(path)) as db:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return True
-    except sqlite3.DatabaseError:
-        return False
+def _not_a_database(error: sqlite3.DatabaseError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+; 3.10 has the message only
+    if code is not None:
+        return code & 0xFF in NOT_A_DATABASE
+    return any(message in str(error) for message in NOT_A_DATABASE.values())

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The run store at the scale of a study: `runs list`, `runs list --status failed`, a sweep's
-`--status` and `runs reindex` on 1,000 and 10,000 runs made of copies of a real run folder.
+`--status`, the smoke reproduction's `--status` and `runs reindex` on 1,000 and 10,000 runs
+made of copies of a real run folder.
 
     python benchmarks/bench_store.py                       # 1,000 and 10,000 runs, in a temporary folder
     python benchmarks/bench_store.py --runs 1000 --source runs/<run>
@@ -11,8 +12,8 @@ and results.json are copied, the weights files hard-linked (the store reads none
 One run in ten has no results.json and is recorded as failed. Each command runs in a fresh
 process as a user runs it: the time includes Python's start-up; "peak MB" is the process's
 maximum resident set; "torch" says whether the command imported torch. Goals (issue 24):
-listing and a sweep's status under 1 s at 10,000 runs without importing torch, reindex under
-30 s, memory flat in the number of runs.
+listing, a sweep's and the reproduction's status under 1 s at 10,000 runs without importing
+torch, reindex under 30 s, memory flat in the number of runs.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main() -> int:
                     f"experiment {args.experiment} --status",
                     ["experiment", args.experiment, "--scale", "smoke", "--status", "--runs-root", str(root)],
                 ),
+                ("reproduce --status (smoke)", ["reproduce", "--scale", "smoke", "--status", "--runs-root", str(root)]),
             ]
             for label, argv in commands:
                 seconds, peak_mb, torch_loaded = _measure(argv)

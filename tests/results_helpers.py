@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustlab.nn.models import ARCHITECTURE_VERSION
+from robustlab.records import ARCHITECTURE_VERSION
 from robustlab.runs.result_files import RunResults
 
 # results.json as robustlab wrote it before architecture versions (commit 9685729 to c5448ba)

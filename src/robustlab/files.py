@@ -39,10 +39,20 @@ class DiskFullError(RobustlabError):
     """A write failed because its file system is full (or the user's quota is spent)."""
 
 
-def disk_full_error(path: str | Path, needed: int | None = None, exact: bool = True) -> DiskFullError:
-    """The one-line error for a write of ``needed`` bytes to ``path`` that found no space."""
+def disk_full_error(
+    path: str | Path, needed: int | None = None, exact: bool = True, estimate: str | None = None
+) -> DiskFullError:
+    """The one-line error for a write of ``needed`` bytes to ``path`` that found no space.
+
+    ``exact=False``: ``needed`` is what was written before the disk filled, a lower bound;
+    ``estimate`` says what ``needed`` is where a write's size cannot be known in advance."""
     mount, _ = mount_of(Path(path))
-    size = "" if needed is None else f" ({'' if exact else 'at least '}{needed / 1e6:.3g} MB needed)"
+    if needed is None:
+        size = ""
+    elif estimate is not None:
+        size = f" (about {needed / 1e6:.3g} MB needed: {estimate})"
+    else:
+        size = f" ({'' if exact else 'at least '}{needed / 1e6:.3g} MB needed)"
     return DiskFullError(f"no space left on {mount or 'the device'} writing {path}{size}; free space there and retry")
 
 

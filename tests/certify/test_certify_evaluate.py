@@ -6,9 +6,9 @@ import pytest
 import torch
 from certify_helpers import LinearClassifier, linear_problem
 
-from robustlab.certify.certificates import eps_label
 from robustlab.certify.evaluate import certify_points, evaluate
 from robustlab.nn.models import create_model
+from robustlab.records import eps_label
 
 
 def brute_force_radii(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:

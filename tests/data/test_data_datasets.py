@@ -5,6 +5,8 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 
 from robustlab.data.datasets import (
+    AFFINE_DIGITS,
+    AFFINE_DIGITS_COUNT,
     DATASETS,
     DatasetError,
     RemoteFile,
@@ -118,6 +122,27 @@ def test_digits_is_a_seeded_stratified_uint8_split():
     assert np.bincount(data.y_test).min() >= 35 and np.bincount(data.y_test).max() <= 37
     again = load_dataset("digits")
     assert np.array_equal(again.x_test, data.x_test) and np.array_equal(again.y_train, data.y_train)
+
+
+def test_digits_are_read_without_scikit_learn_and_equal_its_loader():
+    code = (
+        "import sys; import numpy as np; from robustlab.data.datasets.digits import _digits_arrays; "
+        "images, labels = _digits_arrays(); print('sklearn' in sys.modules); "
+        "np.save(sys.stdout.buffer, images); np.save(sys.stdout.buffer, labels)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    loaded, _, arrays = done.stdout.partition(b"\n")
+    assert loaded == b"False"  # importing scikit-learn takes 0.6 s of every listing of the digits' pca points
+    stream = io.BytesIO(arrays)
+    images, labels = np.load(stream), np.load(stream)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    assert np.array_equal(images, digits.images) and np.array_equal(labels, digits.target)
+
+
+def test_the_count_of_the_generated_digits_is_known_without_generating_them():
+    assert len(load_generated(AFFINE_DIGITS)[1]) == AFFINE_DIGITS_COUNT
 
 
 def test_unknown_dataset_lists_the_known_ones():

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from robustlab.certify.certificates import CRAPoint
 from robustlab.config import ConfigError, load_config
 from robustlab.experiments import get_experiment, run_experiment
 from robustlab.experiments.launch import Execution
 from robustlab.experiments.lr_search import choose_lr, learning_rates
 from robustlab.experiments.recipes import recipe
 from robustlab.experiments.sweep import SweepRow, with_overrides
+from robustlab.records import CRAPoint
 from robustlab.runs.result_files import RunResults
 from robustlab.runs.store import RunStore
 

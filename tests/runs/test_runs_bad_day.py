@@ -16,6 +16,7 @@ import pytest
 from robustlab.cli import main
 from robustlab.config import load_config
 from robustlab.files import DiskFullError, atomic_open, free_bytes
+from robustlab.runs import claims as claims_module
 from robustlab.runs import store as store_module
 from robustlab.runs.store import Run, RunStore
 from robustlab.train import loop as loop_module
@@ -198,16 +199,44 @@ def test_a_disk_that_fills_during_the_second_checkpoint_loses_nothing(small_tmpf
 
 
 def test_a_full_disk_at_the_start_of_a_run_is_one_line_and_leaves_no_folder(small_tmpfs, capsys):
-    RunStore(small_tmpfs)  # the index exists; then the disk fills up
+    index = RunStore(small_tmpfs).index_path  # the index exists; then the disk fills up
     ballast = _fill(small_tmpfs, leave=0)
     code = main(["train", *[f"--set={o}" for o in TINY], "--runs-root", str(small_tmpfs), "--quiet"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1
-    assert error.startswith(f"robustlab train: error: no space left on {small_tmpfs} writing {small_tmpfs}/")
+    # the index is the first write to fail; its size is what a write of it may need
+    needed = f"(about {index.stat().st_size / 1e6:.3g} MB needed: the size of the index, which a write may rewrite)"
+    assert error.startswith(f"robustlab train: error: no space left on {small_tmpfs} writing {index} {needed}")
     assert "not a usable robustlab index" not in error
     assert sorted(p.name for p in small_tmpfs.iterdir() if p.is_dir()) == []  # no orphan run folder
     ballast.unlink()
     assert RunStore(small_tmpfs).query() == []  # the index is sound
+
+
+def test_reindex_on_a_full_disk_keeps_the_index_and_the_claims_of_running_sweeps(small_tmpfs, capsys):
+    store = RunStore(small_tmpfs)
+    keys = sorted(f"point-{i}" for i in range(50))
+    with claims_module.alive(store):
+        assert all(claims_module.claim(store, key, "a-sweep", time.time()) for key in keys)
+    Run(small_tmpfs / "a-run").save_config(tiny_config())
+    before = store.index_path.read_bytes()
+    # Full to the last byte: SQLite cannot even make the index's -shm file ("disk I/O error").
+    ballast = _fill(small_tmpfs, leave=0)
+    with open(ballast, "ab", buffering=0) as handle, suppress(OSError):
+        while True:
+            handle.write(b"\0" * 512)
+    code = main(["runs", "reindex", "--runs-root", str(small_tmpfs)])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1
+    needed = f"(about {len(before) / 1e6:.3g} MB needed: the size of the index, which a write may rewrite)"
+    assert error.startswith(
+        f"robustlab runs: error: no space left on {small_tmpfs} writing {store.index_path} {needed}"
+    )
+    assert store.index_path.read_bytes() == before  # the old index, untouched
+    ballast.unlink()
+    assert sorted(claims_module.claims(store, keys)) == keys  # the running sweep's claims are all there
+    assert main(["runs", "reindex", "--runs-root", str(small_tmpfs)]) == 0  # space again: the rebuild works
+    assert sorted(claims_module.claims(store, keys)) == keys and len(store.query()) == 1
 
 
 LOCKER = """

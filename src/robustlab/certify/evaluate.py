@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustlab.certify.certificates import ClassResult, EvalResult, cra_points, dense_curve
+from robustlab.certify.certificates import cra_points, dense_curve
 from robustlab.certify.margins import certified_radii, cra, margins
 from robustlab.config import DEFAULT_EPS, ExperimentConfig
 from robustlab.data.splits import prepare_data
 from robustlab.progress import progress_bar
+from robustlab.records import ClassResult, EvalResult
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
 SCREEN_MARGIN = 1e-4  # float32 margins below -this times the activation scale: misclassified

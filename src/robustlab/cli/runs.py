@@ -132,7 +132,7 @@ def _summary(row: StoredRun) -> dict[str, Any]:
 
 
 def _cra_at(points: list[dict[str, Any]], eps: float) -> float | None:
-    """``RunResults.cra_at`` on the stored data: the listing reads no result classes (they import torch)."""
+    """``RunResults.cra_at`` on the stored data: a listing of thousands of runs builds no result objects."""
     for point in points:
         if math.isclose(point["eps"], eps, rel_tol=1e-9, abs_tol=1e-12):
             return point["cra"]

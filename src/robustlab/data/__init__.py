@@ -1,5 +1,10 @@
 """Datasets, splits, device-resident loading with augmentation, and PCA projections."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from robustlab.data.datasets import (
     DATASETS,
     DatasetError,
@@ -9,7 +14,6 @@ from robustlab.data.datasets import (
     load_dataset,
     load_generated,
 )
-from robustlab.data.loader import DeviceLoader, augment_batch
 from robustlab.data.principal_components import PCA, fit_pca, parse_component_spec
 from robustlab.data.splits import PreparedData, channel_means, prepare_data
 from robustlab.data.subsets import balanced_subset, reference_split, train_val_split
@@ -34,3 +38,19 @@ __all__ = [
     "reference_split",
     "train_val_split",
 ]
+
+# The loader's names are imported on first use (module __getattr__, PEP 562): it is the one
+# module here that imports torch, and a sweep's --status reads dataset names and published
+# sizes through this package without training anything.
+_LAZY = {"DeviceLoader": "robustlab.data.loader", "augment_batch": "robustlab.data.loader"}
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from robustlab.data.loader import DeviceLoader, augment_batch
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -21,9 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from robustlab.certify.smoothing import estimated_radius
 from robustlab.config import PAPER_EPS, ExperimentConfig
-from robustlab.data.datasets import load_dataset
 from robustlab.experiments.claims import (
     CANNOT,
     GROWTH_RULE,
@@ -117,7 +115,9 @@ def dataset_facts(setup: Setup) -> tuple[int, int]:
     config = setup.base_config({})
     if config.data.name in PUBLISHED:
         size, classes = PUBLISHED[config.data.name]
-    else:
+    else:  # the files are read (NumPy) only for a dataset whose sizes are not published
+        from robustlab.data.datasets import load_dataset
+
         data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
         size, classes = len(data.y_train), data.num_classes
     return size - config.data.val_size, classes
@@ -269,6 +269,8 @@ def _certified(table: list[dict], model: str, radius: float) -> bool:
 
 def max_estimated_radius(rows: list[SweepRow]) -> float:
     """The largest radius the smoothing estimate can give: sigma/2 (PhiInv(0.99) - PhiInv(0.01))."""
+    from robustlab.certify.smoothing import estimated_radius  # torch: only when a report is written
+
     sigma = max(r.config.augment.noise_std for r in rows)
     return float(estimated_radius(0.99, 0.01, sigma))
 

@@ -25,7 +25,6 @@ from robustlab.experiments.sweep import Overrides, Sweep, SweepRow, collect, tra
 from robustlab.registry import Registry
 from robustlab.report.tables import write_table
 from robustlab.runs.store import RunStore, point_key
-from robustlab.runtime import torch_threads
 
 
 @dataclass
@@ -220,6 +219,8 @@ def run_experiment(
     if dry_run:
         return rows, None
     execution = execution or Execution()
+    from robustlab.runtime import torch_threads  # torch: only once runs train, not to list a sweep's points
+
     with torch_threads(1 if setup.scale in MINIATURES else None):  # tiny nets: one thread is faster
         rows = train_rows(rows, store, execution)
         if not execution.waits and any(row.status not in ("done", "trained", "failed") for row in rows):

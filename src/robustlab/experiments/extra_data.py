@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from robustlab.config import ConfigError
-from robustlab.data.datasets import AFFINE_DIGITS, load_generated
+from robustlab.data.datasets import AFFINE_DIGITS, AFFINE_DIGITS_COUNT
 from robustlab.experiments.claims import GROWTH_RULE, Verdict, fits_of, growth_verdict
 from robustlab.experiments.data_scaling import CRA_36, scaling_report, scaling_table, training_set_size
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
@@ -84,7 +84,7 @@ SCALES = {
 def generated_count(path: str) -> int:
     """How many images the generated-data file holds (reads only its labels)."""
     if path == AFFINE_DIGITS:
-        return len(load_generated(path)[1])
+        return AFFINE_DIGITS_COUNT  # generating them to count them took 0.2 s of every --status
     try:
         with np.load(Path(path).expanduser(), allow_pickle=False) as archive:
             return len(archive["label"])

@@ -33,6 +33,8 @@ same points again, and watches them through ``squeue`` (no sacct: accounting is 
 
 from __future__ import annotations
 
+# torch and the training engine are imported inside the functions that train: a sweep's
+# --status reads the store through ``point_states`` and must not load them (issue 24).
 import dataclasses
 import os
 import re
@@ -50,16 +52,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-import torch
-import torch.multiprocessing
-
 from robustlab.config import ConfigError, ExperimentConfig, from_dict
 from robustlab.errors import RobustlabError, one_line
 from robustlab.experiments import slurm
 from robustlab.progress import Progress
 from robustlab.runs import claims
 from robustlab.runs.store import IN_PROGRESS, Run, RunStore, StoredRun, point_key
-from robustlab.train.loop import train
 
 POLL_S = 1.0  # how often a waiting worker, or the process watching workers, looks at the store
 CANCELLED = threading.Event()  # set in a SLURM job that was cancelled: its worker takes no further point
@@ -153,6 +151,8 @@ def work(order: WorkOrder) -> int:
     """Claim and train points until every point is done or failed; returns how many this
     worker trained."""
     if order.threads:
+        import torch
+
         torch.set_num_threads(order.threads)
     store = RunStore(order.root)
     pending = [(point_key(config), config) for config in order.configs if store.find_done(config) is None]
@@ -211,6 +211,8 @@ def _outcome(row: StoredRun | None) -> str:
 
 
 def _train_point(store: RunStore, key: str, config: ExperimentConfig, order: WorkOrder) -> None:
+    from robustlab.train.loop import train
+
     unfinished = store.find_unfinished(config)
     if order.gpus_per_job > 1:
         _train_with_torchrun(store, config, unfinished, order)
@@ -296,6 +298,8 @@ def run_workers(order: WorkOrder, workers: int) -> None:
     the CPU cores split between them); returns when all have ended."""
     gpus = _gpu_sets(order, workers)
     threads = max(1, _cpu_count() // workers)
+    import torch.multiprocessing
+
     context = torch.multiprocessing.get_context("spawn")
     processes = []
     for index in range(workers):
@@ -367,6 +371,8 @@ def _worker_main(order: WorkOrder, cuda_devices: str | None) -> None:
 
 def _gpu_sets(order: WorkOrder, workers: int) -> list[str | None]:
     """Each worker's CUDA_VISIBLE_DEVICES: ``gpus_per_job`` GPUs of those visible, in turn."""
+    import torch
+
     if (order.device or "auto").startswith("cpu") or not torch.cuda.is_available():
         return [None] * workers
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -23,18 +23,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from robustlab.config import ConfigError, ExperimentConfig
-from robustlab.data.splits import prepare_data
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
 from robustlab.experiments.readout import cra_column, mean_over_seeds, seed_mean_table
 from robustlab.experiments.sweep import Sweep, SweepRow
 from robustlab.files import atomic_write_json
-from robustlab.nn.lipschitz import LAYER_FAMILIES
 from robustlab.report.plots import Curve, Panel, plot_panels
-from robustlab.runtime import resolve_device
-from robustlab.train.cost import measure_training_cost
 
 REPORT_EPS = (36 / 255, 72 / 255, 108 / 255, 1.0)
 COSTS_FILE = Path("layer_comparison") / "costs.json"
@@ -89,6 +83,10 @@ SCALES = {
 
 
 def families(setup: Setup) -> list[str]:
+    # The registry fills as the layer modules load, with torch: imported here, not at the top,
+    # so that the other experiments' sweeps (and --status) do without torch.
+    from robustlab.nn.lipschitz import LAYER_FAMILIES
+
     chosen = list(setup.params["families"]) or LAYER_FAMILIES.names()
     for name in chosen:
         LAYER_FAMILIES.get(name)  # an unknown family fails here, naming the known ones
@@ -109,6 +107,8 @@ def sweeps(setup: Setup) -> list[Sweep]:
             settings = {"model.name": model, "model.kwargs": params["kwargs"], "optim.lr": params["lr"]}
             base = setup.base_config({**settings, "train.epochs": params["epochs"] or 1.0})
             if params["budget_s"] > 0:
+                from robustlab.runtime import resolve_device  # torch: only when a budget is to be measured
+
                 cost = training_cost(setup, base, resolve_device(base.train.device).type)
                 assert cost is not None  # on the config's own device it is measured when not kept
                 epochs = float(f"{params['budget_s'] / cost['seconds_per_epoch']:.3g}")
@@ -126,6 +126,11 @@ def training_cost(setup: Setup, config: ExperimentConfig, device_type: str) -> d
     path = setup.store.root / COSTS_FILE if setup.store is not None else None
     known = json.loads(path.read_text()) if path is not None and path.exists() else {}
     if key not in known:
+        # torch and the data: only when a cost is measured here, not when it is kept
+        from robustlab.data.splits import prepare_data
+        from robustlab.runtime import resolve_device
+        from robustlab.train.cost import measure_training_cost
+
         if device_type != resolve_device(config.train.device).type:
             return None
         known[key] = measure_training_cost(config, prepare_data(config.data)).to_dict()
@@ -161,7 +166,7 @@ def report(rows: list[SweepRow], setup: Setup, out_dir: Path) -> Report:
 def _costs(setup: Setup, group: list[SweepRow]) -> dict[str, Any]:
     """Parameters and peak memory (measured), epochs, seconds per epoch and training time (the runs')."""
     results = [r.results for r in group if r.results is not None]
-    cost = training_cost(setup, group[0].config, torch.device(results[0].device).type) or {}
+    cost = training_cost(setup, group[0].config, results[0].device.split(":")[0]) or {}  # "cuda" of "cuda:0"
     return {
         "parameters": cost.get("parameters"),
         "peak memory (MB)": cost.get("peak_memory_mb"),

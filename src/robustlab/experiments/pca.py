@@ -16,6 +16,7 @@ components holding ~72%, the low-variance tail ~2%, its last part ~0.02%).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from robustlab.experiments.readout import (
     sd_over_seeds,
     training_set_evaluation,
 )
-from robustlab.experiments.sweep import Sweep, SweepRow
+from robustlab.experiments.sweep import Overrides, Sweep, SweepRow
 from robustlab.report.plots import BarPanel, plot_bar_panels
 from robustlab.report.tables import SD
 
@@ -124,22 +125,30 @@ def subsets_for(setup: Setup) -> list[str]:
     return component_subsets(training_pca(setup))
 
 
-def sweeps(setup: Setup) -> list[Sweep]:
+def grid(setup: Setup) -> list[Overrides]:
+    """Every subset (and the reference, all components) with each augmentation and seed."""
     params = setup.params
-    subsets = [None, *subsets_for(setup)]
-    grid = [
+    return [
         {"data.pca_components": subset, **AUGMENTATION[variant], "seed": seed}
-        for subset in subsets
+        for subset in [None, *subsets_for(setup)]
         for variant in params["augmentation"]
         for seed in params["seeds"]
     ]
+
+
+def sweeps(setup: Setup) -> list[Sweep]:
+    params = setup.params
+    # Lazy: on inputs not CIFAR-sized the subsets come from the training split's fitted
+    # components, which loading the data and fitting take seconds to say; the lr search's
+    # plan asks these sweeps only for their recipes. One fit for all the recipes' sweeps.
+    shared_grid = functools.cache(functools.partial(grid, setup))
     return [
         Sweep(
             name=setup.slug(name),
             label=name,
             recipe=name,
             base=setup.base_config({**setup.recipe(name), "train.epochs": params["epochs"], "eval.train_set": True}),
-            grid=grid,
+            grid=shared_grid,
         )
         for name in params["recipes"]
     ]

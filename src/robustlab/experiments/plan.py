@@ -16,16 +16,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from robustlab.config import ExperimentConfig
-from robustlab.data.datasets import load_dataset
 from robustlab.experiments.sweep import SweepRow
 from robustlab.runs.store import RunStore
-from robustlab.train.loop import training_steps
 
 if TYPE_CHECKING:
     from robustlab.experiments.experiment import Setup
 
 # Published training-set sizes and classes: sweeps of these datasets (and their plans) read no files.
-PUBLISHED = {"cifar10": (50_000, 10), "cifar100": (50_000, 100), "mnist": (60_000, 10)}
+# digits: built in, split 1437/360 (data.datasets.digits), so a status at smoke scale loads no scikit-learn
+PUBLISHED = {"cifar10": (50_000, 10), "cifar100": (50_000, 100), "mnist": (60_000, 10), "digits": (1437, 10)}
 
 GPU = "NVIDIA H200"
 # Seconds per optimizer step of 256 images on one H200, fast path (bf16 + channels_last + CUDA
@@ -75,6 +74,10 @@ def training_size(config: ExperimentConfig, full_size: int) -> int:
 
 def budget(config: ExperimentConfig, full_size: int) -> tuple[float, int, int]:
     """(epochs over the set it trains on, optimizer steps, images processed) of one run."""
+    # the loop's own count, so a plan never disagrees with training; imported here because
+    # the training engine imports torch, which the modules that import this one do without
+    from robustlab.train.loop import training_steps
+
     size = training_size(config, full_size)
     steps = training_steps(config, size, full_size)
     per_step = min(config.train.batch_size, size)  # the loader fills a pass's last batch
@@ -114,6 +117,8 @@ def split_size(config: ExperimentConfig) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _loaded_size(name: str, data_dir: str | None, download: bool) -> int:
+    from robustlab.data.datasets import load_dataset  # NumPy: only for a dataset whose size is not published
+
     return len(load_dataset(name, data_dir, download).y_train)
 
 

@@ -10,24 +10,21 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robustlab.certify.certificates import EvalResult, eps_label
-from robustlab.certify.evaluate import evaluate
-from robustlab.certify.smoothing.records import SmoothingResult
 from robustlab.config import PAPER_EPS, ExperimentConfig
-from robustlab.data.splits import prepare_data
 from robustlab.experiments.sweep import SweepRow
 from robustlab.files import read_json
+from robustlab.records import EvalResult, SmoothingResult, eps_label
 from robustlab.report.plots import Curve, Panel
-from robustlab.report.scaling_law import Fit, fit_scaling
 from robustlab.report.tables import SD
-from robustlab.runs.checkpoint import load_run_model
 from robustlab.runs.result_files import RunResults
 from robustlab.runs.store import Run
-from robustlab.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from robustlab.report.scaling_law import Fit
 
 Results = RunResults | EvalResult | SmoothingResult
 
@@ -66,6 +63,12 @@ def training_set_evaluation(row: SweepRow) -> EvalResult:
     cached = run.path / TRAIN_EVAL_FILE
     if cached.exists():
         return EvalResult.from_dict(read_json(cached))
+    # torch and the data: only to certify, not where the experiments list their sweeps
+    from robustlab.certify.evaluate import evaluate
+    from robustlab.data.splits import prepare_data
+    from robustlab.runs.checkpoint import load_run_model
+    from robustlab.runtime import resolve_device
+
     device = resolve_device("auto")
     model, config = load_run_model(run.path, device)
     data = prepare_data(config.data)
@@ -204,6 +207,8 @@ def fit_panels(
     """Add the line fit in log2 x (and the sigmoid where it is determined) to each panel whose
     metric ``readers`` names, per sweep label; returns the panels, a note per fit and the fits
     as data. With ``target``, the x at which each CRA fit reaches it, drawn up to that x."""
+    from robustlab.report.scaling_law import fit_scaling  # SciPy: only when a report is written
+
     notes, fits = [], []
     for panel in panels:
         metric = panel.ylabel.removesuffix(" (%)")

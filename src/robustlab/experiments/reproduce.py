@@ -14,6 +14,8 @@ lists every job it would run, with its budget, lr and GPU-hours, and runs nothin
 
 from __future__ import annotations
 
+# torch is imported inside the functions that train or describe the hardware: ``status``
+# (``reproduce --status``) reads only the run store and must not load it.
 import platform
 import subprocess
 import time
@@ -21,8 +23,6 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS
 from robustlab.experiments.claims import COLUMNS as CLAIM_COLUMNS
@@ -43,7 +43,6 @@ from robustlab.report.document import Bullets, Figure, Section, Table, Text, wri
 from robustlab.report.plots import plot_panel_grid
 from robustlab.report.tables import SD
 from robustlab.runs.store import RunStore
-from robustlab.runtime import torch_threads
 
 SCALES = ("smoke", "demo", "small", "paper")
 
@@ -125,6 +124,8 @@ def reproduce(
     started = time.time()
     execution = execution or Execution()
     selected = [part for part in paper_parts() if not parts or part.id in parts]
+    from robustlab.runtime import torch_threads
+
     with torch_threads(1 if scale in MINIATURES else None):  # the theory lab's tiny nets too
         if execution.launcher is not None and execution.launcher.cluster == "slurm":
             results = _run_on_cluster(selected, scale, store, out, overrides or [], extra_data, execution)
@@ -322,6 +323,8 @@ def _run_theory(scale: str, out: Path, progress: bool) -> dict[str, Any]:
 
 
 def _intro(context: dict[str, Any]) -> list:
+    import torch
+
     scale = context["scale"]
     return [
         Text(
@@ -570,6 +573,8 @@ def _version() -> str:
 
 
 def _hardware() -> str:
+    import torch
+
     cpus = f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores"
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})

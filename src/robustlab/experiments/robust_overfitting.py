@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.certify.certificates import eps_label
 from robustlab.config import PAPER_EPS
 from robustlab.experiments.claims import CANNOT, FAILS, HOLDS, Verdict, difference_rule, difference_verdict
 from robustlab.experiments.experiment import EXPERIMENTS, Experiment, Report, Setup
@@ -27,6 +26,7 @@ from robustlab.experiments.readout import (
     training_set_evaluation,
 )
 from robustlab.experiments.sweep import Sweep, SweepRow
+from robustlab.records import eps_label
 from robustlab.report.plots import Curve, Panel, plot_panels
 from robustlab.report.tables import SD
 from robustlab.runs.store import Run

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from robustlab.certify import smoothing
-from robustlab.certify.certificates import CRAPoint, cra_at, eps_label
 from robustlab.certify.evaluate import split_images
 from robustlab.certify.smoothing import SmoothingResult
 from robustlab.config import DEFAULT_EPS
 from robustlab.files import read_json
+from robustlab.records import CRAPoint, cra_at, eps_label
 from robustlab.runs.checkpoint import load_run_model
 from robustlab.runs.result_files import CERTIFY_FILE, CertifyReport, RunResults
 from robustlab.runs.store import Run

@@ -27,12 +27,11 @@ def study_status(sections: list[tuple[str, list[Any]]], store: RunStore) -> list
             if isinstance(setup, Exception):
                 waits.append(str(setup))
                 continue
-            try:
+            try:  # a sweep's points, too, may need what is not there yet (a lazy grid's data)
                 sweeps = get_experiment(setup.experiment).sweeps(setup)
+                configs += [point.config for sweep in sweeps for point in sweep.points()]
             except (ValueError, KeyError, FileNotFoundError) as error:  # lr=searched before the search is done
                 waits.append(str(error))
-                continue
-            configs += [point.config for sweep in sweeps for point in sweep.points()]
         rows.append(_section_row(section, configs, waits, store))
     return rows
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,17 +52,20 @@ class Sweep:
 
     ``label`` names the sweep in figures and tables (default: ``name``); ``recipe`` is the
     recipe (``recipes.RECIPE_SOURCES``) its runs train, which says whose searched lr they take.
+    ``grid`` may be a function that returns it, called by ``points``: a grid that needs the data
+    (the principal components of a training split) costs nothing to whom needs only the recipe.
     """
 
     name: str
     base: ExperimentConfig
-    grid: Grid = field(default_factory=list)
+    grid: Grid | Callable[[], Grid] = field(default_factory=list)
     label: str = ""
     recipe: str = ""
 
     def points(self) -> list[SweepPoint]:
         base = with_overrides(self.base, {"name": self.name})
-        return [SweepPoint(o, with_overrides(base, o)) for o in expand_grid(self.grid or [{}])]
+        grid = self.grid() if callable(self.grid) else self.grid
+        return [SweepPoint(o, with_overrides(base, o)) for o in expand_grid(grid or [{}])]
 
 
 @dataclass

@@ -36,6 +36,7 @@ from robustlab.nn.blocks import (
 from robustlab.nn.lipschitz import LAYER_FAMILIES, LayerFamily
 from robustlab.nn.lipschitz.base import layers_lipschitz_bound, lipschitz_layers
 from robustlab.nn.lipschitz.bounded import BoundedConv2d, BoundedLinear, LiResConv2d, NormalizedLinear
+from robustlab.records import ARCHITECTURE_VERSION
 from robustlab.registry import Registry
 
 # A builder returns the body's layers and the Lipschitz bound of all but its Lipschitz layers,
@@ -44,9 +45,9 @@ Builder = Callable[..., tuple[list[nn.Module], float | None]]
 MODELS: Registry[Builder] = Registry("model")
 CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
 
-# Saved with the weights. Bumped when a layer starts to compute another function from the
-# same weights; each change names the layer, so weights of models without it stay valid.
-ARCHITECTURE_VERSION = 3
+# ARCHITECTURE_VERSION (robustlab.records, which the store reads without torch) is saved with
+# the weights. Bumped when a layer starts to compute another function from the same weights;
+# each change names the layer, so weights of models without it stay valid.
 ARCHITECTURE_CHANGES: dict[int, tuple[type[nn.Module], str]] = {
     2: (MaxMin, "MaxMin pairs adjacent channels (version 1 paired the first and second half)"),
 }

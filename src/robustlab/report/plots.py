@@ -11,22 +11,18 @@ is not stretched across the whole panel into what looks like a trend.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 MIN_SPAN = 20.0  # percentage points: the smallest y range a percentage panel shows
-PALETTE = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 CURVES_INSIDE = 6  # more curves than this: the legend goes beside the axes
 
 
@@ -60,6 +56,19 @@ class BarPanel:
     logy: bool = False
 
 
+@functools.cache
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend, imported when the first figure is drawn: the
+    experiments build their ``Curve`` and ``Panel`` records here also when they only list a
+    sweep's points (``--status``), which must not spend a second importing matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_panels(
     panels: list[Panel],
     path: str | Path,
@@ -86,7 +95,7 @@ def plot_panel_grid(
     A label keeps its colour in every panel, so a model is one colour throughout.
     """
     rows = max(len(column) for column in columns)
-    fig, axes = plt.subplots(
+    fig, axes = _pyplot().subplots(
         rows, len(columns), figsize=(6.4 * len(columns), 2.6 + 2.4 * rows), sharex="col", squeeze=False
     )
     colours: dict[str, str] = {}
@@ -102,9 +111,10 @@ def plot_panel_grid(
 
 
 def _draw_panel(ax: Axes, panel: Panel, colours: dict[str, str], logx: bool) -> None:
+    palette = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     for curve in panel.curves:
         key = curve.colour or curve.label
-        colour = colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
+        colour = colours.setdefault(key, palette[len(colours) % len(palette)])
         style = (curve.linestyle or ("--" if curve.dashed else "-")) + (curve.marker if curve.markers else "")
         errors = None if curve.yerr is None else [0.0 if e is None else e for e in curve.yerr]
         ax.errorbar(curve.x, curve.y, yerr=errors, fmt=style, color=colour, markersize=4, capsize=3, label=curve.label)
@@ -155,7 +165,7 @@ def plot_bar_panels(groups: list[str], panels: list[BarPanel], path: str | Path,
     """Grouped bar charts stacked over the same groups, e.g. accuracies above and the explained
     variance (log scale) below, so that a 0.02% bar is not drawn beside 85% ones."""
     heights = [4.2 if i == 0 else 2.6 for i in range(len(panels))]
-    fig, axes = plt.subplots(
+    fig, axes = _pyplot().subplots(
         len(panels),
         1,
         figsize=(max(6.4, 1.4 * len(groups)), sum(heights)),
@@ -192,5 +202,5 @@ def _save(fig: Figure, path: str | Path, title: str | None) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps a legend beside the axes
     fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return path

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustlab.certify.certificates import CRAPoint, EvalResult, cra_at
-from robustlab.certify.smoothing.records import SmoothingResult
+from robustlab.records import CRAPoint, EvalResult, SmoothingResult, cra_at
 
 CERTIFY_FILE = "certify.json"  # in a run folder, written by `robustlab certify`
 TRAIN_METRICS = ("train_loss", "train_accuracy", "train_cra")  # the last epoch's, over its augmented batches

@@ -29,14 +29,15 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from robustlab.config import SPEED_OPTIONS, ConfigError, ExperimentConfig, config_from_dict, from_dict, read_yaml
 from robustlab.errors import RobustlabError, one_line
 from robustlab.files import (
+    DiskFullError,
     append_json_lines,
     atomic_write_json,
     atomic_write_text,
@@ -48,11 +49,10 @@ from robustlab.files import (
     read_json,
     remove_stale_temporaries,
 )
+from robustlab.records import ARCHITECTURE_VERSION
 from robustlab.registry import did_you_mean
 from robustlab.runs.claims import WORKER_COLUMNS, WORKER_JOIN, is_live, worker_id
-
-if TYPE_CHECKING:  # the result classes import torch: the store's listing does without
-    from robustlab.runs.result_files import RunResults
+from robustlab.runs.result_files import RunResults
 
 DEFAULT_ROOT_ENV = "ROBUSTLAB_RUNS"
 INDEX_NAME = "index.sqlite"
@@ -161,8 +161,6 @@ class Run:
 
     def load_results(self) -> RunResults:
         """``results.json``; a file that is not a robustlab results file is a ``ResultsFileError``."""
-        from robustlab.runs.result_files import RunResults
-
         if not self.results_path.exists():
             raise FileNotFoundError(f"{self.path} has no results.json yet: the run has not finished")
         data = read_json(self.results_path)
@@ -277,11 +275,17 @@ def _stored_result_key(stored: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def _size(path: Path) -> int:
+    """A file's size in bytes; 0 for one that does not exist."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _current_architecture(row: StoredRun) -> bool:
     # A finished run of an older architecture version measured another function; an
     # unfinished one is left to resuming, which refuses weights that no longer fit.
-    from robustlab.nn.models import ARCHITECTURE_VERSION  # torch: only where models are matched
-
     version = row.results.architecture_version if row.results else 1
     return row.status != DONE or version == ARCHITECTURE_VERSION
 
@@ -295,6 +299,8 @@ RESUMABLE = ("failed", INTERRUPTED)
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction
 SQLITE_FULL = 13  # sqlite3.SQLITE_FULL (Python 3.11+; written out for 3.10)
+# SQLite's own verdicts on a file that is no index: SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+NOT_A_DATABASE = {11: "database disk image is malformed", 26: "file is not a database"}
 LOW_SPACE_BYTES = 1 << 20  # an I/O error of the index with less space left than this is a full disk
 TABLES = {
     # run_id: the run folder's path relative to the root (absolute for a folder outside it)
@@ -344,13 +350,10 @@ class StoredRun:
 
     @property
     def results(self) -> RunResults | None:
-        """The typed results, parsed when first read (listing a store never imports torch,
-        which the result classes of ``robustlab.certify`` pull in)."""
+        """The typed results, parsed when first read (a listing of 10,000 runs parses none)."""
         if self.results_data is None:
             return None
         if "_results" not in self.__dict__:
-            from robustlab.runs.result_files import RunResults
-
             self.__dict__["_results"] = RunResults.from_dict(self.results_data)
         return self.__dict__["_results"]
 
@@ -404,7 +407,7 @@ class RunStore:
             yield db
         except sqlite3.OperationalError as error:
             if self._disk_full(error):
-                raise disk_full_error(self.index_path) from None
+                raise self._index_disk_full() from None
             if "locked" in str(error) or "busy" in str(error):
                 raise IndexBusyError(
                     f"{self.index_path} is locked by another process ({error}, after waiting {BUSY_TIMEOUT_S:g} s)"
@@ -416,6 +419,15 @@ class RunStore:
             raise self._damaged(str(error)) from None
         finally:
             db.close()
+
+    def _index_disk_full(self) -> DiskFullError:
+        # SQLite does not say how much it wanted to write: a transaction writes the pages it
+        # changes (to the -wal file, or the journal and the file), up to the whole index when
+        # ``reindex`` replaces every row, so the index's size is the figure a user can act on.
+        index_bytes = sum(_size(Path(f"{self.index_path}{suffix}")) for suffix in ("", "-wal"))
+        return disk_full_error(
+            self.index_path, index_bytes, estimate="the size of the index, which a write may rewrite"
+        )
 
     def _disk_full(self, error: sqlite3.OperationalError) -> bool:
         if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(error):
@@ -654,7 +666,7 @@ class RunStore:
         return store, store._rebuild()
 
     def _rebuild(self, upgrade: bool = False) -> list[Path]:
-        if self.index_path.exists() and not _is_database(self.index_path):
+        if self.index_path.exists() and not self._is_database():
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
         unreadable: list[Path] = []
@@ -690,6 +702,20 @@ class RunStore:
             db.execute("COMMIT")
         self._set_journal_mode()
         return unreadable
+
+    def _is_database(self) -> bool:
+        """Whether the index file is an SQLite database. Only SQLite's verdict on the file's
+        contents says no: any other error (a full disk that cannot make the -shm file is a
+        "disk I/O error") is raised as the store's one-line error, for ``_rebuild`` deletes
+        what is no database, and a sound index holds the claims of running sweeps."""
+        with self.connect() as db:
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.DatabaseError as error:
+                if _not_a_database(error):
+                    return False
+                raise
+        return True
 
     def _folder_rows(self, unreadable: list[Path]) -> Iterator[tuple[tuple, str]]:
         """(index row, point key) of each run folder of the root; unreadable ones are added to ``unreadable``."""
@@ -812,10 +838,8 @@ def _run_folders(root: Path) -> list[Path]:
     return sorted(path.parent for path in root.glob("*/config.yaml") if not path.parent.name.startswith("."))
 
 
-def _is_database(path: Path) -> bool:
-    try:
-        with closing(sqlite3.connect(path)) as db:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return True
-    except sqlite3.DatabaseError:
-        return False
+def _not_a_database(error: sqlite3.DatabaseError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+; 3.10 has the message only
+    if code is not None:
+        return code & 0xFF in NOT_A_DATABASE
+    return any(message in str(error) for message in NOT_A_DATABASE.values())

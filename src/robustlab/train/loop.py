@@ -31,10 +31,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from robustlab.certify import smoothing
-from robustlab.certify.certificates import EvalResult
 from robustlab.certify.evaluate import evaluate, lipschitz_constant
 from robustlab.certify.margins import certified_radii
-from robustlab.certify.smoothing.records import SmoothingResult
 from robustlab.config import PAPER_EPS, ConfigError, ExperimentConfig, TrainConfig, check_ranges
 from robustlab.data.datasets import recorded_data_dir
 from robustlab.data.loader import DeviceLoader
@@ -43,6 +41,7 @@ from robustlab.errors import RobustlabError, one_line
 from robustlab.files import DiskFullError, remove_stale_temporaries
 from robustlab.nn.models import ARCHITECTURE_VERSION
 from robustlab.progress import Progress, note
+from robustlab.records import EvalResult, SmoothingResult
 from robustlab.runs import claims
 from robustlab.runs.checkpoint import (
     TrainState,

@@ -24,8 +24,9 @@ nor on which other images share a chunk, and a resumed run replays exactly. With
 running again with the same file skips the images already there.
 
 Modules: ``statistics`` (host-side bounds and radii), ``sampling`` (noise and vote counting on
-the device), ``methods`` (the three methods and the resumable records file), ``results``
-(``SmoothingParams`` and ``SmoothingResult``, with their JSON).
+the device), ``methods`` (the three methods and the resumable records file);
+``SmoothingParams`` and ``SmoothingResult``, with their JSON, are in ``robustlab.records``,
+which the run store reads without torch.
 """
 
 from robustlab.certify.smoothing.methods import (
@@ -36,7 +37,9 @@ from robustlab.certify.smoothing.methods import (
     smooth,
     summarize_records,
 )
-from robustlab.certify.smoothing.records import (
+from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
+from robustlab.certify.smoothing.votes import count_predictions, noise_seed
+from robustlab.records import (
     ABSTAIN,
     GUARANTEES,
     METHODS,
@@ -44,8 +47,6 @@ from robustlab.certify.smoothing.records import (
     SmoothingResult,
     SmoothingTiming,
 )
-from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
-from robustlab.certify.smoothing.votes import count_predictions, noise_seed
 
 __all__ = [
     "ABSTAIN",

@@ -23,12 +23,12 @@ from scipy.stats import binomtest
 from torch import nn
 
 from robustlab.certify.certificates import cra_points, dense_curve
-from robustlab.certify.smoothing.records import ABSTAIN, SmoothingParams, SmoothingResult, SmoothingTiming
 from robustlab.certify.smoothing.statistics import certified_radius, clopper_pearson_lower, estimated_radius
 from robustlab.certify.smoothing.votes import count_predictions, noise_seed
 from robustlab.config import DEFAULT_EPS
 from robustlab.files import append_json_lines
 from robustlab.progress import Progress
+from robustlab.records import ABSTAIN, SmoothingParams, SmoothingResult, SmoothingTiming
 
 # (noise stream, sample-count parameter) per method; certify selects with n0, then certifies with n
 _DRAWS = {

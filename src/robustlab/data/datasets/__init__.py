@@ -31,7 +31,7 @@ from robustlab.data.datasets.base import (
     recorded_data_dir,
     register,
 )
-from robustlab.data.datasets.digits import AFFINE_DIGITS, affine_digits
+from robustlab.data.datasets.digits import AFFINE_DIGITS, AFFINE_DIGITS_COUNT, affine_digits
 from robustlab.data.datasets.npz import load_npz_dataset
 from robustlab.data.datasets.readers import (
     DatasetError,
@@ -49,6 +49,7 @@ from robustlab.files import atomic_open
 
 __all__ = [
     "AFFINE_DIGITS",
+    "AFFINE_DIGITS_COUNT",
     "DATASETS",
     "DATA_DIR_ENV",
     "DatasetError",

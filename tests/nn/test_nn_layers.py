@@ -528,6 +528,26 @@ def _self_convolution_rescaling(kernel):
     return (gram.abs().sum(dim=(1, 2, 3)) + 1e-6).rsqrt()
 
 
+@pytest.mark.parametrize("shape", [(5, 3), (3, 8), (40, 40), (7, 45)])
+def test_aol_dense_rescaling_gradient_is_autograds_with_one_product(shape, monkeypatch):
+    """The custom backward (one product W (s * (g 1^T + 1 g^T))) equals autograd through W^T W,
+    and the Gram from its upper block triangle (halved twice for 40 and 45 columns) W^T W."""
+    from robustlab.nn.lipschitz import aol
+    from robustlab.nn.lipschitz.aol import AOL_EPS, aol_dense_rescaling
+
+    monkeypatch.setattr(aol, "GRAM_HALVING_MIN", 10)
+
+    weight = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    weight.data[0, 0] = 0.0  # a zero column entry: |.|'s subgradient 0 either way
+    expected = ((weight.t() @ weight).abs().sum(dim=1) + AOL_EPS).rsqrt()
+    actual = aol_dense_rescaling(weight)
+    torch.testing.assert_close(actual, expected, rtol=1e-14, atol=0)
+    weights = torch.randn(shape[1], dtype=torch.float64)
+    (expected_grad,) = torch.autograd.grad(expected @ weights, weight)
+    (actual_grad,) = torch.autograd.grad(actual @ weights, weight)
+    torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("form", ["products", "convolution"])
 @pytest.mark.parametrize("shape", [(5, 3, 3, 3), (3, 7, 1, 1), (6, 4, 5, 5), (4, 6, 3, 5), (9, 2, 2, 2)])
 def test_aol_conv_rescaling_equals_the_self_convolution(shape, form):

@@ -135,17 +135,22 @@ class ConvGram:
         return self._blocks[key]
 
     def _block(self, i: int, j: int) -> Tensor:
+        """Each tap pair (t, s) that links image rows i and j adds W_t^H W_s along one diagonal
+        of the (column, column) grid: input column x meets column x + sx - tx, for the x whose
+        output column x - tx and whose partner lie in the image. Added through a strided view."""
         height, width = self.size
-        x = torch.arange(width, device=self.taps.device)
         block = self.taps.new_zeros(width, self.channels, width, self.channels)
         for t, (ty, tx) in enumerate(self.offsets):
-            rx = x - tx  # the output pixel (row i - ty) that reads p with tap t
-            reads = (rx >= 0) & (rx < width) & (0 <= i - ty < height)
+            if not 0 <= i - ty < height:  # the output row that reads row i with tap t
+                continue
             for s, (sy, sx) in enumerate(self.offsets):
-                qx = rx + sx
-                valid = reads & (i - ty + sy == j) & (qx >= 0) & (qx < width)
-                if valid.any():
-                    block[valid.nonzero().flatten(), :, qx[valid], :] += self.product(t, s)
+                shift = sx - tx
+                first, stop = max(0, tx, -shift), min(width, width + tx, width - shift)
+                if i - ty + sy != j or first >= stop:
+                    continue
+                diagonal = torch.diagonal(block, offset=shift, dim1=0, dim2=2)  # (in, in, W - |shift|)
+                start = max(0, -shift)  # the diagonal's first entry is column x = start
+                diagonal[..., first - start : stop - start] += self.product(t, s).unsqueeze(-1)
         return block.reshape(width * self.channels, width * self.channels)
 
     def matrix(self) -> Tensor:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +43,8 @@ from robustlab.records import ClassResult, EvalResult
 
 SLACK_RELATIVE = 1e-6  # float64 margins are lowered by this times the activation scale
 SCREEN_MARGIN = 1e-4  # float32 margins below -this times the activation scale: misclassified
+# A batch's (predictions, radii or None) from its images and labels
+Certify = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 @dataclass
@@ -120,31 +122,28 @@ def certify_points(
     if len(images) == 0:
         raise ValueError("nothing to evaluate: the image set is empty")
     screen = Screen(model, lipschitz, device) if lipschitz is not None and torch.device(device).type == "cpu" else None
+
+    def certify(batch: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = _to_float(batch, dtype, device)
+        logits = net(x)
+        if lipschitz is None or bounds is None:
+            return logits.argmax(dim=1), None
+        return logits.argmax(dim=1), certified_radii(logits, y, bounds, float_error_slack(logits, x, lipschitz))
+
     predictions, radii = [], []
     batches = range(0, len(images), batch_size)
     for start in progress_bar(batches, "certify", "batch", progress):
         batch, y = images[start : start + batch_size], labels[start : start + batch_size].to(device)
-        predicted = torch.empty(len(batch), dtype=torch.int64, device=device)
-        radius = torch.zeros(len(batch), dtype=torch.float64, device=device)
-        rest = torch.arange(len(batch), device=device)
-        if screen is not None and screen.pays:
-            predicted, wrong = screen.sort_out(batch, y)
-            rest = (~wrong).nonzero().flatten()
-        if len(rest):
-            clock = time.perf_counter()
-            x = _to_float(batch[rest.cpu()], dtype, device)
-            logits = net(x)
-            predicted[rest] = logits.argmax(dim=1)
-            if lipschitz is not None and bounds is not None:
-                radius[rest] = certified_radii(logits, y[rest], bounds, float_error_slack(logits, x, lipschitz))
-            if screen is not None:
-                screen.timed_float64(len(rest), time.perf_counter() - clock)
+        predicted, radius = (
+            screen.certify(batch, y, certify) if screen is not None and screen.pays else certify(batch, y)
+        )
         predictions.append(predicted)
-        radii.append(radius)
+        if radius is not None:
+            radii.append(radius)
     return Certificates(  # results stay on the device until here: one host sync in all
         labels=labels,
         predictions=torch.cat(predictions).cpu(),
-        radii=torch.cat(radii).cpu() if lipschitz is not None and bounds is not None else None,
+        radii=torch.cat(radii).cpu() if radii else None,
         lipschitz=lipschitz,
     )
 
@@ -152,30 +151,39 @@ def certify_points(
 class Screen:
     """The float32 pass that sorts out surely misclassified points before float64
     certification (module docstring), kept while it pays: while a float32 image costs less
-    than the float64 work it saves (the float64 time per image x the fraction sorted out)."""
+    than the float64 work it saves (the float64 time per image x the fraction sorted out).
+    CPU only: it reads its timings and the fraction sorted out on the host."""
 
     def __init__(self, model: nn.Module, lipschitz: float, device: torch.device | str):
         self.net = precision_copy(model, torch.float32, device)
         self.lipschitz, self.device = lipschitz, device
-        self.float32_seconds = self.float64_seconds = 0.0  # per image, of the last batch
-        self.sorted_out = 0.0  # fraction of the last batch
         self.pays = True  # until measured
+
+    def certify(
+        self, images: torch.Tensor, labels: torch.Tensor, certify: Certify
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and radii of a batch: ``certify`` (float64) on the points not sorted out,
+        radius 0 and the float32 prediction on the others."""
+        clock = time.perf_counter()
+        predicted, wrong = self.sort_out(images, labels)
+        float32_seconds = (time.perf_counter() - clock) / len(images)
+        radius = torch.zeros(len(images), dtype=torch.float64, device=predicted.device)
+        rest = (~wrong).nonzero().flatten()
+        if len(rest):
+            clock = time.perf_counter()
+            predicted[rest], radii = certify(images[rest.to(images.device)], labels[rest])
+            radius[rest] = radii if radii is not None else 0.0
+            float64_seconds = (time.perf_counter() - clock) / len(rest)
+            self.pays = float32_seconds < wrong.double().mean().item() * float64_seconds
+        return predicted, radius
 
     def sort_out(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The float32 predictions, and which points are misclassified by more than
         ``SCREEN_MARGIN`` times the activation scale (``float_error_slack``'s)."""
-        clock = time.perf_counter()
         x = _to_float(images, torch.float32, self.device)
         logits = self.net(x).double()
         scale = float_error_slack(logits, x.double(), self.lipschitz) / SLACK_RELATIVE
-        wrong = margins(logits, labels) < -SCREEN_MARGIN * scale
-        self.float32_seconds = (time.perf_counter() - clock) / len(images)
-        self.sorted_out = wrong.double().mean().item()
-        return logits.argmax(dim=1), wrong
-
-    def timed_float64(self, count: int, seconds: float) -> None:
-        self.float64_seconds = seconds / count
-        self.pays = self.float32_seconds < self.sorted_out * self.float64_seconds
+        return logits.argmax(dim=1), margins(logits, labels) < -SCREEN_MARGIN * scale
 
 
 def summarize_certificates(

@@ -81,14 +81,15 @@ def certificate_bounds(model: nn.Module) -> float | torch.Tensor | None:
     return margin_lipschitz()
 
 
-def float_error_slack(logits: torch.Tensor, inputs: torch.Tensor, lipschitz: float = 1.0) -> torch.Tensor:
-    """Margin reduction (N,) covering float64 rounding error of the logits.
+def activation_scale(logits: torch.Tensor, inputs: torch.Tensor, lipschitz: float = 1.0) -> torch.Tensor:
+    """(N,): an L-Lipschitz network's activations are bounded by max(1, L) times the input
+    norm plus the logits' scale, so its rounding error is proportional to their sum."""
+    return 1 + max(1.0, lipschitz) * inputs.flatten(1).norm(dim=1) + logits.abs().amax(dim=1)
 
-    An L-Lipschitz network's activations are bounded by max(1, L) times the input norm plus
-    the logits' scale, so rounding error is proportional to their sum.
-    """
-    scale = 1 + max(1.0, lipschitz) * inputs.flatten(1).norm(dim=1) + logits.abs().amax(dim=1)
-    return SLACK_RELATIVE * scale
+
+def float_error_slack(logits: torch.Tensor, inputs: torch.Tensor, lipschitz: float = 1.0) -> torch.Tensor:
+    """Margin reduction (N,) covering float64 rounding error of the logits."""
+    return SLACK_RELATIVE * activation_scale(logits, inputs, lipschitz)
 
 
 def precision_copy(model: nn.Module, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
@@ -179,10 +180,10 @@ class Screen:
 
     def sort_out(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The float32 predictions, and which points are misclassified by more than
-        ``SCREEN_MARGIN`` times the activation scale (``float_error_slack``'s)."""
+        ``SCREEN_MARGIN`` times the activation scale."""
         x = _to_float(images, torch.float32, self.device)
         logits = self.net(x).double()
-        scale = float_error_slack(logits, x.double(), self.lipschitz) / SLACK_RELATIVE
+        scale = activation_scale(logits, x.double(), self.lipschitz)
         return logits.argmax(dim=1), margins(logits, labels) < -SCREEN_MARGIN * scale
 
 

@@ -121,9 +121,6 @@ class ConvGram:
             self._products[t, s] = self.taps[:, :, t].mH @ self.taps[:, :, s]
         return self._products[t, s]
 
-    def block_size(self, index: int) -> int:
-        return self.size[1] * self.channels
-
     def block(self, i: int, j: int) -> Tensor:
         """Image row i against image row j: (m, m) with m = width x channels. Blocks farther
         than ``reach`` from the image's top and bottom edges repeat (the operator is

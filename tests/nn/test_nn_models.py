@@ -134,3 +134,18 @@ def test_models_round_trip_through_state_dicts():
     copy.load_state_dict(model.state_dict())
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(copy.eval()(x), model.eval()(x))
+
+
+def test_a_run_of_version_2_exports_a_file_that_loads_the_same_model(tmp_path):
+    """export_run records the version the run's weights were saved by, not this robustlab's."""
+    from robustlab.config import load_config
+    from robustlab.runs.checkpoint import architecture_record, export_run, load_model, save_model
+
+    config = load_config(None, ["model.name=lipconvnet-aol", "model.kwargs={width: 8, depth: 1}"])
+    old = create_model("lipconvnet-aol", (1, 8, 8), 10, width=8, depth=1, stem=False)
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    save_model(tmp_path / "model.pt", old, architecture_record(old, config) | {"version": 2})
+    loaded = load_model(export_run(tmp_path))
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old.eval()(x))

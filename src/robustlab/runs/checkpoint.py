@@ -177,6 +177,12 @@ def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path)
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ImageClassifier, ExperimentConfig]:
     """The run's model in eval mode (final weights, or the latest checkpoint) and its config."""
+    model, config, _ = _load_run(run_dir, device)
+    return model, config
+
+
+def _load_run(run_dir: str | Path, device: str | torch.device) -> tuple[ImageClassifier, ExperimentConfig, dict]:
+    """``load_run_model``'s model and config, and the architecture record its weights were saved with."""
     run = Run(run_dir)
     config = run.load_config()
     path = run.model_path if run.model_path.exists() else run.checkpoint_path
@@ -196,7 +202,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> t
         )
     model = create_from_architecture(architecture, config.eval.power_iterations).to(device)
     load_weights(model, checkpoint, path)
-    return model.eval(), config
+    return model.eval(), config, architecture
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,8 +251,10 @@ def save_safetensors(path: str | Path, model: nn.Module, architecture: dict, for
 def export_run(run_dir: str | Path, out: str | Path | None = None, plain: bool = False) -> Path:
     """Write a run's model (with ``plain`` its ``export_model`` copy) as a safetensors file that
     ``load_model`` reads without the run; default ``RUN/model.safetensors`` (``model-plain...``)."""
-    model, config = load_run_model(run_dir)
-    architecture = architecture_record(model, config)
+    model, config, saved = _load_run(run_dir, "cpu")
+    # the version the weights were saved by: an older one's model is rebuilt with its legacy
+    # arguments (``legacy_kwargs``), and so must the exported file's be
+    architecture = architecture_record(model, config) | {"version": saved.get("version", 1)}
     out = Path(out) if out else Path(run_dir) / ("model-plain.safetensors" if plain else "model.safetensors")
     return save_safetensors(out, model, architecture, "plain" if plain else "model")
 

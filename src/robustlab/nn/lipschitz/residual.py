@@ -127,8 +127,8 @@ class DenseResidual(ResidualLipschitz):
 # the whole batch (``conv2d_float64``). conv2d's float64 CPU kernel multiplies image by image,
 # re-reading the whole weight for each (1024 x 9216 for LipConvNet-64's 2x2 layers):
 # 0.48 -> 0.115 s per 100 images of 1024 x 2 x 2; equal (0.158 vs 0.162 s) at 512 x 4 x 4.
-# Larger images take ``row_tap_conv``: 1.2-1.3x faster than conv2d from 4x4 to 32x32
-# (500 images, 16-128 channels, one Xeon core).
+# Larger images take ``row_tap_conv``: 2.2-3.1x faster than conv2d from 4x4 to 32x32
+# (500 images, 16-128 channels, one Xeon core; docs/performance.md).
 GEMM_CONV_PIXELS = 4
 ROW_TAP_CHUNK_BYTES = 4 * 2**20
 
@@ -164,7 +164,7 @@ def row_tap_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     image: a strided view, no copy; im2col would copy all kh * kw shifts. Images go in
     chunks whose shifted copy fits in ``ROW_TAP_CHUNK_BYTES``: built and read while in the
     cache, which makes it 2.4x faster on 32 x 32 images than one pass over 500. The result is
-    channels-last (a permuted view), which the next convolution reads without a copy.
+    channels-last (a permuted view), which the next convolution's padded copy reads in order.
     Without gradients (it writes into its output).
     """
     batch, channels, height, width = x.shape

@@ -10,21 +10,22 @@ sigma, by mode:
   gradients through W, as in the reference code.
 - evaluation: a guaranteed upper bound on ||W||, computed without gradients and cached
   until the weights change. Dense: the exact spectral norm (``matrix_norm(ord=2)``).
-  Conv (``certified_conv_sigma``): the smaller of two proofs, both in float64:
-  1. the per-frequency bound: the zero-padded convolution is a restriction of a circular
-     one on the (H + kh - 1) x (W + kw - 1) grid, whose norm is the largest norm of its
-     per-frequency matrices (``exact_spectral_norm``, eigenvalues exact to ~1e-13);
-     tight on large images (0.1% on 32x32 at initialisation), loose on tiny ones (50%
-     on 2x2);
-  2. where its cost is within ``SHIFT_TEST_COST``: a certified shift test. Restarted Lanczos in float32 from the stored vector (fast) gives
-     theta ~ ||W||^2; then a float64 Cholesky factorisation of c I - W^T W with
-     c = theta (1 + delta) proves ||W||^2 <= c, with the rounding of the Gram matrix and
-     of the factorisation itself (Demmel's bound: a completed Cholesky of X proves
-     lambda_min(X) >= -gamma_{n+1} / (1 - gamma_{n+1}) tr(X)) subtracted from c first.
-     delta is the first of ``SHIFT_STEPS`` that passes: sigma is then within 5e-6 of
-     ||W|| (the previous estimate, a converged Lanczos value times 1.001, was not a
-     proof and was 0.1% loose).
-  3. above ``SHIFT_TEST_COST``, where its cost is within ``COLUMN_TEST_COST``: the same
+  Conv (``certified_conv_sigma``): proofs in float64, tried in this order:
+  1. restarted Lanczos in float32 from the stored vector (fast) gives theta ~ ||W||^2 and
+     its vector; sigma = sqrt(c) for the first c = theta (1 + delta), delta in
+     ``SHIFT_STEPS``, that one of two tests proves (then sigma is within 5e-6 of ||W||;
+     the previous estimate, a converged Lanczos value times 1.001, was not a proof):
+     a. on images of at least ``TEMPLE_MIN_SIZE`` a side, Temple's inequality
+        (``temple_test``): a bound on the second eigenvalue of W^T W from the circular
+        convolution on a slightly larger torus (``torus_second_eigenvalue``), and the
+        Lanczos vector's residual, computed in float64, prove ||W||^2 <= c wherever that
+        bound lies below theta. Two float64 convolutions of one image and P Q small SVDs:
+        0.03 s on a 32x32x16 layer where the shift test takes 0.56 s;
+     b. where its cost is within ``SHIFT_TEST_COST``: the certified shift test, a float64
+        Cholesky factorisation of c I - W^T W, with the rounding of the Gram matrix and of
+        the factorisation itself (Demmel's bound: a completed Cholesky of X proves
+        lambda_min(X) >= -gamma_{n+1} / (1 - gamma_{n+1}) tr(X)) subtracted from c first.
+  2. where 1 proves nothing, above ``SHIFT_TEST_COST`` and within ``COLUMN_TEST_COST``: the
      shift test on the column-Fourier operator C, which is zero-padded along rows but
      circular along columns with period P = W + kw // 2. W is a compression of C (embed
      the image with kw // 2 zero columns, apply C, keep the first W output columns: every
@@ -34,7 +35,12 @@ sigma, by mode:
      block banded with blocks of one row x in channels, so the test costs about
      (P / 2 + 1) H in^3 complex flops (times a constant) instead of H (W in)^3:
      cheap for the wide layers of LipConvNet-64, tight where W is large (the embedding
-     adds kw // 2 of W + kw // 2 columns), looser on tiny images.
+     adds kw // 2 of W + kw // 2 columns), looser on tiny images;
+  3. the per-frequency bound: the zero-padded convolution is a restriction of a circular
+     one on the (H + kh - 1) x (W + kw - 1) grid, whose norm is the largest norm of its
+     per-frequency matrices (``exact_spectral_norm``, eigenvalues exact to ~1e-13);
+     tight on large images (0.1% on 32x32 at initialisation), loose on tiny ones (50%
+     on 2x2), used where nothing else proves a bound.
   The stored vector is not changed. If Lanczos has not converged within
   ``eval_iterations`` steps, the per-frequency bound is used alone, with a warning.
 """
@@ -53,6 +59,7 @@ from torch import Tensor, nn
 from torch.types import Device
 
 from robustlab.nn.lipschitz.base import (
+    Eigenpair,
     EvalCache,
     TensorFactory,
     check_channels,
@@ -66,7 +73,7 @@ from robustlab.nn.lipschitz.base import (
 from robustlab.nn.lipschitz.bounded import frequency_matrices
 from robustlab.nn.lipschitz.cholesky import factor_in_place, subtract_lower_product
 from robustlab.nn.lipschitz.fourier import exact_spectral_norm
-from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz
+from robustlab.nn.lipschitz.residual import ConvResidual, DenseResidual, ResidualLipschitz, conv2d_float64
 
 # The lr this family trains at relative to AOL's (LayerFamily.lr_scale), measured with
 # benchmarks/family_lr.py (digits, lipconvnet width 32 depth 2, 5 epochs, test accuracy):
@@ -83,6 +90,12 @@ SHIFT_TEST_COST = 3.75e10
 # layers above this many keep the per-frequency bound.
 COLUMN_TEST_COST = 5e10
 SHIFT_STEPS = (1e-5, 1e-4, 1e-3)  # c = theta * (1 + delta), tried in this order
+# Temple's inequality (``temple_test``) needs a bound on lambda_2 below ||W||^2: the torus's
+# lies 1.0%, 3.5% and 10.7% below on the 32x32, 16x16 and 8x8 layers of the trained width-16
+# LipConvNet, but 5.6% above on its 4x4 layers. One 32x32 layer needs the period one larger
+# (0.3% above at H + 1, 0.4% below at H + 2).
+TEMPLE_MIN_SIZE = 8
+TEMPLE_PERIODS = (0, 1)  # rows and columns beyond the smallest period, tried in this order
 FREQUENCY_BOUND_SLACK = 1e-10  # exact_spectral_norm's float64 eigenvalues, with a wide margin
 UNIT_ROUNDOFF = 2.0**-53
 
@@ -222,6 +235,100 @@ def _negated_update(block: Tensor, terms: list[tuple[Tensor, Tensor]]) -> Tensor
     return result
 
 
+def torus_second_eigenvalue(kernel: Tensor, periods: tuple[int, int]) -> float:
+    """A guaranteed upper bound on lambda_2(W^T W), the second largest eigenvalue (counted
+    with multiplicity) of the zero-padded 'same' convolution W with real ``kernel`` on H x W
+    images, from the ``periods`` P >= H + kh // 2, Q >= W + kw // 2 (any such).
+
+    W is a compression of the circular convolution C on the P x Q torus (``column_period``'s
+    argument along both axes): W = R C E with E the
+    embedding and R the restriction, so W^T W <= E^T C^T C E, and by Weyl's monotonicity and
+    Cauchy's interlacing lambda_i(W^T W) <= lambda_i(C^T C) for every i. C^T C's eigenvalues
+    are those of D_f^H D_f over the P Q frequencies f, D_f = sum_o K_o exp(2 pi i f . o):
+    the squared singular values of the D_f, all of them in one multiset.
+
+    Rounding: the phase f . o mod P Q is an exact integer, its angle errs by at most 3 u
+    relative (pi, the division, the product), so cos and sin by at most 24 u; the real and
+    imaginary parts of an entry of D_f, sums of kh kw products, then by (24 u + gamma_{kh
+    kw}) sum_o |K_o| <= eps sqrt(kh kw) ||K_o||_2 (eps = (48 + 4 kh kw) u, twice that), and
+    ||computed D_f - D_f||_2 <= ||.||_F <= sqrt(2) eps sqrt(kh kw) ||K||_F. LAPACK's singular values err by at most
+    ``FREQUENCY_BOUND_SLACK`` of the largest (as ``exact_spectral_norm``).
+    """
+    kernel = kernel.detach().to("cpu", torch.float64)
+    out_channels, in_channels, kh, kw = kernel.shape
+    rows = torch.arange(periods[0])[:, None, None, None] * (torch.arange(kh) - kh // 2)[:, None] * periods[1]
+    columns = torch.arange(periods[1])[None, :, None, None] * (torch.arange(kw) - kw // 2) * periods[0]
+    phase = (rows + columns) % (periods[0] * periods[1])  # (P, Q, kh, kw), exact integers
+    angle = (phase.double() * (2 * math.pi / (periods[0] * periods[1]))).reshape(-1, kh * kw)
+    taps = kernel.reshape(out_channels * in_channels, kh * kw).t()
+    real, imaginary = torch.cos(angle) @ taps, torch.sin(angle) @ taps  # (P Q, out * in)
+    matrices = torch.complex(real, imaginary).view(-1, out_channels, in_channels)
+    values = torch.linalg.svdvals(matrices).flatten()
+    eps = (48 + 4 * kh * kw) * UNIT_ROUNDOFF
+    tap_error = math.sqrt(2) * eps * math.sqrt(kh * kw) * math.sqrt(float(kernel.pow(2).sum())) * (1 + 1e-6)
+    largest, second = (float(v) for v in torch.topk(values, 2).values)
+    return (second + tap_error + FREQUENCY_BOUND_SLACK * largest) ** 2 * (1 + 4 * UNIT_ROUNDOFF)
+
+
+def temple_test(kernel: Tensor, vector: Tensor, second: float, bound: float) -> bool:
+    """True only if lambda_max(W^T W) <= ``bound`` (a proof), for the zero-padded 'same'
+    convolution W with ``kernel``, given ``second`` >= lambda_2(W^T W)
+    (``torus_second_eigenvalue``) and any nonzero ``vector`` v (1, in, H, W).
+
+    Temple's inequality: with S = W^T W - second I, whose eigenvalues but the largest, s_1,
+    are <= 0, and d = bound - second > 0, the form f(v) = ||S v||^2 - d v^T S v = sum_i
+    a_i^2 s_i (s_i - d) (a_i: v's coordinates in S's eigenvectors) is >= 0 for every v when
+    s_1 > d (each term is then >= 0). So f(v) < 0 for one v proves s_1 <= d, that is
+    lambda_max <= bound. For the Lanczos vector, with Rayleigh quotient rho and residual
+    e, this holds once bound > rho + e^2 / (rho - second): a 1% gap between lambda_1 and
+    second makes a float32 vector's e ~ 1e-6 rho cost 1e-10 of the bound. Cost: two float64
+    convolutions of one image, where the shift test factors an H W in dimensional matrix.
+
+    Rounding, float64 on the CPU, conv2d_float64's GEMMs (any summation order): with A =
+    sum_o ||K_o||_F >= || |W| ||_2 >= ||W||_2 and m the terms of an output (in kh kw, out kh
+    kw), ||y - W v|| <= gamma_m A ||v|| and ||z - W^T W v|| <= (gamma_m1 + gamma_m2 +
+    gamma_m1 gamma_m2) A^2 ||v||, taken 8x as the shift test's; forming r = z - second v
+    errs by at most 3 u (||z|| + second ||v||); each norm by gamma_{n+2} relative. The
+    scalar comparison rounds each step outward (``_below``, ``_above``).
+    """
+    kernel = kernel.detach().to("cpu", torch.float64)
+    out_channels, in_channels, kh, kw = kernel.shape
+    padding = (kh // 2, kw // 2)
+    v = vector.detach().to("cpu", torch.float64).reshape(1, in_channels, *vector.shape[-2:])
+    y = conv2d_float64(v, kernel, None, padding)  # W v
+    z = conv2d_float64(y, kernel.transpose(0, 1).flip(-2, -1).contiguous(), None, padding)  # W^T W v
+    r = z - second * v
+    entries = max(v.numel(), y.numel()) + 2
+    grow, shrink = 1 + gamma(entries), 1 - gamma(entries)
+    norm_v, norm_y, norm_z, norm_r = (float(t.norm()) for t in (v, y, z, r))
+    if norm_v == 0 or not math.isfinite(norm_r) or bound <= second:
+        return False
+    gamma_in, gamma_out = gamma(in_channels * kh * kw), gamma(out_channels * kh * kw)
+    spread = float(kernel.pow(2).sum(dim=(0, 1)).sqrt().sum()) * (1 + 1e-6)  # A
+    v_high = _above(norm_v * grow)
+    y_error = 8 * gamma_in * spread * v_high
+    z_error = 8 * (gamma_in + gamma_out + gamma_in * gamma_out) * spread**2 * v_high
+    r_error = 8 * 3 * UNIT_ROUNDOFF * (norm_z * grow + second * v_high)
+    residual_high = _above(_above(norm_r * grow) + z_error + r_error)
+    wv_low = _below(_below(norm_y * shrink) - y_error)
+    if wv_low <= 0:
+        return False
+    rayleigh_low = _below(_below(wv_low * wv_low) - _above(second * _above(v_high * v_high)))
+    if rayleigh_low <= 0:
+        return False
+    return _above(residual_high * residual_high) < _below(_below(bound - second) * rayleigh_low)
+
+
+def _above(value: float) -> float:
+    """An upper bound on the exact result of the float64 operation that gave ``value``."""
+    return value + 4 * UNIT_ROUNDOFF * abs(value) + 1e-300
+
+
+def _below(value: float) -> float:
+    """A lower bound on the exact result of the float64 operation that gave ``value``."""
+    return value - 4 * UNIT_ROUNDOFF * abs(value) - 1e-300
+
+
 def column_period(kernel_size: tuple[int, int], size: tuple[int, int]) -> int:
     """The smallest column period P of a circular convolution that the zero-padded one on
     ``size`` images compresses: taps reach kw // 2 columns either side, so kw // 2 zero
@@ -279,39 +386,56 @@ def planned_proof(kernel_size: tuple[int, int], channels: int, size: tuple[int, 
 def certified_conv_sigma(
     kernel: Tensor,
     size: tuple[int, int],
-    theta: Callable[[], float | None],
+    lanczos: Callable[[], Eigenpair | None],
     column_theta: Callable[[int], float | None] | None = None,
 ) -> float:
     """A guaranteed upper bound on the norm of the zero-padded 'same' convolution with
     ``kernel`` on ``size`` images (float64), by the first proof that applies (see the
-    module docstring): the exact shift test where its cost is within ``SHIFT_TEST_COST``
-    (sqrt(c) for the first c = theta (1 + delta) it proves); else the column-Fourier test
-    where within ``COLUMN_TEST_COST``; else, or when no delta passes, the per-frequency
-    bound. ``theta()`` estimates ||W||^2, ``column_theta(P)`` ||C||^2 for column period P
-    (None: no estimate).
+    module docstring): sqrt(c) for the first c = theta (1 + delta) that Temple's inequality
+    (images of at least ``TEMPLE_MIN_SIZE`` a side) or the exact shift test (cost within
+    ``SHIFT_TEST_COST``) proves; else the column-Fourier test where within
+    ``COLUMN_TEST_COST``; else, or when no delta passes, the per-frequency bound.
+    ``lanczos()`` estimates ||W||^2 and its vector, ``column_theta(P)`` ||C||^2 for column
+    period P (None: no estimate).
     """
     kernel = kernel.detach().double()
     kernel_size = (kernel.shape[2], kernel.shape[3])
     proof = planned_proof(kernel_size, kernel.shape[1], size)
-    if proof == "exact":
-        gram = ConvGram(kernel, size)
-        estimate = theta()
-        if estimate is not None and estimate > 0:
-            for delta in SHIFT_STEPS:
-                bound = estimate * (1 + delta)
-                if shift_test(gram, bound, kernel):
-                    return math.sqrt(bound) * (1 + 2 * UNIT_ROUNDOFF)  # sqrt rounds to nearest
-    elif proof == "column" and column_theta is not None:
+    temple = kernel_size != (1, 1) and min(size) >= TEMPLE_MIN_SIZE
+    top = lanczos() if proof == "exact" or temple else None
+    if top is not None and top.value > 0:
+        estimate = float(top.value)
+        second = temple_second_bound(kernel, size, estimate) if temple else None
+        gram = ConvGram(kernel, size) if proof == "exact" else None
+        for delta in SHIFT_STEPS:
+            bound = estimate * (1 + delta)
+            if (second is not None and temple_test(kernel, top.vector, second, bound)) or (
+                gram is not None and shift_test(gram, bound, kernel)
+            ):
+                return math.sqrt(bound) * (1 + 2 * UNIT_ROUNDOFF)  # sqrt rounds to nearest
+    if proof == "column" and column_theta is not None:
         period = column_period(kernel_size, size)
-        estimate = column_theta(period)
-        if estimate is not None and estimate > 0:
+        estimate_c = column_theta(period)
+        if estimate_c is not None and estimate_c > 0:
             taps, tap_error = column_taps(kernel, period)
             for delta in SHIFT_STEPS:
-                bound = estimate * (1 + delta)
+                bound = estimate_c * (1 + delta)
                 if column_shift_test(taps, size[0], bound):
                     # ||W|| <= ||C|| <= sqrt(bound) + tap_error; each float op rounds once
                     return (math.sqrt(bound) + tap_error) * (1 + 4 * UNIT_ROUNDOFF)
     return exact_spectral_norm(frequency_matrices(kernel, size)) * (1 + FREQUENCY_BOUND_SLACK)
+
+
+def temple_second_bound(kernel: Tensor, size: tuple[int, int], estimate: float) -> float | None:
+    """The first of the torus bounds on lambda_2 (``torus_second_eigenvalue``, periods
+    ``TEMPLE_PERIODS`` beyond the smallest) that lies below ``estimate`` (Temple's
+    inequality needs the Rayleigh quotient above it), or None."""
+    kh, kw = kernel.shape[-2:]
+    for extra in TEMPLE_PERIODS:
+        second = torus_second_eigenvalue(kernel, (size[0] + kh // 2 + extra, size[1] + kw // 2 + extra))
+        if second < estimate:
+            return second
+    return None
 
 
 # Proved sigmas of this process, by a SHA-256 of everything they depend on (``proof_key``):
@@ -455,25 +579,33 @@ class CPLConv2d(_CPL, ConvResidual):
 
     def eval_sigma(self) -> Tensor:
         height, width = self.u.shape[-2:]
-        settings = (self.eval_iterations, SHIFT_TEST_COST, COLUMN_TEST_COST, SHIFT_STEPS)
+        settings = (
+            self.eval_iterations,
+            SHIFT_TEST_COST,
+            COLUMN_TEST_COST,
+            SHIFT_STEPS,
+            TEMPLE_MIN_SIZE,
+            TEMPLE_PERIODS,
+        )
         key = proof_key(self.weight, self.u, settings)
         sigma = PROVED_SIGMAS.get(key)
         if sigma is None:
-            sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos_estimate, self._column_estimate)
+            sigma = certified_conv_sigma(self.weight, (height, width), self._lanczos, self._column_estimate)
             if len(PROVED_SIGMAS) >= PROVED_SIGMAS_LIMIT:
                 PROVED_SIGMAS.clear()
             PROVED_SIGMAS[key] = sigma
         return rounded_up(sigma, self.weight.dtype, self.weight.device)
 
-    def _lanczos_estimate(self) -> float | None:
-        """||W||^2 by restarted Lanczos in float32 from the stored vector: only the candidate
-        that the shift test then proves or rejects, so float32 is enough."""
+    def _lanczos(self) -> Eigenpair | None:
+        """||W||^2 and its vector by restarted Lanczos in float32 from the stored vector: only
+        the candidate that Temple's inequality or the shift test then proves or rejects, so
+        float32 is enough."""
         if self.eval_iterations > 0:
             weight = self.weight.detach().float()
             start = self.u.detach().float()
             top = top_eigenpair(lambda v: _conv_gram(v, weight, self.padding), start, max_steps=self.eval_iterations)
             if top.converged:
-                return float(top.value)
+                return top
         # An unconverged estimate can be far below sigma: the per-frequency bound is then
         # the only proof, and it is loose on small images.
         warnings.warn(

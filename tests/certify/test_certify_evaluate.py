@@ -100,3 +100,18 @@ def test_float32_screening_sorts_out_only_misclassified_points_and_changes_no_ce
     torch.testing.assert_close(screened.radii, alone.radii, rtol=0, atol=1e-12)
     assert torch.equal(screened.predictions, alone.predictions)
     assert (screened.radii[wrong] == 0).all() and (screened.radii > 0).any()
+
+
+def test_the_screen_is_judged_after_its_first_batch_which_also_proves_the_norms():
+    """A first batch whose float32 pass also proved the norms (slower than the float64 work it
+    saves) keeps the screen; later batches decide by their summed times: kept while a float32
+    image costs less than the float64 work it saves, dropped when it costs more."""
+    evaluation = importlib.import_module("robustlab.certify.evaluate")
+    model = LinearClassifier(torch.eye(2, 4))
+    screen = evaluation.Screen(model, 1.0, "cpu")
+    screen.record(float32_seconds=3.0, float64_seconds=2.0, sorted_out=0.5)  # proofs included: 3 > 0.5 * 2
+    assert screen.pays
+    screen.record(float32_seconds=0.8, float64_seconds=2.0, sorted_out=0.5)  # 0.8 < 0.5 * 2
+    assert screen.pays
+    screen.record(float32_seconds=1.4, float64_seconds=2.0, sorted_out=0.5)  # summed: 2.2 > 2.0
+    assert not screen.pays

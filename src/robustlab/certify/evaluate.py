@@ -152,13 +152,31 @@ def certify_points(
 class Screen:
     """The float32 pass that sorts out surely misclassified points before float64
     certification (module docstring), kept while it pays: while a float32 image costs less
-    than the float64 work it saves (the float64 time per image x the fraction sorted out).
+    than the float64 work it saves (the float64 time per image x the fraction sorted out),
+    over the batches after the first. The first batch's float32 pass also proves the CPL
+    norms, which its copy computes first (500 CIFAR-10 images on the trained width-16 CPL
+    LipConvNet: 2.95 s against 1.9 s after): judged by it, the screen had switched itself
+    off for the rest of the run, making 2,500 images 13.6 s instead of 10.8 s.
     CPU only: it reads its timings and the fraction sorted out on the host."""
 
     def __init__(self, model: nn.Module, lipschitz: float, device: torch.device | str):
         self.net = precision_copy(model, torch.float32, device)
         self.lipschitz, self.device = lipschitz, device
         self.pays = True  # until measured
+        self.batches = 0
+        self.float32_seconds = self.float64_seconds = 0.0  # per image, summed over batches after the first
+        self.saved = 0.0  # the fractions sorted out, summed likewise
+
+    def record(self, float32_seconds: float, float64_seconds: float, sorted_out: float) -> None:
+        """One batch's times per image (float32 pass, float64 certification) and the fraction
+        it sorted out; from the second batch on, ``pays`` compares their sums."""
+        self.batches += 1
+        if self.batches == 1:
+            return
+        self.float32_seconds += float32_seconds
+        self.float64_seconds += float64_seconds
+        self.saved += sorted_out
+        self.pays = self.float32_seconds < self.saved * self.float64_seconds / (self.batches - 1)
 
     def certify(
         self, images: torch.Tensor, labels: torch.Tensor, certify: Certify
@@ -174,8 +192,7 @@ class Screen:
             clock = time.perf_counter()
             predicted[rest], radii = certify(images[rest.to(images.device)], labels[rest])
             radius[rest] = radii if radii is not None else 0.0
-            float64_seconds = (time.perf_counter() - clock) / len(rest)
-            self.pays = float32_seconds < wrong.double().mean().item() * float64_seconds
+            self.record(float32_seconds, (time.perf_counter() - clock) / len(rest), wrong.double().mean().item())
         return predicted, radius
 
     def sort_out(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

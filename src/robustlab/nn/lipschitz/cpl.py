@@ -242,18 +242,18 @@ def torus_second_eigenvalue(kernel: Tensor, periods: tuple[int, int]) -> float:
     images, from the ``periods`` P >= H + kh // 2, Q >= W + kw // 2 (any such).
 
     W is a compression of the circular convolution C on the P x Q torus (``column_period``'s
-    argument along both axes): W = R C E with E the
-    embedding and R the restriction, so W^T W <= E^T C^T C E, and by Weyl's monotonicity and
-    Cauchy's interlacing lambda_i(W^T W) <= lambda_i(C^T C) for every i. C^T C's eigenvalues
-    are those of D_f^H D_f over the P Q frequencies f, D_f = sum_o K_o exp(2 pi i f . o):
-    the squared singular values of the D_f, all of them in one multiset.
+    argument along both axes): W = R C E with E the embedding and R the restriction, so
+    W^T W <= E^T C^T C E, and by Weyl's monotonicity and Cauchy's interlacing lambda_i(W^T W)
+    <= lambda_i(C^T C) for every i. C^T C's eigenvalues are those of D_f^H D_f over the P Q
+    frequencies f, D_f = sum_o K_o exp(2 pi i f . o): the squared singular values of the D_f,
+    all of them in one multiset.
 
     Rounding: the phase f . o mod P Q is an exact integer, its angle errs by at most 3 u
     relative (pi, the division, the product), so cos and sin by at most 24 u; the real and
-    imaginary parts of an entry of D_f, sums of kh kw products, then by (24 u + gamma_{kh
-    kw}) sum_o |K_o| <= eps sqrt(kh kw) ||K_o||_2 (eps = (48 + 4 kh kw) u, twice that), and
-    ||computed D_f - D_f||_2 <= ||.||_F <= sqrt(2) eps sqrt(kh kw) ||K||_F. LAPACK's singular values err by at most
-    ``FREQUENCY_BOUND_SLACK`` of the largest (as ``exact_spectral_norm``).
+    imaginary parts of an entry of D_f, sums of kh kw products, then by (24 u + gamma_{kh kw})
+    sum_o |K_o| <= eps sqrt(kh kw) ||K_o||_2 (taken eps = (48 + 4 kh kw) u, twice that), and
+    ||computed D_f - D_f||_2 <= ||.||_F <= sqrt(2) eps sqrt(kh kw) ||K||_F. LAPACK's singular
+    values err by at most ``FREQUENCY_BOUND_SLACK`` of the largest (as ``exact_spectral_norm``).
     """
     kernel = kernel.detach().to("cpu", torch.float64)
     out_channels, in_channels, kh, kw = kernel.shape
@@ -422,11 +422,11 @@ def certified_conv_sigma(
                 return math.sqrt(bound) * (1 + 2 * UNIT_ROUNDOFF)  # sqrt rounds to nearest
     if proof == "column" and column_theta is not None:
         period = column_period(kernel_size, size)
-        estimate_c = column_theta(period)
-        if estimate_c is not None and estimate_c > 0:
+        column_estimate = column_theta(period)
+        if column_estimate is not None and column_estimate > 0:
             taps, tap_error = column_taps(kernel, period)
             for delta in SHIFT_STEPS:
-                bound = estimate_c * (1 + delta)
+                bound = column_estimate * (1 + delta)
                 if column_shift_test(taps, size[0], bound):
                     # ||W|| <= ||C|| <= sqrt(bound) + tap_error; each float op rounds once
                     return (math.sqrt(bound) + tap_error) * (1 + 4 * UNIT_ROUNDOFF)
@@ -595,6 +595,7 @@ class CPLConv2d(_CPL, ConvResidual):
             SHIFT_STEPS,
             TEMPLE_MIN_SIZE,
             TEMPLE_PERIODS,
+            TEMPLE_PERIOD_REACH,
         )
         key = proof_key(self.weight, self.u, settings)
         sigma = PROVED_SIGMAS.get(key)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -567,6 +568,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def run_in_checkout(source: Path, worker: str, arguments: list[str], what: str) -> dict[str, Any]:
+    """The last stdout line, as JSON, of the Python source ``worker`` run with ``arguments`` in
+    a fresh one-thread interpreter that imports robustlab from the checkout ``source`` (the
+    benchmarks that compare two versions). The worker's JSON holds ``package``:
+    robustlab.__file__, checked to lie inside ``source``."""
+    env = dict(os.environ, PYTHONPATH=str(source / "src"), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-c", worker, *arguments]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{what} with {source} failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(result["package"]).is_relative_to(source):
+        raise SystemExit(f"the subprocess imported {result['package']}, not the checkout {source}")
+    return result
 
 
 def hardware(device: torch.device) -> str:

@@ -19,15 +19,12 @@ CRA at 36, 72 and 108/255 of each, certified meaning radius > eps as ``margins.c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench import cpu_name  # benchmarks/ is on sys.path when run as a script
+from bench import cpu_name, run_in_checkout  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,19 +57,7 @@ print(json.dumps({"seconds": seconds, "again": again, "package": robustlab.__fil
 def certify_once(source: Path, run_dir: str, count: int, out: Path, shift_test_cost: float = -1) -> tuple[float, float]:
     """Seconds of the first ``certify_points`` in a fresh process, and of a second one on the
     same weights in that process (where a version reuses proved sigmas)."""
-    env = dict(os.environ, PYTHONPATH=str(source / "src"), OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [sys.executable, "-c", WORKER, run_dir, str(count), str(out), str(shift_test_cost)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise SystemExit(f"certification with {source} failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if not Path(result["package"]).is_relative_to(source):
-        raise SystemExit(f"the subprocess imported {result['package']}, not the checkout {source}")
+    result = run_in_checkout(source, WORKER, [run_dir, str(count), str(out), str(shift_test_cost)], "certification")
     return result["seconds"], result["again"]
 
 

@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench import cpu_name  # benchmarks/ is on sys.path when run as a script
+from bench import cpu_name, run_in_checkout  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/cifar10/test.npz")
@@ -54,14 +51,7 @@ print(json.dumps({"seconds": seconds, "package": robustlab.__file__}))
 
 
 def certify_once(source: Path, weights: Path, count: int, out: Path) -> float:
-    env = dict(os.environ, PYTHONPATH=str(source / "src"), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-c", WORKER, str(weights), str(count), str(out), str(DATA)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"certification with {source} failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if not Path(result["package"]).is_relative_to(source):
-        raise SystemExit(f"the subprocess imported {result['package']}, not the checkout {source}")
+    result = run_in_checkout(source, WORKER, [str(weights), str(count), str(out), str(DATA)], "certification")
     return result["seconds"]
 
 

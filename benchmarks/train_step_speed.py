@@ -21,11 +21,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from bench import cpu_name  # benchmarks/ is on sys.path when run as a script
+from bench import cpu_name, run_in_checkout  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {  # name: create_model keyword arguments
@@ -58,16 +56,8 @@ print(json.dumps({"seconds": statistics.median(times[warmup:]), "package": robus
 
 
 def step_time(source: Path, model: str, warmup: int, steps: int) -> float:
-    env = dict(os.environ, PYTHONPATH=str(source / "src"), OMP_NUM_THREADS="1")
     arguments = [model, json.dumps(MODELS[model]), str(warmup), str(steps)]
-    done = subprocess.run(
-        [sys.executable, "-c", WORKER, *arguments], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise SystemExit(f"{model} with {source} failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if not Path(result["package"]).is_relative_to(source):
-        raise SystemExit(f"the subprocess imported {result['package']}, not the checkout {source}")
+    result = run_in_checkout(source, WORKER, arguments, model)
     return result["seconds"]
 
 

@@ -46,3 +46,10 @@ def train_a_little(layer: nn.Module, shape: tuple[int, ...], steps: int = 5, lr:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+def dense_matrix(operator, shape: tuple[int, ...]) -> torch.Tensor:
+    """The matrix of a linear map on float64 tensors of ``shape`` (one column per input)."""
+    count = int(torch.tensor(shape).prod())
+    basis = torch.eye(count, dtype=torch.float64).reshape(count, *shape)
+    return operator(basis).reshape(count, -1).t()

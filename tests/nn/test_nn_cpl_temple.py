@@ -4,6 +4,7 @@ the torus, and the test itself, checked against dense eigenvalues; never a bound
 import pytest
 import torch
 import torch.nn.functional as F
+from nn_helpers import dense_matrix
 
 from robustlab.nn.lipschitz import cpl
 from robustlab.nn.lipschitz.cpl import CPLConv2d, temple_test, torus_second_eigenvalue
@@ -17,17 +18,10 @@ SHAPES = [  # (out, in) channels, kernel size, image size
 ]
 
 
-def _dense(operator, shape: tuple[int, ...]) -> torch.Tensor:
-    """The matrix of a linear map on float64 tensors of ``shape`` (one column per input)."""
-    count = int(torch.tensor(shape).prod())
-    basis = torch.eye(count, dtype=torch.float64).reshape(count, *shape)
-    return operator(basis).reshape(count, -1).t()
-
-
 def _spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Eigenvalues of W^T W, W the zero-padded 'same' convolution (dense, descending)."""
     padding = (kernel.shape[2] // 2, kernel.shape[3] // 2)
-    operator = _dense(lambda x: F.conv2d(x, kernel, padding=padding), (kernel.shape[1], *size))
+    operator = dense_matrix(lambda x: F.conv2d(x, kernel, padding=padding), (kernel.shape[1], *size))
     return torch.linalg.eigvalsh(operator.t() @ operator).flip(0)
 
 
@@ -39,7 +33,7 @@ def _torus_spectrum(kernel: torch.Tensor, periods: tuple[int, int]) -> torch.Ten
         padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="circular")
         return F.conv2d(padded, kernel)
 
-    operator = _dense(circular, (kernel.shape[1], *periods))
+    operator = dense_matrix(circular, (kernel.shape[1], *periods))
     return torch.linalg.eigvalsh(operator.t() @ operator).flip(0)
 
 
@@ -63,7 +57,7 @@ def test_temple_test_proves_the_top_eigenvalue_and_refuses_anything_below_it(cha
     torch.manual_seed(len(size) + size[0])
     kernel = torch.randn(*channels, *kernel_size, dtype=torch.float64)
     padding = (kernel_size[0] // 2, kernel_size[1] // 2)
-    operator = _dense(lambda x: F.conv2d(x, kernel, padding=padding), (channels[1], *size))
+    operator = dense_matrix(lambda x: F.conv2d(x, kernel, padding=padding), (channels[1], *size))
     values, vectors = torch.linalg.eigh(operator.t() @ operator)
     top, second = float(values[-1]), float(values[-2])
     vector = vectors[:, -1].reshape(1, channels[1], *size)
@@ -98,7 +92,7 @@ def _peaked_layer(channels: int, size: tuple[int, int]) -> CPLConv2d:
 
 
 def _norm(layer: CPLConv2d, size: tuple[int, int]) -> float:
-    return float(torch.linalg.matrix_norm(_dense(lambda x: layer.down(x), (layer.channels, *size)), ord=2))
+    return float(torch.linalg.matrix_norm(dense_matrix(lambda x: layer.down(x), (layer.channels, *size)), ord=2))
 
 
 @pytest.mark.parametrize("size", [(8, 8), (10, 9), (12, 16)])

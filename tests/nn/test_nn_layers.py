@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from nn_helpers import REL_TOL, assert_one_lipschitz, jacobian_norm, train_a_little
+from nn_helpers import REL_TOL, assert_one_lipschitz, dense_matrix, jacobian_norm, train_a_little
 from torch import nn
 
 from robustlab.nn.activations import GroupSort, MaxMin
@@ -204,13 +204,6 @@ def test_cpl_shift_test_proves_bounds_above_the_top_eigenvalue_and_only_those(ke
     assert not shift_test(gram, top * (1 - 1e-9), kernel)
 
 
-def _dense(operator, shape: tuple[int, ...]) -> torch.Tensor:
-    """The matrix of a linear map on float64 tensors of ``shape`` (one column per input)."""
-    count = int(torch.tensor(shape).prod())
-    basis = torch.eye(count, dtype=torch.float64).reshape(count, *shape)
-    return operator(basis).reshape(count, -1).t()
-
-
 @pytest.mark.parametrize(
     "channels, kernel_size, size, ceiling",  # ceiling: the measured ||C|| / ||W||, rounded up
     [
@@ -233,10 +226,10 @@ def test_cpl_column_fourier_test_bounds_the_exact_norm_and_refuses_less_than_the
     kernel = torch.randn(*channels, *kernel_size, dtype=torch.float64)
     padding = (kernel_size[0] // 2, kernel_size[1] // 2)
     shape = (channels[1], *size)
-    exact = float(torch.linalg.matrix_norm(_dense(lambda x: F.conv2d(x, kernel, padding=padding), shape), ord=2))
+    exact = float(torch.linalg.matrix_norm(dense_matrix(lambda x: F.conv2d(x, kernel, padding=padding), shape), ord=2))
     period = column_period(kernel_size, size)
     column_shape = (channels[1], size[0], period)
-    column = _dense(lambda x: column_circular_conv(x, kernel, padding), column_shape)
+    column = dense_matrix(lambda x: column_circular_conv(x, kernel, padding), column_shape)
     column_norm = float(torch.linalg.matrix_norm(column, ord=2))
     taps, tap_error = column_taps(kernel, period)
     assert tap_error < 1e-11 * column_norm
@@ -251,7 +244,7 @@ def test_cpl_column_taps_give_the_column_operators_per_frequency_blocks():
     torch.manual_seed(1)
     kernel = torch.randn(2, 3, 3, 3, dtype=torch.float64)
     size, period = (3, 4), column_period((3, 3), (3, 4))
-    column = _dense(lambda x: column_circular_conv(x, kernel, (1, 1)), (3, size[0], period))
+    column = dense_matrix(lambda x: column_circular_conv(x, kernel, (1, 1)), (3, size[0], period))
     expected = torch.linalg.eigvalsh(column.t() @ column)
     taps, _ = column_taps(kernel, period)
     spectra = [torch.linalg.eigvalsh(ConvGram(tap, (size[0], 1)).matrix()) for tap in taps]
@@ -268,10 +261,10 @@ def test_cpl_eval_sigma_between_the_shift_test_costs_is_the_column_fourier_bound
     with torch.no_grad():
         sigma = float(layer.eval_sigma())
     kernel = layer.weight.detach().double()
-    operator = _dense(lambda x: F.conv2d(x, kernel, padding=1), (3, 6, 5))
+    operator = dense_matrix(lambda x: F.conv2d(x, kernel, padding=1), (3, 6, 5))
     exact = float(torch.linalg.matrix_norm(operator, ord=2))
     period = column_period((3, 3), (6, 5))
-    column = _dense(lambda x: column_circular_conv(x, kernel, (1, 1)), (3, 6, period))
+    column = dense_matrix(lambda x: column_circular_conv(x, kernel, (1, 1)), (3, 6, period))
     column_norm = float(torch.linalg.matrix_norm(column, ord=2))
     assert exact <= column_norm <= sigma <= column_norm * (1 + 2e-5)
     assert sigma < conv_fft_bound(layer.weight, (6, 5))  # tighter than the fallback here
